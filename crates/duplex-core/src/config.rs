@@ -1,0 +1,143 @@
+//! Limits and behaviour switches of the engine.
+
+use std::time::Duration;
+
+/// Limits and behaviour of a [`Connection`](crate::Connection).
+///
+/// Every limit has a default sized for ordinary applications and can be changed:
+///
+/// ```
+/// use std::time::Duration;
+/// use duplex_core::Config;
+///
+/// let config = Config::default()
+///     .max_message_size(1 << 20)
+///     .max_frame_size(256 << 10)
+///     .keepalive(Duration::from_secs(20), Duration::from_secs(10));
+/// assert_eq!(config.get_max_message_size(), 1 << 20);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub(crate) max_frame_size: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) max_fragments: usize,
+    pub(crate) max_write_buffer: usize,
+    pub(crate) send_frame_size: Option<usize>,
+    pub(crate) auto_pong: bool,
+    pub(crate) close_timeout: Duration,
+    pub(crate) keepalive: Option<(Duration, Duration)>,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+/// 16 MiB: the largest frame accepted by default.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
+/// 64 MiB: the largest message accepted by default.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+/// The most frames one message may span by default (Autobahn's 9.4.1 sends 65,536).
+pub const DEFAULT_MAX_FRAGMENTS: usize = 100_000;
+/// 1 MiB: above this much unsent output, [`send`](crate::Connection::send) refuses.
+pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1 << 20;
+/// 5 seconds to complete the close handshake.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_fragments: DEFAULT_MAX_FRAGMENTS,
+            max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+            send_frame_size: None,
+            auto_pong: true,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            keepalive: None,
+            idle_timeout: None,
+        }
+    }
+}
+
+impl Config {
+    /// The largest frame payload accepted from the peer (default 16 MiB); a larger frame
+    /// is refused from its header, before its payload is read, with close code 1009.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// The largest message accepted from the peer, across all its fragments (default
+    /// 64 MiB); exceeding it closes with 1009 as soon as a frame header announces it.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// The most frames one message may span, empty continuations included (default
+    /// 100,000); exceeding it closes with 1008.
+    pub fn max_fragments(mut self, frames: usize) -> Self {
+        self.max_fragments = frames.max(1);
+        self
+    }
+
+    /// Unsent output above which [`send`](crate::Connection::send) refuses new messages
+    /// with [`UsageError::WriteBufferFull`](crate::UsageError::WriteBufferFull) (default
+    /// 1 MiB). One message larger than this is accepted when the buffer is below it.
+    pub fn max_write_buffer(mut self, bytes: usize) -> Self {
+        self.max_write_buffer = bytes;
+        self
+    }
+
+    /// Split outgoing messages into frames of at most this many payload bytes (default:
+    /// never split).
+    pub fn send_frame_size(mut self, bytes: Option<usize>) -> Self {
+        self.send_frame_size = bytes.map(|b| b.max(1));
+        self
+    }
+
+    /// Answer pings with pongs automatically (default on). When off, pings are still
+    /// delivered as events and the application answers them.
+    pub fn auto_pong(mut self, on: bool) -> Self {
+        self.auto_pong = on;
+        self
+    }
+
+    /// How long to wait for the peer's close frame after sending ours, and for a server
+    /// to close TCP after the handshake completed (default 5 s).
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Send a ping after `interval` without any frame from the peer, and give up on the
+    /// connection when nothing arrives within `timeout` after it (default off).
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive = Some((interval, timeout));
+        self
+    }
+
+    /// Close the connection with 1001 after this long without a data message from the
+    /// peer (default off).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The configured maximum frame size.
+    pub fn get_max_frame_size(&self) -> usize {
+        self.max_frame_size
+    }
+
+    /// The configured maximum message size.
+    pub fn get_max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// The configured write buffer limit.
+    pub fn get_max_write_buffer(&self) -> usize {
+        self.max_write_buffer
+    }
+
+    /// The configured close handshake timeout.
+    pub fn get_close_timeout(&self) -> Duration {
+        self.close_timeout
+    }
+}

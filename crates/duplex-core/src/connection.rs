@@ -1,0 +1,761 @@
+//! The protocol engine: bytes in, events out; messages in, bytes out.
+
+use std::io::IoSlice;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use duplex_codec::{
+    Decoded, Decoder, FrameHeader, MAX_CONTROL_PAYLOAD, Masking, OpCode, encode_header,
+};
+
+use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
+use crate::config::Config;
+use crate::error::{Error, Limit, LimitError, ProtocolError, TimeoutKind, UsageError};
+use crate::mask_keys::next_key;
+use crate::message::{Message, Utf8Bytes};
+use crate::output::Output;
+use crate::role::Role;
+use crate::utf8::Utf8Validator;
+
+/// One WebSocket connection after the opening handshake, without any I/O.
+///
+/// The adapter feeds it what the socket read ([`receive`](Self::receive)), takes events
+/// out ([`poll_event`](Self::poll_event)), writes what it asks
+/// ([`pending_output`](Self::pending_output), [`consume_output`](Self::consume_output)),
+/// runs its one timer ([`poll_timeout`](Self::poll_timeout),
+/// [`handle_timeout`](Self::handle_timeout)) and closes the socket when
+/// [`wants_close_transport`](Self::wants_close_transport) says so.
+///
+/// ```
+/// use std::time::Instant;
+/// use duplex_core::{Config, Connection, Message, Role};
+///
+/// let mut server = Connection::new(Role::Server, Config::default());
+/// let mut client = Connection::new(Role::Client, Config::default());
+/// let now = Instant::now();
+///
+/// client.send(Message::text("hello"))?;
+/// // Move the client's output to the server, as a socket would.
+/// let wire = client.pending_output().to_vec();
+/// client.consume_output(wire.len());
+/// server.receive(&wire);
+///
+/// match server.poll_event(now) {
+///     Some(Ok(Message::Text(text))) => assert_eq!(text, "hello"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// # Ok::<(), duplex_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    decoder: Decoder,
+    read_buf: BytesMut,
+    fresh_input: bool,
+    eof: bool,
+    incoming: Incoming,
+    output: Output,
+    pending_pong: Option<Bytes>,
+    /// Output position where the last queued pong ends; a new pong is queued only after it.
+    pong_end: u64,
+    sent_close: bool,
+    received_close: bool,
+    failed: bool,
+    /// No more frames will be decoded (peer's close seen, or the stream is undecodable).
+    read_closed: bool,
+    /// Close the transport now, whatever is still queued.
+    abort: bool,
+    pending_error: Option<Error>,
+    timers: Timers,
+}
+
+/// The message being assembled from incoming frames.
+#[derive(Debug, Default)]
+struct Incoming {
+    /// The opcode of the message in progress (Text or Binary), if any.
+    kind: Option<OpCode>,
+    /// The current frame is the message's last.
+    frame_fin: bool,
+    /// The only piece received so far, kept without a copy.
+    first: Option<Bytes>,
+    /// Pieces joined, once there are two or more.
+    joined: BytesMut,
+    len: usize,
+    fragments: usize,
+    utf8: Utf8Validator,
+}
+
+#[derive(Debug, Default)]
+struct Timers {
+    /// Close handshake (or, for a client, the server's TCP close) deadline.
+    close: Option<Instant>,
+    /// When the last frame from the peer was seen (keepalive).
+    last_frame: Option<Instant>,
+    /// When the last data frame from the peer was seen (idle timeout).
+    last_data: Option<Instant>,
+    /// A keepalive ping is outstanding until this deadline.
+    ping_deadline: Option<Instant>,
+    /// The last time any call passed `now`.
+    clock: Option<Instant>,
+}
+
+impl Connection {
+    /// A connection for `role` with `config`, as the opening handshake left it.
+    pub fn new(role: Role, config: Config) -> Self {
+        let masking = match role {
+            Role::Server => Masking::Required,
+            Role::Client => Masking::Forbidden,
+        };
+        Self {
+            role,
+            decoder: Decoder::new(masking, config.max_frame_size as u64),
+            config,
+            read_buf: BytesMut::new(),
+            fresh_input: false,
+            eof: false,
+            incoming: Incoming::default(),
+            output: Output::default(),
+            pending_pong: None,
+            pong_end: 0,
+            sent_close: false,
+            received_close: false,
+            failed: false,
+            read_closed: false,
+            abort: false,
+            pending_error: None,
+            timers: Timers::default(),
+        }
+    }
+
+    /// This connection's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// This connection's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ----- input -----
+
+    /// Feeds bytes read from the transport. Nothing is parsed until
+    /// [`poll_event`](Self::poll_event); call it until it returns `None` before reading
+    /// more, so that the engine only ever holds a partial frame.
+    pub fn receive(&mut self, data: &[u8]) {
+        if self.read_closed || data.is_empty() {
+            return;
+        }
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::from(data);
+        } else {
+            self.read_buf.extend_from_slice(data);
+        }
+        self.fresh_input = true;
+    }
+
+    /// Tells the engine the transport reached end of file. A peer that leaves without
+    /// completing the close handshake is reported as [`Error::PeerVanished`] once the
+    /// bytes already received are processed.
+    pub fn receive_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// The next event: a message, a ping, a pong, the peer's close, or the error that
+    /// failed the connection (reported once; the close frame for it is already queued).
+    /// `None` means more input is needed.
+    ///
+    /// `now` is the current time; keepalive and idle deadlines count from it.
+    pub fn poll_event(&mut self, now: Instant) -> Option<Result<Message, Error>> {
+        self.timers.clock = Some(now);
+        self.start_timers(now);
+        if let Some(error) = self.pending_error.take() {
+            return Some(Err(error));
+        }
+        if self.fresh_input {
+            self.fresh_input = false;
+            self.timers.last_frame = Some(now);
+            self.timers.ping_deadline = None;
+        }
+        while !self.read_closed {
+            let item = match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    if self.read_buf.is_empty() {
+                        self.read_buf = BytesMut::new();
+                    }
+                    break;
+                }
+                Err(error) => {
+                    self.read_closed = true;
+                    return self.fail(error.into(), now);
+                }
+            };
+            match self.handle(item, now) {
+                Ok(Some(message)) => return Some(Ok(message)),
+                Ok(None) => {}
+                Err(error) => return self.fail(error, now),
+            }
+        }
+        if self.eof && !self.read_closed {
+            self.read_closed = true;
+            self.read_buf = BytesMut::new();
+            if !self.sent_close {
+                let mid_message =
+                    self.incoming.kind.is_some() || !self.decoder.is_at_frame_boundary();
+                return Some(Err(Error::PeerVanished { mid_message }));
+            }
+        }
+        None
+    }
+
+    fn start_timers(&mut self, now: Instant) {
+        self.timers.last_frame.get_or_insert(now);
+        self.timers.last_data.get_or_insert(now);
+    }
+
+    fn handle(&mut self, item: Decoded, now: Instant) -> Result<Option<Message>, Error> {
+        match item {
+            Decoded::Frame {
+                header,
+                payload,
+                complete,
+            } => {
+                let bits = (u8::from(header.rsv1) << 2)
+                    | (u8::from(header.rsv2) << 1)
+                    | u8::from(header.rsv3);
+                if bits != 0 {
+                    return Err(ProtocolError::ReservedBits { bits }.into());
+                }
+                if header.opcode.is_control() {
+                    return self.handle_control(header.opcode, payload, now);
+                }
+                if self.failed {
+                    return Ok(None);
+                }
+                self.start_data_frame(&header)?;
+                self.timers.last_data = Some(now);
+                self.data_piece(payload, complete)
+            }
+            Decoded::Continue { payload, complete } => {
+                if self.failed {
+                    return Ok(None);
+                }
+                self.data_piece(payload, complete)
+            }
+        }
+    }
+
+    fn start_data_frame(&mut self, header: &FrameHeader) -> Result<(), Error> {
+        let incoming = &mut self.incoming;
+        match (header.opcode, incoming.kind) {
+            (OpCode::Continuation, None) => {
+                return Err(ProtocolError::UnexpectedContinuation.into());
+            }
+            (OpCode::Continuation, Some(_)) => {}
+            (opcode, Some(_)) => return Err(ProtocolError::ExpectedContinuation(opcode).into()),
+            (opcode, None) => incoming.kind = Some(opcode),
+        }
+        incoming.fragments += 1;
+        if incoming.fragments > self.config.max_fragments {
+            return Err(Error::LimitExceeded(LimitError {
+                limit: Limit::Fragments,
+                actual: incoming.fragments as u64,
+                max: self.config.max_fragments as u64,
+            }));
+        }
+        let announced = (incoming.len as u64).saturating_add(header.payload_len);
+        if announced > self.config.max_message_size as u64 {
+            return Err(Error::LimitExceeded(LimitError {
+                limit: Limit::MessageSize,
+                actual: announced,
+                max: self.config.max_message_size as u64,
+            }));
+        }
+        incoming.frame_fin = header.fin;
+        Ok(())
+    }
+
+    fn data_piece(&mut self, payload: Bytes, complete: bool) -> Result<Option<Message>, Error> {
+        let incoming = &mut self.incoming;
+        let last = complete && incoming.frame_fin;
+        if incoming.kind == Some(OpCode::Text) {
+            incoming
+                .utf8
+                .feed(&payload, last)
+                .map_err(|_| ProtocolError::InvalidUtf8 {
+                    in_close_reason: false,
+                })?;
+        }
+        if !payload.is_empty() {
+            incoming.len += payload.len();
+            if incoming.first.is_none() && incoming.joined.is_empty() {
+                incoming.first = Some(payload);
+            } else {
+                if let Some(first) = incoming.first.take() {
+                    incoming.joined.extend_from_slice(&first);
+                }
+                incoming.joined.extend_from_slice(&payload);
+            }
+        }
+        if !last {
+            return Ok(None);
+        }
+        let data = match incoming.first.take() {
+            Some(data) => data,
+            None => incoming.joined.split().freeze(),
+        };
+        let kind = incoming.kind.take();
+        incoming.len = 0;
+        incoming.fragments = 0;
+        incoming.utf8.reset();
+        Ok(Some(match kind {
+            Some(OpCode::Text) => Message::Text(Utf8Bytes::from_validated(data)),
+            _ => Message::Binary(data),
+        }))
+    }
+
+    fn handle_control(
+        &mut self,
+        opcode: OpCode,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<Option<Message>, Error> {
+        match opcode {
+            OpCode::Ping => {
+                if self.failed || self.sent_close {
+                    return Ok(None);
+                }
+                if self.config.auto_pong {
+                    self.pending_pong = Some(payload.clone());
+                    self.queue_pong();
+                }
+                Ok(Some(Message::Ping(payload)))
+            }
+            OpCode::Pong => {
+                if self.failed {
+                    return Ok(None);
+                }
+                Ok(Some(Message::Pong(payload)))
+            }
+            _ => self.handle_close(&payload, now),
+        }
+    }
+
+    fn handle_close(&mut self, payload: &[u8], now: Instant) -> Result<Option<Message>, Error> {
+        let frame = parse_close_payload(payload)?;
+        self.received_close = true;
+        self.read_closed = true;
+        self.read_buf = BytesMut::new();
+        if self.role == Role::Client {
+            // Wait for the server to close TCP, but not forever.
+            self.timers.close = Some(now + self.config.close_timeout);
+        }
+        if self.failed {
+            return Ok(None);
+        }
+        if !self.sent_close {
+            let reply = frame
+                .as_ref()
+                .map(|f| CloseFrame::new(f.code, Utf8Bytes::default()));
+            self.queue_pong();
+            self.write_close(reply.as_ref());
+            self.sent_close = true;
+        }
+        Ok(Some(Message::Close(frame)))
+    }
+
+    /// Fails the connection: queues a close frame for `error` and reports the error once.
+    fn fail(&mut self, error: Error, now: Instant) -> Option<Result<Message, Error>> {
+        if self.failed {
+            // Already failed and discarding input: a second violation only stops reading.
+            self.read_closed = true;
+            return None;
+        }
+        self.failed = true;
+        self.incoming = Incoming::default();
+        self.pending_pong = None;
+        if !self.sent_close {
+            self.write_close(error.close_frame().as_ref());
+            self.sent_close = true;
+            self.timers.close = Some(now + self.config.close_timeout);
+        }
+        Some(Err(error))
+    }
+
+    // ----- output -----
+
+    /// Queues a message. Text and binary messages are refused with
+    /// [`UsageError::WriteBufferFull`] while the unsent output is above
+    /// `max_write_buffer`; control frames are always accepted.
+    ///
+    /// `Message::Close` starts the close handshake like [`close`](Self::close), timing it
+    /// from the last `now` this connection was given.
+    pub fn send(&mut self, message: Message) -> Result<(), Error> {
+        if let Message::Close(frame) = message {
+            let now = self.timers.clock.unwrap_or_else(Instant::now);
+            return self.close(frame, now);
+        }
+        if self.sent_close {
+            return Err(UsageError::SendAfterClose.into());
+        }
+        match message {
+            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => self.send_data(OpCode::Binary, data),
+            Message::Ping(data) => self.send_control(OpCode::Ping, data),
+            Message::Pong(data) => self.send_control(OpCode::Pong, data),
+            Message::Close(_) => unreachable!("handled above"),
+        }
+    }
+
+    /// Queues a message encoded once for many connections (see [`PreparedMessage`]).
+    pub fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), Error> {
+        if self.role == Role::Client || self.config.send_frame_size.is_some() {
+            return self.send(prepared.message.clone());
+        }
+        if self.sent_close {
+            return Err(UsageError::SendAfterClose.into());
+        }
+        self.check_write_buffer()?;
+        self.output.push_shared(prepared.frame.clone());
+        Ok(())
+    }
+
+    /// Starts the close handshake with `frame` (or an empty close frame). Nothing can be
+    /// sent afterwards. Calling it again, or after the peer's close, does nothing.
+    pub fn close(&mut self, frame: Option<CloseFrame>, now: Instant) -> Result<(), Error> {
+        self.timers.clock = Some(now);
+        if let Some(frame) = &frame {
+            if !frame.code.is_allowed_on_wire() {
+                return Err(UsageError::InvalidCloseCode(frame.code.as_u16()).into());
+            }
+            if frame.reason.len() > MAX_CLOSE_REASON {
+                return Err(UsageError::CloseReasonTooLong(frame.reason.len()).into());
+            }
+        }
+        if self.sent_close {
+            return Ok(());
+        }
+        self.queue_pong();
+        self.write_close(frame.as_ref());
+        self.sent_close = true;
+        self.timers.close = Some(now + self.config.close_timeout);
+        Ok(())
+    }
+
+    fn check_write_buffer(&self) -> Result<(), Error> {
+        if self.output.len() > self.config.max_write_buffer {
+            return Err(UsageError::WriteBufferFull {
+                buffered: self.output.len(),
+                limit: self.config.max_write_buffer,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), Error> {
+        self.check_write_buffer()?;
+        let frame_size = self.config.send_frame_size.unwrap_or(usize::MAX);
+        if payload.len() <= frame_size {
+            self.write_frame(opcode, true, payload);
+            return Ok(());
+        }
+        let mut start = 0;
+        let mut opcode = opcode;
+        while start < payload.len() {
+            let end = payload.len().min(start + frame_size);
+            self.write_frame(opcode, end == payload.len(), payload.slice(start..end));
+            opcode = OpCode::Continuation;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), Error> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(UsageError::ControlPayloadTooLong(payload.len()).into());
+        }
+        self.write_frame(opcode, true, payload);
+        Ok(())
+    }
+
+    fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        let mut header = FrameHeader::new(opcode, payload.len() as u64);
+        header.fin = fin;
+        let staging = self.output.staging();
+        let before = staging.len();
+        if self.role == Role::Client {
+            let key = next_key();
+            header.mask = Some(key);
+            encode_header(&header, staging);
+            let start = staging.len();
+            staging.extend_from_slice(&payload);
+            duplex_codec::apply_mask(&mut staging[start..], key, 0);
+            self.output.staged(before);
+        } else {
+            encode_header(&header, staging);
+            self.output.staged(before);
+            self.output.push_payload(payload);
+        }
+    }
+
+    fn write_close(&mut self, frame: Option<&CloseFrame>) {
+        let payload = match frame {
+            None => Bytes::new(),
+            Some(frame) => {
+                let mut body = Vec::with_capacity(2 + frame.reason.len());
+                body.extend_from_slice(&frame.code.as_u16().to_be_bytes());
+                body.extend_from_slice(frame.reason.as_bytes());
+                Bytes::from(body)
+            }
+        };
+        self.write_frame(OpCode::Close, true, payload);
+    }
+
+    /// Queues the owed pong unless an earlier one is still unsent (only the latest
+    /// ping's payload is kept, so a ping flood cannot grow the output).
+    fn queue_pong(&mut self) {
+        if self.sent_close || self.output.consumed_position() < self.pong_end {
+            return;
+        }
+        if let Some(payload) = self.pending_pong.take() {
+            self.write_frame(OpCode::Pong, true, payload);
+            self.pong_end = self.output.end_position();
+        }
+    }
+
+    /// The next bytes to write to the transport (empty when there is nothing to write).
+    pub fn pending_output(&self) -> &[u8] {
+        self.output.front()
+    }
+
+    /// Fills `slices` with all pending output in order, for a vectored write; returns
+    /// the number of slices filled.
+    pub fn pending_output_vectored<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.output.vectored(slices)
+    }
+
+    /// Bytes waiting to be written.
+    pub fn output_len(&self) -> usize {
+        self.output.len()
+    }
+
+    /// True while the unsent output is above `max_write_buffer`: the adapter should wait
+    /// for it to drain before accepting more messages.
+    pub fn is_write_buffer_full(&self) -> bool {
+        self.output.len() > self.config.max_write_buffer
+    }
+
+    /// Tells the engine that the transport accepted the first `n` pending bytes.
+    ///
+    /// # Panics
+    ///
+    /// If `n` exceeds [`output_len`](Self::output_len) (an adapter bug).
+    pub fn consume_output(&mut self, n: usize) {
+        self.output.consume(n);
+        self.queue_pong();
+    }
+
+    /// Releases buffers that hold nothing, so an idle connection costs almost no memory.
+    pub fn shrink_buffers(&mut self) {
+        self.output.shrink();
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+        if self.incoming.joined.is_empty() {
+            self.incoming.joined = BytesMut::new();
+        }
+    }
+
+    /// Received bytes the engine holds: unparsed input plus the message being assembled.
+    /// Bounded by the limits: at most `max_message_size` plus one read.
+    pub fn buffered_input(&self) -> usize {
+        self.read_buf.len() + self.incoming.len
+    }
+
+    // ----- state and time -----
+
+    /// True once the adapter should close the transport: the close handshake is done
+    /// (a server closes TCP first; a client waits for the server, up to the close
+    /// timeout), the stream became undecodable, a deadline passed, or the peer's end
+    /// closed. Pending output is written first, except after a deadline.
+    pub fn wants_close_transport(&self) -> bool {
+        if self.abort {
+            return true;
+        }
+        if !self.output.is_empty() {
+            return false;
+        }
+        if self.eof && self.read_closed {
+            return true;
+        }
+        if self.failed && self.read_closed {
+            // Failed and either undecodable or the peer's close arrived.
+            return self.role == Role::Server || !self.received_close || self.eof;
+        }
+        self.received_close && self.sent_close && self.role == Role::Server
+    }
+
+    /// True once both close frames were exchanged, or the connection failed or ended.
+    pub fn is_closed(&self) -> bool {
+        (self.sent_close && self.received_close)
+            || self.abort
+            || self.failed
+            || (self.eof && self.read_closed)
+    }
+
+    /// True after our close frame was queued: nothing more can be sent.
+    pub fn is_close_sent(&self) -> bool {
+        self.sent_close
+    }
+
+    /// The earliest deadline the adapter should wake up for, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.abort {
+            return None;
+        }
+        let mut earliest = self.timers.close;
+        let mut consider = |deadline: Option<Instant>| {
+            if let Some(d) = deadline {
+                earliest = Some(earliest.map_or(d, |e| e.min(d)));
+            }
+        };
+        if !self.sent_close {
+            if let Some((interval, _)) = self.config.keepalive {
+                match self.timers.ping_deadline {
+                    Some(deadline) => consider(Some(deadline)),
+                    None => consider(self.timers.last_frame.map(|t| t + interval)),
+                }
+            }
+            if let Some(idle) = self.config.idle_timeout {
+                consider(self.timers.last_data.map(|t| t + idle));
+            }
+        }
+        earliest
+    }
+
+    /// Runs the deadlines that have passed at `now`: sends a keepalive ping, fails a
+    /// connection whose peer stopped answering, gives up on a close handshake.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.timers.clock = Some(now);
+        self.start_timers(now);
+        if self.abort {
+            return;
+        }
+        if let Some(deadline) = self.timers.close {
+            if now >= deadline {
+                self.timers.close = None;
+                self.abort = true;
+                self.read_closed = true;
+                if self.sent_close && !self.received_close && !self.failed {
+                    self.pending_error = Some(Error::Timeout(TimeoutKind::CloseHandshake));
+                }
+                return;
+            }
+        }
+        if self.sent_close {
+            return;
+        }
+        if let Some((interval, timeout)) = self.config.keepalive {
+            match self.timers.ping_deadline {
+                Some(deadline) if now >= deadline => {
+                    self.abort = true;
+                    self.read_closed = true;
+                    self.failed = true;
+                    self.pending_error = Some(Error::Timeout(TimeoutKind::Keepalive));
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    if self.timers.last_frame.is_some_and(|t| now >= t + interval) {
+                        self.write_frame(OpCode::Ping, true, Bytes::from_static(b"keepalive"));
+                        self.timers.ping_deadline = Some(now + timeout);
+                    }
+                }
+            }
+        }
+        if let Some(idle) = self.config.idle_timeout {
+            if self.timers.last_data.is_some_and(|t| now >= t + idle) {
+                if let Some(Err(error)) = self.fail(Error::Timeout(TimeoutKind::Idle), now) {
+                    self.pending_error = Some(error);
+                }
+            }
+        }
+    }
+}
+
+/// Parses and checks a received close payload (RFC 6455 sections 5.5.1 and 7.4).
+fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame>, Error> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ProtocolError::CloseFrameTooShort.into()),
+        [hi, lo, reason @ ..] => {
+            let code = CloseCode::from(u16::from_be_bytes([*hi, *lo]));
+            if !code.is_allowed_on_wire() {
+                return Err(ProtocolError::InvalidCloseCode(code.as_u16()).into());
+            }
+            let reason = Utf8Bytes::try_from(Bytes::copy_from_slice(reason)).map_err(|_| {
+                ProtocolError::InvalidUtf8 {
+                    in_close_reason: true,
+                }
+            })?;
+            Ok(Some(CloseFrame { code, reason }))
+        }
+    }
+}
+
+/// A text or binary message encoded once, to be sent to many connections without
+/// encoding or copying it again (broadcast). Servers queue the shared frame bytes;
+/// clients, which must mask each frame with a fresh key, encode it per connection.
+///
+/// ```
+/// use duplex_core::{Config, Connection, Message, PreparedMessage, Role};
+///
+/// let prepared = PreparedMessage::new(Message::text("tick"))?;
+/// let mut a = Connection::new(Role::Server, Config::default());
+/// let mut b = Connection::new(Role::Server, Config::default());
+/// a.send_prepared(&prepared)?;
+/// b.send_prepared(&prepared)?;
+/// assert_eq!(a.pending_output(), b.pending_output());
+/// assert_eq!(a.pending_output(), &[0x81, 4, b't', b'i', b'c', b'k']);
+/// # Ok::<(), duplex_core::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct PreparedMessage {
+    message: Message,
+    frame: Bytes,
+}
+
+impl PreparedMessage {
+    /// Encodes `message` (text or binary) as one unmasked frame.
+    pub fn new(message: Message) -> Result<Self, Error> {
+        let opcode = match &message {
+            Message::Text(_) => OpCode::Text,
+            Message::Binary(_) => OpCode::Binary,
+            _ => return Err(UsageError::SendAfterClose.into()),
+        };
+        let payload = message.payload();
+        let mut frame = BytesMut::with_capacity(payload.len() + duplex_codec::MAX_HEADER_LEN);
+        duplex_codec::encode_frame(
+            &FrameHeader::new(opcode, payload.len() as u64),
+            payload,
+            &mut frame,
+        );
+        Ok(Self {
+            message,
+            frame: frame.freeze(),
+        })
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The encoded server frame, shared by every connection it is sent to.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+}

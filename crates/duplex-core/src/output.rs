@@ -1,0 +1,187 @@
+//! The queue of encoded bytes waiting for the socket.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Payloads at least this long are queued by reference instead of copied (server side,
+/// where payloads go out unmasked).
+const SHARE_THRESHOLD: usize = 1024;
+
+/// A staging buffer that grew past this is released once drained.
+const KEEP_STAGING: usize = 64 << 10;
+
+/// Encoded frames in order: shared chunks (`Bytes`, e.g. a large payload or a prepared
+/// broadcast frame) and, after them, a staging buffer where small frames are coalesced.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    chunks: VecDeque<Bytes>,
+    staging: BytesMut,
+    len: usize,
+    /// Total bytes ever consumed by the socket, to tell when a queued pong has left.
+    consumed: u64,
+    /// Total bytes ever queued.
+    queued: u64,
+}
+
+impl Output {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Position (in bytes ever queued) of the end of the queue.
+    pub(crate) fn end_position(&self) -> u64 {
+        self.queued
+    }
+
+    pub(crate) fn consumed_position(&self) -> u64 {
+        self.consumed
+    }
+
+    /// The buffer to encode small frames into; call [`Output::staged`] after writing.
+    pub(crate) fn staging(&mut self) -> &mut BytesMut {
+        &mut self.staging
+    }
+
+    /// Records that `before` was the staging length before the caller appended to it.
+    pub(crate) fn staged(&mut self, before: usize) {
+        let added = self.staging.len() - before;
+        self.len += added;
+        self.queued += added as u64;
+    }
+
+    /// Queues a payload: shared if large, copied into staging if small.
+    pub(crate) fn push_payload(&mut self, payload: Bytes) {
+        if payload.len() >= SHARE_THRESHOLD {
+            self.push_shared(payload);
+        } else {
+            let before = self.staging.len();
+            self.staging.extend_from_slice(&payload);
+            self.staged(before);
+        }
+    }
+
+    /// Queues bytes by reference, after everything queued so far.
+    pub(crate) fn push_shared(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if !self.staging.is_empty() {
+            let staged = self.staging.split().freeze();
+            self.chunks.push_back(staged);
+        }
+        self.len += bytes.len();
+        self.queued += bytes.len() as u64;
+        self.chunks.push_back(bytes);
+    }
+
+    /// The next contiguous bytes to write.
+    pub(crate) fn front(&self) -> &[u8] {
+        self.chunks
+            .front()
+            .map_or(&self.staging[..], |chunk| &chunk[..])
+    }
+
+    /// Fills `out` with the pending bytes in order; returns how many slices were used.
+    pub(crate) fn vectored<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        let pieces = self
+            .chunks
+            .iter()
+            .map(|c| &c[..])
+            .chain(std::iter::once(&self.staging[..]));
+        for piece in pieces.filter(|p| !p.is_empty()) {
+            if n == out.len() {
+                break;
+            }
+            out[n] = IoSlice::new(piece);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the first `n` pending bytes, which the socket accepted.
+    ///
+    /// # Panics
+    ///
+    /// If `n` exceeds the pending length (a bug in the adapter).
+    pub(crate) fn consume(&mut self, mut n: usize) {
+        assert!(
+            n <= self.len,
+            "consumed {n} bytes but only {} are pending",
+            self.len
+        );
+        self.len -= n;
+        self.consumed += n as u64;
+        while n > 0 {
+            match self.chunks.front_mut() {
+                Some(chunk) if chunk.len() <= n => {
+                    n -= chunk.len();
+                    self.chunks.pop_front();
+                }
+                Some(chunk) => {
+                    chunk.advance(n);
+                    n = 0;
+                }
+                None => {
+                    self.staging.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        if self.len == 0 && self.staging.capacity() > KEEP_STAGING {
+            self.staging = BytesMut::new();
+        }
+    }
+
+    /// Releases every buffer that holds nothing, for idle connections.
+    pub(crate) fn shrink(&mut self) {
+        if self.staging.is_empty() {
+            self.staging = BytesMut::new();
+        }
+        if self.chunks.is_empty() {
+            self.chunks = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_across_staged_and_shared_pieces() {
+        let mut out = Output::default();
+        let before = out.staging().len();
+        out.staging().extend_from_slice(b"ab");
+        out.staged(before);
+        out.push_shared(Bytes::from_static(b"cd"));
+        let before = out.staging().len();
+        out.staging().extend_from_slice(b"ef");
+        out.staged(before);
+        let mut written = Vec::new();
+        while !out.is_empty() {
+            let take = out.front().len().min(1);
+            written.extend_from_slice(&out.front()[..take]);
+            out.consume(take);
+        }
+        assert_eq!(written, b"abcdef");
+        assert_eq!((out.consumed_position(), out.end_position()), (6, 6));
+    }
+
+    #[test]
+    fn vectored_lists_every_pending_piece() {
+        let mut out = Output::default();
+        out.push_shared(Bytes::from_static(b"one"));
+        out.push_shared(Bytes::from_static(b"two"));
+        let mut slices = [IoSlice::new(&[]); 4];
+        let n = out.vectored(&mut slices);
+        assert_eq!(n, 2);
+        assert_eq!((&*slices[0], &*slices[1]), (&b"one"[..], &b"two"[..]));
+    }
+}
