@@ -1,0 +1,401 @@
+//! The client side: build the request, validate the server's response.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, Version, header};
+
+use crate::error::HandshakeError;
+use crate::head::{HeadReader, Limits};
+use crate::{accept_key, header_tokens, parse_headers};
+
+/// The client's opening request: target, offered subprotocols and extensions, extra
+/// headers.
+///
+/// ```
+/// use duplex_handshake::ClientRequest;
+///
+/// let (bytes, mut handshake) = ClientRequest::new("ws://127.0.0.1:9001/chat?room=1")?
+///     .protocol("chat")
+///     .header("Origin", "http://127.0.0.1")?
+///     .encode();
+/// let text = String::from_utf8(bytes).unwrap();
+/// assert!(text.starts_with("GET /chat?room=1 HTTP/1.1\r\nHost: 127.0.0.1:9001\r\n"));
+/// assert!(text.contains("Sec-WebSocket-Protocol: chat\r\n"));
+///
+/// // A server answering without a valid Sec-WebSocket-Accept is refused.
+/// let bad = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+///     Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n";
+/// assert!(handshake.feed(bad).is_err());
+/// # Ok::<(), duplex_handshake::HandshakeError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientRequest {
+    uri: Uri,
+    host: String,
+    tls: bool,
+    protocols: Vec<String>,
+    extensions: Vec<String>,
+    headers: HeaderMap,
+    limits: Limits,
+}
+
+impl ClientRequest {
+    /// A request for a `ws://` or `wss://` URL.
+    pub fn new(url: &str) -> Result<Self, HandshakeError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| HandshakeError::InvalidUrl(e.to_string()))?;
+        let tls = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            other => {
+                return Err(HandshakeError::InvalidUrl(format!(
+                    "scheme {other:?} is not ws or wss"
+                )));
+            }
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| HandshakeError::InvalidUrl("no host".into()))?;
+        if authority.as_str().contains('@') {
+            return Err(HandshakeError::InvalidUrl(
+                "user information is not supported".into(),
+            ));
+        }
+        Ok(Self {
+            host: authority.as_str().to_owned(),
+            uri,
+            tls,
+            protocols: Vec::new(),
+            extensions: Vec::new(),
+            headers: HeaderMap::new(),
+            limits: Limits::default(),
+        })
+    }
+
+    /// The URL's host (without port).
+    pub fn host(&self) -> &str {
+        self.uri.host().unwrap_or_default()
+    }
+
+    /// The port: the URL's, or 80 for `ws` and 443 for `wss`.
+    pub fn port(&self) -> u16 {
+        self.uri
+            .port_u16()
+            .unwrap_or(if self.tls { 443 } else { 80 })
+    }
+
+    /// True for `wss://`.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Offers a subprotocol (call again for more, in order of preference).
+    pub fn protocol(mut self, name: impl Into<String>) -> Self {
+        self.protocols.push(name.into());
+        self
+    }
+
+    /// Offers an extension, as the full header value of one offer
+    /// (e.g. `permessage-deflate; client_max_window_bits`).
+    pub fn extension(mut self, offer: impl Into<String>) -> Self {
+        self.extensions.push(offer.into());
+        self
+    }
+
+    /// Adds a header (e.g. `Origin`, `Authorization`, `Cookie`).
+    pub fn header(mut self, name: &str, value: &str) -> Result<Self, HandshakeError> {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+        self.headers.append(name, value);
+        Ok(self)
+    }
+
+    /// Limits on the response head (default 16 KiB, 64 headers).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The request bytes with a fresh random key, and the handshake that checks the
+    /// response against that key.
+    pub fn encode(&self) -> (Vec<u8>, ClientHandshake) {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).expect("the OS random generator failed");
+        let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut out = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+            self.host
+        )
+        .into_bytes();
+        if !self.protocols.is_empty() {
+            out.extend_from_slice(
+                format!("Sec-WebSocket-Protocol: {}\r\n", self.protocols.join(", ")).as_bytes(),
+            );
+        }
+        if !self.extensions.is_empty() {
+            out.extend_from_slice(
+                format!(
+                    "Sec-WebSocket-Extensions: {}\r\n",
+                    self.extensions.join(", ")
+                )
+                .as_bytes(),
+            );
+        }
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        let handshake = ClientHandshake {
+            expected_accept: accept_key(key.as_bytes()),
+            protocols: self.protocols.clone(),
+            extensions_offered: !self.extensions.is_empty(),
+            reader: HeadReader::new(self.limits.max_head_size),
+            max_headers: self.limits.max_headers,
+        };
+        (out, handshake)
+    }
+}
+
+/// Checks the server's response to a [`ClientRequest`].
+#[derive(Debug)]
+pub struct ClientHandshake {
+    expected_accept: String,
+    protocols: Vec<String>,
+    extensions_offered: bool,
+    reader: HeadReader,
+    max_headers: usize,
+}
+
+/// What the server agreed to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The subprotocol the server chose, if any.
+    pub protocol: Option<String>,
+    /// The raw `Sec-WebSocket-Extensions` values the server accepted.
+    pub extensions: Vec<String>,
+}
+
+impl ClientHandshake {
+    /// Feeds bytes of the response. Returns the validated response once complete, what
+    /// was negotiated, and the bytes that followed the head (frames may follow at once).
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+    ) -> Result<Option<(Response<()>, Negotiated, Bytes)>, HandshakeError> {
+        let Some((head, rest)) = self.reader.push(data)? else {
+            return Ok(None);
+        };
+        let response = parse_response(&head, self.max_headers)?;
+        let negotiated = self.validate(&response)?;
+        Ok(Some((response, negotiated, rest)))
+    }
+
+    /// Validates a response (RFC 6455 section 4.2.2, client side).
+    pub fn validate(&self, response: &Response<()>) -> Result<Negotiated, HandshakeError> {
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(HandshakeError::NotSwitchingProtocols(response.status()));
+        }
+        let headers = response.headers();
+        if !header_tokens(headers, &header::UPGRADE).any(|t| t.eq_ignore_ascii_case("websocket")) {
+            return Err(HandshakeError::MissingHeader("Upgrade: websocket"));
+        }
+        if !header_tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade")) {
+            return Err(HandshakeError::MissingHeader("Connection: Upgrade"));
+        }
+        match headers.get(header::SEC_WEBSOCKET_ACCEPT) {
+            Some(value) if value.as_bytes() == self.expected_accept.as_bytes() => {}
+            Some(_) => return Err(HandshakeError::AcceptMismatch),
+            None => return Err(HandshakeError::MissingHeader("Sec-WebSocket-Accept")),
+        }
+        let mut chosen: Vec<&str> =
+            header_tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL).collect();
+        let protocol = match chosen.len() {
+            0 => None,
+            1 => {
+                let name = chosen.remove(0);
+                if !self.protocols.iter().any(|p| p == name) {
+                    return Err(HandshakeError::UnofferedSubprotocol(name.to_owned()));
+                }
+                Some(name.to_owned())
+            }
+            _ => return Err(HandshakeError::DuplicateHeader("Sec-WebSocket-Protocol")),
+        };
+        let extensions: Vec<String> = headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        if let Some(first) = extensions.first() {
+            if !self.extensions_offered {
+                return Err(HandshakeError::UnofferedExtension(first.clone()));
+            }
+        }
+        Ok(Negotiated {
+            protocol,
+            extensions,
+        })
+    }
+}
+
+/// Parses one complete response head.
+pub fn parse_response(head: &[u8], max_headers: usize) -> Result<Response<()>, HandshakeError> {
+    let mut slots = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut parsed = httparse::Response::new(&mut slots);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HandshakeError::Incomplete),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HandshakeError::TooManyHeaders { limit: max_headers });
+        }
+        Err(error) => return Err(HandshakeError::Malformed(error.to_string())),
+    }
+    let status = StatusCode::from_u16(parsed.code.unwrap_or_default())
+        .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = if parsed.version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    *response.headers_mut() = parse_headers(parsed.headers)?;
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn respond(
+        handshake: &mut ClientHandshake,
+        extra: &str,
+        accept: &str,
+    ) -> Result<Negotiated, HandshakeError> {
+        let wire = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Accept: {accept}\r\n{extra}\r\n"
+        );
+        handshake
+            .feed(wire.as_bytes())
+            .map(|r| r.expect("complete").1)
+    }
+
+    #[test]
+    fn request_carries_the_required_headers_and_a_fresh_key() {
+        let request = ClientRequest::new("ws://example.com/").unwrap();
+        let (a, _) = request.encode();
+        let (b, _) = request.encode();
+        let a = String::from_utf8(a).unwrap();
+        assert!(a.contains("Host: example.com\r\n"));
+        assert!(a.contains("Upgrade: websocket\r\nConnection: Upgrade\r\n"));
+        assert!(a.contains("Sec-WebSocket-Version: 13\r\n"));
+        let key = |s: &str| {
+            s.lines()
+                .find(|l| l.starts_with("Sec-WebSocket-Key"))
+                .unwrap()
+                .to_owned()
+        };
+        assert_ne!(key(&a), key(&String::from_utf8(b).unwrap()));
+        let value = key(&a)["Sec-WebSocket-Key: ".len()..].to_owned();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .unwrap()
+                .len(),
+            16
+        );
+    }
+
+    #[test]
+    fn accepts_a_valid_response_and_hands_back_following_bytes() {
+        let (bytes, mut handshake) = ClientRequest::new("ws://a/")
+            .unwrap()
+            .protocol("chat")
+            .encode();
+        let text = String::from_utf8(bytes).unwrap();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap();
+        let accept = accept_key(key.as_bytes());
+        let wire = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\
+Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+        );
+        let mut wire = wire.into_bytes();
+        wire.extend_from_slice(b"\x81\x00");
+        let (_, negotiated, rest) = handshake.feed(&wire).unwrap().unwrap();
+        assert_eq!(negotiated.protocol.as_deref(), Some("chat"));
+        assert_eq!(&rest[..], b"\x81\x00");
+    }
+
+    #[test]
+    fn rejects_wrong_accept_status_and_unoffered_choices() {
+        let request = ClientRequest::new("ws://a/").unwrap().protocol("chat");
+        let (bytes, mut handshake) = request.encode();
+        let text = String::from_utf8(bytes).unwrap();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap()
+            .to_owned();
+        let accept = accept_key(key.as_bytes());
+        assert_eq!(
+            respond(&mut handshake, "", "bad="),
+            Err(HandshakeError::AcceptMismatch)
+        );
+
+        let (_, mut handshake) = request.encode();
+        // The new handshake has a new key, so rebuild the expectation from it.
+        handshake.expected_accept = accept.clone();
+        assert_eq!(
+            respond(&mut handshake, "Sec-WebSocket-Protocol: other\r\n", &accept),
+            Err(HandshakeError::UnofferedSubprotocol("other".into()))
+        );
+        let (_, mut handshake) = request.encode();
+        handshake.expected_accept = accept.clone();
+        assert_eq!(
+            respond(
+                &mut handshake,
+                "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+                &accept
+            ),
+            Err(HandshakeError::UnofferedExtension(
+                "permessage-deflate".into()
+            ))
+        );
+        let (_, mut handshake) = request.encode();
+        let error = handshake
+            .feed(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+            .unwrap_err();
+        assert_eq!(
+            error,
+            HandshakeError::NotSwitchingProtocols(StatusCode::FORBIDDEN)
+        );
+    }
+
+    #[test]
+    fn rejects_urls_that_are_not_ws() {
+        assert!(matches!(
+            ClientRequest::new("http://a/"),
+            Err(HandshakeError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            ClientRequest::new("ws:///"),
+            Err(HandshakeError::InvalidUrl(_))
+        ));
+        let wss = ClientRequest::new("wss://example.com/x").unwrap();
+        assert_eq!(
+            (wss.host(), wss.port(), wss.is_tls()),
+            ("example.com", 443, true)
+        );
+    }
+}
