@@ -40,7 +40,10 @@ use sha1::{Digest, Sha1};
 pub use client::{ClientHandshake, ClientRequest, Negotiated, parse_response};
 pub use error::HandshakeError;
 pub use head::Limits;
-pub use server::{ClientOffer, ServerHandshake, parse_request, write_response};
+pub use server::{
+    Acceptance, ClientOffer, Rejection, ResponseBody, ServerHandshake, parse_request,
+    write_response,
+};
 
 /// Re-export of the `http` crate, whose types this crate's API uses.
 pub use http;

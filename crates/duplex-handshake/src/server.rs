@@ -239,6 +239,47 @@ impl Acceptance {
     }
 }
 
+/// A server's decision to refuse a request: the HTTP response to send instead of 101.
+///
+/// ```
+/// use duplex_handshake::Rejection;
+/// use duplex_handshake::http::StatusCode;
+///
+/// let rejection = Rejection::new(StatusCode::FORBIDDEN, "not on the list");
+/// assert_eq!(rejection.response().status(), StatusCode::FORBIDDEN);
+/// ```
+#[derive(Debug)]
+pub struct Rejection(Box<Response<String>>);
+
+impl Rejection {
+    /// A plain-text rejection with `status` and `body`.
+    pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
+        let mut response = Response::new(body.into());
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Self(Box::new(response))
+    }
+
+    /// The response to send.
+    pub fn response(&self) -> &Response<String> {
+        &self.0
+    }
+
+    /// The response to send, by value.
+    pub fn into_response(self) -> Response<String> {
+        *self.0
+    }
+}
+
+impl From<Response<String>> for Rejection {
+    fn from(response: Response<String>) -> Self {
+        Self(Box::new(response))
+    }
+}
+
 /// A response body [`write_response`] can write: `()` for none, or text or bytes.
 pub trait ResponseBody {
     /// The body's bytes.

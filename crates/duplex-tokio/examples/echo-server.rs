@@ -1,0 +1,42 @@
+//! An echo server for conformance tests: `echo-server [ADDR]` (default 127.0.0.1:9001).
+//!
+//! Prints `listening on ADDR` as its first line, then echoes every text and binary
+//! message. Limits are raised to what the Autobahn-style suite sends (16 MiB messages,
+//! 65,536 fragments).
+
+use std::io::Write;
+
+use duplex_tokio::{Acceptance, Config, accept_with};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9001".into());
+    let listener = TcpListener::bind(&addr).await?;
+    println!("listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let protocol = duplex_tokio::core::Config::default()
+        .max_message_size(64 << 20)
+        .max_frame_size(64 << 20)
+        .max_fragments(1 << 20)
+        .max_write_buffer(16 << 20);
+    let config = Config::default().protocol(protocol);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        let config = config.clone();
+        tokio::spawn(async move {
+            let Ok(mut ws) = accept_with(tcp, config, |_, _| Ok(Acceptance::default())).await
+            else {
+                return;
+            };
+            while let Some(Ok(message)) = ws.recv().await {
+                if message.is_data() && ws.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}

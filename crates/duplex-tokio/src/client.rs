@@ -1,0 +1,103 @@
+//! Connecting to WebSocket servers.
+
+use duplex_core::Role;
+use duplex_handshake::http::Response;
+use duplex_handshake::{ClientRequest, Negotiated};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::Config;
+use crate::error::HandshakeError;
+use crate::maybe_tls::MaybeTlsStream;
+use crate::stream::WebSocketStream;
+
+/// The server's 101 response and what it agreed to.
+#[derive(Clone, Debug)]
+pub struct ClientResponse {
+    /// The HTTP response head.
+    pub response: Response<()>,
+    /// The chosen subprotocol and accepted extensions.
+    pub negotiated: Negotiated,
+}
+
+/// Connects to a `ws://` or `wss://` URL: DNS, TCP, TLS (for `wss`, with the `tls`
+/// feature, against the web PKI roots), then the opening handshake.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use duplex_tokio::Message;
+///
+/// let (mut ws, _) = duplex_tokio::connect("ws://127.0.0.1:9001/").await?;
+/// ws.send(Message::text("hello")).await?;
+/// if let Some(reply) = ws.recv().await {
+///     println!("{:?}", reply?);
+/// }
+/// ws.close(None).await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect(
+    url: &str,
+) -> Result<(WebSocketStream<MaybeTlsStream>, ClientResponse), HandshakeError> {
+    connect_with(ClientRequest::new(url)?, Config::default()).await
+}
+
+/// Connects with a prepared request (subprotocols, headers) and configuration.
+pub async fn connect_with(
+    request: ClientRequest,
+    config: Config,
+) -> Result<(WebSocketStream<MaybeTlsStream>, ClientResponse), HandshakeError> {
+    let timeout = config.handshake_timeout;
+    let connecting = async {
+        let tcp = TcpStream::connect((request.host(), request.port())).await?;
+        tcp.set_nodelay(true)?;
+        if request.is_tls() {
+            crate::maybe_tls::wrap_tls(tcp, request.host(), None).await
+        } else {
+            Ok(MaybeTlsStream::Plain(tcp))
+        }
+    };
+    let stream = tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| HandshakeError::Timeout)??;
+    client_with(request, stream, config).await
+}
+
+/// Runs the client handshake over a stream the caller already has (TCP, TLS, a Unix
+/// socket, an in-memory pipe).
+pub async fn client_with<S>(
+    request: ClientRequest,
+    mut stream: S,
+    config: Config,
+) -> Result<(WebSocketStream<S>, ClientResponse), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (bytes, mut handshake) = request.limits(config.limits).encode();
+    let exchange = async {
+        stream.write_all(&bytes).await?;
+        stream.flush().await?;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(HandshakeError::Protocol(
+                    duplex_handshake::HandshakeError::Incomplete,
+                ));
+            }
+            if let Some(done) = handshake.feed(&buf[..n])? {
+                return Ok(done);
+            }
+        }
+    };
+    let (response, negotiated, leftover) = tokio::time::timeout(config.handshake_timeout, exchange)
+        .await
+        .map_err(|_| HandshakeError::Timeout)??;
+    let ws = WebSocketStream::from_raw(stream, Role::Client, config.protocol, &leftover);
+    Ok((
+        ws,
+        ClientResponse {
+            response,
+            negotiated,
+        },
+    ))
+}

@@ -1,0 +1,69 @@
+//! Configuration of the tokio adapter.
+
+use std::time::Duration;
+
+use duplex_handshake::Limits;
+
+/// Protocol limits (from `duplex-core`) plus what only the adapter needs: handshake
+/// limits and timeout.
+///
+/// ```
+/// use std::time::Duration;
+/// use duplex_tokio::Config;
+///
+/// let config = Config::default()
+///     .handshake_timeout(Duration::from_secs(5))
+///     .protocol(duplex_tokio::core::Config::default().max_message_size(1 << 20));
+/// assert_eq!(config.get_handshake_timeout(), Duration::from_secs(5));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) protocol: duplex_core::Config,
+    pub(crate) limits: Limits,
+    pub(crate) handshake_timeout: Duration,
+}
+
+/// 10 seconds to complete the opening handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            protocol: duplex_core::Config::default(),
+            limits: Limits::default(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    /// The protocol engine's limits and behaviour (message and frame sizes, write buffer,
+    /// close timeout, keepalive, idle timeout, automatic fragmentation).
+    pub fn protocol(mut self, protocol: duplex_core::Config) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Limits on the handshake's HTTP head (default 16 KiB and 64 headers).
+    pub fn handshake_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long the opening handshake may take (default 10 s); a peer that sends half a
+    /// request and stalls is dropped after it.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The configured handshake timeout.
+    pub fn get_handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// The protocol engine's configuration.
+    pub fn get_protocol(&self) -> &duplex_core::Config {
+        &self.protocol
+    }
+}

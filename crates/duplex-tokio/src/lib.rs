@@ -1,0 +1,64 @@
+//! Async WebSocket (RFC 6455) client and server on tokio.
+//!
+//! [`accept`] / [`accept_with`] run the server handshake on any
+//! `AsyncRead + AsyncWrite + Unpin` stream; [`connect`] dials a `ws://` or `wss://` URL
+//! and [`client_with`] runs the client handshake over a stream you already have. Both
+//! give a [`WebSocketStream`]: a `futures::Stream` of received [`Message`]s and a
+//! `futures::Sink` of messages to send, with async `recv`, `send` and `close`, and
+//! [`split`](WebSocketStream::split) for separate reader and writer tasks.
+//!
+//! Every protocol rule (fragmentation, UTF-8, control frames, the close handshake,
+//! limits, keepalive) comes from `duplex-core`; this crate only moves bytes and adds
+//! tokio's timers and wakers. Pick `duplex-mio` instead for a blocking server without an
+//! async runtime, or `duplex-core` to drive the protocol from your own event loop.
+//!
+//! ```
+//! use duplex_tokio::{accept, connect, Message};
+//! use tokio::net::TcpListener;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("ws://{}/", listener.local_addr()?);
+//! tokio::spawn(async move {
+//!     let (tcp, _) = listener.accept().await?;
+//!     let mut ws = accept(tcp).await?;
+//!     while let Some(Ok(message)) = ws.recv().await {
+//!         if message.is_data() {
+//!             ws.send(message).await?;
+//!         }
+//!     }
+//!     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+//! });
+//!
+//! let (mut ws, _) = connect(&url).await?;
+//! ws.send(Message::text("hello")).await?;
+//! assert_eq!(ws.recv().await.unwrap()?, Message::text("hello"));
+//! ws.close(None).await?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod config;
+mod error;
+mod maybe_tls;
+mod server;
+mod stream;
+
+pub use client::{ClientResponse, client_with, connect, connect_with};
+pub use config::{Config, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use error::HandshakeError;
+pub use maybe_tls::MaybeTlsStream;
+pub use server::{accept, accept_with};
+pub use stream::{WebSocketStream, WsReader, WsWriter};
+
+pub use duplex_core::{CloseCode, CloseFrame, Error, Message, PreparedMessage, Role, Utf8Bytes};
+pub use duplex_handshake::{Acceptance, ClientOffer, ClientRequest, Limits, Rejection, http};
+
+/// The protocol engine, for its configuration and error types.
+pub use duplex_core as core;
+
+/// The TLS library used for `wss://`, for building a custom `ClientConfig` or a
+/// `TlsAcceptor` for servers.
+#[cfg(feature = "tls")]
+pub use tokio_rustls;

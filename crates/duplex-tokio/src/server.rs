@@ -1,0 +1,136 @@
+//! Accepting WebSocket connections.
+
+use duplex_core::Role;
+use duplex_handshake::http::{Request, Response};
+use duplex_handshake::{Acceptance, ClientOffer, Rejection, ServerHandshake, write_response};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::config::Config;
+use crate::error::HandshakeError;
+use crate::stream::WebSocketStream;
+
+/// Accepts a WebSocket connection on `stream` with the default configuration, choosing
+/// no subprotocol.
+pub async fn accept<S>(stream: S) -> Result<WebSocketStream<S>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with(
+        stream,
+        Config::default(),
+        |_: &Request<()>, _: &ClientOffer| Ok(Acceptance::default()),
+    )
+    .await
+}
+
+/// Accepts a WebSocket connection on `stream`. `callback` sees the request and the
+/// client's offer and decides: accept (choosing a subprotocol and adding response
+/// headers through [`Acceptance`]) or reject with a response of its own ([`Rejection`]).
+///
+/// Requests that break RFC 6455 are answered with the right status (400, 405, 426 with
+/// `Sec-WebSocket-Version: 13`, 431) before the error is returned. The whole handshake
+/// must finish within the configured handshake timeout.
+///
+/// ```no_run
+/// use duplex_tokio::{accept_with, Acceptance, Config, Rejection};
+/// use duplex_tokio::http::StatusCode;
+///
+/// # async fn run(stream: tokio::net::TcpStream) -> Result<(), Box<dyn std::error::Error>> {
+/// let ws = accept_with(stream, Config::default(), |request, offer| {
+///     if request.uri().path() != "/chat" {
+///         return Err(Rejection::new(StatusCode::NOT_FOUND, "no such endpoint"));
+///     }
+///     let mut acceptance = Acceptance::default();
+///     if let Some(protocol) = offer.select_protocol(&["chat.v2", "chat.v1"]) {
+///         acceptance = acceptance.protocol(protocol);
+///     }
+///     Ok(acceptance)
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn accept_with<S, F>(
+    mut stream: S,
+    config: Config,
+    callback: F,
+) -> Result<WebSocketStream<S>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request<()>, &ClientOffer) -> Result<Acceptance, Rejection>,
+{
+    let handshake = async {
+        let (request, leftover) = read_request(&mut stream, &config).await?;
+        let offer = match ClientOffer::from_request(&request) {
+            Ok(offer) => offer,
+            Err(error) => return Err(reject(&mut stream, &error.response(), error.into()).await),
+        };
+        let acceptance = match callback(&request, &offer) {
+            Ok(acceptance) => acceptance,
+            Err(rejection) => {
+                let status = rejection.response().status();
+                return Err(reject(
+                    &mut stream,
+                    rejection.response(),
+                    HandshakeError::Rejected(status),
+                )
+                .await);
+            }
+        };
+        let response = match offer.accept_with(&acceptance) {
+            Ok(response) => response,
+            Err(error) => return Err(reject(&mut stream, &error.response(), error.into()).await),
+        };
+        let mut bytes = Vec::with_capacity(256);
+        write_response(&response, &mut bytes);
+        stream.write_all(&bytes).await?;
+        stream.flush().await?;
+        Ok(leftover)
+    };
+    let leftover = tokio::time::timeout(config.handshake_timeout, handshake)
+        .await
+        .map_err(|_| HandshakeError::Timeout)??;
+    Ok(WebSocketStream::from_raw(
+        stream,
+        Role::Server,
+        config.protocol,
+        &leftover,
+    ))
+}
+
+async fn read_request<S>(
+    stream: &mut S,
+    config: &Config,
+) -> Result<(Request<()>, bytes::Bytes), HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut reader = ServerHandshake::new(config.limits);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(duplex_handshake::HandshakeError::Incomplete.into());
+        }
+        match reader.feed(&buf[..n]) {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => {}
+            Err(error) => return Err(reject(stream, &error.response(), error.into()).await),
+        }
+    }
+}
+
+/// Writes a rejection response (best effort) and returns `error`.
+async fn reject<S>(
+    stream: &mut S,
+    response: &Response<String>,
+    error: HandshakeError,
+) -> HandshakeError
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut bytes = Vec::new();
+    write_response(response, &mut bytes);
+    let _ = stream.write_all(&bytes).await;
+    let _ = stream.shutdown().await;
+    error
+}
