@@ -1,1 +1,35 @@
-fn main() {}
+//! Developer tasks for the duplex workspace, run as `cargo xtask <task>`.
+//!
+//! Tasks:
+//! - `conformance`: Autobahn-style WebSocket conformance suite
+//!   (see `xtask/README.md`).
+
+use std::process::ExitCode;
+
+mod conformance;
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  conformance   Autobahn-style conformance suite (cargo xtask conformance --help)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("conformance") => conformance::main(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("unknown task {other:?}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        None => {
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}

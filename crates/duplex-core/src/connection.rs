@@ -1,5 +1,6 @@
 //! The protocol engine: bytes in, events out; messages in, bytes out.
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::time::Instant;
 
@@ -16,6 +17,9 @@ use crate::message::{Message, Utf8Bytes};
 use crate::output::Output;
 use crate::role::Role;
 use crate::utf8::Utf8Validator;
+
+/// Pongs that may wait unsent in the output before later pings collapse into one.
+const MAX_QUEUED_PONGS: usize = 16;
 
 /// One WebSocket connection after the opening handshake, without any I/O.
 ///
@@ -57,8 +61,9 @@ pub struct Connection {
     incoming: Incoming,
     output: Output,
     pending_pong: Option<Bytes>,
-    /// Output position where the last queued pong ends; a new pong is queued only after it.
-    pong_end: u64,
+    /// Output positions where the queued, not yet written pongs end (at most
+    /// `MAX_QUEUED_PONGS`); while it is full, only the latest ping's pong waits.
+    pongs_in_flight: VecDeque<u64>,
     sent_close: bool,
     received_close: bool,
     failed: bool,
@@ -117,7 +122,7 @@ impl Connection {
             incoming: Incoming::default(),
             output: Output::default(),
             pending_pong: None,
-            pong_end: 0,
+            pongs_in_flight: VecDeque::new(),
             sent_close: false,
             received_close: false,
             failed: false,
@@ -514,15 +519,19 @@ impl Connection {
         self.write_frame(OpCode::Close, true, payload);
     }
 
-    /// Queues the owed pong unless an earlier one is still unsent (only the latest
-    /// ping's payload is kept, so a ping flood cannot grow the output).
+    /// Queues the owed pong unless `MAX_QUEUED_PONGS` pongs are still unsent; then only
+    /// the latest ping's payload is kept, so a ping flood cannot grow the output.
     fn queue_pong(&mut self) {
-        if self.sent_close || self.output.consumed_position() < self.pong_end {
+        let consumed = self.output.consumed_position();
+        while self.pongs_in_flight.front().is_some_and(|end| *end <= consumed) {
+            self.pongs_in_flight.pop_front();
+        }
+        if self.sent_close || self.pongs_in_flight.len() >= MAX_QUEUED_PONGS {
             return;
         }
         if let Some(payload) = self.pending_pong.take() {
             self.write_frame(OpCode::Pong, true, payload);
-            self.pong_end = self.output.end_position();
+            self.pongs_in_flight.push_back(self.output.end_position());
         }
     }
 

@@ -232,12 +232,29 @@ fn ping_flood_keeps_only_the_latest_pong_pending() {
             event.unwrap();
         }
     }
-    // The first pong was queued; the rest collapse into one pending pong.
-    assert_eq!(conn.output_len(), 6);
+    // The first 16 pongs were queued; the rest collapse into one pending pong.
+    assert_eq!(conn.output_len(), 16 * 6);
     let out = drain(&mut conn);
-    let mut expected = vec![0x8A, 4, 0, 0, 0, 0];
-    expected.extend([0x8A, 4]);
-    expected.extend(9_999u32.to_be_bytes());
+    let mut expected = Vec::new();
+    for i in (0..16u32).chain([9_999]) {
+        expected.extend([0x8A, 4]);
+        expected.extend(i.to_be_bytes());
+    }
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn a_few_pings_in_a_row_each_get_their_pong() {
+    // Autobahn 2.10: ten pings before any output is written get ten pongs.
+    let mut conn = server();
+    let mut wire = Vec::new();
+    for i in 0..10u8 {
+        wire.extend(client_frame(0x89, &[i]));
+    }
+    conn.receive(&wire);
+    assert_eq!(events(&mut conn, Instant::now()).len(), 10);
+    let out = drain(&mut conn);
+    let expected: Vec<u8> = (0..10u8).flat_map(|i| [0x8A, 1, i]).collect();
     assert_eq!(out, expected);
 }
 

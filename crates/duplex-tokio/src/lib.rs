@@ -38,6 +38,11 @@
 //! # Ok(()) }
 //! ```
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
 mod client;
 mod config;
 mod error;

@@ -73,6 +73,7 @@ impl FrameSpec {
     }
 
     /// Sets the masking key.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn masked(mut self, mask: Option<[u8; 4]>) -> Self {
         self.mask = mask;
         self
@@ -112,12 +113,7 @@ impl FrameSpec {
         match self.mask {
             Some(key) => {
                 out.extend_from_slice(&key);
-                out.extend(
-                    self.payload
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| b ^ key[i % 4]),
-                );
+                out.extend(self.payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
             }
             None => out.extend_from_slice(&self.payload),
         }
@@ -343,7 +339,11 @@ mod tests {
         let payload: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
         let f = FrameSpec::new(OP_BINARY, payload.clone()).masked(Some([1, 2, 3, 4]));
         let enc = f.encode();
-        assert_ne!(&enc[14..20], &payload[..6], "payload must be masked on the wire");
+        assert_ne!(
+            &enc[14..20],
+            &payload[..6],
+            "payload must be masked on the wire"
+        );
         let mut r = FrameReader::new(1 << 20);
         // Feed in odd-sized chops, the frame appears only once complete.
         for (i, c) in chops(&enc, 997).into_iter().enumerate() {
@@ -409,7 +409,10 @@ mod tests {
         for c in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
             assert!(!close_code_is_valid(c), "{c}");
         }
-        assert_eq!(close_payload(Some(1000), b"ok"), vec![0x03, 0xE8, b'o', b'k']);
+        assert_eq!(
+            close_payload(Some(1000), b"ok"),
+            vec![0x03, 0xE8, b'o', b'k']
+        );
         assert!(close_payload(None, b"").is_empty());
     }
 }

@@ -104,7 +104,8 @@ impl WsUrl {
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, "/".to_string()),
         };
-        let (host, port) = if let Some(end) = authority.strip_prefix('[').and_then(|a| a.find(']')) {
+        let (host, port) = if let Some(end) = authority.strip_prefix('[').and_then(|a| a.find(']'))
+        {
             let host = &authority[..end + 2];
             let port = authority[end + 2..].strip_prefix(':');
             (host.to_string(), port)
@@ -130,6 +131,7 @@ impl WsUrl {
     }
 
     /// The URL with `path` replaced.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn with_path(&self, path: &str) -> WsUrl {
         WsUrl {
             host: self.host.clone(),
@@ -275,7 +277,10 @@ pub fn parse_target(target: &str) -> Request {
 }
 
 /// Server side: reads the upgrade request and answers 101 (or 400).
-pub async fn server(stream: &mut TcpStream, timeout: Duration) -> Result<(Request, Vec<u8>), String> {
+pub async fn server(
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> Result<(Request, Vec<u8>), String> {
     let (head, rest) = tokio::time::timeout(timeout, read_head(stream))
         .await
         .map_err(|_| "handshake timed out".to_string())??;
@@ -285,7 +290,8 @@ pub async fn server(stream: &mut TcpStream, timeout: Duration) -> Result<(Reques
     let key = header(&head, "sec-websocket-key");
     let upgrade = header(&head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let (Some("GET"), Some(target), Some(key), true) = (method, target, key, upgrade) else {
-        let body = "This is the duplex conformance fuzzing server; connect with a WebSocket client.\n";
+        let body =
+            "This is the duplex conformance fuzzing server; connect with a WebSocket client.\n";
         let resp = format!(
             "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
             body.len(),
@@ -317,7 +323,10 @@ mod tests {
     #[test]
     fn sha1_vectors() {
         assert_eq!(hex(&sha1(b"")), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
-        assert_eq!(hex(&sha1(b"abc")), "a9993e364706816aba3e25717850c26c9cd0d89d");
+        assert_eq!(
+            hex(&sha1(b"abc")),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
         let long = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
         assert_eq!(hex(&sha1(long)), "84983e441c3bd26ebaae4aa1f95129e5e54670f1");
     }
@@ -333,15 +342,24 @@ mod tests {
 
     #[test]
     fn rfc6455_accept_example() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
     fn parses_urls_and_targets() {
         let u = WsUrl::parse("ws://127.0.0.1:9001/echo?x=1").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 9001, "/echo?x=1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 9001, "/echo?x=1")
+        );
         let u = WsUrl::parse("ws://[::1]:80").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("[::1]", 80, "/"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("[::1]", 80, "/")
+        );
         assert!(WsUrl::parse("http://x").is_err());
         assert!(WsUrl::parse("ws://x:notaport/").is_err());
         let r = parse_target("/runCase?case=12&agent=duplex%2Dtokio+x");

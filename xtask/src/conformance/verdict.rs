@@ -221,7 +221,7 @@ pub enum TcpCloser {
 }
 
 /// What the suite observed about the close.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CloseObservation {
     /// Whether the WebSocket connection was ever open.
     pub opened: bool,
@@ -267,7 +267,10 @@ pub fn judge_events(expected: &[(Behavior, Vec<Event>)], received: &[Event]) -> 
             return (*b, "Actual events match at least one expected.".into());
         }
     }
-    (Behavior::Failed, "Actual events differ from any expected.".into())
+    (
+        Behavior::Failed,
+        "Actual events differ from any expected.".into(),
+    )
 }
 
 /// Judges the close like Autobahn's `behaviorClose`. `suite_is_client` is
@@ -298,17 +301,17 @@ pub fn judge_close(
             "The spec requires the connection to be closed cleanly here.".into(),
         );
     }
-    if let Some(code) = obs.remote_code {
-        if !exp.codes.contains(&code) {
-            let want: Vec<String> = exp.codes.iter().map(|c| c.to_string()).collect();
-            return (
-                CloseBehavior::WrongCode,
-                format!(
-                    "The close code should have been {} or empty, got {code}.",
-                    want.join(",")
-                ),
-            );
-        }
+    if let Some(code) = obs.remote_code
+        && !exp.codes.contains(&code)
+    {
+        let want: Vec<String> = exp.codes.iter().map(|c| c.to_string()).collect();
+        return (
+            CloseBehavior::WrongCode,
+            format!(
+                "The close code should have been {} or empty, got {code}.",
+                want.join(",")
+            ),
+        );
     }
     if suite_is_client && obs.dropped_by_me {
         return (
@@ -364,7 +367,10 @@ mod tests {
         ];
         assert_eq!(judge_events(&exp, &[Event::text("a")]).0, Behavior::Ok);
         assert_eq!(judge_events(&exp, &[]).0, Behavior::NonStrict);
-        assert_eq!(judge_events(&exp, &[Event::binary("a")]).0, Behavior::Failed);
+        assert_eq!(
+            judge_events(&exp, &[Event::binary("a")]).0,
+            Behavior::Failed
+        );
         assert_eq!(
             judge_events(&exp, &[Event::text("a"), Event::pong("")]).0,
             Behavior::Failed
@@ -377,10 +383,16 @@ mod tests {
 
     #[test]
     fn close_ok_and_wrong_endpoint() {
-        assert_eq!(judge_close(&ExpectedClose::normal(), &obs(), true).0, CloseBehavior::Ok);
+        assert_eq!(
+            judge_close(&ExpectedClose::normal(), &obs(), true).0,
+            CloseBehavior::Ok
+        );
         let mut o = obs();
         o.closed_by_me = false;
-        assert_eq!(judge_close(&ExpectedClose::normal(), &o, true).0, CloseBehavior::Failed);
+        assert_eq!(
+            judge_close(&ExpectedClose::normal(), &o, true).0,
+            CloseBehavior::Failed
+        );
         // Peer was expected to fail the connection, but the suite had to.
         let o = obs();
         assert_eq!(
@@ -393,7 +405,10 @@ mod tests {
     fn close_unclean_wrong_code_and_client_drop() {
         let mut o = obs();
         o.was_clean = false;
-        assert_eq!(judge_close(&ExpectedClose::normal(), &o, true).0, CloseBehavior::Unclean);
+        assert_eq!(
+            judge_close(&ExpectedClose::normal(), &o, true).0,
+            CloseBehavior::Unclean
+        );
         // Not required to be clean: a dropped TCP without code is fine.
         let mut o = obs();
         o.closed_by_me = false;
@@ -414,29 +429,57 @@ mod tests {
             judge_close(&ExpectedClose::normal(), &o, true).0,
             CloseBehavior::FailedByClient
         );
-        assert_eq!(judge_close(&ExpectedClose::normal(), &o, false).0, CloseBehavior::Ok);
+        assert_eq!(
+            judge_close(&ExpectedClose::normal(), &o, false).0,
+            CloseBehavior::Ok
+        );
         let o = CloseObservation::never_opened();
-        assert_eq!(judge_close(&ExpectedClose::normal(), &o, true).0, CloseBehavior::Failed);
+        assert_eq!(
+            judge_close(&ExpectedClose::normal(), &o, true).0,
+            CloseBehavior::Failed
+        );
     }
 
     #[test]
     fn overall_combines() {
         assert_eq!(overall(Behavior::Ok, CloseBehavior::Ok), Behavior::Ok);
-        assert_eq!(overall(Behavior::Ok, CloseBehavior::WrongCode), Behavior::Failed);
-        assert_eq!(overall(Behavior::Ok, CloseBehavior::FailedByClient), Behavior::NonStrict);
-        assert_eq!(overall(Behavior::NonStrict, CloseBehavior::Ok), Behavior::NonStrict);
+        assert_eq!(
+            overall(Behavior::Ok, CloseBehavior::WrongCode),
+            Behavior::Failed
+        );
+        assert_eq!(
+            overall(Behavior::Ok, CloseBehavior::FailedByClient),
+            Behavior::NonStrict
+        );
+        assert_eq!(
+            overall(Behavior::NonStrict, CloseBehavior::Ok),
+            Behavior::NonStrict
+        );
         assert_eq!(
             overall(Behavior::Informational, CloseBehavior::Informational),
             Behavior::Informational
         );
-        assert_eq!(overall(Behavior::Informational, CloseBehavior::Unclean), Behavior::Failed);
-        assert_eq!(overall(Behavior::Failed, CloseBehavior::Ok), Behavior::Failed);
+        assert_eq!(
+            overall(Behavior::Informational, CloseBehavior::Unclean),
+            Behavior::Failed
+        );
+        assert_eq!(
+            overall(Behavior::Failed, CloseBehavior::Ok),
+            Behavior::Failed
+        );
     }
 
     #[test]
     fn describes_events() {
         assert_eq!(Event::text("hi").describe(), "text message \"hi\"");
-        assert_eq!(Event::binary(vec![0xfe, 0x00]).describe(), "binary message 0xfe00");
-        assert!(Event::text(vec![b'*'; 100]).describe().ends_with("(100 bytes)"));
+        assert_eq!(
+            Event::binary(vec![0xfe, 0x00]).describe(),
+            "binary message 0xfe00"
+        );
+        assert!(
+            Event::text(vec![b'*'; 100])
+                .describe()
+                .ends_with("(100 bytes)")
+        );
     }
 }

@@ -1,0 +1,732 @@
+//! Runs one case on one connection and judges it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use super::cases::{Action, Case, CaseKind, Perf, Post, Script};
+use super::frame::{self, OP_BINARY, OP_TEXT};
+use super::handshake::{self, WsUrl};
+use super::session::{Role, Session};
+use super::verdict::{
+    self, Behavior, CloseBehavior, CloseObservation, Event, ExpectedClose, judge_close,
+    judge_events,
+};
+
+/// The expected close, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpectedCloseReport {
+    /// Whether the suite should start the close.
+    pub closed_by_me: bool,
+    /// Acceptable peer close codes (or none).
+    pub codes: Vec<u16>,
+    /// Whether a clean closing handshake is required.
+    pub require_clean: bool,
+}
+
+impl From<&ExpectedClose> for ExpectedCloseReport {
+    fn from(e: &ExpectedClose) -> Self {
+        ExpectedCloseReport {
+            closed_by_me: e.closed_by_me,
+            codes: e.codes.clone(),
+            require_clean: e.require_clean,
+        }
+    }
+}
+
+/// Everything recorded about one case run against one agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// Case id.
+    pub id: String,
+    /// What was sent.
+    pub description: String,
+    /// What was expected.
+    pub expectation: String,
+    /// Overall verdict (behaviour combined with close behaviour).
+    pub verdict: Behavior,
+    /// Case behaviour.
+    pub behavior: Behavior,
+    /// Close behaviour.
+    pub behavior_close: CloseBehavior,
+    /// Why the behaviour is what it is.
+    pub result: String,
+    /// Why the close behaviour is what it is.
+    pub result_close: String,
+    /// Expected event lists by behaviour label.
+    pub expected: BTreeMap<&'static str, Vec<String>>,
+    /// Expected close.
+    pub expected_close: Option<ExpectedCloseReport>,
+    /// Observed events.
+    pub received: Vec<String>,
+    /// Observed close.
+    pub close: CloseObservation,
+    /// Wall time of the case in milliseconds.
+    pub duration_ms: f64,
+    /// Timing figures of performance cases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<BTreeMap<&'static str, f64>>,
+    /// Whether other cases ran at the same time.
+    pub concurrent: bool,
+    /// Short wire log.
+    pub wirelog: Vec<String>,
+    /// Set when NON-STRICT is allowed by the expectations file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_because: Option<String>,
+}
+
+impl CaseResult {
+    fn base(case: &Case, concurrent: bool) -> CaseResult {
+        CaseResult {
+            id: case.id.clone(),
+            description: case.description.clone(),
+            expectation: case.expectation.clone(),
+            verdict: Behavior::Failed,
+            behavior: Behavior::Failed,
+            behavior_close: CloseBehavior::Failed,
+            result: String::new(),
+            result_close: String::new(),
+            expected: BTreeMap::new(),
+            expected_close: None,
+            received: Vec::new(),
+            close: CloseObservation::never_opened(),
+            duration_ms: 0.0,
+            timing: None,
+            concurrent,
+            wirelog: Vec::new(),
+            allowed_because: None,
+        }
+    }
+
+    /// Result of a case that is not implemented.
+    pub fn unimplemented(case: &Case) -> CaseResult {
+        let mut r = CaseResult::base(case, false);
+        r.verdict = Behavior::Unimplemented;
+        r.behavior = Behavior::Unimplemented;
+        r.behavior_close = CloseBehavior::Unimplemented;
+        r.result = "Not implemented by the suite yet (permessage-deflate).".into();
+        r.result_close = r.result.clone();
+        r
+    }
+
+    /// Result of a case whose connection never opened.
+    pub fn not_opened(case: &Case, why: &str, started: Instant, concurrent: bool) -> CaseResult {
+        let mut r = CaseResult::base(case, concurrent);
+        r.result = format!("WebSocket connection could not be opened: {why}");
+        r.result_close = "The WebSocket opening handshake was never completed.".into();
+        r.duration_ms = ms(started.elapsed());
+        r
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn label(b: Behavior) -> &'static str {
+    b.label()
+}
+
+/// Connects to a server under test and runs `case` against it.
+pub async fn run_against_server(url: &WsUrl, case: &Case, concurrent: bool) -> CaseResult {
+    if matches!(case.kind, CaseKind::Unimplemented) {
+        return CaseResult::unimplemented(case);
+    }
+    let started = Instant::now();
+    let connect =
+        tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(url.addr())).await;
+    let mut stream = match connect {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return CaseResult::not_opened(case, &format!("connect: {e}"), started, concurrent);
+        }
+        Err(_) => return CaseResult::not_opened(case, "connect timed out", started, concurrent),
+    };
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let key: [u8; 16] = std::array::from_fn(|_| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 24) as u8
+    });
+    let early = match handshake::client(&mut stream, url, key, Duration::from_secs(5)).await {
+        Ok(e) => e,
+        Err(e) => return CaseResult::not_opened(case, &e, started, concurrent),
+    };
+    let mut s = Session::new(stream, Role::Client, early, started);
+    run_on_session(&mut s, case, Role::Client, started, concurrent).await
+}
+
+/// Collects events and closes once they match (Autobahn's `finishWhenDone`).
+struct Tracker<'a> {
+    script: &'a Script,
+    received: Vec<Event>,
+}
+
+impl Tracker<'_> {
+    fn record(&mut self, s: &mut Session, ev: Event) {
+        self.received.push(ev);
+        let sc = self.script;
+        let all_match =
+            !sc.expected.is_empty() && sc.expected.iter().all(|(_, e)| *e == self.received);
+        if all_match && sc.close.closed_by_me && !sc.suppress_close {
+            s.send_close(sc.close.codes.first().copied(), b"");
+        }
+    }
+
+    async fn pump(&mut self, s: &mut Session, until: Instant) {
+        while let Some(ev) = s.next_event(until).await {
+            self.record(s, ev);
+        }
+    }
+
+    /// A tagged wait: true if the script may continue.
+    async fn wait(&mut self, s: &mut Session, secs: f64, tag: Option<&'static str>) -> bool {
+        self.pump(s, Instant::now() + Duration::from_secs_f64(secs))
+            .await;
+        match tag {
+            Some(t) if s.is_open() => {
+                s.note(format!("wait {t} elapsed, connection still open"));
+                self.received.push(Event::Timeout(t));
+                true
+            }
+            Some(_) => false,
+            None => !s.is_closed(),
+        }
+    }
+}
+
+/// Runs a case on an open session and judges it.
+pub async fn run_on_session(
+    s: &mut Session,
+    case: &Case,
+    role: Role,
+    started: Instant,
+    concurrent: bool,
+) -> CaseResult {
+    let deadline = started + case.timeout();
+    let mut r = CaseResult::base(case, concurrent);
+    s.note(format!("case {} started", case.id));
+    let (mut behavior, mut result, expected_close, received) = match &case.kind {
+        CaseKind::Unimplemented => {
+            s.send_close(Some(1000), b"");
+            let _ = s.next_event(Instant::now() + Duration::from_secs(1)).await;
+            s.kill("unimplemented case");
+            return CaseResult::unimplemented(case);
+        }
+        CaseKind::Script(sc) => {
+            for (b, evs) in &sc.expected {
+                r.expected
+                    .insert(label(*b), evs.iter().map(Event::describe).collect());
+            }
+            let received = run_script(s, sc, deadline).await;
+            let (b, res) = judge_events(&sc.expected, &received);
+            (b, res, sc.close.clone(), received)
+        }
+        CaseKind::Perf(p) => {
+            let (b, res, timing, received) = run_perf(s, p, deadline).await;
+            r.timing = Some(timing);
+            r.expected.insert("OK", vec![perf_expectation(p)]);
+            (b, res, ExpectedClose::normal(), received)
+        }
+    };
+    let timed_out = !s.is_closed();
+    if timed_out {
+        s.kill("case timeout");
+    }
+    let obs = s.close_observation();
+    let (mut close_b, mut close_res) = judge_close(&expected_close, &obs, role == Role::Client);
+    if expected_close.wrong_endpoint_fatal && expected_close.closed_by_me != obs.closed_by_me {
+        behavior = Behavior::Failed;
+        result = format!(
+            "{result} The wrong endpoint closed: the peer did not fail the connection itself."
+        );
+    }
+    if let CaseKind::Script(sc) = &case.kind {
+        match &sc.post {
+            Post::None => {}
+            Post::WrongCodeFails => {
+                if close_b == CloseBehavior::WrongCode {
+                    behavior = Behavior::Failed;
+                    result = close_res.clone();
+                }
+            }
+            Post::Informational => {
+                result = match behavior {
+                    Behavior::Ok => "Messages were processed before the close.".to_string(),
+                    Behavior::NonStrict => {
+                        "The close was processed before the messages were echoed.".to_string()
+                    }
+                    _ => "Outcome undefined by the spec; see the observed events.".to_string(),
+                };
+                behavior = Behavior::Informational;
+                close_res = format!("{close_res} (informational: {})", close_b.label());
+                close_b = CloseBehavior::Informational;
+            }
+            Post::FrameCount(text, cont) => {
+                let got = (s.tx_frames[OP_TEXT as usize], s.tx_frames[0]);
+                if got != (*text, *cont) {
+                    behavior = Behavior::Failed;
+                    result = format!(
+                        "Suite sent {} text + {} continuation frames, expected {text} + {cont}.",
+                        got.0, got.1
+                    );
+                }
+            }
+        }
+    }
+    if timed_out {
+        behavior = Behavior::Failed;
+        result = format!(
+            "Case did not finish within {} s (the suite killed it).",
+            case.timeout().as_secs()
+        );
+    }
+    r.behavior = behavior;
+    r.behavior_close = close_b;
+    r.verdict = verdict::overall(behavior, close_b);
+    r.result = result;
+    r.result_close = close_res;
+    r.expected_close = Some((&expected_close).into());
+    r.received = received.iter().map(Event::describe).collect();
+    r.close = obs;
+    r.duration_ms = ms(started.elapsed());
+    s.note(format!(
+        "case finished: {} / close {}",
+        behavior.label(),
+        close_b.label()
+    ));
+    r.wirelog = std::mem::take(&mut s.wirelog).into_lines();
+    r
+}
+
+async fn run_script(s: &mut Session, sc: &Script, deadline: Instant) -> Vec<Event> {
+    let mut t = Tracker {
+        script: sc,
+        received: Vec::new(),
+    };
+    'actions: for a in &sc.actions {
+        // Handle what arrived meanwhile without blocking.
+        t.pump(s, Instant::now()).await;
+        if s.is_closed() {
+            break;
+        }
+        match a {
+            Action::Send { frame, chop, sync } => s.send_frame(frame, *chop, *sync),
+            Action::Message {
+                opcode,
+                payload,
+                frag,
+            } => {
+                for f in frame::fragment(*opcode, payload, *frag) {
+                    s.send_frame(&f, 0, false);
+                }
+            }
+            Action::Close { code, reason } => s.send_close(*code, reason),
+            Action::Wait { secs, tag } => {
+                if !t.wait(s, *secs, *tag).await {
+                    break;
+                }
+            }
+            Action::Chunked {
+                frame: f,
+                cuts,
+                wait,
+                tags,
+            } => {
+                s.tx_frames[(f.opcode & 0xF) as usize] += 1;
+                s.note(format!(
+                    "TX frame op={} len={} in {} pieces cut at payload offsets {cuts:?}",
+                    f.opcode,
+                    f.payload.len(),
+                    cuts.len() + 1
+                ));
+                let bytes = s.encode(f);
+                let header = bytes.len() - f.payload.len();
+                let mut prev = 0;
+                for (i, cut) in cuts.iter().enumerate() {
+                    let end = (header + cut).min(bytes.len());
+                    s.send_raw(bytes[prev..end].to_vec());
+                    prev = end;
+                    if !t.wait(s, *wait, tags.get(i).copied()).await {
+                        break 'actions;
+                    }
+                }
+                s.send_raw(bytes[prev..].to_vec());
+            }
+            Action::KillAfter(x) => s.kill_after(*x),
+            Action::CloseAfter(x) => s.close_after(*x),
+        }
+    }
+    t.pump(s, deadline).await;
+    t.received
+}
+
+fn perf_payload(binary: bool, len: usize) -> Vec<u8> {
+    if binary {
+        let mut x: u32 = 0x1234_5678;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    } else {
+        b"BAsd7&jh23".iter().copied().cycle().take(len).collect()
+    }
+}
+
+fn perf_expectation(p: &Perf) -> String {
+    match p {
+        Perf::Single { binary, len, .. } => format!(
+            "{} message of {len} bytes echoed with payload as sent",
+            if *binary { "binary" } else { "text" }
+        ),
+        Perf::RoundTrip {
+            binary, len, count, ..
+        } => format!(
+            "{count} {} messages of {len} bytes, each echoed with payload as sent",
+            if *binary { "binary" } else { "text" }
+        ),
+    }
+}
+
+fn check_echo(ev: &Event, binary: bool, payload: &[u8]) -> Result<(), String> {
+    match ev {
+        Event::Message {
+            binary: b,
+            payload: got,
+        } => {
+            if *b != binary {
+                Err(format!(
+                    "Expected a {} message, got {}.",
+                    if binary { "binary" } else { "text" },
+                    if *b { "binary" } else { "text" }
+                ))
+            } else if got.len() != payload.len() {
+                Err(format!(
+                    "Expected payload of length {}, got {}.",
+                    payload.len(),
+                    got.len()
+                ))
+            } else if let Some(i) = got.iter().zip(payload).position(|(a, b)| a != b) {
+                Err(format!(
+                    "Echoed payload differs from what was sent at offset {i}."
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        other => Err(format!("Unexpected {}.", other.describe())),
+    }
+}
+
+fn closed_early(s: &Session, t0: Instant) -> String {
+    let obs = s.close_observation();
+    let by = if obs.closed_by_me {
+        "the suite"
+    } else {
+        "the peer"
+    };
+    let code = match (obs.remote_code, obs.remote_reason.as_deref()) {
+        (Some(c), Some(r)) if !r.is_empty() => format!(", peer close code {c} {r:?}"),
+        (Some(c), _) => format!(", peer close code {c}"),
+        _ => String::new(),
+    };
+    format!(
+        "The connection was closed by {by} after {:.1} ms, before the echo arrived{code}.",
+        ms(t0.elapsed())
+    )
+}
+
+type PerfOutcome = (Behavior, String, BTreeMap<&'static str, f64>, Vec<Event>);
+
+async fn run_perf(s: &mut Session, p: &Perf, deadline: Instant) -> PerfOutcome {
+    let mut timing = BTreeMap::new();
+    let mut received = Vec::new();
+    let mut behavior = Behavior::Failed;
+    match p {
+        Perf::Single {
+            binary,
+            len,
+            frag,
+            chop,
+            wait,
+        } => {
+            let op = if *binary { OP_BINARY } else { OP_TEXT };
+            let payload = perf_payload(*binary, *len);
+            let frames = frame::fragment(op, &payload, *frag);
+            s.note(format!(
+                "TX {} frame(s) with {len} bytes in total{}",
+                frames.len(),
+                if *chop > 0 {
+                    format!(", written in chops of {chop}")
+                } else {
+                    String::new()
+                }
+            ));
+            s.set_wirelog(false);
+            let t0 = Instant::now();
+            for f in &frames {
+                s.send_frame(f, *chop, false);
+            }
+            drop(frames);
+            s.close_after(*wait as f64);
+            let mut result = format!("Did not receive the message within {wait} s.");
+            while let Some(ev) = s.next_event(deadline).await {
+                if matches!(ev, Event::Ping(_) | Event::Pong(_)) {
+                    continue;
+                }
+                if behavior == Behavior::Failed && received.is_empty() {
+                    let rtt = t0.elapsed();
+                    timing.insert("roundtrip_ms", ms(rtt));
+                    timing.insert(
+                        "throughput_mib_s",
+                        (2.0 * *len as f64 / (1 << 20) as f64 / rtt.as_secs_f64().max(1e-9) * 10.0)
+                            .round()
+                            / 10.0,
+                    );
+                    match check_echo(&ev, *binary, &payload) {
+                        Ok(()) => {
+                            behavior = Behavior::Ok;
+                            result =
+                                format!("Received the echo of {len} bytes in {:.1} ms.", ms(rtt));
+                        }
+                        Err(e) => result = e,
+                    }
+                    s.set_wirelog(true);
+                    s.send_close(Some(1000), b"");
+                }
+                received.push(ev);
+            }
+            if received.is_empty() && s.is_closed() {
+                result = closed_early(s, t0);
+            }
+            (behavior, result, timing, received)
+        }
+        Perf::RoundTrip {
+            binary,
+            len,
+            count,
+            wait,
+        } => {
+            let op = if *binary { OP_BINARY } else { OP_TEXT };
+            let payload = perf_payload(*binary, *len);
+            let msg = frame::FrameSpec::new(op, payload.clone());
+            s.note(format!("TX {count} messages of {len} bytes, one per echo"));
+            s.set_wirelog(false);
+            s.close_after(*wait as f64);
+            let t0 = Instant::now();
+            s.send_frame(&msg, 0, false);
+            let mut done = 0usize;
+            let mut result = format!("Did not finish {count} round trips within {wait} s.");
+            let mut failed = false;
+            while let Some(ev) = s.next_event(deadline).await {
+                if matches!(ev, Event::Ping(_) | Event::Pong(_)) || failed || done == *count {
+                    continue;
+                }
+                match check_echo(&ev, *binary, &payload) {
+                    Ok(()) => {
+                        done += 1;
+                        if done < *count {
+                            s.send_frame(&msg, 0, false);
+                        } else {
+                            let total = t0.elapsed();
+                            timing.insert("total_ms", ms(total));
+                            timing.insert(
+                                "avg_rtt_us",
+                                (total.as_secs_f64() * 1e7 / *count as f64).round() / 10.0,
+                            );
+                            behavior = Behavior::Ok;
+                            result = format!("All {count} echoes received in {:.1} ms.", ms(total));
+                            s.set_wirelog(true);
+                            s.send_close(Some(1000), b"");
+                        }
+                    }
+                    Err(e) => {
+                        result = format!("Round trip {}: {e}", done + 1);
+                        failed = true;
+                        received.push(ev);
+                        s.set_wirelog(true);
+                        s.send_close(Some(1000), b"");
+                    }
+                }
+            }
+            timing.insert("round_trips", done as f64);
+            if behavior != Behavior::Ok && !failed && s.is_closed() {
+                result = format!("After {done} round trips: {}", closed_early(s, t0));
+            }
+            if behavior == Behavior::Ok {
+                received.insert(0, Event::Timeout("(all round trips echoed)"));
+            }
+            (behavior, result, timing, received)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::cases;
+    use crate::conformance::frame::{FrameReader, FrameSpec, OP_CLOSE, OP_PING, OP_PONG};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A scripted in-process peer (server side) for runner tests.
+    async fn peer(behave: fn(&frame::Frame) -> Vec<FrameSpec>, close_tcp_on_close: bool) -> WsUrl {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut st, _) = l.accept().await.unwrap();
+            let (_, early) = handshake::server(&mut st, Duration::from_secs(2))
+                .await
+                .unwrap();
+            let mut r = FrameReader::new(1 << 24);
+            r.push(&early);
+            let mut buf = vec![0u8; 65536];
+            loop {
+                while let Ok(Some(f)) = r.next_frame() {
+                    for out in behave(&f) {
+                        let is_close = out.opcode == OP_CLOSE;
+                        st.write_all(&out.encode()).await.unwrap();
+                        if is_close && close_tcp_on_close {
+                            return;
+                        }
+                    }
+                }
+                match st.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => r.push(&buf[..n]),
+                }
+            }
+        });
+        WsUrl::parse(&format!("ws://127.0.0.1:{port}/")).unwrap()
+    }
+
+    fn echo(f: &frame::Frame) -> Vec<FrameSpec> {
+        match f.opcode {
+            OP_PING => vec![FrameSpec::new(OP_PONG, f.payload.clone())],
+            OP_CLOSE => vec![FrameSpec::new(OP_CLOSE, f.payload.clone())],
+            o @ (1 | 2) => vec![FrameSpec::new(o, f.payload.clone())],
+            _ => vec![],
+        }
+    }
+
+    fn find(id: &str) -> Case {
+        cases::all().into_iter().find(|c| c.id == id).unwrap()
+    }
+
+    #[tokio::test]
+    async fn echoing_peer_passes_framing_case() {
+        let url = peer(echo, true).await;
+        let r = run_against_server(&url, &find("1.1.2"), false).await;
+        assert_eq!(r.behavior, Behavior::Ok, "{r:#?}");
+        assert_eq!(r.behavior_close, CloseBehavior::Ok, "{r:#?}");
+        assert_eq!(r.close.remote_code, Some(1000));
+        assert!(r.close.was_clean && r.close.closed_by_me);
+    }
+
+    #[tokio::test]
+    async fn peer_ignoring_rsv_fails() {
+        // Echoes even the RSV frame and never fails the connection.
+        let url = peer(echo, true).await;
+        let r = run_against_server(&url, &find("3.1"), false).await;
+        assert_eq!(r.behavior, Behavior::Failed, "{r:#?}");
+        assert_eq!(r.behavior_close, CloseBehavior::Failed);
+        assert_eq!(r.verdict, Behavior::Failed);
+    }
+
+    #[tokio::test]
+    async fn peer_failing_with_right_code_passes() {
+        fn strict(f: &frame::Frame) -> Vec<FrameSpec> {
+            if f.rsv != 0 {
+                vec![FrameSpec::new(
+                    OP_CLOSE,
+                    frame::close_payload(Some(1002), b""),
+                )]
+            } else {
+                echo(f)
+            }
+        }
+        let url = peer(strict, true).await;
+        let r = run_against_server(&url, &find("3.1"), false).await;
+        assert_eq!(
+            (r.behavior, r.behavior_close),
+            (Behavior::Ok, CloseBehavior::Ok),
+            "{r:#?}"
+        );
+        assert!(!r.close.closed_by_me);
+    }
+
+    #[tokio::test]
+    async fn wrong_close_code_is_reported() {
+        fn wrong(f: &frame::Frame) -> Vec<FrameSpec> {
+            if f.rsv != 0 {
+                vec![FrameSpec::new(
+                    OP_CLOSE,
+                    frame::close_payload(Some(1000), b""),
+                )]
+            } else {
+                echo(f)
+            }
+        }
+        let url = peer(wrong, true).await;
+        let r = run_against_server(&url, &find("3.1"), false).await;
+        assert_eq!(r.behavior_close, CloseBehavior::WrongCode, "{r:#?}");
+        assert_eq!(r.verdict, Behavior::Failed);
+    }
+
+    #[tokio::test]
+    async fn unmasked_or_garbage_reply_is_a_violation_not_a_panic() {
+        fn garbage(f: &frame::Frame) -> Vec<FrameSpec> {
+            if f.opcode == 1 {
+                // A masked frame from a server is a violation.
+                vec![FrameSpec::new(1, f.payload.clone()).masked(Some([9, 9, 9, 9]))]
+            } else {
+                vec![]
+            }
+        }
+        let url = peer(garbage, false).await;
+        let r = run_against_server(&url, &find("1.1.2"), false).await;
+        assert_eq!(r.verdict, Behavior::Failed);
+        assert!(r.received.iter().any(|e| e.contains("violation")), "{r:#?}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_fails_fast() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let url = WsUrl::parse(&format!("ws://127.0.0.1:{port}/")).unwrap();
+        let r = run_against_server(&url, &find("1.1.1"), false).await;
+        assert_eq!(r.verdict, Behavior::Failed);
+        assert!(r.result.contains("could not be opened"));
+    }
+
+    #[test]
+    fn perf_payloads_and_echo_check() {
+        let p = perf_payload(false, 25);
+        assert!(std::str::from_utf8(&p).is_ok());
+        assert_eq!(p.len(), 25);
+        let b = perf_payload(true, 1000);
+        assert!(b.iter().any(|&x| x != b[0]));
+        assert!(check_echo(&Event::binary(b.clone()), true, &b).is_ok());
+        assert!(check_echo(&Event::text(b.clone()), true, &b).is_err());
+        let mut c = b.clone();
+        c[500] ^= 1;
+        assert!(
+            check_echo(&Event::binary(c), true, &b)
+                .unwrap_err()
+                .contains("offset 500")
+        );
+        assert!(check_echo(&Event::binary(vec![1]), true, &b).is_err());
+    }
+}
