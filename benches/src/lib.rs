@@ -1,1 +1,294 @@
-//! placeholder
+//! Shared helpers for the duplex micro-benchmarks.
+//!
+//! The benchmarks themselves live in `benches/benches/` (criterion, run with
+//! `cargo bench -p duplex-benches --bench NAME`); this library only builds their inputs,
+//! so that every benchmark, duplex's and its peers', decodes exactly the same bytes:
+//!
+//! - payloads: [`binary_payload`], [`ascii_text`], [`multibyte_text`];
+//! - masked client frames: [`masked_message`], split into any number of fragments;
+//! - a client handshake request with a fixed key: [`handshake_request`];
+//! - [`RepeatingStream`], an in-memory `Read + Write` stream that serves the same bytes
+//!   forever, for peers (tungstenite) that read from a socket;
+//! - [`receive_one`], which feeds one message to a duplex [`Connection`] and returns it.
+//!
+//! ```
+//! use std::time::Instant;
+//! use duplex_benches::{binary_payload, masked_message, receive_one, MASK_KEY};
+//! use duplex_core::{codec::OpCode, Config, Connection, Message, Role};
+//!
+//! let payload = binary_payload(1000);
+//! let wire = masked_message(OpCode::Binary, &payload, 4, MASK_KEY);
+//! let mut server = Connection::new(Role::Server, Config::default());
+//! let message = receive_one(&mut server, &wire, Instant::now());
+//! assert_eq!(message, Message::binary(payload));
+//! ```
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use duplex_codec::{FrameHeader, OpCode, encode_frame};
+use duplex_core::{Connection, Message};
+
+/// The masking key every benchmark frame uses (the one of RFC 6455 section 5.7).
+pub const MASK_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// The `Sec-WebSocket-Key` of [`handshake_request`] (the one of RFC 6455 section 1.3).
+pub const HANDSHAKE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// `len` bytes of a deterministic, non-repeating-looking binary pattern.
+pub fn binary_payload(len: usize) -> Vec<u8> {
+    let mut state: u32 = 0x9E37_79B9;
+    (0..len)
+        .map(|_| {
+            // xorshift32: cheap, deterministic, and not a multiple of the mask period.
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
+/// `len` bytes of printable ASCII text.
+pub fn ascii_text(len: usize) -> String {
+    const LINE: &[u8] = b"The quick brown fox jumps over the lazy dog. 0123456789\n";
+    LINE.iter()
+        .copied()
+        .cycle()
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// Text of exactly `len` bytes that is mostly multibyte: a repeating mix of 2-, 3- and
+/// 4-byte UTF-8 sequences (Greek, CJK, emoji), padded with ASCII at the end to hit `len`.
+pub fn multibyte_text(len: usize) -> String {
+    const SAMPLE: &str = "κόσμε 世界 😀 Ελληνικά 日本語 🦀 ";
+    let mut text = String::with_capacity(len);
+    for c in SAMPLE.chars().cycle() {
+        if text.len() + c.len_utf8() > len {
+            break;
+        }
+        text.push(c);
+    }
+    while text.len() < len {
+        text.push('.');
+    }
+    text
+}
+
+/// The wire bytes of one message as a client sends it: `payload` in `fragments` masked
+/// frames (the first with `opcode`, the others continuations, the last with FIN set).
+///
+/// # Panics
+///
+/// If `fragments` is 0 or larger than the payload (except for an empty payload, which
+/// is sent in one frame), or if `opcode` is a control opcode and fragments exceeds 1.
+pub fn masked_message(opcode: OpCode, payload: &[u8], fragments: usize, key: [u8; 4]) -> Vec<u8> {
+    assert!(fragments >= 1, "a message has at least one frame");
+    assert!(
+        fragments == 1 || fragments <= payload.len(),
+        "more fragments than payload bytes"
+    );
+    let mut wire = BytesMut::new();
+    let piece = payload.len().div_ceil(fragments).max(1);
+    let mut chunks: Vec<&[u8]> = payload.chunks(piece).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut header = FrameHeader::new(
+            if i == 0 { opcode } else { OpCode::Continuation },
+            chunk.len() as u64,
+        );
+        header.fin = i == last;
+        header.mask = Some(key);
+        encode_frame(&header, chunk, &mut wire);
+    }
+    wire.to_vec()
+}
+
+/// The opening handshake request of a client, as bytes, with [`HANDSHAKE_KEY`] and a
+/// few ordinary browser-like headers.
+pub fn handshake_request() -> Vec<u8> {
+    format!(
+        "GET /chat?room=1 HTTP/1.1\r\n\
+         Host: server.example.com\r\n\
+         User-Agent: duplex-benches/0.1\r\n\
+         Accept: */*\r\n\
+         Origin: http://example.com\r\n\
+         Upgrade: websocket\r\n\
+         Connection: Upgrade\r\n\
+         Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\n\
+         Sec-WebSocket-Version: 13\r\n\
+         Cache-Control: no-cache\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Feeds `wire` (one whole message) to `connection` and returns the message.
+///
+/// # Panics
+///
+/// If the bytes do not make exactly one message: a benchmark set up wrong.
+pub fn receive_one(connection: &mut Connection, wire: &[u8], now: Instant) -> Message {
+    connection.receive(wire);
+    match connection.poll_event(now) {
+        Some(Ok(message)) => message,
+        other => panic!("expected one message, got {other:?}"),
+    }
+}
+
+/// An in-memory stream whose reads serve `data` over and over, never past the end of
+/// one copy in a single read (as if each copy arrived in its own TCP segment), and
+/// whose writes are discarded.
+///
+/// It lets a socket-based peer such as tungstenite decode the same message again and
+/// again without I/O and without rebuilding its state between iterations.
+#[derive(Clone, Debug)]
+pub struct RepeatingStream {
+    data: Vec<u8>,
+    position: usize,
+}
+
+impl RepeatingStream {
+    /// A stream that repeats `data`.
+    ///
+    /// # Panics
+    ///
+    /// If `data` is empty: the stream would look like end of file.
+    pub fn new(data: Vec<u8>) -> Self {
+        assert!(!data.is_empty(), "a repeating stream needs data");
+        Self { data, position: 0 }
+    }
+}
+
+impl Read for RepeatingStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.data[self.position..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.position = (self.position + n) % self.data.len();
+        Ok(n)
+    }
+}
+
+impl Write for RepeatingStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An in-memory stream that serves `data` once for reads (then end of file) and
+/// discards writes: one side of a handshake.
+#[derive(Clone, Debug)]
+pub struct ReplayStream {
+    data: io::Cursor<Vec<u8>>,
+}
+
+impl ReplayStream {
+    /// A stream whose reads return `data`.
+    pub fn new(data: Vec<u8>) -> Self {
+        Self {
+            data: io::Cursor::new(data),
+        }
+    }
+}
+
+impl Read for ReplayStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.data.read(buf)
+    }
+}
+
+impl Write for ReplayStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use duplex_core::{Config, Role};
+
+    fn server() -> Connection {
+        Connection::new(Role::Server, Config::default())
+    }
+
+    #[test]
+    fn text_helpers_have_the_requested_length() {
+        for len in [0, 1, 5, 125, 1024, 65536] {
+            assert_eq!(ascii_text(len).len(), len);
+            assert_eq!(multibyte_text(len).len(), len);
+            assert_eq!(binary_payload(len).len(), len);
+        }
+        let text = multibyte_text(4096);
+        assert!(text.chars().filter(|c| c.len_utf8() > 1).count() > 1000);
+    }
+
+    #[test]
+    fn masked_messages_decode_whole_through_duplex() {
+        let now = Instant::now();
+        let mut connection = server();
+        for fragments in [1, 2, 16] {
+            let payload = binary_payload(1024);
+            let wire = masked_message(OpCode::Binary, &payload, fragments, MASK_KEY);
+            assert_eq!(
+                receive_one(&mut connection, &wire, now),
+                Message::binary(payload)
+            );
+            let text = multibyte_text(1024);
+            let wire = masked_message(OpCode::Text, text.as_bytes(), fragments, MASK_KEY);
+            assert_eq!(
+                receive_one(&mut connection, &wire, now),
+                Message::text(text)
+            );
+        }
+    }
+
+    #[test]
+    fn masked_messages_decode_through_tungstenite() {
+        use tungstenite::protocol::{Role as PeerRole, WebSocket};
+        let payload = binary_payload(4000);
+        let wire = masked_message(OpCode::Binary, &payload, 16, MASK_KEY);
+        let mut socket =
+            WebSocket::from_raw_socket(RepeatingStream::new(wire), PeerRole::Server, None);
+        for _ in 0..3 {
+            let message = socket.read().unwrap();
+            assert_eq!(message.into_data(), payload);
+        }
+    }
+
+    #[test]
+    fn repeating_stream_stops_each_read_at_the_end_of_a_copy() {
+        let mut stream = RepeatingStream::new(vec![1, 2, 3]);
+        let mut buf = [0u8; 8];
+        assert_eq!(stream.read(&mut buf).unwrap(), 3);
+        assert_eq!(stream.read(&mut buf[..2]).unwrap(), 2);
+        assert_eq!(stream.read(&mut buf).unwrap(), 1);
+        assert_eq!(buf[0], 3);
+    }
+
+    #[test]
+    fn handshake_request_is_accepted_by_duplex() {
+        use duplex_handshake::{ClientOffer, Limits, ServerHandshake};
+        let (request, rest) = ServerHandshake::new(Limits::default())
+            .feed(&handshake_request())
+            .unwrap()
+            .unwrap();
+        assert!(rest.is_empty());
+        let offer = ClientOffer::from_request(&request).unwrap();
+        assert_eq!(offer.accept_key(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+}

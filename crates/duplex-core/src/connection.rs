@@ -371,11 +371,14 @@ impl Connection {
         Ok(Some(Message::Close(frame)))
     }
 
-    /// Fails the connection: queues a close frame for `error` and reports the error once.
+    /// Fails the connection (RFC 6455 section 7.1.7): queues a close frame for `error`,
+    /// stops reading, and reports the error once. The transport is closed as soon as the
+    /// close frame is written; waiting for the peer's reply could mean waiting for the
+    /// rest of a frame that will never come.
     fn fail(&mut self, error: Error, now: Instant) -> Option<Result<Message, Error>> {
+        self.read_closed = true;
+        self.read_buf = BytesMut::new();
         if self.failed {
-            // Already failed and discarding input: a second violation only stops reading.
-            self.read_closed = true;
             return None;
         }
         self.failed = true;
@@ -523,7 +526,11 @@ impl Connection {
     /// the latest ping's payload is kept, so a ping flood cannot grow the output.
     fn queue_pong(&mut self) {
         let consumed = self.output.consumed_position();
-        while self.pongs_in_flight.front().is_some_and(|end| *end <= consumed) {
+        while self
+            .pongs_in_flight
+            .front()
+            .is_some_and(|end| *end <= consumed)
+        {
             self.pongs_in_flight.pop_front();
         }
         if self.sent_close || self.pongs_in_flight.len() >= MAX_QUEUED_PONGS {
@@ -600,9 +607,8 @@ impl Connection {
         if self.eof && self.read_closed {
             return true;
         }
-        if self.failed && self.read_closed {
-            // Failed and either undecodable or the peer's close arrived.
-            return self.role == Role::Server || !self.received_close || self.eof;
+        if self.failed {
+            return true;
         }
         self.received_close && self.sent_close && self.role == Role::Server
     }
@@ -743,7 +749,7 @@ impl PreparedMessage {
         let opcode = match &message {
             Message::Text(_) => OpCode::Text,
             Message::Binary(_) => OpCode::Binary,
-            _ => return Err(UsageError::SendAfterClose.into()),
+            _ => return Err(UsageError::NotDataMessage.into()),
         };
         let payload = message.payload();
         let mut frame = BytesMut::with_capacity(payload.len() + duplex_codec::MAX_HEADER_LEN);

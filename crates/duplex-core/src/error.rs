@@ -131,6 +131,8 @@ pub enum UsageError {
     InvalidCloseCode(u16),
     /// A close reason longer than 123 bytes.
     CloseReasonTooLong(usize),
+    /// A prepared (broadcast) message must be text or binary.
+    NotDataMessage,
     /// The unsent output is above `max_write_buffer`; wait for it to drain.
     WriteBufferFull {
         /// Bytes waiting to be written.
@@ -313,6 +315,7 @@ impl fmt::Display for UsageError {
             Self::CloseReasonTooLong(len) => {
                 write!(f, "close reason of {len} bytes exceeds 123 bytes")
             }
+            Self::NotDataMessage => f.write_str("only text and binary messages can be prepared"),
             Self::WriteBufferFull { buffered, limit } => write!(
                 f,
                 "write buffer holds {buffered} bytes, above max_write_buffer {limit} bytes"

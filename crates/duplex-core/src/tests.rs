@@ -703,14 +703,32 @@ fn idle_timeout_closes_with_1001() {
 }
 
 #[test]
-fn after_a_protocol_error_the_server_waits_for_the_close_reply_then_closes() {
+fn after_a_protocol_error_the_transport_closes_once_the_close_frame_is_written() {
+    for role in [Role::Server, Role::Client] {
+        let mut conn = Connection::new(role, Config::default());
+        let wire = if role == Role::Server {
+            client_frame(0x80, b"x")
+        } else {
+            vec![0x80, 0x01, b'x']
+        };
+        conn.receive(&wire);
+        assert!(matches!(conn.poll_event(Instant::now()), Some(Err(_))));
+        assert!(
+            !conn.wants_close_transport(),
+            "the close frame is not written yet"
+        );
+        drain(&mut conn);
+        assert!(conn.wants_close_transport());
+        // Whatever the peer sends afterwards is ignored.
+        conn.receive(&client_frame(0x81, b"ignored"));
+        assert!(events(&mut conn, Instant::now()).is_empty());
+    }
+}
+
+#[test]
+fn an_invalid_close_from_the_peer_ends_reading_at_once() {
     let mut conn = server();
-    expect_failure(&mut conn, &client_frame(0x80, b"x"), 1002);
-    assert!(!conn.wants_close_transport());
-    let mut wire = client_frame(0x81, b"ignored");
-    wire.extend(client_frame(0x88, &1002u16.to_be_bytes()));
-    conn.receive(&wire);
-    assert!(events(&mut conn, Instant::now()).is_empty());
+    expect_failure(&mut conn, &client_frame(0x88, &999u16.to_be_bytes()), 1002);
     assert!(conn.wants_close_transport());
 }
 

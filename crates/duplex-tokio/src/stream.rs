@@ -15,6 +15,10 @@ use tokio::time::Sleep;
 /// Bytes read from the socket per read call. On the stack, not per connection.
 const READ_CHUNK: usize = 16 << 10;
 
+/// After shutting down our side, how long to drain the peer's input before dropping the
+/// socket (closing with unread input would send a reset that can destroy our close frame).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 const READER: usize = 0;
 const WRITER: usize = 1;
 
@@ -47,6 +51,8 @@ pub struct WsReader<S> {
     read: ReadHalf<S>,
     sleep: Pin<Box<Sleep>>,
     eof: bool,
+    /// Our side is shut down; input is drained until the peer closes or `LINGER` passes.
+    linger_until: Option<tokio::time::Instant>,
     done: bool,
 }
 
@@ -83,6 +89,7 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
                 read,
                 sleep: Box::pin(tokio::time::sleep_until(far_future())),
                 eof: false,
+                linger_until: None,
                 done: false,
             },
             writer: WsWriter { shared },
@@ -223,6 +230,38 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite> WsReader<S> {
+    /// Discards input until end of file, an error, or the linger time; then ends.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        if self.eof {
+            self.done = true;
+            return Poll::Ready(None);
+        }
+        let until = *self
+            .linger_until
+            .get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+        if self.sleep.deadline() != until {
+            self.sleep.as_mut().reset(until);
+        }
+        loop {
+            let mut buf = [0u8; READ_CHUNK];
+            let mut read_buf = ReadBuf::new(&mut buf);
+            match Pin::new(&mut self.read).poll_read(cx, &mut read_buf) {
+                Poll::Ready(Ok(())) if !read_buf.filled().is_empty() => continue,
+                Poll::Ready(_) => break,
+                Poll::Pending => {
+                    if self.sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    break;
+                }
+            }
+        }
+        self.done = true;
+        Poll::Ready(None)
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
     type Item = Result<Message, Error>;
 
@@ -247,8 +286,8 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
             if shared.conn.wants_close_transport() {
                 // Errors closing a socket that is done anyway do not matter.
                 let _ = ready!(shared.poll_shutdown(cx));
-                this.done = true;
-                return Poll::Ready(None);
+                drop(shared);
+                return this.poll_linger(cx);
             }
             let deadline = shared.conn.poll_timeout();
             drop(shared);

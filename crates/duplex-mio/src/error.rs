@@ -1,0 +1,129 @@
+//! Errors of the server: refused sends, and what ended a connection.
+
+use std::{fmt, io};
+
+use duplex_handshake::HandshakeError;
+
+/// Why a message could not be queued.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection's unsent output is above the soft limit: the peer does not read
+    /// fast enough. Try again later (after the next message from it, or a timer), or
+    /// close it.
+    WriteBufferFull {
+        /// Bytes waiting to be written.
+        buffered: usize,
+        /// The soft limit.
+        limit: usize,
+    },
+    /// The command queue of a worker thread is full (see
+    /// [`ServerConfig::command_queue`](crate::ServerConfig::command_queue)); for a
+    /// broadcast, the workers that had room still got the message.
+    QueueFull,
+    /// The connection is closed or closing: our close frame was queued already.
+    Closed,
+    /// The server stopped.
+    ServerStopped,
+    /// Only text and binary messages can be broadcast or published.
+    NotData,
+    /// The engine refused the message (a control payload over 125 bytes, a close code
+    /// that may not be sent).
+    WebSocket(duplex_core::Error),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WriteBufferFull { buffered, limit } => write!(
+                f,
+                "write buffer holds {buffered} bytes, above the soft limit of {limit} bytes"
+            ),
+            Self::QueueFull => f.write_str("the worker's command queue is full"),
+            Self::Closed => f.write_str("the connection is closed"),
+            Self::ServerStopped => f.write_str("the server stopped"),
+            Self::NotData => f.write_str("only text and binary messages can be broadcast"),
+            Self::WebSocket(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::WebSocket(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<duplex_core::Error> for SendError {
+    fn from(error: duplex_core::Error) -> Self {
+        match error {
+            duplex_core::Error::Usage(duplex_core::UsageError::SendAfterClose)
+            | duplex_core::Error::ConnectionClosed => Self::Closed,
+            other => Self::WebSocket(other),
+        }
+    }
+}
+
+/// What went wrong with an open connection, reported to
+/// [`Handler::on_error`](crate::Handler::on_error) before
+/// [`Handler::on_close`](crate::Handler::on_close).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The engine failed the connection: a protocol violation or exceeded limit (the
+    /// close frame with the RFC's code is already on its way), a timeout, or a peer that
+    /// vanished without a close frame.
+    WebSocket(duplex_core::Error),
+    /// The socket failed.
+    Io(io::Error),
+    /// The peer did not read: a message would have taken its unsent output past the
+    /// hard limit, so the connection was dropped.
+    WriteBufferOverflow {
+        /// Bytes that were waiting to be written.
+        buffered: usize,
+        /// The hard limit.
+        limit: usize,
+    },
+    /// The 101 response could not be built from the handler's `Acceptance` (it chose a
+    /// subprotocol the client did not offer); the client got `500`.
+    Handshake(HandshakeError),
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WebSocket(error) => write!(f, "{error}"),
+            Self::Io(error) => write!(f, "I/O error: {error}"),
+            Self::WriteBufferOverflow { buffered, limit } => write!(
+                f,
+                "peer does not read: {buffered} bytes unsent, a message would pass the hard \
+                 limit of {limit} bytes"
+            ),
+            Self::Handshake(error) => write!(f, "cannot accept the handshake: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::WebSocket(error) => Some(error),
+            Self::Io(error) => Some(error),
+            Self::Handshake(error) => Some(error),
+            Self::WriteBufferOverflow { .. } => None,
+        }
+    }
+}
+
+/// Encodes a broadcast once, refusing what is not text or binary.
+pub(crate) fn prepare(
+    message: duplex_core::Message,
+) -> Result<duplex_core::PreparedMessage, SendError> {
+    if !message.is_data() {
+        return Err(SendError::NotData);
+    }
+    Ok(duplex_core::PreparedMessage::new(message)?)
+}

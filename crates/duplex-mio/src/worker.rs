@@ -1,0 +1,1116 @@
+//! One worker thread: a `mio::Poll` over its connections, their timers, and the
+//! commands other threads send it.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use duplex_core::{CloseCode, CloseFrame, Connection, Message, PreparedMessage, Role};
+use duplex_handshake::http::{Request, Response, StatusCode, header};
+use duplex_handshake::{ClientOffer, ServerHandshake, write_response};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::config::ServerConfig;
+use crate::context::Context;
+use crate::error::ConnectionError;
+use crate::server::{Accepted, Command, ConnectionId, Handler, Shared, WORKER_WAKER, WorkerSetup};
+use crate::timer::Timers;
+
+/// Pongs written as soon as they are queued, per batch of input; the rest go out with
+/// the batch's other output.
+const MAX_EARLY_PONG_WRITES: usize = 16;
+
+/// Where a connection is in its life.
+pub(crate) enum State {
+    /// Reading the opening request.
+    Handshake {
+        reader: ServerHandshake,
+        deadline: Instant,
+    },
+    /// Accepted: the engine runs it.
+    Open {
+        conn: Box<Connection>,
+        peer_close: Option<CloseFrame>,
+    },
+    /// Writing a rejection response; then `Draining`.
+    Rejecting { deadline: Instant },
+    /// Our side is shut down: reading and discarding until the peer closes or the
+    /// deadline passes.
+    Draining { deadline: Instant },
+}
+
+/// One socket a worker holds.
+pub(crate) struct Entry {
+    socket: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) state: State,
+    /// HTTP response bytes not yet written; they go before the engine's output.
+    response: Vec<u8>,
+    /// Readiness not consumed yet (mio is edge-triggered): read until `WouldBlock`.
+    readable: bool,
+    /// The last write hit `WouldBlock`: wait for a writable event.
+    write_blocked: bool,
+    /// The peer closed its sending side.
+    eof: bool,
+    /// In the ready queue.
+    queued: bool,
+    /// In the dirty list.
+    dirty: bool,
+    /// Over the connection limit: answer with 503.
+    reject: bool,
+    /// A message would have passed the hard write limit: (buffered, limit).
+    overflow: Option<(usize, usize)>,
+    pub(crate) topics: Vec<Arc<str>>,
+    /// The deadline this entry has in the timer heap.
+    timer: Option<Instant>,
+}
+
+impl Entry {
+    /// Whether reading from the socket is wanted now.
+    fn can_read(&self, soft: usize) -> bool {
+        match &self.state {
+            State::Handshake { .. } | State::Draining { .. } => true,
+            State::Open { conn, .. } => self.overflow.is_none() && conn.output_len() <= soft,
+            State::Rejecting { .. } => false,
+        }
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> Option<&mut Connection> {
+        match &mut self.state {
+            State::Open { conn, .. } => Some(conn),
+            _ => None,
+        }
+    }
+}
+
+struct Slot {
+    generation: u32,
+    entry: Option<Entry>,
+}
+
+/// The connections of a worker and their topics: what a [`Context`] reaches.
+pub(crate) struct Local {
+    pub(crate) worker: usize,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    count: usize,
+    pub(crate) topics: HashMap<Arc<str>, HashSet<usize>>,
+    /// Connections given output (or an overflow) outside their own turn.
+    dirty: Vec<usize>,
+    pub(crate) soft: usize,
+    pub(crate) hard: usize,
+}
+
+impl Local {
+    pub(crate) fn entry(&self, slot: usize) -> Option<&Entry> {
+        self.slots.get(slot).and_then(|s| s.entry.as_ref())
+    }
+
+    pub(crate) fn entry_mut(&mut self, slot: usize) -> Option<&mut Entry> {
+        self.slots.get_mut(slot).and_then(|s| s.entry.as_mut())
+    }
+
+    /// The entry `id` names, if it still exists.
+    fn lookup(&self, id: ConnectionId) -> Option<usize> {
+        let slot = id.slot as usize;
+        let s = self.slots.get(slot)?;
+        (s.generation == id.generation && s.entry.is_some() && id.worker as usize == self.worker)
+            .then_some(slot)
+    }
+
+    pub(crate) fn id(&self, slot: usize) -> ConnectionId {
+        ConnectionId {
+            worker: self.worker as u32,
+            slot: slot as u32,
+            generation: self.slots.get(slot).map_or(0, |s| s.generation),
+        }
+    }
+
+    fn insert(&mut self, entry: Entry) -> usize {
+        self.count += 1;
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot].entry = Some(entry);
+                slot
+            }
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    entry: Some(entry),
+                });
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, slot: usize) -> Option<Entry> {
+        let s = self.slots.get_mut(slot)?;
+        let entry = s.entry.take()?;
+        s.generation = s.generation.wrapping_add(1);
+        self.free.push(slot);
+        self.count -= 1;
+        Some(entry)
+    }
+
+    pub(crate) fn mark_dirty(&mut self, slot: usize) {
+        if let Some(entry) = self.entry_mut(slot) {
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    /// Queues a message the sender cannot hold back (broadcast, `Sender`): up to the
+    /// hard limit, past which the connection is marked for closing.
+    pub(crate) fn queue_forced(&mut self, slot: usize, message: Message) {
+        let hard = self.hard;
+        let Some(entry) = self.entry_mut(slot) else {
+            return;
+        };
+        if entry.overflow.is_some() {
+            return;
+        }
+        let Some(conn) = entry.conn_mut() else {
+            return;
+        };
+        let buffered = conn.output_len();
+        if message.is_data() && buffered > 0 && buffered + message.payload().len() > hard {
+            entry.overflow = Some((buffered, hard));
+        } else {
+            let _ = conn.send(message);
+        }
+        self.mark_dirty(slot);
+    }
+
+    /// Queues a prepared frame, with the same hard-limit rule as [`Self::queue_forced`].
+    pub(crate) fn queue_prepared(&mut self, slot: usize, prepared: &PreparedMessage) {
+        let hard = self.hard;
+        let Some(entry) = self.entry_mut(slot) else {
+            return;
+        };
+        if entry.overflow.is_some() {
+            return;
+        }
+        let Some(conn) = entry.conn_mut() else {
+            return;
+        };
+        if conn.is_close_sent() {
+            return;
+        }
+        let buffered = conn.output_len();
+        if buffered > 0 && buffered + prepared.frame().len() > hard {
+            entry.overflow = Some((buffered, hard));
+        } else {
+            let _ = conn.send_prepared(prepared);
+        }
+        self.mark_dirty(slot);
+    }
+
+    /// Queues a prepared frame on this worker's open connections (or a topic's).
+    pub(crate) fn broadcast_local(&mut self, prepared: &PreparedMessage, topic: Option<&str>) {
+        match topic {
+            Some(topic) => {
+                let slots: Vec<usize> = match self.topics.get(topic) {
+                    Some(set) => set.iter().copied().collect(),
+                    None => return,
+                };
+                for slot in slots {
+                    self.queue_prepared(slot, prepared);
+                }
+            }
+            None => {
+                for slot in 0..self.slots.len() {
+                    self.queue_prepared(slot, prepared);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn subscribe(&mut self, slot: usize, topic: &str) -> bool {
+        let Some(entry) = self.entry_mut(slot) else {
+            return false;
+        };
+        if !matches!(entry.state, State::Open { .. }) {
+            return false;
+        }
+        if entry.topics.iter().any(|t| &**t == topic) {
+            return true;
+        }
+        let name: Arc<str> = match self.topics.get_key_value(topic) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(topic),
+        };
+        if let Some(entry) = self.entry_mut(slot) {
+            entry.topics.push(name.clone());
+        }
+        self.topics.entry(name).or_default().insert(slot);
+        true
+    }
+
+    pub(crate) fn unsubscribe(&mut self, slot: usize, topic: &str) -> bool {
+        let Some(entry) = self.entry_mut(slot) else {
+            return false;
+        };
+        let Some(at) = entry.topics.iter().position(|t| &**t == topic) else {
+            return false;
+        };
+        entry.topics.swap_remove(at);
+        if let Some(set) = self.topics.get_mut(topic) {
+            set.remove(&slot);
+            if set.is_empty() {
+                self.topics.remove(topic);
+            }
+        }
+        true
+    }
+
+    fn unsubscribe_all(&mut self, slot: usize) {
+        let topics = match self.entry_mut(slot) {
+            Some(entry) => std::mem::take(&mut entry.topics),
+            None => return,
+        };
+        for topic in topics {
+            if let Some(set) = self.topics.get_mut(&topic) {
+                set.remove(&slot);
+                if set.is_empty() {
+                    self.topics.remove(&topic);
+                }
+            }
+        }
+    }
+}
+
+/// A worker thread's event loop.
+pub(crate) struct Worker<'a, F, H> {
+    poll: Poll,
+    commands: Receiver<Command>,
+    accepted: Receiver<Accepted>,
+    shared: Arc<Shared>,
+    config: &'a ServerConfig,
+    engine: duplex_core::Config,
+    factory: &'a F,
+    local: Local,
+    handlers: Vec<Option<H>>,
+    read_buf: Box<[u8]>,
+    timers: Timers,
+    ready: Vec<(usize, u32)>,
+    /// Commands may remain after this turn's share.
+    more_commands: bool,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl<'a, F, H> Worker<'a, F, H>
+where
+    F: Fn(ConnectionId) -> H,
+    H: Handler,
+{
+    pub(crate) fn new(
+        index: usize,
+        setup: WorkerSetup,
+        shared: Arc<Shared>,
+        config: &'a ServerConfig,
+        factory: &'a F,
+    ) -> Self {
+        Self {
+            poll: setup.poll,
+            commands: setup.commands,
+            accepted: setup.accepted,
+            shared,
+            config,
+            engine: config.engine_config(),
+            factory,
+            local: Local {
+                worker: index,
+                slots: Vec::new(),
+                free: Vec::new(),
+                count: 0,
+                topics: HashMap::new(),
+                dirty: Vec::new(),
+                soft: config.write_buffer_soft,
+                hard: config.write_buffer_hard,
+            },
+            handlers: Vec::new(),
+            read_buf: vec![0u8; config.read_buffer_size].into_boxed_slice(),
+            timers: Timers::default(),
+            ready: Vec::new(),
+            more_commands: false,
+            shutdown_deadline: None,
+        }
+    }
+
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(self.config.events_capacity);
+        let result = loop {
+            let now = Instant::now();
+            if self.shutdown_deadline.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
+                self.begin_shutdown(now);
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.local.count == 0 {
+                    break Ok(());
+                }
+                if now >= deadline {
+                    break Ok(());
+                }
+            }
+            let timeout = if !self.ready.is_empty() || self.more_commands {
+                Some(Duration::ZERO)
+            } else {
+                let next = match (self.timers.next_deadline(), self.shutdown_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                // Round up so a deadline is never polled for a few microseconds early.
+                next.map(|d| d.saturating_duration_since(now) + Duration::from_millis(1))
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => break Err(error),
+            }
+            for event in events.iter() {
+                if event.token() == WORKER_WAKER {
+                    continue;
+                }
+                let slot = event.token().0;
+                let Some(entry) = self.local.entry_mut(slot) else {
+                    continue;
+                };
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    entry.readable = true;
+                }
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    entry.write_blocked = false;
+                }
+                self.enqueue(slot);
+            }
+            self.take_accepted();
+            self.take_commands();
+            // One turn over the ready connections; those with more to read re-queue
+            // themselves for the next turn.
+            let ready = std::mem::take(&mut self.ready);
+            for (slot, generation) in ready {
+                let Some(s) = self.local.slots.get_mut(slot) else {
+                    continue;
+                };
+                if s.generation != generation {
+                    continue;
+                }
+                if let Some(entry) = s.entry.as_mut() {
+                    entry.queued = false;
+                    self.drive(slot);
+                }
+            }
+            self.run_timers(Instant::now());
+            self.process_dirty();
+        };
+        self.abort_all();
+        result
+    }
+
+    fn enqueue(&mut self, slot: usize) {
+        let generation = self.local.id(slot).generation;
+        if let Some(entry) = self.local.entry_mut(slot) {
+            if !entry.queued {
+                entry.queued = true;
+                self.ready.push((slot, generation));
+            }
+        }
+    }
+
+    // ----- intake -----
+
+    fn take_accepted(&mut self) {
+        loop {
+            let accepted = match self.accepted.try_recv() {
+                Ok(accepted) => accepted,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            };
+            if self.shutdown_deadline.is_some() {
+                self.release_socket();
+                continue;
+            }
+            let Accepted {
+                mut stream,
+                peer,
+                reject,
+            } = accepted;
+            let now = Instant::now();
+            let slot = self
+                .local
+                .free
+                .last()
+                .copied()
+                .unwrap_or(self.local.slots.len());
+            let registered = self.poll.registry().register(
+                &mut stream,
+                Token(slot),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            if registered.is_err() {
+                self.release_socket();
+                continue;
+            }
+            let entry = Entry {
+                socket: stream,
+                peer,
+                state: State::Handshake {
+                    reader: ServerHandshake::new(self.config.handshake_limits),
+                    deadline: now + self.config.handshake_timeout,
+                },
+                response: Vec::new(),
+                readable: true,
+                write_blocked: false,
+                eof: false,
+                queued: false,
+                dirty: false,
+                reject,
+                overflow: None,
+                topics: Vec::new(),
+                timer: None,
+            };
+            let inserted = self.local.insert(entry);
+            debug_assert_eq!(inserted, slot);
+            if self.handlers.len() <= slot {
+                self.handlers.resize_with(slot + 1, || None);
+            }
+            self.schedule(slot);
+            self.enqueue(slot);
+        }
+    }
+
+    /// Forgets a socket in the shared counts (it was dropped).
+    fn release_socket(&self) {
+        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        if let Some(handle) = self.shared.workers.get(self.local.worker) {
+            handle.load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn take_commands(&mut self) {
+        self.more_commands = false;
+        for _ in 0..self.config.command_queue {
+            let command = match self.commands.try_recv() {
+                Ok(command) => command,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            };
+            match command {
+                Command::Send(id, message) => {
+                    if let Some(slot) = self.local.lookup(id) {
+                        self.local.queue_forced(slot, message);
+                    }
+                }
+                Command::Close(id, frame) => {
+                    if let Some(slot) = self.local.lookup(id) {
+                        if let Some(conn) = self.local.entry_mut(slot).and_then(Entry::conn_mut) {
+                            let _ = conn.close(frame, Instant::now());
+                            self.local.mark_dirty(slot);
+                        }
+                    }
+                }
+                Command::Broadcast { prepared, topic } => {
+                    self.local.broadcast_local(&prepared, topic.as_deref());
+                }
+            }
+        }
+        self.more_commands = true;
+    }
+
+    // ----- one connection's turn -----
+
+    /// Writes what is pending, then reads up to the budget and runs the handler.
+    fn drive(&mut self, slot: usize) {
+        self.flush(slot);
+        let mut budget = self.config.read_budget;
+        let mut first = true;
+        let mut buf = std::mem::take(&mut self.read_buf);
+        loop {
+            let soft = self.local.soft;
+            let Some(entry) = self.local.entry_mut(slot) else {
+                break;
+            };
+            if !entry.readable || !entry.can_read(soft) {
+                break;
+            }
+            if budget == 0 && !first {
+                // Fairness: the rest waits for the next turn.
+                break;
+            }
+            first = false;
+            match entry.socket.read(&mut buf) {
+                Ok(0) => {
+                    entry.readable = false;
+                    entry.eof = true;
+                    self.on_eof(slot);
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    self.on_data(slot, &buf[..n]);
+                    self.flush(slot);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    entry.readable = false;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    entry.readable = false;
+                    self.fail(slot, ConnectionError::Io(error));
+                }
+            }
+        }
+        self.read_buf = buf;
+        self.settle(slot);
+    }
+
+    fn on_data(&mut self, slot: usize, data: &[u8]) {
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        match &mut entry.state {
+            State::Handshake { reader, .. } => match reader.feed(data) {
+                Ok(None) => {}
+                Ok(Some((request, rest))) => self.on_request(slot, request, &rest),
+                Err(error) => self.reject(slot, error.response()),
+            },
+            State::Open { conn, .. } => {
+                conn.receive(data);
+                self.dispatch(slot);
+            }
+            State::Rejecting { .. } | State::Draining { .. } => {}
+        }
+    }
+
+    fn on_eof(&mut self, slot: usize) {
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        match &mut entry.state {
+            State::Handshake { .. } | State::Draining { .. } => self.final_close(slot),
+            State::Open { conn, .. } => {
+                conn.receive_eof();
+                self.dispatch(slot);
+            }
+            State::Rejecting { .. } => {}
+        }
+    }
+
+    fn on_request(&mut self, slot: usize, request: Request<()>, rest: &[u8]) {
+        let offer = match ClientOffer::from_request(&request) {
+            Ok(offer) => offer,
+            Err(error) => return self.reject(slot, error.response()),
+        };
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        if entry.reject || self.shutdown_deadline.is_some() {
+            return self.reject(slot, plain_response(StatusCode::SERVICE_UNAVAILABLE));
+        }
+        entry.state = State::Open {
+            conn: Box::new(Connection::new(Role::Server, self.engine.clone())),
+            peer_close: None,
+        };
+        let id = self.local.id(slot);
+        let mut handler = (self.factory)(id);
+        let decision = {
+            let mut ctx = Context::new(&mut self.local, &self.shared, slot);
+            handler.on_open(&mut ctx, &request, &offer)
+        };
+        let response = match decision {
+            Ok(acceptance) => match offer.accept_with(&acceptance) {
+                Ok(response) => response,
+                Err(error) => {
+                    let mut ctx = Context::new(&mut self.local, &self.shared, slot);
+                    handler.on_error(&mut ctx, &ConnectionError::Handshake(error));
+                    self.local.unsubscribe_all(slot);
+                    return self.reject(slot, plain_response(StatusCode::INTERNAL_SERVER_ERROR));
+                }
+            },
+            Err(rejection) => {
+                self.local.unsubscribe_all(slot);
+                let mut response = rejection.into_response();
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+                return self.reject(slot, response);
+            }
+        };
+        self.handlers[slot] = Some(handler);
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        let mut head = Vec::new();
+        write_response(&response, &mut head);
+        entry.response = head;
+        if let Some(conn) = entry.conn_mut() {
+            conn.receive(rest);
+        }
+        self.dispatch(slot);
+    }
+
+    /// Answers with `response` and closes (the connection never opened).
+    fn reject(&mut self, slot: usize, response: Response<String>) {
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        let mut bytes = Vec::new();
+        write_response(&response, &mut bytes);
+        entry.response = bytes;
+        entry.state = State::Rejecting { deadline };
+        self.handlers[slot] = None;
+    }
+
+    /// Takes every event out of the engine and hands it to the handler.
+    fn dispatch(&mut self, slot: usize) {
+        let now = Instant::now();
+        // Writes made early for pongs, bounded so a ping flood costs few syscalls.
+        let mut pong_writes = 0;
+        loop {
+            let Some(entry) = self.local.entry_mut(slot) else {
+                return;
+            };
+            let State::Open { conn, peer_close } = &mut entry.state else {
+                return;
+            };
+            let Some(event) = conn.poll_event(now) else {
+                return;
+            };
+            if let Ok(Message::Close(frame)) = &event {
+                *peer_close = frame.clone();
+                continue;
+            }
+            let Some(handler) = self.handlers.get_mut(slot).and_then(Option::as_mut) else {
+                continue;
+            };
+            let mut ctx = Context::new(&mut self.local, &self.shared, slot);
+            let ping = matches!(event, Ok(Message::Ping(_)));
+            match event {
+                Ok(Message::Ping(payload)) => handler.on_ping(&mut ctx, payload),
+                Ok(Message::Pong(payload)) => handler.on_pong(&mut ctx, payload),
+                Ok(message) => handler.on_message(&mut ctx, message),
+                Err(error) => handler.on_error(&mut ctx, &ConnectionError::WebSocket(error)),
+            }
+            // Keep replies flowing during a burst of small messages. Pongs of a burst of
+            // pings are written at once (a few per read), so that an engine that holds
+            // few unsent pongs still answers each ping of a short burst.
+            let soft = self.local.soft;
+            let over = self
+                .local
+                .entry_mut(slot)
+                .and_then(Entry::conn_mut)
+                .is_some_and(|conn| conn.output_len() > soft);
+            let early_pong = ping && pong_writes < MAX_EARLY_PONG_WRITES;
+            if early_pong {
+                pong_writes += 1;
+            }
+            if over || early_pong {
+                self.flush(slot);
+            }
+        }
+    }
+
+    /// Writes the pending response and engine output until done or `WouldBlock`.
+    fn flush(&mut self, slot: usize) {
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        let error = loop {
+            if entry.write_blocked {
+                return;
+            }
+            let result = if !entry.response.is_empty() {
+                entry.socket.write(&entry.response).inspect(|&n| {
+                    entry.response.drain(..n);
+                })
+            } else {
+                let State::Open { conn, .. } = &mut entry.state else {
+                    return;
+                };
+                if conn.output_len() == 0 {
+                    return;
+                }
+                let written = {
+                    let mut slices = [IoSlice::new(&[]); 32];
+                    let k = conn.pending_output_vectored(&mut slices);
+                    entry.socket.write_vectored(&slices[..k])
+                };
+                written.inspect(|&n| conn.consume_output(n))
+            };
+            match result {
+                Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    entry.write_blocked = true;
+                    return;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => break error,
+            }
+        };
+        self.fail(slot, ConnectionError::Io(error));
+    }
+
+    /// After a turn, a timer or new output: close what is done, free what is idle,
+    /// re-queue what has more to read, and set the timer.
+    fn settle(&mut self, slot: usize) {
+        let now = Instant::now();
+        let linger = self.config.close_linger;
+        let soft = self.local.soft;
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        match &mut entry.state {
+            State::Open { conn, .. } => {
+                if let Some((buffered, limit)) = entry.overflow {
+                    return self.fail(
+                        slot,
+                        ConnectionError::WriteBufferOverflow { buffered, limit },
+                    );
+                }
+                if conn.wants_close_transport() {
+                    self.teardown(slot, true);
+                } else if !entry.readable && conn.output_len() == 0 {
+                    conn.shrink_buffers();
+                }
+            }
+            State::Rejecting { .. } if entry.response.is_empty() => {
+                entry.response = Vec::new();
+                if entry.eof || entry.socket.shutdown(Shutdown::Write).is_err() {
+                    return self.final_close(slot);
+                }
+                entry.state = State::Draining {
+                    deadline: now + linger,
+                };
+            }
+            _ => {}
+        }
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        if entry.readable && entry.can_read(soft) {
+            self.enqueue(slot);
+        }
+        self.schedule(slot);
+    }
+
+    /// Reports `error` to an open connection's handler and drops the connection.
+    fn fail(&mut self, slot: usize, error: ConnectionError) {
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        if matches!(entry.state, State::Open { .. }) {
+            if let Some(handler) = self.handlers.get_mut(slot).and_then(Option::as_mut) {
+                let mut ctx = Context::new(&mut self.local, &self.shared, slot);
+                handler.on_error(&mut ctx, &error);
+            }
+            self.teardown(slot, false);
+        } else {
+            self.final_close(slot);
+        }
+    }
+
+    /// Ends an open connection: its handler's `on_close`, then either a graceful
+    /// shutdown of our side (drain what the peer still sends) or an immediate drop.
+    fn teardown(&mut self, slot: usize, graceful: bool) {
+        let deadline = Instant::now() + self.config.close_linger;
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        let peer_close = match &mut entry.state {
+            State::Open { peer_close, .. } => Some(peer_close.take()),
+            _ => None,
+        };
+        entry.state = State::Draining { deadline };
+        let keep = graceful && !entry.eof && entry.socket.shutdown(Shutdown::Write).is_ok();
+        self.local.unsubscribe_all(slot);
+        if let (Some(frame), Some(mut handler)) = (
+            peer_close,
+            self.handlers.get_mut(slot).and_then(Option::take),
+        ) {
+            let mut ctx = Context::new(&mut self.local, &self.shared, slot);
+            handler.on_close(&mut ctx, frame);
+        }
+        if keep {
+            self.enqueue(slot);
+            self.schedule(slot);
+        } else {
+            self.final_close(slot);
+        }
+    }
+
+    /// Drops the socket and forgets the connection.
+    fn final_close(&mut self, slot: usize) {
+        if let Some(handler) = self.handlers.get_mut(slot) {
+            *handler = None;
+        }
+        self.local.unsubscribe_all(slot);
+        if let Some(mut entry) = self.local.remove(slot) {
+            let _ = self.poll.registry().deregister(&mut entry.socket);
+            drop(entry);
+            self.release_socket();
+        }
+    }
+
+    // ----- timers -----
+
+    fn schedule(&mut self, slot: usize) {
+        let generation = self.local.id(slot).generation;
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        let deadline = match &entry.state {
+            State::Handshake { deadline, .. }
+            | State::Rejecting { deadline }
+            | State::Draining { deadline } => Some(*deadline),
+            State::Open { conn, .. } => conn.poll_timeout(),
+        };
+        if let Some(deadline) = deadline {
+            if entry.timer.is_none_or(|t| deadline < t) {
+                entry.timer = Some(deadline);
+                self.timers.push(deadline, slot, generation);
+            }
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        while let Some((deadline, slot, generation)) = self.timers.pop_due(now) {
+            let Some(s) = self.local.slots.get_mut(slot) else {
+                continue;
+            };
+            if s.generation != generation {
+                continue;
+            }
+            let Some(entry) = s.entry.as_mut() else {
+                continue;
+            };
+            if entry.timer != Some(deadline) {
+                continue;
+            }
+            entry.timer = None;
+            self.on_timer(slot, now);
+        }
+        // Entries of closed connections and moved deadlines wait in the heap until due;
+        // rebuild it when they outnumber the live ones.
+        if self.timers.len() > 2 * self.local.count + 64 {
+            let slots = &self.local.slots;
+            self.timers.retain(|deadline, slot, generation| {
+                slots.get(slot).is_some_and(|s| {
+                    s.generation == generation
+                        && s.entry.as_ref().is_some_and(|e| e.timer == Some(deadline))
+                })
+            });
+        }
+    }
+
+    fn on_timer(&mut self, slot: usize, now: Instant) {
+        let Some(entry) = self.local.entry_mut(slot) else {
+            return;
+        };
+        match &mut entry.state {
+            State::Handshake { deadline, .. }
+            | State::Rejecting { deadline }
+            | State::Draining { deadline } => {
+                if now >= *deadline {
+                    return self.final_close(slot);
+                }
+            }
+            State::Open { conn, .. } => {
+                conn.handle_timeout(now);
+                self.dispatch(slot);
+                self.flush(slot);
+            }
+        }
+        self.settle(slot);
+    }
+
+    /// Flushes connections that got output from elsewhere, and closes those that
+    /// overflowed.
+    fn process_dirty(&mut self) {
+        while let Some(slot) = self.local.dirty.pop() {
+            if let Some(entry) = self.local.entry_mut(slot) {
+                entry.dirty = false;
+                self.flush(slot);
+                self.settle(slot);
+            }
+        }
+    }
+
+    // ----- shutdown -----
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
+        for slot in 0..self.local.slots.len() {
+            let Some(entry) = self.local.entry_mut(slot) else {
+                continue;
+            };
+            match &mut entry.state {
+                State::Open { conn, .. } => {
+                    let frame = CloseFrame::new(CloseCode::GoingAway, "server shutting down");
+                    let _ = conn.close(Some(frame), now);
+                    self.local.mark_dirty(slot);
+                }
+                State::Draining { .. } => {}
+                State::Handshake { .. } | State::Rejecting { .. } => self.final_close(slot),
+            }
+        }
+        self.process_dirty();
+    }
+
+    /// Drops every connection (open ones get `on_close`).
+    fn abort_all(&mut self) {
+        for slot in 0..self.local.slots.len() {
+            let open = matches!(
+                self.local.entry(slot).map(|e| &e.state),
+                Some(State::Open { .. })
+            );
+            if open {
+                self.teardown(slot, false);
+            } else {
+                self.final_close(slot);
+            }
+        }
+        while let Ok(_accepted) = self.accepted.try_recv() {
+            self.release_socket();
+        }
+    }
+}
+
+/// A plain-text response with `status` that closes the connection.
+fn plain_response(status: StatusCode) -> Response<String> {
+    let mut response = Response::new(format!(
+        "{}\n",
+        status.canonical_reason().unwrap_or("error")
+    ));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local_with_open_connections(n: usize) -> (Local, Vec<std::net::TcpStream>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut local = Local {
+            worker: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            count: 0,
+            topics: HashMap::new(),
+            dirty: Vec::new(),
+            soft: 1 << 20,
+            hard: 4 << 20,
+        };
+        let mut peers = Vec::new();
+        for _ in 0..n {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, peer) = listener.accept().unwrap();
+            server.set_nonblocking(true).unwrap();
+            local.insert(Entry {
+                socket: TcpStream::from_std(server),
+                peer,
+                state: State::Open {
+                    conn: Box::new(Connection::new(
+                        Role::Server,
+                        duplex_core::Config::default(),
+                    )),
+                    peer_close: None,
+                },
+                response: Vec::new(),
+                readable: false,
+                write_blocked: false,
+                eof: false,
+                queued: false,
+                dirty: false,
+                reject: false,
+                overflow: None,
+                topics: Vec::new(),
+                timer: None,
+            });
+            peers.push(client);
+        }
+        (local, peers)
+    }
+
+    /// The address of the first pending output slice of a connection.
+    fn first_slice(local: &mut Local, slot: usize) -> (*const u8, usize) {
+        let conn = local.entry_mut(slot).and_then(Entry::conn_mut).unwrap();
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(conn.pending_output_vectored(&mut slices), 1);
+        (slices[0].as_ptr(), slices[0].len())
+    }
+
+    #[test]
+    fn broadcast_shares_one_encoded_frame_among_receivers() {
+        let (mut local, _peers) = local_with_open_connections(3);
+        let prepared = PreparedMessage::new(Message::binary(vec![5u8; 4096])).unwrap();
+        local.broadcast_local(&prepared, None);
+        let frame = (prepared.frame().as_ptr(), prepared.frame().len());
+        for slot in 0..3 {
+            assert_eq!(
+                first_slice(&mut local, slot),
+                frame,
+                "slot {slot} copied the frame"
+            );
+        }
+        assert_eq!(local.dirty.len(), 3);
+    }
+
+    #[test]
+    fn topics_are_left_on_unsubscribe_and_publish_reaches_only_subscribers() {
+        let (mut local, _peers) = local_with_open_connections(3);
+        assert!(local.subscribe(0, "a"));
+        assert!(local.subscribe(1, "a"));
+        assert!(local.subscribe(1, "a"), "subscribing twice is harmless");
+        assert_eq!(local.topics["a"].len(), 2);
+        assert!(local.unsubscribe(0, "a"));
+        assert!(!local.unsubscribe(0, "a"));
+        let prepared = PreparedMessage::new(Message::text("t")).unwrap();
+        local.broadcast_local(&prepared, Some("a"));
+        let lens: Vec<usize> = (0..3)
+            .map(|s| {
+                local
+                    .entry_mut(s)
+                    .and_then(Entry::conn_mut)
+                    .unwrap()
+                    .output_len()
+            })
+            .collect();
+        assert_eq!(lens, [0, 3, 0]);
+        local.unsubscribe_all(1);
+        assert!(local.topics.is_empty());
+    }
+
+    #[test]
+    fn forced_messages_stop_at_the_hard_limit() {
+        let (mut local, _peers) = local_with_open_connections(1);
+        local.hard = 10_000;
+        let chunk = PreparedMessage::new(Message::binary(vec![0u8; 4000])).unwrap();
+        local.queue_prepared(0, &chunk);
+        local.queue_prepared(0, &chunk);
+        assert!(local.entry(0).unwrap().overflow.is_none());
+        local.queue_prepared(0, &chunk);
+        let entry = local.entry(0).unwrap();
+        assert_eq!(entry.overflow, Some((8008, 10_000)));
+        // Nothing more is queued once it overflowed.
+        local.queue_forced(0, Message::binary(vec![0u8; 10]));
+        let conn = local.entry_mut(0).and_then(Entry::conn_mut).unwrap();
+        assert_eq!(conn.output_len(), 8008);
+    }
+}

@@ -1,0 +1,445 @@
+//! The server over real sockets on 127.0.0.1.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use duplex_mio::client::{ClientConfig, ClientRequest, ConnectError, connect_with};
+use duplex_mio::{Bytes, CloseCode, Config, HandshakeError, Message, SendError, ServerConfig};
+
+fn config() -> ServerConfig {
+    // Clients left open at the end of a test do not answer the shutdown's close frame;
+    // do not wait long for them.
+    ServerConfig::default()
+        .workers(2)
+        .shutdown_timeout(Duration::from_millis(300))
+        .close_linger(Duration::from_millis(300))
+}
+
+#[test]
+fn echoes_text_and_binary_and_closes_cleanly() {
+    let server = start(config());
+    let mut socket = client(&server.url("/"));
+    socket.send(Message::text("hello")).unwrap();
+    assert_eq!(recv_data(&mut socket), Message::text("hello"));
+    let big = Bytes::from(vec![7u8; 300_000]);
+    socket.send(Message::binary(big.clone())).unwrap();
+    assert_eq!(recv_data(&mut socket), Message::binary(big));
+    socket
+        .send(Message::Ping(Bytes::from_static(b"p")))
+        .unwrap();
+    assert_eq!(
+        socket.recv().unwrap(),
+        Message::Pong(Bytes::from_static(b"p"))
+    );
+    socket.close(None).unwrap();
+    assert!(socket.is_closed());
+    server.wait_for(|r| matches!(r, Report::Closed(..)).then_some(()));
+    server.stop();
+}
+
+#[test]
+fn server_initiated_close_reaches_the_client_with_its_code() {
+    let server = start(config());
+    let mut socket = client(&server.url("/"));
+    socket.send(Message::text("close:4000")).unwrap();
+    match socket.recv().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Other(4000)),
+        other => panic!("expected close, got {other:?}"),
+    }
+    server.stop();
+}
+
+#[test]
+fn on_open_can_reject_and_choose_a_subprotocol() {
+    let server = start(config());
+    let error = duplex_mio::client::connect(&server.url("/forbidden")).unwrap_err();
+    assert!(matches!(
+        error,
+        ConnectError::Handshake(HandshakeError::NotSwitchingProtocols(status)) if status == 403
+    ));
+    let request = ClientRequest::new(&server.url("/"))
+        .unwrap()
+        .protocol("other")
+        .protocol("chat");
+    let socket = connect_with(request, &ClientConfig::default()).unwrap();
+    assert_eq!(socket.protocol(), Some("chat"));
+    server.stop();
+}
+
+#[test]
+fn broadcast_reaches_clients_on_every_worker() {
+    let server = start(config());
+    let mut sockets: Vec<_> = (0..12).map(|_| client(&server.url("/"))).collect();
+    // A round trip each makes sure every handshake is done.
+    for socket in &mut sockets {
+        socket.send(Message::text("ready?")).unwrap();
+        assert_eq!(recv_data(socket), Message::text("ready?"));
+    }
+    sockets[0].send(Message::text("all:news")).unwrap();
+    for socket in &mut sockets {
+        assert_eq!(recv_data(socket), Message::text("news"));
+    }
+    // And from another thread, through a Sender.
+    server
+        .sender
+        .broadcast(Message::binary(vec![1, 2, 3]))
+        .unwrap();
+    for socket in &mut sockets {
+        assert_eq!(recv_data(socket), Message::binary(vec![1, 2, 3]));
+    }
+    assert!(matches!(
+        server.sender.broadcast(Message::Ping(Bytes::new())),
+        Err(SendError::NotData)
+    ));
+    drop(sockets);
+    server.stop();
+}
+
+#[test]
+fn topics_reach_only_their_subscribers() {
+    let server = start(config());
+    let mut a = client(&server.url("/"));
+    let mut b = client(&server.url("/"));
+    let mut c = client(&server.url("/"));
+    for (socket, topic) in [(&mut a, "x"), (&mut b, "x"), (&mut c, "y")] {
+        socket.send(Message::text(format!("sub:{topic}"))).unwrap();
+        assert_eq!(recv_data(socket), Message::text("ok"));
+    }
+    a.send(Message::text("pub:x:for x")).unwrap();
+    assert_eq!(recv_data(&mut a), Message::text("for x"));
+    assert_eq!(recv_data(&mut b), Message::text("for x"));
+    server.sender.publish("y", Message::text("for y")).unwrap();
+    // c's first message is y's: it never got x's.
+    assert_eq!(recv_data(&mut c), Message::text("for y"));
+    // A closed subscriber leaves its topics.
+    b.close(None).unwrap();
+    server.wait_for(|r| matches!(r, Report::Closed(..)).then_some(()));
+    a.send(Message::text("pub:x:again")).unwrap();
+    assert_eq!(recv_data(&mut a), Message::text("again"));
+    server.stop();
+}
+
+#[test]
+fn sender_reaches_one_connection_from_another_thread() {
+    let server = start(config());
+    let mut first = client(&server.url("/"));
+    let first_id = server.wait_for(|r| match r {
+        Report::Opened(id) => Some(id),
+        _ => None,
+    });
+    let mut second = client(&server.url("/"));
+    server.wait_for(|r| matches!(r, Report::Opened(_)).then_some(()));
+    let sender = server.sender.clone();
+    std::thread::spawn(move || sender.send(first_id, Message::text("direct")))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(recv_data(&mut first), Message::text("direct"));
+    // The other connection got nothing: its first message is its own echo.
+    second.send(Message::text("mine")).unwrap();
+    assert_eq!(recv_data(&mut second), Message::text("mine"));
+    // Closing from outside.
+    server
+        .sender
+        .close(first_id, CloseCode::Normal, "done")
+        .unwrap();
+    match first.recv().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected close, got {other:?}"),
+    }
+    server.wait_for(|r| matches!(r, Report::Closed(id, _) if id == first_id).then_some(()));
+    // A gone connection's id is dropped silently.
+    server.sender.send(first_id, Message::text("late")).unwrap();
+    server.stop();
+}
+
+#[test]
+fn graceful_shutdown_sends_1001_and_returns_within_the_bound() {
+    let server = start(config().shutdown_timeout(Duration::from_millis(800)));
+    let mut polite = client(&server.url("/"));
+    // This one completes its handshake but never reads again.
+    let _silent = raw_client(server.addr);
+    polite.send(Message::text("ready?")).unwrap();
+    assert_eq!(recv_data(&mut polite), Message::text("ready?"));
+    let reader = std::thread::spawn(move || polite.recv());
+    let took = server.stop();
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    match reader.join().unwrap().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::GoingAway),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+}
+
+#[test]
+fn handshake_timeout_drops_a_stalled_client() {
+    let server = start(config().handshake_timeout(Duration::from_millis(200)));
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let result = stream.read(&mut buf);
+    assert!(
+        matches!(result, Ok(0)) || result.is_err(),
+        "expected the connection to be dropped, got {result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The server still serves others.
+    let mut socket = client(&server.url("/"));
+    socket.send(Message::text("alive")).unwrap();
+    assert_eq!(recv_data(&mut socket), Message::text("alive"));
+    server.stop();
+}
+
+#[test]
+fn malformed_request_gets_400() {
+    let server = start(config());
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+    server.stop();
+}
+
+#[test]
+fn slow_reader_is_closed_past_the_hard_limit_while_others_are_served() {
+    let server = start(config().workers(1).write_buffer_limits(64 << 10, 256 << 10));
+    let mut slow = raw_client(server.addr);
+    let slow_id = server.wait_for(|r| match r {
+        Report::Opened(id) => Some(id),
+        _ => None,
+    });
+    let mut fast = client(&server.url("/"));
+    fast.send(Message::text("ready?")).unwrap();
+    assert_eq!(recv_data(&mut fast), Message::text("ready?"));
+    let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+    let mut overflowed = false;
+    // Kernel buffers absorb some megabytes first; stop at 256 MiB whatever happens.
+    for _ in 0..4096 {
+        server
+            .sender
+            .broadcast(Message::binary(chunk.clone()))
+            .unwrap();
+        assert_eq!(recv_data(&mut fast).into_payload().len(), chunk.len());
+        if let Ok(Report::Overflow(id)) = server.reports.try_recv() {
+            assert_eq!(id, slow_id);
+            overflowed = true;
+            break;
+        }
+    }
+    assert!(overflowed, "the slow reader was never closed");
+    server.wait_for(|r| matches!(r, Report::Closed(id, _) if id == slow_id).then_some(()));
+    // The slow reader's socket ends (after the data it had in flight).
+    let mut buf = vec![0u8; 1 << 20];
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match slow.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => assert!(Instant::now() < deadline),
+        }
+    }
+    fast.send(Message::text("still here")).unwrap();
+    assert_eq!(recv_data(&mut fast), Message::text("still here"));
+    server.stop();
+}
+
+#[test]
+fn a_client_that_never_reads_is_no_longer_read() {
+    // Echoing into a client that does not read: replies pile up to the soft limit, then
+    // the server stops reading, so the client's writes stall (once the kernel buffers
+    // are full) instead of growing the server's memory.
+    let server = start(config().workers(1).write_buffer_limits(32 << 10, 64 << 10));
+    let mut raw = raw_client(server.addr);
+    raw.set_nonblocking(true).unwrap();
+    let frame = masked_binary(&vec![0u8; 8 << 10]);
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let mut stalled_since: Option<Instant> = None;
+    let stalled = loop {
+        if sent > (512 << 20) || started.elapsed() > Duration::from_secs(8) {
+            break false;
+        }
+        // Partial writes are common here: keep the stream whole.
+        match raw.write(&frame[sent % frame.len()..]) {
+            Ok(n) => {
+                sent += n;
+                stalled_since = None;
+            }
+            Err(_) => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break true;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
+    if !stalled {
+        let reports: Vec<_> = server.reports.try_iter().collect();
+        panic!("the server kept reading a client that never reads ({sent} bytes): {reports:?}");
+    }
+    // Not closed: the client is only slow, and nothing was forced past the hard limit.
+    assert!(
+        server
+            .reports
+            .try_iter()
+            .all(|r| !matches!(r, Report::Overflow(_) | Report::Closed(..)))
+    );
+    drop(raw);
+    server.stop();
+}
+
+#[test]
+fn a_flooding_client_does_not_starve_another() {
+    let server = start_with(config().workers(1), true);
+    let mut flooder = raw_client(server.addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let frame = masked_binary(&vec![0u8; 60 << 10]);
+            let started = Instant::now();
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(8) {
+                if flooder.write_all(&frame).is_err() {
+                    break;
+                }
+                sent += frame.len();
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    // The handshake, the round trips and a late client all complete during the flood
+    // (which lasts up to 8 s): without a read budget they wait for the flood to end.
+    let started = Instant::now();
+    let mut other = client(&server.url("/"));
+    for i in 0..20 {
+        let text = format!("round trip {i}");
+        other.send(Message::text(text.clone())).unwrap();
+        assert_eq!(recv_data(&mut other), Message::text(text));
+    }
+    let mut late = client(&server.url("/"));
+    late.send(Message::text("late")).unwrap();
+    assert_eq!(recv_data(&mut late), Message::text("late"));
+    let round_trips = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    assert!(sent > 1 << 20, "the flood did not flood ({sent} bytes)");
+    assert!(
+        round_trips < Duration::from_secs(4),
+        "22 round trips took {round_trips:?} during the flood"
+    );
+    server.stop();
+}
+
+#[test]
+fn connections_over_the_limit_get_503() {
+    let server = start(config().max_connections(2));
+    let mut a = client(&server.url("/"));
+    let _b = client(&server.url("/"));
+    match duplex_mio::client::connect(&server.url("/")) {
+        Err(ConnectError::Handshake(HandshakeError::NotSwitchingProtocols(status))) => {
+            assert_eq!(status, 503)
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    a.close(None).unwrap();
+    // Once a slot frees up, clients are accepted again.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match duplex_mio::client::connect(&server.url("/")) {
+            Ok(_) => break,
+            Err(_) => {
+                assert!(Instant::now() < deadline, "never accepted again");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    server.stop();
+}
+
+#[test]
+fn protocol_violations_get_the_rfc_close_code_on_the_wire() {
+    let server = start(config());
+    for (frame, code) in [
+        (vec![0x81, 0x00], 1002u16),                           // unmasked
+        (masked_frame(0x81, b"\xce\xba\xe1"), 1007),           // invalid UTF-8 (complete message)
+        (masked_frame(0x89 & 0x7F, b"fragmented ping"), 1002), // ping without FIN
+        (masked_frame(0xC1, b"rsv1"), 1002),                   // reserved bit
+    ] {
+        let mut raw = raw_client(server.addr);
+        raw.write_all(&frame).unwrap();
+        let bytes = read_some(&mut raw, 4);
+        assert!(
+            bytes.len() >= 4,
+            "no close frame for {frame:02x?}: {bytes:02x?}"
+        );
+        assert_eq!(bytes[0], 0x88, "not a close frame: {bytes:02x?}");
+        assert_eq!(u16::from_be_bytes([bytes[2], bytes[3]]), code);
+        // Answer the close (the server may already have closed TCP after an
+        // undecodable frame); then the server closes TCP.
+        let _ = raw.write_all(&masked_frame(0x88, &code.to_be_bytes()));
+        let started = Instant::now();
+        let _ = read_some(&mut raw, usize::MAX);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    server.stop();
+}
+
+#[test]
+fn idle_timeout_from_the_engine_config_closes_with_1001() {
+    let websocket = Config::default().idle_timeout(Some(Duration::from_millis(200)));
+    let server = start(config().websocket(websocket));
+    let mut socket = client(&server.url("/"));
+    let started = Instant::now();
+    match socket.recv().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::GoingAway),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    server.stop();
+}
+
+#[test]
+fn keepalive_pings_an_idle_client() {
+    let websocket = Config::default().keepalive(Duration::from_millis(100), Duration::from_secs(5));
+    let server = start(config().websocket(websocket));
+    let mut socket = client(&server.url("/"));
+    match socket.recv().unwrap() {
+        Message::Ping(_) => {}
+        other => panic!("expected a keepalive ping, got {other:?}"),
+    }
+    server.stop();
+}
+
+/// A masked binary frame of any length (mask key zero).
+fn masked_binary(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x82];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n < 65536 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
