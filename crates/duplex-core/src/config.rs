@@ -27,6 +27,9 @@ pub struct Config {
     pub(crate) close_timeout: Duration,
     pub(crate) keepalive: Option<(Duration, Duration)>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_decompressed_size: usize,
+    pub(crate) compression_threshold: usize,
+    pub(crate) compression_level: u32,
 }
 
 /// 16 MiB: the largest frame accepted by default.
@@ -37,6 +40,8 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 pub const DEFAULT_MAX_FRAGMENTS: usize = 100_000;
 /// 1 MiB: above this much unsent output, [`send`](crate::Connection::send) refuses.
 pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1 << 20;
+/// Messages shorter than this are sent uncompressed even when permessage-deflate is on.
+pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 32;
 /// 5 seconds to complete the close handshake.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -52,6 +57,9 @@ impl Default for Config {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             keepalive: None,
             idle_timeout: None,
+            max_decompressed_size: DEFAULT_MAX_MESSAGE_SIZE,
+            compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
+            compression_level: 6,
         }
     }
 }
@@ -118,6 +126,26 @@ impl Config {
     /// peer (default off).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// The largest message after decompression (default 64 MiB); inflating stops at this
+    /// size and the connection is closed with 1009, without allocating more.
+    pub fn max_decompressed_size(mut self, bytes: usize) -> Self {
+        self.max_decompressed_size = bytes;
+        self
+    }
+
+    /// With permessage-deflate, messages shorter than this are sent uncompressed
+    /// (default 32 bytes).
+    pub fn compression_threshold(mut self, bytes: usize) -> Self {
+        self.compression_threshold = bytes;
+        self
+    }
+
+    /// The deflate level, 0 (store) to 9 (smallest); default 6.
+    pub fn compression_level(mut self, level: u32) -> Self {
+        self.compression_level = level.min(9);
         self
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -11,6 +12,7 @@ use duplex_codec::{
 
 use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 use crate::config::Config;
+use crate::deflate::{self, Deflate, DeflateParams, InflateError};
 use crate::error::{Error, Limit, LimitError, ProtocolError, TimeoutKind, UsageError};
 use crate::mask_keys::next_key;
 use crate::message::{Message, Utf8Bytes};
@@ -73,6 +75,7 @@ pub struct Connection {
     abort: bool,
     pending_error: Option<Error>,
     timers: Timers,
+    deflate: Option<Deflate>,
 }
 
 /// The message being assembled from incoming frames.
@@ -89,6 +92,25 @@ struct Incoming {
     len: usize,
     fragments: usize,
     utf8: Utf8Validator,
+    /// The message has RSV1 set: its payload is deflate data.
+    compressed: bool,
+    /// The inflated bytes of a compressed message.
+    inflated: Vec<u8>,
+}
+
+impl Incoming {
+    /// Ends the message in progress with `data` as its payload.
+    fn finish(&mut self, data: Bytes) -> Message {
+        let kind = self.kind.take();
+        self.len = 0;
+        self.fragments = 0;
+        self.compressed = false;
+        self.utf8.reset();
+        match kind {
+            Some(OpCode::Text) => Message::Text(Utf8Bytes::from_validated(data)),
+            _ => Message::Binary(data),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -130,7 +152,23 @@ impl Connection {
             abort: false,
             pending_error: None,
             timers: Timers::default(),
+            deflate: None,
         }
+    }
+
+    /// Turns on permessage-deflate with the parameters the handshake negotiated. Call it
+    /// before any frame is exchanged.
+    pub fn enable_deflate(&mut self, params: DeflateParams) {
+        self.deflate = Some(Deflate::new(
+            self.role,
+            params,
+            self.config.compression_level,
+        ));
+    }
+
+    /// True when permessage-deflate is on.
+    pub fn is_deflate_enabled(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// This connection's role.
@@ -230,7 +268,12 @@ impl Connection {
                 let bits = (u8::from(header.rsv1) << 2)
                     | (u8::from(header.rsv2) << 1)
                     | u8::from(header.rsv3);
-                if bits != 0 {
+                // RSV1 marks a compressed message: allowed on the first frame of a data
+                // message when permessage-deflate was negotiated, nowhere else.
+                let compressed_start = bits == 0b100
+                    && self.deflate.is_some()
+                    && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+                if bits != 0 && !compressed_start {
                     return Err(ProtocolError::ReservedBits { bits }.into());
                 }
                 if header.opcode.is_control() {
@@ -260,7 +303,10 @@ impl Connection {
             }
             (OpCode::Continuation, Some(_)) => {}
             (opcode, Some(_)) => return Err(ProtocolError::ExpectedContinuation(opcode).into()),
-            (opcode, None) => incoming.kind = Some(opcode),
+            (opcode, None) => {
+                incoming.kind = Some(opcode);
+                incoming.compressed = header.rsv1;
+            }
         }
         incoming.fragments += 1;
         if incoming.fragments > self.config.max_fragments {
@@ -283,6 +329,9 @@ impl Connection {
     }
 
     fn data_piece(&mut self, payload: Bytes, complete: bool) -> Result<Option<Message>, Error> {
+        if self.incoming.compressed {
+            return self.compressed_piece(&payload, complete);
+        }
         let incoming = &mut self.incoming;
         let last = complete && incoming.frame_fin;
         if incoming.kind == Some(OpCode::Text) {
@@ -311,14 +360,48 @@ impl Connection {
             Some(data) => data,
             None => incoming.joined.split().freeze(),
         };
-        let kind = incoming.kind.take();
-        incoming.len = 0;
-        incoming.fragments = 0;
-        incoming.utf8.reset();
-        Ok(Some(match kind {
-            Some(OpCode::Text) => Message::Text(Utf8Bytes::from_validated(data)),
-            _ => Message::Binary(data),
-        }))
+        Ok(Some(incoming.finish(data)))
+    }
+
+    /// A piece of a compressed message: inflated within `max_decompressed_size`, and the
+    /// inflated text validated as it comes out.
+    fn compressed_piece(
+        &mut self,
+        payload: &[u8],
+        complete: bool,
+    ) -> Result<Option<Message>, Error> {
+        let incoming = &mut self.incoming;
+        let last = complete && incoming.frame_fin;
+        incoming.len += payload.len();
+        let before = incoming.inflated.len();
+        let limit = self.config.max_decompressed_size;
+        let deflate = self
+            .deflate
+            .as_mut()
+            .expect("RSV1 is only accepted with deflate");
+        deflate
+            .inflate(payload, last, &mut incoming.inflated, limit)
+            .map_err(|error| match error {
+                InflateError::Corrupt(_) => Error::Protocol(ProtocolError::InvalidCompressedData),
+                InflateError::TooLarge(_) => Error::LimitExceeded(LimitError {
+                    limit: Limit::DecompressedSize,
+                    actual: limit as u64 + 1,
+                    max: limit as u64,
+                }),
+            })?;
+        if incoming.kind == Some(OpCode::Text) {
+            incoming
+                .utf8
+                .feed(&incoming.inflated[before..], last)
+                .map_err(|_| ProtocolError::InvalidUtf8 {
+                    in_close_reason: false,
+                })?;
+        }
+        if !last {
+            return Ok(None);
+        }
+        let data = Bytes::from(std::mem::take(&mut incoming.inflated));
+        Ok(Some(incoming.finish(data)))
     }
 
     fn handle_control(
@@ -409,11 +492,24 @@ impl Connection {
             return Err(UsageError::SendAfterClose.into());
         }
         match message {
-            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes()),
-            Message::Binary(data) => self.send_data(OpCode::Binary, data),
+            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes(), true),
+            Message::Binary(data) => self.send_data(OpCode::Binary, data, true),
             Message::Ping(data) => self.send_control(OpCode::Ping, data),
             Message::Pong(data) => self.send_control(OpCode::Pong, data),
             Message::Close(_) => unreachable!("handled above"),
+        }
+    }
+
+    /// Queues a text or binary message without compressing it, even when
+    /// permessage-deflate is on (for data that is already compressed, or latency).
+    pub fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
+        if self.sent_close {
+            return Err(UsageError::SendAfterClose.into());
+        }
+        match message {
+            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes(), false),
+            Message::Binary(data) => self.send_data(OpCode::Binary, data, false),
+            _ => Err(UsageError::NotDataMessage.into()),
         }
     }
 
@@ -425,8 +521,22 @@ impl Connection {
         if self.sent_close {
             return Err(UsageError::SendAfterClose.into());
         }
+        let frame = match &mut self.deflate {
+            Some(deflate)
+                if deflate.can_compress()
+                    && prepared.message.payload().len() >= self.config.compression_threshold =>
+            {
+                if !deflate.accepts_shared_frames() {
+                    // A smaller window than the shared frame's: compress for this peer.
+                    return self.send(prepared.message.clone());
+                }
+                deflate.forget_send_context();
+                prepared.compressed_frame()
+            }
+            _ => prepared.frame.clone(),
+        };
         self.check_write_buffer()?;
-        self.output.push_shared(prepared.frame.clone());
+        self.output.push_shared(frame);
         Ok(())
     }
 
@@ -463,19 +573,41 @@ impl Connection {
         Ok(())
     }
 
-    fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), Error> {
+    fn send_data(
+        &mut self,
+        opcode: OpCode,
+        payload: Bytes,
+        may_compress: bool,
+    ) -> Result<(), Error> {
         self.check_write_buffer()?;
+        let (payload, compressed) = match &mut self.deflate {
+            Some(deflate)
+                if may_compress
+                    && deflate.can_compress()
+                    && payload.len() >= self.config.compression_threshold =>
+            {
+                (deflate.compress(&payload), true)
+            }
+            _ => (payload, false),
+        };
         let frame_size = self.config.send_frame_size.unwrap_or(usize::MAX);
         if payload.len() <= frame_size {
-            self.write_frame(opcode, true, payload);
+            self.write_frame_rsv1(opcode, true, compressed, payload);
             return Ok(());
         }
         let mut start = 0;
         let mut opcode = opcode;
+        let mut rsv1 = compressed;
         while start < payload.len() {
             let end = payload.len().min(start + frame_size);
-            self.write_frame(opcode, end == payload.len(), payload.slice(start..end));
+            self.write_frame_rsv1(
+                opcode,
+                end == payload.len(),
+                rsv1,
+                payload.slice(start..end),
+            );
             opcode = OpCode::Continuation;
+            rsv1 = false;
             start = end;
         }
         Ok(())
@@ -490,8 +622,13 @@ impl Connection {
     }
 
     fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        self.write_frame_rsv1(opcode, fin, false, payload);
+    }
+
+    fn write_frame_rsv1(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: Bytes) {
         let mut header = FrameHeader::new(opcode, payload.len() as u64);
         header.fin = fin;
+        header.rsv1 = rsv1;
         let staging = self.output.staging();
         let before = staging.len();
         if self.role == Role::Client {
@@ -583,12 +720,18 @@ impl Connection {
         if self.incoming.joined.is_empty() {
             self.incoming.joined = BytesMut::new();
         }
+        if self.incoming.inflated.is_empty() {
+            self.incoming.inflated = Vec::new();
+        }
+        if let Some(deflate) = &mut self.deflate {
+            deflate.shrink();
+        }
     }
 
     /// Received bytes the engine holds: unparsed input plus the message being assembled.
     /// Bounded by the limits: at most `max_message_size` plus one read.
     pub fn buffered_input(&self) -> usize {
-        self.read_buf.len() + self.incoming.len
+        self.read_buf.len() + self.incoming.len + self.incoming.inflated.len()
     }
 
     // ----- state and time -----
@@ -741,6 +884,9 @@ fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame>, Error> {
 pub struct PreparedMessage {
     message: Message,
     frame: Bytes,
+    /// The frame compressed with a fresh context, made the first time a connection with
+    /// permessage-deflate needs it, then shared by all of them.
+    compressed: Arc<OnceLock<Bytes>>,
 }
 
 impl PreparedMessage {
@@ -761,7 +907,28 @@ impl PreparedMessage {
         Ok(Self {
             message,
             frame: frame.freeze(),
+            compressed: Arc::default(),
         })
+    }
+
+    /// The frame with RSV1 and a payload compressed from an empty context, which any
+    /// peer that negotiated permessage-deflate with a 15-bit server window can inflate.
+    fn compressed_frame(&self) -> Bytes {
+        self.compressed
+            .get_or_init(|| {
+                let opcode = match self.message {
+                    Message::Text(_) => OpCode::Text,
+                    _ => OpCode::Binary,
+                };
+                let payload = deflate::compress_fresh(self.message.payload(), 6);
+                let mut header = FrameHeader::new(opcode, payload.len() as u64);
+                header.rsv1 = true;
+                let mut frame =
+                    BytesMut::with_capacity(payload.len() + duplex_codec::MAX_HEADER_LEN);
+                duplex_codec::encode_frame(&header, &payload, &mut frame);
+                frame.freeze()
+            })
+            .clone()
     }
 
     /// The message.

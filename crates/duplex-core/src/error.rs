@@ -75,13 +75,15 @@ pub enum ProtocolError {
     InvalidCloseCode(u16),
     /// A frame after the peer's close frame.
     FrameAfterClose,
+    /// A compressed message that is not valid deflate data (close code 1007).
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
     /// The close code that fails the connection: 1007 for invalid UTF-8, 1002 otherwise.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 { .. } => CloseCode::InvalidPayload,
+            Self::InvalidUtf8 { .. } | Self::InvalidCompressedData => CloseCode::InvalidPayload,
             _ => CloseCode::ProtocolError,
         }
     }
@@ -107,6 +109,8 @@ pub enum Limit {
     MessageSize,
     /// `max_fragments`.
     Fragments,
+    /// `max_decompressed_size`.
+    DecompressedSize,
 }
 
 impl LimitError {
@@ -114,7 +118,9 @@ impl LimitError {
     pub fn close_code(&self) -> CloseCode {
         match self.limit {
             Limit::Fragments => CloseCode::PolicyViolation,
-            Limit::FrameSize | Limit::MessageSize => CloseCode::MessageTooBig,
+            Limit::FrameSize | Limit::MessageSize | Limit::DecompressedSize => {
+                CloseCode::MessageTooBig
+            }
         }
     }
 }
@@ -166,6 +172,7 @@ impl Error {
         let code = self.close_code()?;
         let reason = match self {
             Self::Protocol(ProtocolError::InvalidUtf8 { .. }) => "invalid UTF-8",
+            Self::Protocol(ProtocolError::InvalidCompressedData) => "invalid compressed data",
             Self::Protocol(_) => "protocol error",
             Self::LimitExceeded(LimitError {
                 limit: Limit::Fragments,
@@ -278,6 +285,9 @@ impl fmt::Display for ProtocolError {
             Self::CloseFrameTooShort => f.write_str("close frame with a 1-byte payload"),
             Self::InvalidCloseCode(code) => write!(f, "close code {code} may not be sent"),
             Self::FrameAfterClose => f.write_str("frame received after the peer's close frame"),
+            Self::InvalidCompressedData => {
+                f.write_str("compressed message is not valid deflate data")
+            }
         }
     }
 }
@@ -299,6 +309,11 @@ impl fmt::Display for LimitError {
                 f,
                 "message of {} frames exceeds max_fragments {}",
                 self.actual, self.max
+            ),
+            Limit::DecompressedSize => write!(
+                f,
+                "message inflates to more than max_decompressed_size {} bytes",
+                self.max
             ),
         }
     }

@@ -36,6 +36,7 @@
 mod close;
 mod config;
 mod connection;
+mod deflate;
 mod error;
 mod mask_keys;
 mod message;
@@ -45,10 +46,11 @@ mod utf8;
 
 pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 pub use config::{
-    Config, DEFAULT_CLOSE_TIMEOUT, DEFAULT_MAX_FRAGMENTS, DEFAULT_MAX_FRAME_SIZE,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_WRITE_BUFFER,
+    Config, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_MAX_FRAGMENTS,
+    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_WRITE_BUFFER,
 };
 pub use connection::{Connection, PreparedMessage};
+pub use deflate::DeflateParams;
 pub use error::{Error, Limit, LimitError, ProtocolError, TimeoutKind, UsageError};
 pub use message::{Message, NotUtf8, Utf8Bytes};
 pub use role::Role;

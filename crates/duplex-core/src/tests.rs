@@ -875,3 +875,198 @@ proptest! {
         }
     }
 }
+
+// ----- permessage-deflate -----
+
+fn deflate_pair(params: DeflateParams) -> (Connection, Connection) {
+    let mut server = Connection::new(Role::Server, Config::default());
+    let mut client = Connection::new(Role::Client, Config::default());
+    server.enable_deflate(params);
+    client.enable_deflate(params);
+    (server, client)
+}
+
+/// Moves all of `from`'s output into `to` and returns `to`'s events.
+fn transfer(from: &mut Connection, to: &mut Connection) -> Vec<Message> {
+    let wire = drain(from);
+    to.receive(&wire);
+    events(to, Instant::now())
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn compressed_messages_round_trip_in_both_directions_with_rsv1() {
+    for params in [
+        DeflateParams::default(),
+        DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: 10,
+            client_max_window_bits: 9,
+        },
+    ] {
+        let (mut server, mut client) = deflate_pair(params);
+        let text = "a text message that repeats, repeats, repeats, repeats".repeat(20);
+        for _ in 0..3 {
+            server.send(Message::text(text.as_str())).unwrap();
+            assert_eq!(
+                server.pending_output()[0],
+                0xC1,
+                "RSV1 and FIN on a text frame"
+            );
+            assert!(server.output_len() < text.len() / 4);
+            assert_eq!(
+                transfer(&mut server, &mut client),
+                vec![Message::text(text.as_str())]
+            );
+            client.send(Message::binary(vec![9u8; 10_000])).unwrap();
+            assert_eq!(
+                transfer(&mut client, &mut server),
+                vec![Message::binary(vec![9u8; 10_000])]
+            );
+        }
+    }
+}
+
+#[test]
+fn short_and_explicitly_uncompressed_messages_go_without_rsv1() {
+    let (mut server, mut client) = deflate_pair(DeflateParams::default());
+    server.send(Message::text("tiny")).unwrap();
+    assert_eq!(server.pending_output()[0], 0x81);
+    server
+        .send_uncompressed(Message::binary(vec![0u8; 1000]))
+        .unwrap();
+    let got = transfer(&mut server, &mut client);
+    assert_eq!(
+        got,
+        vec![Message::text("tiny"), Message::binary(vec![0u8; 1000])]
+    );
+}
+
+#[test]
+fn compressed_message_may_be_fragmented_with_rsv1_on_the_first_frame_only() {
+    let mut server = Connection::new(Role::Server, Config::default().send_frame_size(Some(10)));
+    let mut client = Connection::new(Role::Client, Config::default());
+    server.enable_deflate(DeflateParams::default());
+    client.enable_deflate(DeflateParams::default());
+    let text = "fragmented and compressed ".repeat(40);
+    server.send(Message::text(text.as_str())).unwrap();
+    let wire = drain(&mut server);
+    assert_eq!(wire[0], 0x41, "RSV1, no FIN, text");
+    assert_eq!(wire[12], 0x00, "the continuation has no RSV1");
+    client.receive(&wire);
+    assert_eq!(
+        events(&mut client, Instant::now())[0].as_ref().unwrap(),
+        &Message::text(text.as_str())
+    );
+}
+
+#[test]
+fn rsv1_on_a_continuation_or_control_frame_is_a_protocol_error() {
+    let mut conn = server();
+    conn.enable_deflate(DeflateParams::default());
+    let mut wire = client_frame(0x01, b"a");
+    wire.extend(client_frame(0xC0, b"b"));
+    expect_failure(&mut conn, &wire, 1002);
+    let mut conn = server();
+    conn.enable_deflate(DeflateParams::default());
+    expect_failure(&mut conn, &client_frame(0xC9, b""), 1002);
+}
+
+#[test]
+fn invalid_deflate_data_is_1007() {
+    let mut conn = server();
+    conn.enable_deflate(DeflateParams::default());
+    let error = expect_failure(&mut conn, &client_frame(0xC2, &[0xFF; 8]), 1007);
+    assert!(matches!(
+        error,
+        Error::Protocol(ProtocolError::InvalidCompressedData)
+    ));
+}
+
+#[test]
+fn decompression_bomb_stops_at_the_limit_with_1009() {
+    let mut client = Connection::new(Role::Client, Config::default());
+    client.enable_deflate(DeflateParams::default());
+    client.send(Message::binary(vec![0u8; 1 << 20])).unwrap();
+    let bomb = drain(&mut client);
+    assert!(
+        bomb.len() < 4096,
+        "1 MiB of zeros compresses to {} bytes",
+        bomb.len()
+    );
+    let mut server = Connection::new(
+        Role::Server,
+        Config::default().max_decompressed_size(64 << 10),
+    );
+    server.enable_deflate(DeflateParams::default());
+    let error = expect_failure(&mut server, &bomb, 1009);
+    assert!(matches!(
+        error,
+        Error::LimitExceeded(LimitError {
+            limit: Limit::DecompressedSize,
+            ..
+        })
+    ));
+    assert!(server.buffered_input() <= (64 << 10) + 1);
+}
+
+#[test]
+fn invalid_utf8_inside_a_compressed_message_fails_fast() {
+    let mut client = Connection::new(Role::Client, Config::default());
+    client.enable_deflate(DeflateParams::default());
+    // Compress bytes that are not UTF-8 and send them as a text message.
+    let bad = [
+        &b"valid prefix "[..],
+        &[0xF4, 0x90, 0x80, 0x80],
+        &[b'x'; 100],
+    ]
+    .concat();
+    client.send(Message::binary(bad)).unwrap();
+    let mut wire = drain(&mut client);
+    wire[0] = (wire[0] & 0xF0) | 0x01; // binary -> text
+    let mut server = server();
+    server.enable_deflate(DeflateParams::default());
+    expect_failure(&mut server, &wire, 1007);
+}
+
+#[test]
+fn prepared_compressed_frame_is_shared_and_keeps_contexts_in_step() {
+    let prepared = PreparedMessage::new(Message::text(
+        "broadcast text, broadcast text, broadcast text",
+    ))
+    .unwrap();
+    let (mut a, mut client_a) = deflate_pair(DeflateParams::default());
+    let (mut b, mut client_b) = deflate_pair(DeflateParams::default());
+    // Build up context on `a` first, then send the shared frame, then more messages.
+    a.send(Message::text("context context context context context"))
+        .unwrap();
+    transfer(&mut a, &mut client_a);
+    a.send_prepared(&prepared).unwrap();
+    b.send_prepared(&prepared).unwrap();
+    assert_eq!(
+        a.pending_output().as_ptr(),
+        b.pending_output().as_ptr(),
+        "one shared frame"
+    );
+    assert_eq!(a.pending_output()[0], 0xC1);
+    assert_eq!(
+        transfer(&mut a, &mut client_a),
+        vec![prepared.message().clone()]
+    );
+    assert_eq!(
+        transfer(&mut b, &mut client_b),
+        vec![prepared.message().clone()]
+    );
+    for conn in [(&mut a, &mut client_a), (&mut b, &mut client_b)] {
+        conn.0
+            .send(Message::text("context context context context context"))
+            .unwrap();
+        assert_eq!(
+            transfer(conn.0, conn.1),
+            vec![Message::text("context context context context context")]
+        );
+    }
+}

@@ -4,9 +4,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, Version, header};
 
+use crate::deflate::DeflateConfig;
 use crate::error::HandshakeError;
 use crate::head::{HeadReader, Limits};
 use crate::{accept_key, header_tokens, parse_headers};
+use duplex_core::DeflateParams;
 
 /// The client's opening request: target, offered subprotocols and extensions, extra
 /// headers.
@@ -37,6 +39,7 @@ pub struct ClientRequest {
     extensions: Vec<String>,
     headers: HeaderMap,
     limits: Limits,
+    deflate: Option<DeflateConfig>,
 }
 
 impl ClientRequest {
@@ -70,6 +73,7 @@ impl ClientRequest {
             extensions: Vec::new(),
             headers: HeaderMap::new(),
             limits: Limits::default(),
+            deflate: None,
         })
     }
 
@@ -101,6 +105,18 @@ impl ClientRequest {
     pub fn extension(mut self, offer: impl Into<String>) -> Self {
         self.extensions.push(offer.into());
         self
+    }
+
+    /// Offers permessage-deflate with `config` (`None` to offer nothing). The response is
+    /// checked against the offer and the result is in [`Negotiated::deflate`].
+    pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
+        self.deflate = config;
+        self
+    }
+
+    /// The permessage-deflate offer, if any.
+    pub fn deflate_config(&self) -> Option<&DeflateConfig> {
+        self.deflate.as_ref()
     }
 
     /// Adds a header (e.g. `Origin`, `Authorization`, `Cookie`).
@@ -137,13 +153,15 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
                 format!("Sec-WebSocket-Protocol: {}\r\n", self.protocols.join(", ")).as_bytes(),
             );
         }
-        if !self.extensions.is_empty() {
+        let offers: Vec<String> = self
+            .deflate
+            .iter()
+            .map(DeflateConfig::offer)
+            .chain(self.extensions.iter().cloned())
+            .collect();
+        if !offers.is_empty() {
             out.extend_from_slice(
-                format!(
-                    "Sec-WebSocket-Extensions: {}\r\n",
-                    self.extensions.join(", ")
-                )
-                .as_bytes(),
+                format!("Sec-WebSocket-Extensions: {}\r\n", offers.join(", ")).as_bytes(),
             );
         }
         for (name, value) in &self.headers {
@@ -157,6 +175,7 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
             expected_accept: accept_key(key.as_bytes()),
             protocols: self.protocols.clone(),
             extensions_offered: !self.extensions.is_empty(),
+            deflate: self.deflate,
             reader: HeadReader::new(self.limits.max_head_size),
             max_headers: self.limits.max_headers,
         };
@@ -170,6 +189,7 @@ pub struct ClientHandshake {
     expected_accept: String,
     protocols: Vec<String>,
     extensions_offered: bool,
+    deflate: Option<DeflateConfig>,
     reader: HeadReader,
     max_headers: usize,
 }
@@ -181,6 +201,8 @@ pub struct Negotiated {
     pub protocol: Option<String>,
     /// The raw `Sec-WebSocket-Extensions` values the server accepted.
     pub extensions: Vec<String>,
+    /// The permessage-deflate parameters, when offered and accepted.
+    pub deflate: Option<DeflateParams>,
 }
 
 impl ClientHandshake {
@@ -233,14 +255,23 @@ impl ClientHandshake {
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
+        let mut deflate = None;
         if let Some(first) = extensions.first() {
-            if !self.extensions_offered {
-                return Err(HandshakeError::UnofferedExtension(first.clone()));
+            match self.deflate {
+                Some(config) if !self.extensions_offered => {
+                    deflate = config.accept_response(&extensions)?;
+                }
+                Some(_) => {}
+                None if !self.extensions_offered => {
+                    return Err(HandshakeError::UnofferedExtension(first.clone()));
+                }
+                None => {}
             }
         }
         Ok(Negotiated {
             protocol,
             extensions,
+            deflate,
         })
     }
 }
@@ -397,5 +428,36 @@ Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
             (wss.host(), wss.port(), wss.is_tls()),
             ("example.com", 443, true)
         );
+    }
+}
+
+#[cfg(test)]
+mod deflate_tests {
+    use super::*;
+
+    #[test]
+    fn offers_deflate_and_reports_what_the_server_accepted() {
+        let request = ClientRequest::new("ws://a/")
+            .unwrap()
+            .deflate(Some(DeflateConfig::default()));
+        let (bytes, mut handshake) = request.encode();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.contains(
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            )
+        );
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap();
+        let wire = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10\r\n\r\n",
+            accept_key(key.as_bytes())
+        );
+        let (_, negotiated, _) = handshake.feed(wire.as_bytes()).unwrap().unwrap();
+        let params = negotiated.deflate.unwrap();
+        assert_eq!(params.client_max_window_bits, 10);
     }
 }

@@ -47,6 +47,8 @@ pub enum HandshakeError {
     UnofferedExtension(String),
     /// The URL cannot be used for a WebSocket connection.
     InvalidUrl(String),
+    /// The server's `Sec-WebSocket-Extensions` answer breaks RFC 7692.
+    InvalidExtension(String),
 }
 
 impl HandshakeError {
@@ -136,6 +138,7 @@ impl fmt::Display for HandshakeError {
                 )
             }
             Self::InvalidUrl(why) => write!(f, "invalid WebSocket URL: {why}"),
+            Self::InvalidExtension(why) => write!(f, "invalid permessage-deflate response: {why}"),
         }
     }
 }

@@ -29,6 +29,7 @@
 //! ```
 
 mod client;
+mod deflate;
 mod error;
 mod head;
 mod server;
@@ -38,6 +39,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use sha1::{Digest, Sha1};
 
 pub use client::{ClientHandshake, ClientRequest, Negotiated, parse_response};
+pub use deflate::DeflateConfig;
+pub use duplex_core::DeflateParams;
 pub use error::HandshakeError;
 pub use head::Limits;
 pub use server::{

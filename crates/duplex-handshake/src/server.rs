@@ -3,9 +3,11 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 
+use crate::deflate::DeflateConfig;
 use crate::error::HandshakeError;
 use crate::head::{HeadReader, Limits};
 use crate::{accept_key, header_tokens, parse_headers};
+use duplex_core::DeflateParams;
 
 /// Reads a client's opening handshake from bytes that may arrive in any pieces.
 ///
@@ -187,6 +189,28 @@ impl ClientOffer {
             acceptance = acceptance.protocol(protocol);
         }
         self.accept_with(&acceptance)
+    }
+
+    /// The 101 response with the choices of `acceptance`, plus permessage-deflate when
+    /// `deflate` is a policy and the client offered something it accepts. Returns the
+    /// negotiated parameters for the engine's
+    /// [`enable_deflate`](duplex_core::Connection::enable_deflate).
+    pub fn accept_negotiated(
+        &self,
+        acceptance: &Acceptance,
+        deflate: Option<&DeflateConfig>,
+    ) -> Result<(Response<()>, Option<DeflateParams>), HandshakeError> {
+        let mut response = self.accept_with(acceptance)?;
+        let negotiated = deflate.and_then(|policy| policy.negotiate(&self.extensions));
+        let params = negotiated.map(|(params, header)| {
+            let value =
+                HeaderValue::from_str(&header).expect("the negotiated header is ASCII tokens");
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+            params
+        });
+        Ok((response, params))
     }
 
     /// The 101 response with the choices and extra headers of `acceptance`.

@@ -17,8 +17,8 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use duplex_core::{CloseFrame, Config, Connection, Error, Message, Role};
-use duplex_handshake::HandshakeError;
 use duplex_handshake::http::Response;
+use duplex_handshake::{DeflateConfig, HandshakeError};
 
 /// The client's opening request (subprotocols, headers), for [`connect_with`].
 pub use duplex_handshake::ClientRequest;
@@ -27,6 +27,7 @@ pub use duplex_handshake::ClientRequest;
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     websocket: Config,
+    deflate: Option<DeflateConfig>,
     connect_timeout: Duration,
     handshake_timeout: Duration,
     read_buffer_size: usize,
@@ -36,6 +37,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             websocket: Config::default(),
+            deflate: Some(DeflateConfig::default()),
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             read_buffer_size: 64 << 10,
@@ -47,6 +49,13 @@ impl ClientConfig {
     /// The WebSocket engine's limits and timers (default `Config::default()`).
     pub fn websocket(mut self, config: Config) -> Self {
         self.websocket = config;
+        self
+    }
+
+    /// The permessage-deflate offer (default: offered; `None` offers nothing). Used when
+    /// the request passed to [`connect_with`] does not carry an offer of its own.
+    pub fn deflate(mut self, offer: Option<DeflateConfig>) -> Self {
+        self.deflate = offer;
         self
     }
 
@@ -141,6 +150,10 @@ pub fn connect_with(
     }
     let mut stream = stream.ok_or(last_error)?;
     stream.set_nodelay(true)?;
+    let request = match request.deflate_config() {
+        Some(_) => request,
+        None => request.deflate(config.deflate),
+    };
     let (bytes, mut handshake) = request.encode();
     let deadline = Instant::now() + config.handshake_timeout;
     stream.set_write_timeout(Some(config.handshake_timeout))?;
@@ -167,6 +180,9 @@ pub fn connect_with(
         }
     };
     let mut conn = Connection::new(Role::Client, config.websocket.clone());
+    if let Some(params) = negotiated.deflate {
+        conn.enable_deflate(params);
+    }
     conn.receive(&rest);
     Ok(WebSocket {
         stream,
@@ -286,7 +302,12 @@ impl WebSocket {
         &self.response
     }
 
-    /// The subprotocol the server chose.
+    /// True when permessage-deflate was negotiated.
+    pub fn is_compressed(&self) -> bool {
+        self.conn.is_deflate_enabled()
+    }
+
+    /// The subprotocol the server chose, if any.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
     }

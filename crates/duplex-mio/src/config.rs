@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use duplex_core::Config;
-use duplex_handshake::Limits;
+use duplex_handshake::{DeflateConfig, Limits};
 
 /// How a [`Server`](crate::Server) runs: threads, limits, timeouts, buffers.
 ///
@@ -53,6 +53,7 @@ pub struct ServerConfig {
     pub(crate) events_capacity: usize,
     pub(crate) websocket: Config,
     pub(crate) handshake_limits: Limits,
+    pub(crate) deflate: Option<DeflateConfig>,
 }
 
 /// 10,000: the most connections served at once by default.
@@ -84,6 +85,10 @@ impl Default for ServerConfig {
             events_capacity: 1024,
             websocket: Config::default(),
             handshake_limits: Limits::default(),
+            deflate: Some(DeflateConfig {
+                server_no_context_takeover: true,
+                ..DeflateConfig::default()
+            }),
         }
     }
 }
@@ -183,6 +188,14 @@ impl ServerConfig {
     /// write buffer limit.
     pub fn websocket(mut self, config: Config) -> Self {
         self.websocket = config;
+        self
+    }
+
+    /// The permessage-deflate policy (`None` turns it off). The default accepts the
+    /// extension without server context takeover, so a connection's compressor is reset
+    /// after each message and freed when idle (a kept compressor costs about 256 KiB).
+    pub fn deflate(mut self, policy: Option<DeflateConfig>) -> Self {
+        self.deflate = policy;
         self
     }
 

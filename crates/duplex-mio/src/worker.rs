@@ -621,9 +621,11 @@ where
             let mut ctx = Context::new(&mut self.local, &self.shared, slot);
             handler.on_open(&mut ctx, &request, &offer)
         };
-        let response = match decision {
-            Ok(acceptance) => match offer.accept_with(&acceptance) {
-                Ok(response) => response,
+        let (response, deflate) = match decision {
+            Ok(acceptance) => match offer
+                .accept_negotiated(&acceptance, self.config.deflate.as_ref())
+            {
+                Ok(accepted) => accepted,
                 Err(error) => {
                     let mut ctx = Context::new(&mut self.local, &self.shared, slot);
                     handler.on_error(&mut ctx, &ConnectionError::Handshake(error));
@@ -649,6 +651,9 @@ where
         write_response(&response, &mut head);
         entry.response = head;
         if let Some(conn) = entry.conn_mut() {
+            if let Some(params) = deflate {
+                conn.enable_deflate(params);
+            }
             conn.receive(rest);
         }
         self.dispatch(slot);

@@ -70,3 +70,20 @@ fn a_fragmented_large_message_round_trips() {
     assert_eq!(recv_data(&mut socket), Message::text(text));
     server.stop();
 }
+
+#[test]
+fn permessage_deflate_is_negotiated_and_compressed_messages_round_trip() {
+    let server = start(config());
+    let mut socket = client(&server.url("/"));
+    assert!(socket.is_compressed());
+    assert_eq!(
+        socket.response().headers()["sec-websocket-extensions"],
+        "permessage-deflate; server_no_context_takeover"
+    );
+    let text = "compressible, compressible, compressible ".repeat(10_000);
+    for _ in 0..3 {
+        socket.send(Message::text(text.clone())).unwrap();
+        assert_eq!(recv_data(&mut socket), Message::text(text.clone()));
+    }
+    server.stop();
+}

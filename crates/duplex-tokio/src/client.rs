@@ -72,6 +72,10 @@ pub async fn client_with<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let request = match request.deflate_config() {
+        Some(_) => request,
+        None => request.deflate(config.deflate),
+    };
     let (bytes, mut handshake) = request.limits(config.limits).encode();
     let exchange = async {
         stream.write_all(&bytes).await?;
@@ -92,7 +96,13 @@ where
     let (response, negotiated, leftover) = tokio::time::timeout(config.handshake_timeout, exchange)
         .await
         .map_err(|_| HandshakeError::Timeout)??;
-    let ws = WebSocketStream::from_raw(stream, Role::Client, config.protocol, &leftover);
+    let ws = WebSocketStream::from_raw(
+        stream,
+        Role::Client,
+        config.protocol,
+        negotiated.deflate,
+        &leftover,
+    );
     Ok((
         ws,
         ClientResponse {

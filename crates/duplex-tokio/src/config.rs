@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use duplex_handshake::Limits;
+use duplex_handshake::{DeflateConfig, Limits};
 
 /// Protocol limits (from `duplex-core`) plus what only the adapter needs: handshake
 /// limits and timeout.
@@ -21,6 +21,7 @@ pub struct Config {
     pub(crate) protocol: duplex_core::Config,
     pub(crate) limits: Limits,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) deflate: Option<DeflateConfig>,
 }
 
 /// 10 seconds to complete the opening handshake.
@@ -32,6 +33,7 @@ impl Default for Config {
             protocol: duplex_core::Config::default(),
             limits: Limits::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            deflate: Some(DeflateConfig::default()),
         }
     }
 }
@@ -54,6 +56,16 @@ impl Config {
     /// request and stalls is dropped after it.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The permessage-deflate policy: what a client offers and what a server accepts
+    /// (default: on, with context takeover and 15-bit windows). `None` turns it off.
+    /// With context takeover a connection keeps its compressor (about 256 KiB) and
+    /// decompressor (about 40 KiB) between messages; `no_context_takeover` frees them
+    /// after each message.
+    pub fn deflate(mut self, policy: Option<DeflateConfig>) -> Self {
+        self.deflate = policy;
         self
     }
 

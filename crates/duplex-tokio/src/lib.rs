@@ -57,8 +57,12 @@ pub use maybe_tls::MaybeTlsStream;
 pub use server::{accept, accept_with};
 pub use stream::{WebSocketStream, WsReader, WsWriter};
 
-pub use duplex_core::{CloseCode, CloseFrame, Error, Message, PreparedMessage, Role, Utf8Bytes};
-pub use duplex_handshake::{Acceptance, ClientOffer, ClientRequest, Limits, Rejection, http};
+pub use duplex_core::{
+    CloseCode, CloseFrame, DeflateParams, Error, Message, PreparedMessage, Role, Utf8Bytes,
+};
+pub use duplex_handshake::{
+    Acceptance, ClientOffer, ClientRequest, DeflateConfig, Limits, Rejection, http,
+};
 
 /// The protocol engine, for its configuration and error types.
 pub use duplex_core as core;

@@ -76,23 +76,26 @@ where
                 .await);
             }
         };
-        let response = match offer.accept_with(&acceptance) {
-            Ok(response) => response,
+        let (response, deflate) = match offer
+            .accept_negotiated(&acceptance, config.deflate.as_ref())
+        {
+            Ok(accepted) => accepted,
             Err(error) => return Err(reject(&mut stream, &error.response(), error.into()).await),
         };
         let mut bytes = Vec::with_capacity(256);
         write_response(&response, &mut bytes);
         stream.write_all(&bytes).await?;
         stream.flush().await?;
-        Ok(leftover)
+        Ok((leftover, deflate))
     };
-    let leftover = tokio::time::timeout(config.handshake_timeout, handshake)
+    let (leftover, deflate) = tokio::time::timeout(config.handshake_timeout, handshake)
         .await
         .map_err(|_| HandshakeError::Timeout)??;
     Ok(WebSocketStream::from_raw(
         stream,
         Role::Server,
         config.protocol,
+        deflate,
         &leftover,
     ))
 }

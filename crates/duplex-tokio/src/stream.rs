@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
-use duplex_core::{CloseFrame, Connection, Error, Message, Role};
+use duplex_core::{CloseFrame, Connection, DeflateParams, Error, Message, Role};
 use futures::{Sink, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio::time::Sleep;
@@ -71,10 +71,20 @@ struct Shared<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
-    /// Wraps a stream on which the opening handshake is already done. `leftover` are
-    /// bytes that arrived after the handshake head (frames may follow it at once).
-    pub fn from_raw(stream: S, role: Role, config: duplex_core::Config, leftover: &[u8]) -> Self {
+    /// Wraps a stream on which the opening handshake is already done, with the
+    /// permessage-deflate parameters it negotiated (if any). `leftover` are bytes that
+    /// arrived after the handshake head (frames may follow it at once).
+    pub fn from_raw(
+        stream: S,
+        role: Role,
+        config: duplex_core::Config,
+        deflate: Option<DeflateParams>,
+        leftover: &[u8],
+    ) -> Self {
         let mut conn = Connection::new(role, config);
+        if let Some(params) = deflate {
+            conn.enable_deflate(params);
+        }
         conn.receive(leftover);
         let (read, write) = tokio::io::split(stream);
         let shared = Arc::new(Mutex::new(Shared {
@@ -132,6 +142,30 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     /// This connection's role.
     pub fn role(&self) -> Role {
         self.writer.lock().conn.role()
+    }
+
+    /// True when permessage-deflate was negotiated.
+    pub fn is_compressed(&self) -> bool {
+        self.writer.lock().conn.is_deflate_enabled()
+    }
+
+    /// Sends a text or binary message without compressing it, even when
+    /// permessage-deflate is on.
+    pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
+        self.writer.lock().conn.send_uncompressed(message)?;
+        poll_fn(|cx| self.writer.poll_flush_output(cx)).await
+    }
+
+    /// Sends a message prepared once for many connections (broadcast), sharing its
+    /// encoded bytes.
+    pub async fn send_prepared(
+        &mut self,
+        message: &duplex_core::PreparedMessage,
+    ) -> Result<(), Error> {
+        poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
+        self.writer.lock().conn.send_prepared(message)?;
+        poll_fn(|cx| self.writer.poll_flush_output(cx)).await
     }
 }
 

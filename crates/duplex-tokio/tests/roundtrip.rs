@@ -390,3 +390,68 @@ async fn interop_duplex_client_against_tungstenite_server() {
     timeout(LIMIT, ws.close(None)).await.unwrap().unwrap();
     timeout(LIMIT, server).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn permessage_deflate_is_negotiated_by_default_and_round_trips() {
+    let (listener, url) = bind().await;
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = accept(tcp).await.unwrap();
+        let compressed = ws.is_compressed();
+        while let Some(Ok(message)) = ws.recv().await {
+            if message.is_data() {
+                ws.send(message).await.unwrap();
+            }
+        }
+        compressed
+    });
+    let (mut ws, response) = connect(&url).await.unwrap();
+    assert!(ws.is_compressed());
+    assert_eq!(
+        response.response.headers()["sec-websocket-extensions"],
+        "permessage-deflate"
+    );
+    let text = "compressible text, compressible text, ".repeat(5000);
+    for _ in 0..3 {
+        ws.send(Message::text(text.as_str())).await.unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap(),
+            Message::text(text.as_str())
+        );
+    }
+    ws.send_uncompressed(Message::binary(vec![1u8; 1000]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.recv().await.unwrap().unwrap(),
+        Message::binary(vec![1u8; 1000])
+    );
+    ws.close(None).await.unwrap();
+    assert!(timeout(LIMIT, server).await.unwrap().unwrap());
+}
+
+#[tokio::test]
+async fn deflate_can_be_turned_off_on_either_side() {
+    let (listener, url) = bind().await;
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = accept_with(tcp, Config::default().deflate(None), |_, _| {
+            Ok(Acceptance::default())
+        })
+        .await
+        .unwrap();
+        let compressed = ws.is_compressed();
+        while ws.recv().await.is_some() {}
+        compressed
+    });
+    let (mut ws, response) = connect(&url).await.unwrap();
+    assert!(!ws.is_compressed());
+    assert!(
+        !response
+            .response
+            .headers()
+            .contains_key("sec-websocket-extensions")
+    );
+    ws.close(None).await.unwrap();
+    assert!(!timeout(LIMIT, server).await.unwrap().unwrap());
+}

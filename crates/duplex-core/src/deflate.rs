@@ -1,0 +1,393 @@
+//! permessage-deflate (RFC 7692): the per-message transform.
+//!
+//! Compression uses zlib's raw deflate through `flate2` (the `zlib-rs` backend, which
+//! honours window sizes). zlib cannot produce a raw deflate stream with an 8-bit window
+//! (it silently uses 9), so when the negotiated window for our side is 8 we never
+//! compress outgoing messages (sending uncompressed messages is always allowed).
+//! Decompression always uses a 15-bit window, which decodes any smaller window.
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use crate::role::Role;
+
+/// The parameters of a negotiated permessage-deflate extension (RFC 7692 section 7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeflateParams {
+    /// The server resets its compression context after every message.
+    pub server_no_context_takeover: bool,
+    /// The client resets its compression context after every message.
+    pub client_no_context_takeover: bool,
+    /// The server compresses with a window of at most 2^bits bytes (8..=15).
+    pub server_max_window_bits: u8,
+    /// The client compresses with a window of at most 2^bits bytes (8..=15).
+    pub client_max_window_bits: u8,
+}
+
+impl Default for DeflateParams {
+    fn default() -> Self {
+        Self {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }
+    }
+}
+
+/// The trailer a sync flush ends with, removed when sending and restored when receiving.
+const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Compression state of one connection. Compressor and decompressor are created on first
+/// use; without context takeover they are dropped after each message (an idle
+/// connection holds neither).
+pub(crate) struct Deflate {
+    /// Our window bits for compressing, `None` when we never compress (8 bits).
+    send_window: Option<u8>,
+    send_no_context_takeover: bool,
+    receive_no_context_takeover: bool,
+    level: Compression,
+    compressor: Option<Compress>,
+    decompressor: Option<Decompress>,
+}
+
+impl std::fmt::Debug for Deflate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deflate")
+            .field("send_window", &self.send_window)
+            .field("send_no_context_takeover", &self.send_no_context_takeover)
+            .field(
+                "receive_no_context_takeover",
+                &self.receive_no_context_takeover,
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The peer's compressed data is not valid deflate.
+#[derive(Debug)]
+pub(crate) struct CorruptData;
+
+/// Inflating went past the size limit.
+#[derive(Debug)]
+pub(crate) struct TooLarge;
+
+pub(crate) enum InflateError {
+    Corrupt(CorruptData),
+    TooLarge(TooLarge),
+}
+
+impl Deflate {
+    pub(crate) fn new(role: Role, params: DeflateParams, level: u32) -> Self {
+        let (ours, theirs_nct, ours_nct) = match role {
+            Role::Server => (
+                params.server_max_window_bits,
+                params.client_no_context_takeover,
+                params.server_no_context_takeover,
+            ),
+            Role::Client => (
+                params.client_max_window_bits,
+                params.server_no_context_takeover,
+                params.client_no_context_takeover,
+            ),
+        };
+        Self {
+            send_window: (9..=15).contains(&ours).then_some(ours),
+            send_no_context_takeover: ours_nct,
+            receive_no_context_takeover: theirs_nct,
+            level: Compression::new(level.min(9)),
+            compressor: None,
+            decompressor: None,
+        }
+    }
+
+    /// Whether outgoing messages may be compressed at all.
+    pub(crate) fn can_compress(&self) -> bool {
+        self.send_window.is_some()
+    }
+
+    /// Whether a frame compressed with a fresh 15-bit context suits this connection.
+    pub(crate) fn accepts_shared_frames(&self) -> bool {
+        self.send_window == Some(15)
+    }
+
+    /// Compresses one whole message; the trailer is removed.
+    pub(crate) fn compress(&mut self, payload: &[u8]) -> Bytes {
+        let window = self.send_window.unwrap_or(15);
+        let level = self.level;
+        let compressor = self
+            .compressor
+            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, window));
+        let out = compress_with(compressor, payload);
+        if self.send_no_context_takeover {
+            compressor.reset();
+        }
+        out
+    }
+
+    /// After a message compressed elsewhere (a shared frame) went out, our own context no
+    /// longer matches the peer's: start the next message from an empty context.
+    pub(crate) fn forget_send_context(&mut self) {
+        if let Some(compressor) = &mut self.compressor {
+            compressor.reset();
+        }
+    }
+
+    /// Inflates `input` (a piece of a compressed message; `last` appends the trailer)
+    /// into `out`, never letting `out` grow past `limit` bytes.
+    pub(crate) fn inflate(
+        &mut self,
+        input: &[u8],
+        last: bool,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), InflateError> {
+        let decompressor = self
+            .decompressor
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
+        inflate_into(decompressor, input, out, limit)?;
+        if last {
+            inflate_into(decompressor, &TRAILER, out, limit)?;
+            if self.receive_no_context_takeover {
+                decompressor.reset(false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops compression state that carries no context (for idle connections).
+    pub(crate) fn shrink(&mut self) {
+        if self.send_no_context_takeover {
+            self.compressor = None;
+        }
+        if self.receive_no_context_takeover {
+            self.decompressor = None;
+        }
+    }
+}
+
+fn compress_with(compressor: &mut Compress, payload: &[u8]) -> Bytes {
+    let mut out: Vec<u8> = Vec::with_capacity(payload.len() / 2 + 64);
+    let mut input = payload;
+    loop {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(256));
+        }
+        let before_in = compressor.total_in();
+        compressor
+            .compress_vec(input, &mut out, FlushCompress::Sync)
+            .expect("deflate with valid parameters does not fail");
+        input = &input[(compressor.total_in() - before_in) as usize..];
+        // A sync flush is complete once all input is consumed and there was room left.
+        if input.is_empty() && out.capacity() - out.len() >= 64 {
+            break;
+        }
+    }
+    if out.ends_with(&TRAILER) {
+        out.truncate(out.len() - TRAILER.len());
+    }
+    Bytes::from(out)
+}
+
+fn inflate_into(
+    decompressor: &mut Decompress,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), InflateError> {
+    const STEP: usize = 32 << 10;
+    loop {
+        if out.len() > limit {
+            return Err(InflateError::TooLarge(TooLarge));
+        }
+        // Grow geometrically, but never past one byte over the limit, so exceeding it is
+        // seen without allocating more than the limit.
+        let want = out.len().max(STEP).min(limit + 1 - out.len());
+        if out.capacity() - out.len() < want / 2 + 1 {
+            out.reserve_exact(want);
+        }
+        let spare_before = out.capacity() - out.len();
+        let before_in = decompressor.total_in();
+        let before_out = out.len();
+        let status = decompressor
+            .decompress_vec(input, out, FlushDecompress::Sync)
+            .map_err(|_| InflateError::Corrupt(CorruptData))?;
+        let consumed = (decompressor.total_in() - before_in) as usize;
+        input = &input[consumed..];
+        let produced = out.len() - before_out;
+        if out.len() > limit {
+            return Err(InflateError::TooLarge(TooLarge));
+        }
+        let output_full = produced == spare_before;
+        if matches!(status, Status::StreamEnd) {
+            // A block with BFINAL ends the deflate stream (RFC 7692 section 7.2.3.4); what
+            // follows, such as the appended empty stored block, starts a new one.
+            decompressor.reset(false);
+            if input.is_empty() {
+                return Ok(());
+            }
+            continue;
+        }
+        if input.is_empty() && !output_full {
+            return Ok(());
+        }
+        if consumed == 0 && produced == 0 {
+            if matches!(status, Status::BufError) && input.is_empty() {
+                return Ok(());
+            }
+            if !output_full {
+                return Err(InflateError::Corrupt(CorruptData));
+            }
+        }
+    }
+}
+
+/// Appends the compressed form of `payload` to `out` using a fresh context (for frames
+/// shared between connections).
+pub(crate) fn compress_fresh(payload: &[u8], level: u32) -> Bytes {
+    let mut compressor = Compress::new_with_window_bits(Compression::new(level.min(9)), false, 15);
+    compress_with(&mut compressor, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(params: DeflateParams, messages: &[&[u8]]) {
+        let mut server = Deflate::new(Role::Server, params, 6);
+        let mut client = Deflate::new(Role::Client, params, 6);
+        for message in messages {
+            let compressed = server.compress(message);
+            let mut out = Vec::new();
+            assert!(client.inflate(&compressed, true, &mut out, 1 << 20).is_ok());
+            assert_eq!(&out[..], *message);
+        }
+    }
+
+    #[test]
+    fn rfc_7692_section_7_2_3_1_hello_compresses_to_the_rfc_bytes() {
+        let mut deflate = Deflate::new(Role::Server, DeflateParams::default(), 6);
+        // The RFC's "Hello" example: f2 48 cd c9 c9 07 00.
+        assert_eq!(
+            &deflate.compress(b"Hello")[..],
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
+        );
+        let mut client = Deflate::new(Role::Client, DeflateParams::default(), 6);
+        let mut out = Vec::new();
+        assert!(
+            client
+                .inflate(
+                    &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+                    true,
+                    &mut out,
+                    100
+                )
+                .is_ok()
+        );
+        assert_eq!(out, b"Hello");
+    }
+
+    #[test]
+    fn rfc_7692_uncompressed_block_and_bfinal_block_inflate() {
+        let mut client = Deflate::new(Role::Client, DeflateParams::default(), 6);
+        // Section 7.2.3.3: "Hello" in a stored block.
+        let mut out = Vec::new();
+        assert!(
+            client
+                .inflate(
+                    &[
+                        0x00, 0x05, 0x00, 0xfa, 0xff, b'H', b'e', b'l', b'l', b'o', 0x00
+                    ],
+                    true,
+                    &mut out,
+                    100
+                )
+                .is_ok()
+        );
+        assert_eq!(out, b"Hello");
+        // Section 7.2.3.4: a block with BFINAL set.
+        let mut out = Vec::new();
+        assert!(
+            client
+                .inflate(
+                    &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00],
+                    true,
+                    &mut out,
+                    100
+                )
+                .is_ok()
+        );
+        assert_eq!(out, b"Hello");
+    }
+
+    #[test]
+    fn context_takeover_shrinks_repeated_messages_and_roundtrips() {
+        let params = DeflateParams::default();
+        let mut server = Deflate::new(Role::Server, params, 6);
+        let first = server.compress(b"the same sentence, again and again").len();
+        let second = server.compress(b"the same sentence, again and again").len();
+        assert!(second < first, "{second} < {first}");
+        roundtrip(params, &[b"the same sentence", b"the same sentence", b""]);
+    }
+
+    #[test]
+    fn no_context_takeover_compresses_each_message_alone() {
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..DeflateParams::default()
+        };
+        let mut server = Deflate::new(Role::Server, params, 6);
+        let a = server.compress(b"the same sentence, again and again");
+        let b = server.compress(b"the same sentence, again and again");
+        assert_eq!(a, b);
+        roundtrip(params, &[b"abc", b"abc", &[0u8; 100_000]]);
+    }
+
+    #[test]
+    fn every_window_size_roundtrips() {
+        for bits in 9..=15 {
+            let params = DeflateParams {
+                server_max_window_bits: bits,
+                client_max_window_bits: bits,
+                ..DeflateParams::default()
+            };
+            let data: Vec<u8> = (0..100_000u32)
+                .map(|i| (i % 251) as u8 ^ (i / 1000) as u8)
+                .collect();
+            roundtrip(params, &[&data, &data]);
+        }
+    }
+
+    #[test]
+    fn window_of_8_bits_disables_our_compression() {
+        let params = DeflateParams {
+            server_max_window_bits: 8,
+            ..DeflateParams::default()
+        };
+        assert!(!Deflate::new(Role::Server, params, 6).can_compress());
+        assert!(Deflate::new(Role::Client, params, 6).can_compress());
+    }
+
+    #[test]
+    fn bomb_is_stopped_at_the_limit_without_allocating_past_it() {
+        let zeros = vec![0u8; 1 << 20];
+        let bomb = compress_fresh(&zeros, 9);
+        assert!(bomb.len() < 2048, "{}", bomb.len());
+        let mut client = Deflate::new(Role::Client, DeflateParams::default(), 6);
+        let mut out = Vec::new();
+        let result = client.inflate(&bomb, true, &mut out, 64 << 10);
+        assert!(matches!(result, Err(InflateError::TooLarge(_))));
+        assert!(out.capacity() <= (64 << 10) + 1, "{}", out.capacity());
+    }
+
+    #[test]
+    fn garbage_is_corrupt_data() {
+        let mut client = Deflate::new(Role::Client, DeflateParams::default(), 6);
+        let mut out = Vec::new();
+        assert!(matches!(
+            client.inflate(&[0xff; 16], true, &mut out, 1000),
+            Err(InflateError::Corrupt(_))
+        ));
+    }
+}
