@@ -6,7 +6,8 @@ crates' autobahn-client examples:
     python3 autobahn_client_websockets.py ws://127.0.0.1:PORT AGENT
 
 Use it against `cargo xtask conformance --serve` to sanity-check the
-fuzzing server.
+fuzzing server. It offers permessage-deflate ("permessage-deflate;
+client_max_window_bits") unless --no-compression is given.
 """
 
 import asyncio
@@ -14,9 +15,12 @@ import sys
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 OPTS = dict(max_size=64 * 1024 * 1024, max_queue=None, compression=None,
             ping_interval=None, open_timeout=10, close_timeout=2)
+if "--no-compression" not in sys.argv:
+    OPTS["extensions"] = [ClientPerMessageDeflateFactory(client_max_window_bits=True)]
 
 
 async def main(base, agent):
@@ -37,4 +41,5 @@ async def main(base, agent):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    asyncio.run(main(args[0], args[1]))

@@ -9,6 +9,10 @@ prints one first line `listening on 127.0.0.1:PORT`, then echoes every text
 and binary message. Use it to sanity-check the suite:
 
     cargo xtask conformance --url ws://127.0.0.1:PORT/ --agent websockets
+
+permessage-deflate is enabled and accepts whatever parameters the client
+asks for (websockets declines only server_max_window_bits=8, which zlib
+cannot compress with); pass --no-compression to disable it.
 """
 
 import asyncio
@@ -16,6 +20,7 @@ import sys
 
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 
 async def echo(ws):
@@ -26,8 +31,9 @@ async def echo(ws):
         pass
 
 
-async def main(addr):
+async def main(addr, compress):
     host, port = addr.rsplit(":", 1)
+    extensions = [ServerPerMessageDeflateFactory()] if compress else None
     async with serve(
         echo,
         host,
@@ -35,6 +41,7 @@ async def main(addr):
         max_size=64 * 1024 * 1024,
         max_queue=None,
         compression=None,
+        extensions=extensions,
         ping_interval=None,
     ) as server:
         sock = server.sockets[0]
@@ -44,4 +51,6 @@ async def main(addr):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:9002"))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    asyncio.run(main(args[0] if args else "127.0.0.1:9002",
+                     "--no-compression" not in sys.argv))

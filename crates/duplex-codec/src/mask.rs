@@ -2,8 +2,10 @@
 //!
 //! [`apply_mask`] is the fast path, written in safe Rust so that the compiler turns the
 //! 32-byte inner loop into vector instructions (SSE2 on every x86-64, NEON on aarch64)
-//! without any `unsafe` or target-specific code. [`apply_mask_bytewise`] is the
-//! byte-at-a-time reference it is tested and benchmarked against.
+//! without any `unsafe` or target-specific code; what is left after the 32-byte blocks
+//! (and short payloads such as control frames) goes 4 bytes at a time.
+//! [`apply_mask_bytewise`] is the byte-at-a-time reference it is tested and benchmarked
+//! against.
 
 /// Masks or unmasks `buf` in place with `key`, as if `buf` started `offset` bytes into
 /// the payload (so a payload that arrives in pieces can be unmasked piece by piece).
@@ -24,10 +26,6 @@
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     const BLOCK: usize = 32;
-    if buf.len() < BLOCK {
-        apply_mask_bytewise(buf, key, offset);
-        return;
-    }
     let shift = offset & 3;
     let rotated = [
         key[shift],
@@ -35,18 +33,29 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
         key[(shift + 2) & 3],
         key[(shift + 3) & 3],
     ];
-    let mut wide = [0u8; BLOCK];
-    for (i, byte) in wide.iter_mut().enumerate() {
-        *byte = rotated[i & 3];
-    }
+    let long = buf.len() >= BLOCK;
     let mut blocks = buf.chunks_exact_mut(BLOCK);
-    for block in &mut blocks {
-        for (byte, k) in block.iter_mut().zip(wide.iter()) {
-            *byte ^= k;
+    if long {
+        let mut wide = [0u8; BLOCK];
+        for (i, byte) in wide.iter_mut().enumerate() {
+            *byte = rotated[i & 3];
+        }
+        for block in &mut blocks {
+            for (byte, k) in block.iter_mut().zip(wide.iter()) {
+                *byte ^= k;
+            }
         }
     }
-    // BLOCK is a multiple of 4, so the remainder starts at the same key phase.
-    apply_mask_bytewise(blocks.into_remainder(), rotated, 0);
+    // BLOCK is a multiple of 4, so the remainder starts at the same key phase; it goes
+    // four bytes at a time (measured faster than eight for these short lengths).
+    let word_key = u32::from_ne_bytes(rotated);
+    let mut words = blocks.into_remainder().chunks_exact_mut(4);
+    for word in &mut words {
+        let mut bytes = [0u8; 4];
+        bytes.copy_from_slice(word);
+        word.copy_from_slice(&(u32::from_ne_bytes(bytes) ^ word_key).to_ne_bytes());
+    }
+    apply_mask_bytewise(words.into_remainder(), rotated, 0);
 }
 
 /// The byte-at-a-time reference implementation of [`apply_mask`].

@@ -724,7 +724,8 @@ impl Connection {
             self.incoming.inflated = Vec::new();
         }
         if let Some(deflate) = &mut self.deflate {
-            deflate.shrink();
+            // A message in progress still needs its inflate stream.
+            deflate.shrink(self.incoming.kind.is_none());
         }
     }
 

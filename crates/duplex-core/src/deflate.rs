@@ -155,12 +155,14 @@ impl Deflate {
         Ok(())
     }
 
-    /// Drops compression state that carries no context (for idle connections).
-    pub(crate) fn shrink(&mut self) {
+    /// Drops compression state that carries no context (for idle connections). The
+    /// decompressor only between messages (`between_messages`): inside a message it
+    /// holds the stream.
+    pub(crate) fn shrink(&mut self, between_messages: bool) {
         if self.send_no_context_takeover {
             self.compressor = None;
         }
-        if self.receive_no_context_takeover {
+        if self.receive_no_context_takeover && between_messages {
             self.decompressor = None;
         }
     }

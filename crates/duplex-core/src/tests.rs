@@ -1070,3 +1070,32 @@ fn prepared_compressed_frame_is_shared_and_keeps_contexts_in_step() {
         );
     }
 }
+
+#[test]
+fn shrinking_buffers_between_fragments_keeps_the_inflate_stream() {
+    let params = DeflateParams {
+        server_no_context_takeover: true,
+        client_no_context_takeover: true,
+        ..DeflateParams::default()
+    };
+    let mut client = Connection::new(Role::Client, Config::default().send_frame_size(Some(7)));
+    client.enable_deflate(params);
+    let mut server = Connection::new(Role::Server, Config::default());
+    server.enable_deflate(params);
+    let text = "fragmented, compressed, and read in pieces ".repeat(30);
+    for _ in 0..2 {
+        client.send(Message::text(text.as_str())).unwrap();
+        let wire = drain(&mut client);
+        let mut got = Vec::new();
+        for piece in wire.chunks(5) {
+            server.receive(piece);
+            got.extend(
+                events(&mut server, Instant::now())
+                    .into_iter()
+                    .map(Result::unwrap),
+            );
+            server.shrink_buffers(); // as an adapter does whenever its input is drained
+        }
+        assert_eq!(got, vec![Message::text(text.as_str())]);
+    }
+}

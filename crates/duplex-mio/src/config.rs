@@ -45,6 +45,7 @@ pub struct ServerConfig {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) close_linger: Duration,
     pub(crate) accept_backoff: Duration,
+    pub(crate) backlog: i32,
     pub(crate) read_buffer_size: usize,
     pub(crate) read_budget: usize,
     pub(crate) write_buffer_soft: usize,
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     pub(crate) deflate: Option<DeflateConfig>,
 }
 
+/// 1024: the listen backlog of a server that binds its own address.
+pub const DEFAULT_BACKLOG: i32 = 1024;
 /// 10,000: the most connections served at once by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// 64 KiB: the read buffer each worker thread shares among its connections.
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(5),
             close_linger: Duration::from_secs(1),
             accept_backoff: Duration::from_millis(50),
+            backlog: DEFAULT_BACKLOG,
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             read_budget: DEFAULT_READ_BUDGET,
             write_buffer_soft: DEFAULT_WRITE_BUFFER_SOFT,
@@ -196,6 +200,15 @@ impl ServerConfig {
     /// after each message and freed when idle (a kept compressor costs about 256 KiB).
     pub fn deflate(mut self, policy: Option<DeflateConfig>) -> Self {
         self.deflate = policy;
+        self
+    }
+
+    /// The listen backlog [`Server::bind`](crate::Server::bind) asks for (default 1024;
+    /// the kernel caps it at `net.core.somaxconn`). The standard library's 128 overflows
+    /// when a thousand clients connect at once, and a client waiting in an overflowing
+    /// backlog is not yet under the handshake timeout.
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         self
     }
 

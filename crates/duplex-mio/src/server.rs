@@ -322,10 +322,18 @@ const ACCEPTOR_WAKER: Token = Token(1);
 pub(crate) const WORKER_WAKER: Token = Token(usize::MAX);
 
 impl Server {
-    /// Binds `addr` (the first address it resolves to that binds).
+    /// Binds `addr` (the first address it resolves to that binds), with the configured
+    /// listen backlog.
     pub fn bind(addr: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Self> {
-        let listener = std::net::TcpListener::bind(addr)?;
-        Self::from_listener(listener, config)
+        let mut last_error =
+            io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing");
+        for addr in addr.to_socket_addrs()? {
+            match bind_with_backlog(addr, config.backlog) {
+                Ok(listener) => return Self::from_listener(listener, config),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
     }
 
     /// Serves on a listener the caller bound (it is switched to non-blocking mode).
@@ -532,4 +540,19 @@ impl Server {
         *next = (best + 1) % n;
         best
     }
+}
+
+/// A listening socket with `SO_REUSEADDR` (as the standard library sets on Unix) and a
+/// chosen backlog.
+fn bind_with_backlog(
+    addr: std::net::SocketAddr,
+    backlog: i32,
+) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
 }

@@ -38,18 +38,23 @@
 //! # Ok(()) }
 //! ```
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests (they use the `hyper` feature;
+/// CI tests with `--all-features`).
+#[cfg(all(doctest, feature = "hyper"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod maybe_tls;
 mod server;
 mod stream;
 
+#[cfg(feature = "hyper")]
+pub use self::hyper::{HyperWebSocket, UpgradeError};
 pub use client::{ClientResponse, client_with, connect, connect_with};
 pub use config::{Config, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use error::HandshakeError;

@@ -341,7 +341,15 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
             let mut buf = [0u8; READ_CHUNK];
             let mut read_buf = ReadBuf::new(&mut buf);
             match Pin::new(&mut this.read).poll_read(cx, &mut read_buf) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Idle until the socket has more: give back what buffers hold nothing
+                    // (and compression state that keeps no context).
+                    let mut shared = lock(&this.shared);
+                    if shared.conn.output_len() == 0 {
+                        shared.conn.shrink_buffers();
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(error)) => {
                     let mut shared = lock(&this.shared);
                     if shared.conn.is_closed() {

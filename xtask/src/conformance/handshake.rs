@@ -175,18 +175,36 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Client side: sends the upgrade request and checks the 101 answer.
-/// Returns bytes received after the response head (early frames).
+/// All values of a header that may be repeated, joined with `, `.
+fn header_all(head: &str, name: &str) -> Option<String> {
+    let vals: Vec<&str> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect();
+    (!vals.is_empty()).then(|| vals.join(", "))
+}
+
+/// Client side: sends the upgrade request (with `extensions` offered, if
+/// any) and checks the 101 answer. Returns bytes received after the
+/// response head (early frames) and the `Sec-WebSocket-Extensions` answer.
 pub async fn client(
     stream: &mut TcpStream,
     url: &WsUrl,
     key: [u8; 16],
     timeout: Duration,
-) -> Result<Vec<u8>, String> {
+    extensions: Option<&str>,
+) -> Result<(Vec<u8>, Option<String>), String> {
     let key = base64(&key);
+    let ext = extensions
+        .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
+        .unwrap_or_default();
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: duplex-xtask-conformance\r\n\r\n",
+         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{ext}User-Agent: duplex-xtask-conformance\r\n\r\n",
         url.path, url.host, url.port, key
     );
     let fut = async {
@@ -213,7 +231,7 @@ pub async fn client(
     if !header(&head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
         return Err("missing or wrong Upgrade header".into());
     }
-    Ok(rest)
+    Ok((rest, header_all(&head, "sec-websocket-extensions")))
 }
 
 /// What a client asked for in its upgrade request.
@@ -276,11 +294,27 @@ pub fn parse_target(target: &str) -> Request {
     }
 }
 
-/// Server side: reads the upgrade request and answers 101 (or 400).
+/// What a client sent in its upgrade request.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// The request target.
+    pub request: Request,
+    /// Bytes received after the request head (early frames).
+    pub early: Vec<u8>,
+    /// The client's `Sec-WebSocket-Extensions` (all headers joined).
+    pub offered: Option<String>,
+    /// The `Sec-WebSocket-Extensions` value the suite answered with.
+    pub accepted: Option<String>,
+}
+
+/// Server side: reads the upgrade request and answers 101 (or 400);
+/// `extensions` decides the `Sec-WebSocket-Extensions` answer from the
+/// request and the client's offer.
 pub async fn server(
     stream: &mut TcpStream,
     timeout: Duration,
-) -> Result<(Request, Vec<u8>), String> {
+    extensions: impl FnOnce(&Request, Option<&str>) -> Option<String>,
+) -> Result<Upgrade, String> {
     let (head, rest) = tokio::time::timeout(timeout, read_head(stream))
         .await
         .map_err(|_| "handshake timed out".to_string())??;
@@ -300,16 +334,28 @@ pub async fn server(
         let _ = stream.write_all(resp.as_bytes()).await;
         return Err(format!("not a WebSocket upgrade request: {line:?}"));
     };
+    let request = parse_target(target);
+    let offered = header_all(&head, "sec-websocket-extensions");
+    let accepted = extensions(&request, offered.as_deref());
+    let ext = accepted
+        .as_ref()
+        .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
+        .unwrap_or_default();
     let resp = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\nServer: duplex-xtask-conformance\r\n\r\n",
+         Sec-WebSocket-Accept: {}\r\n{ext}Server: duplex-xtask-conformance\r\n\r\n",
         accept_key(key)
     );
     stream
         .write_all(resp.as_bytes())
         .await
         .map_err(|e| format!("sending handshake response: {e}"))?;
-    Ok((parse_target(target), rest))
+    Ok(Upgrade {
+        request,
+        early: rest,
+        offered,
+        accepted,
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Reports: `report.json`, a self-contained `index.html`, the terminal
-//! summary, and the gate (with the NON-STRICT expectations file).
+//! summary, and the gate (with the expectations file of allowed NON-STRICT
+//! and UNIMPLEMENTED cases).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -61,6 +62,10 @@ pub struct Expectations {
     /// Cases allowed to be NON-STRICT.
     #[serde(default)]
     pub non_strict_allowed: Vec<Allowance>,
+    /// Compression cases (12/13) allowed to be UNIMPLEMENTED even though
+    /// the agent speaks permessage-deflate (e.g. it declines 8-bit windows).
+    #[serde(default)]
+    pub unimplemented_allowed: Vec<Allowance>,
 }
 
 impl Expectations {
@@ -68,7 +73,7 @@ impl Expectations {
     pub fn parse(text: &str) -> Result<Expectations, String> {
         let e: Expectations =
             serde_json::from_str(text).map_err(|e| format!("expectations file: {e}"))?;
-        for a in &e.non_strict_allowed {
+        for a in e.non_strict_allowed.iter().chain(&e.unimplemented_allowed) {
             if a.reason.trim().is_empty() {
                 return Err(format!("expectations file: case {} has no reason", a.case));
             }
@@ -76,19 +81,40 @@ impl Expectations {
         Ok(e)
     }
 
-    fn allows(&self, agent: &str, case: &str) -> Option<&str> {
-        self.non_strict_allowed
-            .iter()
-            .find(|a| a.case == case && (a.agent == "*" || a.agent == agent))
+    fn find<'a>(list: &'a [Allowance], agent: &str, case: &str) -> Option<&'a str> {
+        list.iter()
+            .find(|a| {
+                (a.case == case || (a.case.contains('*') && super::cases::selected(&a.case, case)))
+                    && (a.agent == "*" || a.agent == agent)
+            })
             .map(|a| a.reason.as_str())
+    }
+
+    fn allows(&self, agent: &str, case: &str) -> Option<&str> {
+        Self::find(&self.non_strict_allowed, agent, case)
+    }
+
+    fn allows_unimplemented(&self, agent: &str, case: &str) -> Option<&str> {
+        Self::find(&self.unimplemented_allowed, agent, case)
     }
 }
 
 /// Applies the gate; marks allowed NON-STRICT cases and returns the
 /// problems (empty = pass).
-pub fn gate(agents: &mut [AgentReport], exp: &Expectations) -> Vec<String> {
+///
+/// UNIMPLEMENTED is accepted only in categories 12/13, and there only while
+/// the agent never offered (client) or accepted (server) permessage-deflate
+/// in any case and `require_compression` is off; the expectations file can
+/// still allow single cases.
+pub fn gate(
+    agents: &mut [AgentReport],
+    exp: &Expectations,
+    require_compression: bool,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for a in agents.iter_mut() {
+        let is_client = a.kind == "client";
+        let speaks = a.cases.values().any(|r| r.peer_speaks_deflate(is_client));
         for (id, r) in a.cases.iter_mut() {
             let cat = id
                 .split('.')
@@ -99,6 +125,24 @@ pub fn gate(agents: &mut [AgentReport], exp: &Expectations) -> Vec<String> {
                 Behavior::Failed => problems.push(format!("{}: {id} FAILED: {} / close {}: {}", a.name, r.result, r.behavior_close.label(), r.result_close)),
                 Behavior::Unimplemented if !may_be_unimplemented(cat) => {
                     problems.push(format!("{}: {id} UNIMPLEMENTED outside categories 12/13", a.name))
+                }
+                Behavior::Unimplemented if require_compression || speaks => {
+                    match exp.allows_unimplemented(&a.name, id) {
+                        Some(reason) => r.allowed_because = Some(reason.to_string()),
+                        None => problems.push(format!(
+                            "{}: {id} UNIMPLEMENTED although {}: {}",
+                            a.name,
+                            if require_compression {
+                                "--require-compression is set".to_string()
+                            } else {
+                                format!(
+                                    "the agent {} permessage-deflate in other cases",
+                                    if is_client { "offers" } else { "accepts" }
+                                )
+                            },
+                            r.result
+                        )),
+                    }
                 }
                 Behavior::NonStrict => match exp.allows(&a.name, id) {
                     Some(reason) => r.allowed_because = Some(reason.to_string()),
@@ -257,6 +301,7 @@ d+='<p><b>Verdict:</b> <span class="'+r.verdict+'">'+r.verdict+'</span>'+(r.allo
 d+='<p><b>Behaviour:</b> '+r.behavior+' \u2014 '+esc(r.result)+'</p><p><b>Close behaviour:</b> '+r.behavior_close+' \u2014 '+esc(r.result_close)+'</p>';
 d+='<p><b>Duration:</b> '+r.duration_ms+' ms'+(r.concurrent?' (ran concurrently with other cases)':' (ran alone)')+'</p>';
 if(r.timing)d+='<p><b>Timing:</b> '+esc(JSON.stringify(r.timing))+'</p>';
+if(r.offered_extensions||r.negotiated_extensions)d+='<p><b>Extensions offered:</b> '+esc(r.offered_extensions||'(none)')+'<br><b>Extensions answered:</b> '+esc(r.negotiated_extensions||'(none)')+'</p>';
 d+='<h3>Expected events</h3>';Object.entries(r.expected).forEach(([b,e])=>{d+='<p>'+b+':</p>'+list(e);});
 d+='<h3>Observed events</h3>'+list(r.received);
 d+='<h3>Close</h3><table><tr><th></th><th>expected</th><th>observed</th></tr>';
@@ -285,7 +330,7 @@ mod tests {
         let mut m = BTreeMap::new();
         for (id, v) in verdicts {
             let c = all.iter().find(|c| c.id == *id).unwrap();
-            let mut r = CaseResult::unimplemented(c);
+            let mut r = CaseResult::not_opened(c, "test", std::time::Instant::now(), false);
             r.verdict = *v;
             m.insert(id.to_string(), r);
         }
@@ -305,13 +350,14 @@ mod tests {
             ("7.13.1", Behavior::Informational),
             ("12.1.1", Behavior::Unimplemented),
         ])];
-        assert!(gate(&mut ok, &exp).is_empty());
+        assert!(gate(&mut ok, &exp, false).is_empty());
+        assert_eq!(gate(&mut ok, &exp, true).len(), 1, "--require-compression");
         let mut bad = vec![agent(&[("1.1.1", Behavior::Failed)])];
-        assert_eq!(gate(&mut bad, &exp).len(), 1);
+        assert_eq!(gate(&mut bad, &exp, false).len(), 1);
         let mut unimpl = vec![agent(&[("2.1", Behavior::Unimplemented)])];
-        assert_eq!(gate(&mut unimpl, &exp).len(), 1);
+        assert_eq!(gate(&mut unimpl, &exp, false).len(), 1);
         let mut ns = vec![agent(&[("6.4.3", Behavior::NonStrict)])];
-        assert_eq!(gate(&mut ns, &exp).len(), 1);
+        assert_eq!(gate(&mut ns, &exp, false).len(), 1);
         let exp = Expectations::parse(
             r#"{"non_strict_allowed":[{"case":"6.4.3","reason":"validates per frame"}]}"#,
         )
@@ -320,12 +366,49 @@ mod tests {
             ("6.4.3", Behavior::NonStrict),
             ("6.4.4", Behavior::NonStrict),
         ])];
-        let p = gate(&mut ns, &exp);
+        let p = gate(&mut ns, &exp, false);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("6.4.4"));
         assert_eq!(
             ns[0].cases["6.4.3"].allowed_because.as_deref(),
             Some("validates per frame")
+        );
+    }
+
+    #[test]
+    fn unimplemented_compression_fails_for_agents_that_speak_deflate() {
+        let exp = Expectations::default();
+        let mut srv = vec![agent(&[
+            ("12.1.1", Behavior::Ok),
+            ("13.3.1", Behavior::Unimplemented),
+        ])];
+        srv[0]
+            .cases
+            .get_mut("12.1.1")
+            .unwrap()
+            .negotiated_extensions = Some("permessage-deflate; client_max_window_bits=15".into());
+        let p = gate(&mut srv, &exp, false);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("13.3.1") && p[0].contains("accepts"));
+        // A client is judged by what it offers, even in other categories.
+        let mut cli = vec![agent(&[
+            ("1.1.1", Behavior::Ok),
+            ("13.3.1", Behavior::Unimplemented),
+        ])];
+        cli[0].kind = "client";
+        cli[0].cases.get_mut("1.1.1").unwrap().offered_extensions =
+            Some("permessage-deflate; client_max_window_bits".into());
+        assert_eq!(gate(&mut cli, &exp, false).len(), 1);
+        // The expectations file can allow it.
+        let exp = Expectations::parse(
+            r#"{"unimplemented_allowed":[{"case":"13.3.*","agent":"a","reason":"no 8-bit windows"}]}"#,
+        )
+        .unwrap();
+        assert!(gate(&mut cli, &exp, false).is_empty());
+        assert!(gate(&mut srv, &exp, true).is_empty());
+        assert_eq!(
+            srv[0].cases["13.3.1"].allowed_because.as_deref(),
+            Some("no 8-bit windows")
         );
     }
 

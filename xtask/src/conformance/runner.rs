@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use super::cases::{Action, Case, CaseKind, Perf, Post, Script};
+use super::cases::{Action, Case, CaseKind, Compressed, Perf, Post, Script};
+use super::deflate;
 use super::frame::{self, OP_BINARY, OP_TEXT};
 use super::handshake::{self, WsUrl};
 use super::session::{Role, Session};
@@ -72,9 +73,18 @@ pub struct CaseResult {
     pub concurrent: bool,
     /// Short wire log.
     pub wirelog: Vec<String>,
-    /// Set when NON-STRICT is allowed by the expectations file.
+    /// Set when NON-STRICT (or UNIMPLEMENTED) is allowed by the
+    /// expectations file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_because: Option<String>,
+    /// `Sec-WebSocket-Extensions` offered by the client (the suite, or the
+    /// client under test).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offered_extensions: Option<String>,
+    /// `Sec-WebSocket-Extensions` answered by the server (the server under
+    /// test, or the suite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negotiated_extensions: Option<String>,
 }
 
 impl CaseResult {
@@ -97,18 +107,26 @@ impl CaseResult {
             concurrent,
             wirelog: Vec::new(),
             allowed_because: None,
+            offered_extensions: None,
+            negotiated_extensions: None,
         }
     }
 
-    /// Result of a case that is not implemented.
-    pub fn unimplemented(case: &Case) -> CaseResult {
-        let mut r = CaseResult::base(case, false);
-        r.verdict = Behavior::Unimplemented;
-        r.behavior = Behavior::Unimplemented;
-        r.behavior_close = CloseBehavior::Unimplemented;
-        r.result = "Not implemented by the suite yet (permessage-deflate).".into();
-        r.result_close = r.result.clone();
-        r
+    /// Whether permessage-deflate was offered by a client under test or
+    /// accepted by a server under test.
+    pub fn peer_speaks_deflate(&self, peer_is_client: bool) -> bool {
+        let has = |h: &Option<String>| {
+            h.as_deref().is_some_and(|v| {
+                deflate::parse_extensions(v)
+                    .map(|e| e.iter().any(|(n, _)| n == deflate::NAME))
+                    .unwrap_or(false)
+            })
+        };
+        if peer_is_client {
+            has(&self.offered_extensions)
+        } else {
+            has(&self.negotiated_extensions)
+        }
     }
 
     /// Result of a case whose connection never opened.
@@ -131,9 +149,6 @@ fn label(b: Behavior) -> &'static str {
 
 /// Connects to a server under test and runs `case` against it.
 pub async fn run_against_server(url: &WsUrl, case: &Case, concurrent: bool) -> CaseResult {
-    if matches!(case.kind, CaseKind::Unimplemented) {
-        return CaseResult::unimplemented(case);
-    }
     let started = Instant::now();
     let connect =
         tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(url.addr())).await;
@@ -155,12 +170,46 @@ pub async fn run_against_server(url: &WsUrl, case: &Case, concurrent: bool) -> C
         seed ^= seed << 17;
         (seed >> 24) as u8
     });
-    let early = match handshake::client(&mut stream, url, key, Duration::from_secs(5)).await {
-        Ok(e) => e,
+    let offers: &[deflate::Offer] = match &case.kind {
+        CaseKind::Compressed(c) => &c.offers,
+        _ => &[],
+    };
+    let offer = (!offers.is_empty()).then(|| deflate::Offer::header_list(offers));
+    let hs = handshake::client(
+        &mut stream,
+        url,
+        key,
+        Duration::from_secs(5),
+        offer.as_deref(),
+    )
+    .await;
+    let (early, answer) = match hs {
+        Ok(x) => x,
         Err(e) => return CaseResult::not_opened(case, &e, started, concurrent),
     };
+    let agreement = match deflate::check_response(answer.as_deref(), offers) {
+        Ok(a) => a,
+        Err(e) => {
+            // RFC 6455 4.1 / RFC 7692 5: the client must fail the connection.
+            let mut r = CaseResult::not_opened(
+                case,
+                &format!("invalid Sec-WebSocket-Extensions answer {answer:?}: {e}"),
+                started,
+                concurrent,
+            );
+            r.offered_extensions = offer;
+            r.negotiated_extensions = answer;
+            return r;
+        }
+    };
     let mut s = Session::new(stream, Role::Client, early, started);
-    run_on_session(&mut s, case, Role::Client, started, concurrent).await
+    if let Some(a) = agreement {
+        s.enable_deflate(a);
+    }
+    let mut r = run_on_session(&mut s, case, Role::Client, started, concurrent).await;
+    r.offered_extensions = offer;
+    r.negotiated_extensions = answer;
+    r
 }
 
 /// Collects events and closes once they match (Autobahn's `finishWhenDone`).
@@ -214,11 +263,34 @@ pub async fn run_on_session(
     let mut r = CaseResult::base(case, concurrent);
     s.note(format!("case {} started", case.id));
     let (mut behavior, mut result, expected_close, received) = match &case.kind {
-        CaseKind::Unimplemented => {
+        CaseKind::Compressed(c) if s.pmd.is_none() => {
+            // Autobahn: without the extension the case is UNIMPLEMENTED; the
+            // suite closes normally and the close is still judged.
+            s.note("permessage-deflate was not negotiated: closing");
             s.send_close(Some(1000), b"");
-            let _ = s.next_event(Instant::now() + Duration::from_secs(1)).await;
-            s.kill("unimplemented case");
-            return CaseResult::unimplemented(case);
+            let mut received = Vec::new();
+            while let Some(ev) = s.next_event(deadline).await {
+                received.push(ev);
+            }
+            r.expected.insert("OK", vec![compressed_expectation(c)]);
+            let why = match role {
+                Role::Client => "The server declined the permessage-deflate offer",
+                Role::Server => {
+                    "The client offered no permessage-deflate parameters that this case accepts"
+                }
+            };
+            (
+                Behavior::Unimplemented,
+                format!("{why}; the case did not run (Autobahn: UNIMPLEMENTED)."),
+                ExpectedClose::normal(),
+                received,
+            )
+        }
+        CaseKind::Compressed(c) => {
+            let (b, res, timing, received) = run_compressed(s, c, deadline).await;
+            r.timing = Some(timing);
+            r.expected.insert("OK", vec![compressed_expectation(c)]);
+            (b, res, ExpectedClose::normal(), received)
         }
         CaseKind::Script(sc) => {
             for (b, evs) in &sc.expected {
@@ -449,6 +521,112 @@ fn closed_early(s: &Session, t0: Instant) -> String {
 
 type PerfOutcome = (Behavior, String, BTreeMap<&'static str, f64>, Vec<Event>);
 
+fn compressed_expectation(c: &Compressed) -> String {
+    format!(
+        "{} compressed {} messages of {} bytes, each echoed with payload as sent",
+        c.count,
+        if c.data.binary() { "binary" } else { "text" },
+        c.len
+    )
+}
+
+fn ratio(wire: u64, payload: u64) -> f64 {
+    if payload == 0 {
+        0.0
+    } else {
+        (wire as f64 / payload as f64 * 1000.0).round() / 1000.0
+    }
+}
+
+/// Categories 12/13: `count` compressed messages, each after the echo of
+/// the previous one, every echo checked byte for byte.
+async fn run_compressed(s: &mut Session, c: &Compressed, deadline: Instant) -> PerfOutcome {
+    let mut timing = BTreeMap::new();
+    let mut received = Vec::new();
+    let mut behavior = Behavior::Failed;
+    let binary = c.data.binary();
+    let op = if binary { OP_BINARY } else { OP_TEXT };
+    s.note(format!(
+        "TX {} compressed messages of {} bytes, one per echo{}",
+        c.count,
+        c.len,
+        if c.frag > 0 {
+            format!(", in frames of {} compressed bytes", c.frag)
+        } else {
+            String::new()
+        }
+    ));
+    s.set_wirelog(false);
+    s.close_after(c.wait as f64);
+    let t0 = Instant::now();
+    let mut expected = c.message(0);
+    s.send_message(op, &expected, c.frag);
+    let mut done = 0usize;
+    let mut failed = false;
+    let mut result = format!(
+        "Did not receive all {} echoes within {} s.",
+        c.count, c.wait
+    );
+    while let Some(ev) = s.next_event(deadline).await {
+        if matches!(ev, Event::Ping(_) | Event::Pong(_)) || failed || done == c.count {
+            continue;
+        }
+        match check_echo(&ev, binary, &expected) {
+            Ok(()) => {
+                done += 1;
+                if done < c.count {
+                    expected = c.message(done);
+                    s.send_message(op, &expected, c.frag);
+                } else {
+                    let total = t0.elapsed();
+                    timing.insert("total_ms", ms(total));
+                    timing.insert(
+                        "avg_rtt_us",
+                        (total.as_secs_f64() * 1e7 / c.count as f64).round() / 10.0,
+                    );
+                    behavior = Behavior::Ok;
+                    result = format!(
+                        "All {} echoes received and equal to what was sent, in {:.1} ms.",
+                        c.count,
+                        ms(total)
+                    );
+                    s.set_wirelog(true);
+                    s.send_close(Some(1000), b"");
+                }
+            }
+            Err(e) => {
+                result = format!("Message {} of {}: {e}", done + 1, c.count);
+                failed = true;
+                received.push(ev);
+                s.set_wirelog(true);
+                s.send_close(Some(1000), b"");
+            }
+        }
+    }
+    if !failed && done < c.count && s.is_closed() {
+        result = if done == 0 {
+            let agreed = s.pmd.as_ref().map(|p| p.negotiated.clone());
+            format!(
+                "{} Negotiated: {:?} (a peer that cannot work with these parameters must fail the connection, which fails the case).",
+                closed_early(s, t0),
+                agreed.unwrap_or_default()
+            )
+        } else {
+            format!(
+                "The connection was closed after {done} of {} echoes.",
+                c.count
+            )
+        };
+    }
+    timing.insert("messages_echoed", done as f64);
+    if let Some(p) = &s.pmd {
+        timing.insert("tx_ratio", ratio(p.tx_wire, p.tx_payload));
+        timing.insert("rx_ratio", ratio(p.rx_wire, p.rx_payload));
+        timing.insert("rx_uncompressed_messages", p.rx_plain as f64);
+    }
+    (behavior, result, timing, received)
+}
+
 async fn run_perf(s: &mut Session, p: &Perf, deadline: Instant) -> PerfOutcome {
     let mut timing = BTreeMap::new();
     let mut received = Vec::new();
@@ -586,9 +764,10 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         tokio::spawn(async move {
             let (mut st, _) = l.accept().await.unwrap();
-            let (_, early) = handshake::server(&mut st, Duration::from_secs(2))
+            let early = handshake::server(&mut st, Duration::from_secs(2), |_, _| None)
                 .await
-                .unwrap();
+                .unwrap()
+                .early;
             let mut r = FrameReader::new(1 << 24);
             r.push(&early);
             let mut buf = vec![0u8; 65536];
@@ -622,6 +801,69 @@ mod tests {
 
     fn find(id: &str) -> Case {
         cases::all().into_iter().find(|c| c.id == id).unwrap()
+    }
+
+    /// An in-process echo server speaking permessage-deflate through the
+    /// suite's own session (as server); `answer` picks the extension answer.
+    async fn deflate_peer(answer: fn(Option<&str>) -> Option<String>) -> WsUrl {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut st, _) = l.accept().await.unwrap();
+            let up = handshake::server(&mut st, Duration::from_secs(2), |_, o| answer(o))
+                .await
+                .unwrap();
+            let mut s = Session::new(st, Role::Server, up.early, Instant::now());
+            if let Some(a) = up.accepted {
+                let offers = [deflate::Offer::autobahn(false, None)];
+                if let Ok(Some(a)) = deflate::check_response(Some(&a), &offers) {
+                    s.enable_deflate(a);
+                }
+            }
+            let until = Instant::now() + Duration::from_secs(60);
+            while let Some(ev) = s.next_event(until).await {
+                if let Event::Message { binary, payload } = ev {
+                    s.send_message(if binary { OP_BINARY } else { OP_TEXT }, &payload, 300);
+                }
+            }
+        });
+        WsUrl::parse(&format!("ws://127.0.0.1:{port}/")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn compressed_echo_passes_and_declining_is_unimplemented() {
+        fn accept_as_offered(o: Option<&str>) -> Option<String> {
+            let offers: Vec<_> = deflate::parse_offers(o?)
+                .into_iter()
+                .filter_map(Result::ok)
+                .collect();
+            let mut a = deflate::AcceptRule::ClientWindow {
+                bits: 8,
+                no_context_takeover: false,
+            }
+            .accept(&offers)?;
+            a.server_max_window_bits = Some(a.server_max_window_bits.unwrap_or(15).min(9));
+            Some(a.header())
+        }
+        for id in ["12.4.3", "13.5.3", "13.6.3"] {
+            let url = deflate_peer(accept_as_offered).await;
+            let r = run_against_server(&url, &find(id), true).await;
+            assert_eq!(r.verdict, Behavior::Ok, "{id}: {r:#?}");
+            let t = r.timing.as_ref().unwrap();
+            assert!(t["tx_ratio"] > 0.0 && t["tx_ratio"] < 1.0, "{t:?}");
+            assert!(t["rx_ratio"] > 0.0 && t["rx_ratio"] < 1.0, "{t:?}");
+            assert!(r.peer_speaks_deflate(false));
+        }
+        let url = deflate_peer(|_| None).await;
+        let r = run_against_server(&url, &find("12.1.1"), true).await;
+        assert_eq!(r.verdict, Behavior::Unimplemented, "{r:#?}");
+        assert_eq!(r.behavior_close, CloseBehavior::Ok);
+        // An answer that does not fit the offer fails the case.
+        let url =
+            deflate_peer(|_| Some("permessage-deflate; server_max_window_bits=9".into())).await;
+        let r = run_against_server(&url, &find("13.3.1"), true).await;
+        assert_eq!(r.verdict, Behavior::Failed, "{r:#?}");
+        assert!(r.result.contains("does not accept"), "{}", r.result);
     }
 
     #[tokio::test]

@@ -5,13 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use super::cases::Case;
+use super::cases::{Case, CaseKind};
+use super::deflate;
 use super::frame::{FrameSpec, OP_TEXT};
 use super::handshake;
 use super::runner::{self, CaseResult};
@@ -30,9 +32,20 @@ pub struct FuzzServer {
     pub updated: Notify,
     /// Agents that called `/updateReports`.
     pub reported: Mutex<Vec<String>>,
+    /// `/runCase` connections still being judged.
+    pub running: AtomicUsize,
 }
 
 impl FuzzServer {
+    /// Waits (at most `max`) until no `/runCase` is being judged, so that a
+    /// client that dropped a case and moved on gets that case recorded.
+    pub async fn settle(&self, max: Duration) {
+        let until = Instant::now() + max;
+        while self.running.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Takes the results of one agent out.
     pub fn take_agent(&self, agent: &str) -> BTreeMap<String, CaseResult> {
         self.results
@@ -53,6 +66,7 @@ pub async fn start(addr: &str, cases: Vec<Case>) -> Result<(SocketAddr, Arc<Fuzz
         results: Mutex::new(BTreeMap::new()),
         updated: Notify::new(),
         reported: Mutex::new(Vec::new()),
+        running: AtomicUsize::new(0),
     });
     let s2 = srv.clone();
     tokio::spawn(async move {
@@ -83,10 +97,32 @@ fn case_index(srv: &FuzzServer, req: &handshake::Request) -> Option<usize> {
 
 async fn handle(mut stream: TcpStream, srv: Arc<FuzzServer>) {
     let started = Instant::now();
-    let Ok((req, early)) = handshake::server(&mut stream, Duration::from_secs(5)).await else {
+    // Compression cases answer the client's permessage-deflate offers with
+    // the case's accept rule; everything else declines all extensions.
+    let mut agreed = None;
+    let answer = |req: &handshake::Request, offered: Option<&str>| {
+        if req.path != "/runCase" {
+            return None;
+        }
+        let CaseKind::Compressed(c) = &srv.cases[case_index(&srv, req)?].kind else {
+            return None;
+        };
+        let offers: Vec<deflate::Offer> = deflate::parse_offers(offered?)
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
+        let a = c.accept.accept(&offers)?;
+        agreed = Some(a);
+        Some(a.header())
+    };
+    let Ok(up) = handshake::server(&mut stream, Duration::from_secs(5), answer).await else {
         return;
     };
-    let mut s = Session::new(stream, Role::Server, early, started);
+    let req = up.request;
+    let mut s = Session::new(stream, Role::Server, up.early, started);
+    if let Some(a) = agreed {
+        s.enable_deflate(a);
+    }
     let agent = req.param("agent").unwrap_or("unknown").to_string();
     match req.path.as_str() {
         "/getCaseCount" => reply_and_close(s, srv.cases.len().to_string()).await,
@@ -115,20 +151,14 @@ async fn handle(mut stream: TcpStream, srv: Arc<FuzzServer>) {
                 return;
             };
             let case = &srv.cases[i];
-            let res = if matches!(case.kind, super::cases::CaseKind::Unimplemented) {
-                s.send_close(Some(1000), b"");
-                while s
-                    .next_event(Instant::now() + Duration::from_secs(1))
-                    .await
-                    .is_some()
-                {}
-                CaseResult::unimplemented(case)
-            } else {
-                runner::run_on_session(&mut s, case, Role::Server, started, false).await
-            };
+            srv.running.fetch_add(1, Ordering::SeqCst);
+            let mut res = runner::run_on_session(&mut s, case, Role::Server, started, false).await;
+            res.offered_extensions = up.offered;
+            res.negotiated_extensions = up.accepted;
             if let Ok(mut r) = srv.results.lock() {
                 r.entry(agent).or_default().insert(case.id.clone(), res);
             }
+            srv.running.fetch_sub(1, Ordering::SeqCst);
         }
         "/updateReports" => {
             if let Ok(mut r) = srv.reported.lock() {
@@ -140,6 +170,7 @@ async fn handle(mut stream: TcpStream, srv: Arc<FuzzServer>) {
                 .await
                 .is_some()
             {}
+            srv.settle(Duration::from_secs(15)).await;
             srv.updated.notify_waiters();
         }
         _ => {
@@ -162,7 +193,7 @@ mod tests {
     async fn client_conn(url: &WsUrl, path: &str) -> Option<String> {
         let mut st = TcpStream::connect(url.addr()).await.ok()?;
         let u = url.with_path(path);
-        let early = handshake::client(&mut st, &u, [7; 16], Duration::from_secs(2))
+        let (early, _) = handshake::client(&mut st, &u, [7; 16], Duration::from_secs(2), None)
             .await
             .ok()?;
         let mut r = FrameReader::new(1 << 26);

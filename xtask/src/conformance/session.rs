@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
+use super::deflate::{Agreement, Deflater, Inflater};
 use super::frame::{self, FrameReader, FrameSpec, OP_CLOSE, OP_CONT, OP_PING, OP_PONG};
 use super::verdict::{CloseObservation, Event, TcpCloser};
 
@@ -103,6 +104,24 @@ fn frame_summary(fin: bool, rsv: u8, opcode: u8, len: usize, payload: &[u8]) -> 
     )
 }
 
+/// permessage-deflate state of a session.
+pub struct Pmd {
+    /// The negotiated parameters, as a response header element.
+    pub negotiated: String,
+    tx: Deflater,
+    rx: Inflater,
+    /// Payload bytes of compressed messages sent.
+    pub tx_payload: u64,
+    /// Wire (compressed) bytes of those.
+    pub tx_wire: u64,
+    /// Payload bytes of compressed messages received.
+    pub rx_payload: u64,
+    /// Wire (compressed) bytes of those.
+    pub rx_wire: u64,
+    /// Uncompressed data messages received.
+    pub rx_plain: u64,
+}
+
 /// A live fuzzing connection.
 pub struct Session {
     role: Role,
@@ -114,7 +133,9 @@ pub struct Session {
     rng: u64,
     state: State,
     pending: VecDeque<Event>,
-    msg: Option<(u8, Vec<u8>)>,
+    msg: Option<(u8, Vec<u8>, bool)>,
+    /// permessage-deflate, when negotiated.
+    pub pmd: Option<Pmd>,
     sent_close: bool,
     recv_close: bool,
     closed_by_me: Option<bool>,
@@ -162,6 +183,7 @@ impl Session {
             state: State::Open,
             pending: VecDeque::new(),
             msg: None,
+            pmd: None,
             sent_close: false,
             recv_close: false,
             closed_by_me: None,
@@ -181,6 +203,52 @@ impl Session {
                 ..WireLog::default()
             },
             log_on: true,
+        }
+    }
+
+    /// Enables permessage-deflate with the negotiated parameters.
+    pub fn enable_deflate(&mut self, agreement: Agreement) {
+        let we_are_server = self.role == Role::Server;
+        let (tx_reset, tx_bits) = agreement.direction(we_are_server);
+        let (rx_reset, _) = agreement.direction(!we_are_server);
+        self.note(format!(
+            "permessage-deflate negotiated: {} (suite sends with a {tx_bits}-bit window{})",
+            agreement.header(),
+            if tx_reset {
+                ", no context takeover"
+            } else {
+                ""
+            }
+        ));
+        self.pmd = Some(Pmd {
+            negotiated: agreement.header(),
+            tx: Deflater::new(tx_bits, tx_reset),
+            rx: Inflater::new(rx_reset, MAX_INBOUND as usize),
+            tx_payload: 0,
+            tx_wire: 0,
+            rx_payload: 0,
+            rx_wire: 0,
+            rx_plain: 0,
+        });
+    }
+
+    /// Sends a data message, compressed (RSV1 on the first frame) when
+    /// permessage-deflate is on, in frames of at most `frag` bytes of wire
+    /// payload (0 = one frame).
+    pub fn send_message(&mut self, opcode: u8, payload: &[u8], frag: usize) {
+        let mut frames = match self.pmd.as_mut() {
+            Some(p) => {
+                let c = p.tx.compress(payload);
+                p.tx_payload += payload.len() as u64;
+                p.tx_wire += c.len() as u64;
+                let mut frames = frame::fragment(opcode, &c, frag);
+                frames[0].rsv = 4;
+                frames
+            }
+            None => frame::fragment(opcode, payload, frag),
+        };
+        for f in frames.drain(..) {
+            self.send_frame(&f, 0, false);
         }
     }
 
@@ -409,7 +477,16 @@ impl Session {
             _ => {}
         }
         if f.rsv != 0 {
-            return self.violation(format!("RSV bits {} set without an extension", f.rsv));
+            let compressed_start = f.rsv == 4 && matches!(f.opcode, 1 | 2) && self.pmd.is_some();
+            if !compressed_start {
+                return self.violation(match (f.rsv, &self.pmd) {
+                    (4, Some(_)) if f.opcode == OP_CONT => {
+                        "RSV1 set on a continuation frame".to_string()
+                    }
+                    (4, Some(_)) => "RSV1 set on a control frame".to_string(),
+                    (r, _) => format!("RSV bits {r} set without an extension that defines them"),
+                });
+            }
         }
         match f.opcode {
             OP_CLOSE | OP_PING | OP_PONG => {
@@ -432,7 +509,7 @@ impl Session {
                 }
             }
             OP_CONT => {
-                let Some((op, mut buf)) = self.msg.take() else {
+                let Some((op, mut buf, compressed)) = self.msg.take() else {
                     return self.violation("continuation frame without a message".into());
                 };
                 if (buf.len() + f.payload.len()) as u64 > MAX_INBOUND {
@@ -440,27 +517,43 @@ impl Session {
                 }
                 buf.extend_from_slice(&f.payload);
                 if f.fin {
-                    self.complete(op, buf);
+                    self.complete(op, buf, compressed);
                 } else {
-                    self.msg = Some((op, buf));
+                    self.msg = Some((op, buf, compressed));
                 }
             }
             1 | 2 => {
                 if self.msg.is_some() {
                     return self.violation("new data frame inside a fragmented message".into());
                 }
+                let compressed = f.rsv == 4;
                 if f.fin {
-                    self.complete(f.opcode, f.payload);
+                    self.complete(f.opcode, f.payload, compressed);
                 } else {
-                    self.msg = Some((f.opcode, f.payload));
+                    self.msg = Some((f.opcode, f.payload, compressed));
                 }
             }
             op => self.violation(format!("reserved opcode {op}")),
         }
     }
 
-    fn complete(&mut self, op: u8, payload: Vec<u8>) {
+    fn complete(&mut self, op: u8, payload: Vec<u8>, compressed: bool) {
         let binary = op == 2;
+        let payload = match self.pmd.as_mut() {
+            Some(p) if compressed => match p.rx.decompress(&payload) {
+                Ok(plain) => {
+                    p.rx_wire += payload.len() as u64;
+                    p.rx_payload += plain.len() as u64;
+                    plain
+                }
+                Err(e) => return self.violation(format!("bad compressed message: {e}")),
+            },
+            Some(p) => {
+                p.rx_plain += 1;
+                payload
+            }
+            None => payload,
+        };
         if !binary && std::str::from_utf8(&payload).is_err() {
             return self.violation("text message with invalid UTF-8".into());
         }

@@ -61,9 +61,6 @@ pub enum CloseBehavior {
     /// Undefined by the spec; reported for information.
     #[serde(rename = "INFORMATIONAL")]
     Informational,
-    /// Not run because the feature is not implemented.
-    #[serde(rename = "UNIMPLEMENTED")]
-    Unimplemented,
 }
 
 impl CloseBehavior {
@@ -76,7 +73,6 @@ impl CloseBehavior {
             CloseBehavior::FailedByClient => "FAILED BY CLIENT",
             CloseBehavior::Failed => "FAILED",
             CloseBehavior::Informational => "INFORMATIONAL",
-            CloseBehavior::Unimplemented => "UNIMPLEMENTED",
         }
     }
 }
@@ -327,9 +323,7 @@ pub fn judge_close(
 /// FAILED close fail the case; FAILED BY CLIENT, a SHOULD, is NON-STRICT).
 pub fn overall(b: Behavior, c: CloseBehavior) -> Behavior {
     let from_close = match c {
-        CloseBehavior::Ok | CloseBehavior::Informational | CloseBehavior::Unimplemented => {
-            Behavior::Ok
-        }
+        CloseBehavior::Ok | CloseBehavior::Informational => Behavior::Ok,
         CloseBehavior::FailedByClient => Behavior::NonStrict,
         CloseBehavior::WrongCode | CloseBehavior::Unclean | CloseBehavior::Failed => {
             Behavior::Failed

@@ -1,0 +1,340 @@
+//! WebSocket upgrades for requests served by hyper 1, and so by frameworks built on it
+//! (axum): validate the request, answer it, and get a [`WebSocketStream`] over the
+//! upgraded connection.
+//!
+//! [`upgrade`] (or [`upgrade_with`], to choose a subprotocol or refuse) checks the
+//! request as RFC 6455 section 4.2.1 asks (GET, HTTP/1.1, `Upgrade: websocket`,
+//! `Connection: Upgrade`, version 13, a valid key), negotiates permessage-deflate with
+//! the [`Config`]'s policy, and returns the `101 Switching Protocols` response for the
+//! service to return, with a [`HyperWebSocket`]: a future that resolves, once hyper has
+//! sent the response and handed over the connection, to a [`WebSocketStream`]. A request
+//! that is not a valid handshake gives an [`UpgradeError`] whose
+//! [`into_response`](UpgradeError::into_response) is the answer it deserves (400, 405,
+//! 426 with `Sec-WebSocket-Version: 13`, or the service's own [`Rejection`]).
+//!
+//! The hyper connection must be served with upgrades enabled
+//! (`http1::Builder::serve_connection(..).with_upgrades()`; `axum::serve` does it).
+//! WebSockets over HTTP/2 (RFC 8441) are not supported: such requests get 400.
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//!
+//! use duplex_tokio::hyper::{upgrade, Full, UpgradeError};
+//! use duplex_tokio::{Config, Message};
+//! use hyper::body::{Bytes, Incoming};
+//! use hyper::server::conn::http1;
+//! use hyper::service::service_fn;
+//! use hyper::{Request, Response};
+//! use hyper_util::rt::TokioIo;
+//!
+//! async fn handle(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+//!     let (response, websocket) = match upgrade(&mut request, &Config::default()) {
+//!         Ok(accepted) => accepted,
+//!         Err(error) => return Ok(error.into_response()),
+//!     };
+//!     tokio::spawn(async move {
+//!         let Ok(mut ws) = websocket.await else { return };
+//!         while let Some(Ok(message)) = ws.recv().await {
+//!             if message.is_data() && ws.send(message).await.is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     });
+//!     Ok(response)
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! loop {
+//!     let (tcp, _) = listener.accept().await?;
+//!     tokio::spawn(async move {
+//!         let connection = http1::Builder::new()
+//!             .serve_connection(TokioIo::new(tcp), service_fn(handle))
+//!             .with_upgrades();
+//!         let _ = connection.await;
+//!     });
+//! }
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use ::hyper::upgrade::{OnUpgrade, Upgraded};
+use bytes::Bytes;
+use duplex_core::{DeflateParams, Role};
+use duplex_handshake::http::{self, HeaderValue, Request, Response, StatusCode, Version, header};
+use duplex_handshake::{Acceptance, ClientOffer, Rejection};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::Config;
+use crate::stream::WebSocketStream;
+
+pub use http_body_util::Full;
+
+/// The upgraded connection as a tokio `AsyncRead + AsyncWrite` stream.
+pub type UpgradedIo = TokioIo<Upgraded>;
+
+/// True when `request` asks for a WebSocket (`Upgrade: websocket`, any case), for
+/// routing one path to a page or a WebSocket. It does not validate the handshake:
+/// [`upgrade`] does.
+///
+/// ```
+/// use duplex_tokio::http::Request;
+///
+/// let page = Request::get("/").body(()).unwrap();
+/// let socket = Request::get("/").header("upgrade", "WebSocket").body(()).unwrap();
+/// assert!(!duplex_tokio::hyper::is_upgrade_request(&page));
+/// assert!(duplex_tokio::hyper::is_upgrade_request(&socket));
+/// ```
+pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Accepts `request` as a WebSocket handshake with no subprotocol, negotiating
+/// permessage-deflate with `config`'s policy.
+///
+/// Returns the 101 response for the service to return and the [`HyperWebSocket`] to
+/// await (usually in a spawned task) for the stream. Protocol limits (message sizes,
+/// keepalive) come from `config`; its handshake limits and timeout do not apply, as
+/// hyper reads the request.
+///
+/// ```
+/// use duplex_tokio::http::{Request, StatusCode};
+/// use duplex_tokio::Config;
+///
+/// // A plain GET is no handshake: the answer is 400 and says why.
+/// let mut request = Request::get("/ws").header("host", "example.com").body(()).unwrap();
+/// let error = duplex_tokio::hyper::upgrade(&mut request, &Config::default()).unwrap_err();
+/// assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+/// let response = error.into_response();
+/// assert_eq!(response.headers()["connection"], "close");
+/// ```
+pub fn upgrade<B>(
+    request: &mut Request<B>,
+    config: &Config,
+) -> Result<(Response<Full<Bytes>>, HyperWebSocket), UpgradeError> {
+    upgrade_with(request, config, |_, _| Ok(Acceptance::default()))
+}
+
+/// Like [`upgrade`], with a `callback` that sees the request and the client's offer and
+/// decides: accept, choosing a subprotocol and extra response headers through
+/// [`Acceptance`], or refuse with a [`Rejection`] (returned as
+/// [`UpgradeError::Rejected`], whose response is the rejection's).
+///
+/// ```no_run
+/// use duplex_tokio::hyper::{upgrade_with, Full};
+/// use duplex_tokio::http::{Request, Response, StatusCode};
+/// use duplex_tokio::{Acceptance, Config, Rejection};
+/// use hyper::body::Bytes;
+///
+/// fn handle<B>(request: &mut Request<B>, config: &Config) -> Response<Full<Bytes>> {
+///     let accepted = upgrade_with(request, config, |request, offer| {
+///         if !request.headers().contains_key("cookie") {
+///             return Err(Rejection::new(StatusCode::FORBIDDEN, "log in first"));
+///         }
+///         let mut acceptance = Acceptance::default();
+///         if let Some(protocol) = offer.select_protocol(&["chat.v2", "chat.v1"]) {
+///             acceptance = acceptance.protocol(protocol);
+///         }
+///         Ok(acceptance)
+///     });
+///     match accepted {
+///         Ok((response, websocket)) => {
+///             let chosen = websocket.protocol().map(str::to_owned);
+///             tokio::spawn(async move {
+///                 let Ok(mut ws) = websocket.await else { return };
+///                 // ... speak `chosen` on `ws` ...
+/// #               let _ = (&mut ws, chosen);
+///             });
+///             response
+///         }
+///         Err(error) => error.into_response(),
+///     }
+/// }
+/// ```
+pub fn upgrade_with<B, F>(
+    request: &mut Request<B>,
+    config: &Config,
+    callback: F,
+) -> Result<(Response<Full<Bytes>>, HyperWebSocket), UpgradeError>
+where
+    F: FnOnce(&Request<B>, &ClientOffer) -> Result<Acceptance, Rejection>,
+{
+    let offer = ClientOffer::from_request(request)?;
+    if request.version() != Version::HTTP_11 {
+        return Err(duplex_handshake::HandshakeError::UnsupportedHttpVersion.into());
+    }
+    let acceptance = callback(request, &offer).map_err(UpgradeError::Rejected)?;
+    let (response, deflate) = offer.accept_negotiated(&acceptance, config.deflate.as_ref())?;
+    let on_upgrade = request
+        .extensions_mut()
+        .remove::<OnUpgrade>()
+        .ok_or(UpgradeError::NotUpgradable)?;
+    let websocket = HyperWebSocket {
+        on_upgrade,
+        config: config.protocol.clone(),
+        deflate,
+        protocol: acceptance.chosen_protocol().map(str::to_owned),
+    };
+    Ok((response.map(|()| Full::new(Bytes::new())), websocket))
+}
+
+/// An accepted WebSocket waiting for hyper to hand over the connection: a future of
+/// the [`WebSocketStream`].
+///
+/// It resolves once hyper has written the 101 response, which happens after the
+/// service returns it, so await it in a task of its own (awaiting it inside the
+/// service would wait forever). It fails if the connection closes first or is not
+/// served with upgrades enabled.
+#[must_use = "the connection is only upgraded when this future is awaited"]
+#[derive(Debug)]
+pub struct HyperWebSocket {
+    on_upgrade: OnUpgrade,
+    config: duplex_core::Config,
+    deflate: Option<DeflateParams>,
+    protocol: Option<String>,
+}
+
+impl HyperWebSocket {
+    /// The subprotocol chosen in the 101 response, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The permessage-deflate parameters agreed in the 101 response, if any.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref()
+    }
+
+    /// Waits for the upgrade like awaiting `self`, but runs the WebSocket over
+    /// `wrap(io)`: a stream wrapping the upgraded connection (to count or log bytes,
+    /// or to add a rate limit).
+    pub async fn wrap_stream<S, F>(self, wrap: F) -> Result<WebSocketStream<S>, ::hyper::Error>
+    where
+        S: AsyncRead + AsyncWrite,
+        F: FnOnce(UpgradedIo) -> S,
+    {
+        let Self {
+            on_upgrade,
+            config,
+            deflate,
+            ..
+        } = self;
+        let io = TokioIo::new(on_upgrade.await?);
+        // hyper keeps bytes that arrived after the request head inside `Upgraded` and
+        // returns them first, so there is no leftover to pass on.
+        Ok(WebSocketStream::from_raw(
+            wrap(io),
+            Role::Server,
+            config,
+            deflate,
+            &[],
+        ))
+    }
+}
+
+impl Future for HyperWebSocket {
+    type Output = Result<WebSocketStream<UpgradedIo>, ::hyper::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx))?;
+        Poll::Ready(Ok(WebSocketStream::from_raw(
+            TokioIo::new(upgraded),
+            Role::Server,
+            this.config.clone(),
+            this.deflate,
+            &[],
+        )))
+    }
+}
+
+/// Why a request was not upgraded, with the response to answer it with.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UpgradeError {
+    /// The request is not a valid WebSocket handshake (or asked for something we cannot
+    /// give, such as an unoffered subprotocol chosen by the callback).
+    Handshake(duplex_handshake::HandshakeError),
+    /// The [`upgrade_with`] callback refused the request.
+    Rejected(Rejection),
+    /// The request carries no hyper upgrade handle: it was not read by a hyper 1
+    /// HTTP/1.1 server connection, or the handle was taken before. Answered with 500.
+    NotUpgradable,
+}
+
+impl UpgradeError {
+    /// The status of the response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Handshake(error) => error.status(),
+            Self::Rejected(rejection) => rejection.response().status(),
+            Self::NotUpgradable => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response to send instead of 101: for a bad handshake its status (400, 405,
+    /// 426 with `Sec-WebSocket-Version: 13`) with a plain-text reason and
+    /// `Connection: close`; for a rejection, the rejection's response.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let response = match self {
+            Self::Handshake(error) => error.response(),
+            Self::Rejected(rejection) => rejection.into_response(),
+            Self::NotUpgradable => {
+                let mut response = Response::new(format!("{}\n", Self::NotUpgradable));
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                response
+            }
+        };
+        response.map(|body| Full::new(Bytes::from(body)))
+    }
+}
+
+impl fmt::Display for UpgradeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Handshake(error) => write!(f, "WebSocket handshake failed: {error}"),
+            Self::Rejected(rejection) => write!(
+                f,
+                "the request was rejected with {}",
+                rejection.response().status()
+            ),
+            Self::NotUpgradable => f.write_str(
+                "the request cannot be upgraded: it was not read by a hyper HTTP/1.1 \
+                 connection, or its upgrade was taken already",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UpgradeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Handshake(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<duplex_handshake::HandshakeError> for UpgradeError {
+    fn from(error: duplex_handshake::HandshakeError) -> Self {
+        Self::Handshake(error)
+    }
+}
+
+// `http` is the same crate as hyper's; this fails to compile if they ever diverge.
+const _: fn(::hyper::Request<()>) -> http::Request<()> = |request| request;
