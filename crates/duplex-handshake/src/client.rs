@@ -280,14 +280,7 @@ impl ClientHandshake {
 pub fn parse_response(head: &[u8], max_headers: usize) -> Result<Response<()>, HandshakeError> {
     let mut slots = vec![httparse::EMPTY_HEADER; max_headers];
     let mut parsed = httparse::Response::new(&mut slots);
-    match parsed.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HandshakeError::Incomplete),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HandshakeError::TooManyHeaders { limit: max_headers });
-        }
-        Err(error) => return Err(HandshakeError::Malformed(error.to_string())),
-    }
+    crate::check_parsed(parsed.parse(head), max_headers)?;
     let status = StatusCode::from_u16(parsed.code.unwrap_or_default())
         .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
     let mut response = Response::new(());

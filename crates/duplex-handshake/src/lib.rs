@@ -76,6 +76,21 @@ pub(crate) fn header_tokens<'a>(
         .filter(|t| !t.is_empty())
 }
 
+/// Maps httparse's verdict on a complete head to our errors.
+pub(crate) fn check_parsed(
+    result: Result<httparse::Status<usize>, httparse::Error>,
+    max_headers: usize,
+) -> Result<(), HandshakeError> {
+    match result {
+        Ok(httparse::Status::Complete(_)) => Ok(()),
+        Ok(httparse::Status::Partial) => Err(HandshakeError::Incomplete),
+        Err(httparse::Error::TooManyHeaders) => {
+            Err(HandshakeError::TooManyHeaders { limit: max_headers })
+        }
+        Err(error) => Err(HandshakeError::Malformed(error.to_string())),
+    }
+}
+
 /// Converts httparse's headers into a `HeaderMap`.
 pub(crate) fn parse_headers(raw: &[httparse::Header<'_>]) -> Result<HeaderMap, HandshakeError> {
     let mut headers = HeaderMap::with_capacity(raw.len());

@@ -61,14 +61,7 @@ impl ServerHandshake {
 pub fn parse_request(head: &[u8], max_headers: usize) -> Result<Request<()>, HandshakeError> {
     let mut slots = vec![httparse::EMPTY_HEADER; max_headers];
     let mut parsed = httparse::Request::new(&mut slots);
-    match parsed.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HandshakeError::Incomplete),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HandshakeError::TooManyHeaders { limit: max_headers });
-        }
-        Err(error) => return Err(HandshakeError::Malformed(error.to_string())),
-    }
+    crate::check_parsed(parsed.parse(head), max_headers)?;
     let method = parsed.method.unwrap_or_default();
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|e| HandshakeError::Malformed(e.to_string()))?;

@@ -15,6 +15,28 @@ use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
+/// A valid client handshake for a raw socket (the RFC's sample key).
+const RAW_HANDSHAKE: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+fn addr_of(url: &str) -> String {
+    url.trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Accepts one connection and returns its first event.
+fn first_event_of_one(
+    listener: TcpListener,
+) -> tokio::task::JoinHandle<Option<Result<Message, Error>>> {
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = accept(tcp).await.unwrap();
+        ws.recv().await
+    })
+}
+
 async fn bind() -> (TcpListener, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
@@ -84,11 +106,7 @@ async fn server_sees_client_close_and_the_close_handshake_completes() {
 #[tokio::test]
 async fn peer_vanishing_without_close_is_a_distinct_error() {
     let (listener, url) = bind().await;
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = accept(tcp).await.unwrap();
-        ws.recv().await
-    });
+    let server = first_event_of_one(listener);
     let (ws, _) = connect(&url).await.unwrap();
     drop(ws);
     let result = timeout(LIMIT, server).await.unwrap().unwrap();
@@ -143,10 +161,7 @@ async fn callback_picks_a_subprotocol_or_rejects_with_its_status() {
 #[tokio::test]
 async fn stalled_handshake_is_dropped_after_the_timeout() {
     let (listener, url) = bind().await;
-    let addr = url
-        .trim_start_matches("ws://")
-        .trim_end_matches('/')
-        .to_owned();
+    let addr = addr_of(&url);
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let config = Config::default().handshake_timeout(Duration::from_millis(200));
@@ -174,21 +189,14 @@ async fn stalled_handshake_is_dropped_after_the_timeout() {
 #[tokio::test]
 async fn bad_version_is_answered_426_with_version_13() {
     let (listener, url) = bind().await;
-    let addr = url
-        .trim_start_matches("ws://")
-        .trim_end_matches('/')
-        .to_owned();
+    let addr = addr_of(&url);
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         accept(tcp).await.err()
     });
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let old_version = String::from_utf8_lossy(RAW_HANDSHAKE).replace("Version: 13", "Version: 8");
+    tcp.write_all(old_version.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     timeout(LIMIT, tcp.read_to_end(&mut answer))
         .await
@@ -252,42 +260,12 @@ async fn split_halves_work_from_different_tasks_and_reader_answers_pings() {
 #[tokio::test]
 async fn protocol_violation_closes_with_1002_on_the_wire() {
     let (listener, url) = bind().await;
-    let addr = url
-        .trim_start_matches("ws://")
-        .trim_end_matches('/')
-        .to_owned();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = accept(tcp).await.unwrap();
-        ws.recv().await
-    });
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    // Our own client handshake, then an unmasked frame, which a server must reject.
-    let (mut ws, _) = client_with(ClientRequest::new(&url).unwrap(), tcp, Config::default())
+    let server = first_event_of_one(listener);
+    let mut tcp = TcpStream::connect(addr_of(&url)).await.unwrap();
+    // An unmasked frame right after the handshake: a server must reject it with 1002.
+    tcp.write_all(&[RAW_HANDSHAKE, b"\x81\x02hi"].concat())
         .await
         .unwrap();
-    drop(ws.send(Message::text("fine")).await);
-    let server_event = timeout(LIMIT, server).await.unwrap().unwrap();
-    assert!(matches!(server_event, Some(Ok(Message::Text(_)))));
-    drop(ws);
-
-    let (listener, url) = bind().await;
-    let addr = url
-        .trim_start_matches("ws://")
-        .trim_end_matches('/')
-        .to_owned();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = accept(tcp).await.unwrap();
-        ws.recv().await
-    });
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x02hi",
-    )
-    .await
-    .unwrap();
     let mut answer = Vec::new();
     timeout(LIMIT, tcp.read_to_end(&mut answer))
         .await
@@ -302,10 +280,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
 #[tokio::test]
 async fn keepalive_closes_a_peer_that_stops_answering() {
     let (listener, url) = bind().await;
-    let addr = url
-        .trim_start_matches("ws://")
-        .trim_end_matches('/')
-        .to_owned();
+    let addr = addr_of(&url);
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let protocol =
@@ -319,12 +294,7 @@ async fn keepalive_closes_a_peer_that_stops_answering() {
     });
     // A client that completes the handshake and then never reads or answers.
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    tcp.write_all(RAW_HANDSHAKE).await.unwrap();
     let event = timeout(LIMIT, server).await.unwrap().unwrap();
     assert!(
         matches!(event, Some(Err(Error::Timeout(TimeoutKind::Keepalive)))),
@@ -454,4 +424,21 @@ async fn deflate_can_be_turned_off_on_either_side() {
     );
     ws.close(None).await.unwrap();
     assert!(!timeout(LIMIT, server).await.unwrap().unwrap());
+}
+
+#[tokio::test]
+async fn client_with_runs_over_a_stream_the_caller_has() {
+    let (listener, url) = bind().await;
+    let server = tokio::spawn(echo_once(listener));
+    let tcp = TcpStream::connect(addr_of(&url)).await.unwrap();
+    let request = ClientRequest::new(&url).unwrap();
+    let (mut ws, response) = client_with(request, tcp, Config::default()).await.unwrap();
+    assert_eq!(response.response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("over my own socket")).await.unwrap();
+    assert_eq!(
+        ws.recv().await.unwrap().unwrap(),
+        Message::text("over my own socket")
+    );
+    ws.close(None).await.unwrap();
+    timeout(LIMIT, server).await.unwrap().unwrap();
 }
