@@ -51,7 +51,7 @@ pub async fn connect_with(
         let tcp = TcpStream::connect((request.host(), request.port())).await?;
         tcp.set_nodelay(true)?;
         if request.is_tls() {
-            crate::maybe_tls::wrap_tls(tcp, request.host(), None).await
+            crate::maybe_tls::wrap_tls(tcp, request.host(), config.tls_client()).await
         } else {
             Ok(MaybeTlsStream::Plain(tcp))
         }

@@ -22,6 +22,8 @@ pub struct Config {
     pub(crate) limits: Limits,
     pub(crate) handshake_timeout: Duration,
     pub(crate) deflate: Option<DeflateConfig>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 /// 10 seconds to complete the opening handshake.
@@ -34,6 +36,8 @@ impl Default for Config {
             limits: Limits::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             deflate: Some(DeflateConfig::default()),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -69,6 +73,18 @@ impl Config {
         self
     }
 
+    /// The rustls client configuration used for `wss://` by [`connect_with`](crate::connect_with)
+    /// (default: the web PKI roots, no client certificate). For a private CA, pinned
+    /// certificates or client authentication.
+    #[cfg(feature = "tls")]
+    pub fn tls_client_config(
+        mut self,
+        config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    ) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// The configured handshake timeout.
     pub fn get_handshake_timeout(&self) -> Duration {
         self.handshake_timeout
@@ -77,5 +93,19 @@ impl Config {
     /// The protocol engine's configuration.
     pub fn get_protocol(&self) -> &duplex_core::Config {
         &self.protocol
+    }
+}
+
+impl Config {
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_client(
+        &self,
+    ) -> Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
+        self.tls.clone()
+    }
+
+    #[cfg(not(feature = "tls"))]
+    pub(crate) fn tls_client(&self) -> Option<()> {
+        None
     }
 }
