@@ -290,6 +290,37 @@ mod tests {
     }
 
     #[test]
+    fn rfc_7692_section_7_2_3_2_second_hello_with_context_takeover() {
+        let mut server = Deflate::new(Role::Server, DeflateParams::default(), 6);
+        server.compress(b"Hello");
+        // With the context kept, the second "Hello" is a back-reference: f2 00 11 00 00.
+        assert_eq!(
+            &server.compress(b"Hello")[..],
+            &[0xf2, 0x00, 0x11, 0x00, 0x00]
+        );
+        let mut client = Deflate::new(Role::Client, DeflateParams::default(), 6);
+        for payload in [
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00][..],
+            &[0xf2, 0x00, 0x11, 0x00, 0x00],
+        ] {
+            let mut out = Vec::new();
+            assert!(client.inflate(payload, true, &mut out, 100).is_ok());
+            assert_eq!(out, b"Hello");
+        }
+        // Without context takeover both messages compress the same way.
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            ..DeflateParams::default()
+        };
+        let mut server = Deflate::new(Role::Server, params, 6);
+        server.compress(b"Hello");
+        assert_eq!(
+            &server.compress(b"Hello")[..],
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
+        );
+    }
+
+    #[test]
     fn rfc_7692_uncompressed_block_and_bfinal_block_inflate() {
         let mut client = Deflate::new(Role::Client, DeflateParams::default(), 6);
         // Section 7.2.3.3: "Hello" in a stored block.

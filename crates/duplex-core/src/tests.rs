@@ -1099,3 +1099,45 @@ fn shrinking_buffers_between_fragments_keeps_the_inflate_stream() {
         assert_eq!(got, vec![Message::text(text.as_str())]);
     }
 }
+
+#[test]
+fn control_frames_interleave_with_a_compressed_fragmented_message() {
+    let mut client = Connection::new(Role::Client, Config::default().send_frame_size(Some(4)));
+    client.enable_deflate(DeflateParams::default());
+    let text = "interleaved with pings, interleaved with pings ".repeat(20);
+    client.send(Message::text(text.as_str())).unwrap();
+    let wire = drain(&mut client);
+    // Split the client's frames and put a ping between every two of them.
+    let mut decoder = duplex_codec::Decoder::new(duplex_codec::Masking::Any, 1 << 20);
+    let mut buf = BytesMut::from(&wire[..]);
+    let mut interleaved = Vec::new();
+    let mut frames = 0;
+    let mut start = 0;
+    while let Some(item) = decoder.decode(&mut buf).unwrap() {
+        if let duplex_codec::Decoded::Frame { complete: true, .. } = item {
+            let end = wire.len() - buf.len();
+            interleaved.extend_from_slice(&wire[start..end]);
+            interleaved.extend(client_frame(0x89, &[frames as u8]));
+            start = end;
+            frames += 1;
+        }
+    }
+    assert!(frames > 3, "{frames} frames");
+    let mut server = server();
+    server.enable_deflate(DeflateParams::default());
+    server.receive(&interleaved);
+    let got: Vec<Message> = events(&mut server, Instant::now())
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got.len(), frames + 1);
+    assert_eq!(
+        got.iter().filter(|m| matches!(m, Message::Ping(_))).count(),
+        frames
+    );
+    assert_eq!(
+        got[frames - 1],
+        Message::text(text.as_str()),
+        "the message ends before the last ping"
+    );
+}
