@@ -21,6 +21,9 @@
 //!   released when drained.
 //! - **Overload**: a connection limit answered with 503, and a short pause in
 //!   accepting (instead of a busy loop) when file descriptors run out.
+//! - **Panicking handlers**: a panic in a callback is caught; it closes that connection
+//!   with 1011 and the worker goes on serving the others (see
+//!   [Panics](Handler#panics)).
 //! - **Fan-out**: a broadcast is encoded once ([`PreparedMessage`]) and its bytes are
 //!   shared by every receiver on every worker.
 //!

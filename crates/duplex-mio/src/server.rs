@@ -26,6 +26,24 @@ use crate::worker::Worker;
 /// Only [`on_message`](Self::on_message) must be written; the rest default to accepting
 /// every client and ignoring everything else.
 ///
+/// # Panics
+///
+/// A panic in a callback (or in the handler factory, or the handler's destructor) is
+/// caught, so it ends only its own connection, not the worker thread and the other
+/// connections it serves:
+///
+/// - in [`on_open`](Self::on_open) or the factory, the client gets
+///   `500 Internal Server Error` instead of the 101;
+/// - in any later callback, the connection is closed with 1011 (internal error), the
+///   handler is dropped at once and gets no further calls (not even
+///   [`on_close`](Self::on_close));
+/// - a line naming the connection is written to stderr, after the message of the panic
+///   hook.
+///
+/// Messages the handler queued before it panicked are still sent. State the handler
+/// shares with others (through a `Mutex`, say) may be left half-updated, as after any
+/// caught panic. With `panic = "abort"` nothing can be caught and the process ends.
+///
 /// ```
 /// use duplex_mio::{Context, Handler, Message};
 ///

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -616,10 +617,17 @@ where
             peer_close: None,
         };
         let id = self.local.id(slot);
-        let mut handler = (self.factory)(id);
-        let decision = {
+        let factory = self.factory;
+        let opened = guarded(id, "its factory or on_open", || {
+            let mut handler = factory(id);
             let mut ctx = Context::new(&mut self.local, &self.shared, slot);
-            handler.on_open(&mut ctx, &request, &offer)
+            let decision = handler.on_open(&mut ctx, &request, &offer);
+            (handler, decision)
+        });
+        let Some((mut handler, decision)) = opened else {
+            // The connection never opened: answer as an HTTP server does.
+            self.local.unsubscribe_all(slot);
+            return self.reject(slot, plain_response(StatusCode::INTERNAL_SERVER_ERROR));
         };
         let (response, deflate) = match decision {
             Ok(acceptance) => match offer
@@ -627,13 +635,17 @@ where
             {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    let mut ctx = Context::new(&mut self.local, &self.shared, slot);
-                    handler.on_error(&mut ctx, &ConnectionError::Handshake(error));
+                    guarded(id, "on_error", || {
+                        let mut ctx = Context::new(&mut self.local, &self.shared, slot);
+                        handler.on_error(&mut ctx, &ConnectionError::Handshake(error));
+                    });
+                    drop_handler(id, handler);
                     self.local.unsubscribe_all(slot);
                     return self.reject(slot, plain_response(StatusCode::INTERNAL_SERVER_ERROR));
                 }
             },
             Err(rejection) => {
+                drop_handler(id, handler);
                 self.local.unsubscribe_all(slot);
                 let mut response = rejection.into_response();
                 response.headers_mut().insert(
@@ -669,7 +681,24 @@ where
         write_response(&response, &mut bytes);
         entry.response = bytes;
         entry.state = State::Rejecting { deadline };
-        self.handlers[slot] = None;
+        if let Some(handler) = self.handlers.get_mut(slot).and_then(Option::take) {
+            drop_handler(self.local.id(slot), handler);
+        }
+    }
+
+    /// A callback of an open connection's handler panicked: the handler is dropped
+    /// (no more calls, no `on_close`) and the connection closes with 1011.
+    fn handler_panicked(&mut self, slot: usize) {
+        let id = self.local.id(slot);
+        if let Some(handler) = self.handlers.get_mut(slot).and_then(Option::take) {
+            drop_handler(id, handler);
+        }
+        if let Some(conn) = self.local.entry_mut(slot).and_then(Entry::conn_mut) {
+            // Fails only if our close frame is already queued, which is as good.
+            let frame = CloseFrame::new(CloseCode::InternalError, "internal error");
+            let _ = conn.close(Some(frame), Instant::now());
+            self.local.mark_dirty(slot);
+        }
     }
 
     /// Takes every event out of the engine and hands it to the handler.
@@ -694,13 +723,20 @@ where
             let Some(handler) = self.handlers.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            let mut ctx = Context::new(&mut self.local, &self.shared, slot);
+            let id = self.local.id(slot);
             let ping = matches!(event, Ok(Message::Ping(_)));
-            match event {
-                Ok(Message::Ping(payload)) => handler.on_ping(&mut ctx, payload),
-                Ok(Message::Pong(payload)) => handler.on_pong(&mut ctx, payload),
-                Ok(message) => handler.on_message(&mut ctx, message),
-                Err(error) => handler.on_error(&mut ctx, &ConnectionError::WebSocket(error)),
+            let called = guarded(id, "a callback", || {
+                let mut ctx = Context::new(&mut self.local, &self.shared, slot);
+                match event {
+                    Ok(Message::Ping(payload)) => handler.on_ping(&mut ctx, payload),
+                    Ok(Message::Pong(payload)) => handler.on_pong(&mut ctx, payload),
+                    Ok(message) => handler.on_message(&mut ctx, message),
+                    Err(error) => handler.on_error(&mut ctx, &ConnectionError::WebSocket(error)),
+                }
+            });
+            if called.is_none() {
+                self.handler_panicked(slot);
+                continue;
             }
             // Keep replies flowing during a burst of small messages. Pongs of a burst of
             // pings are written at once (a few per read), so that an engine that holds
@@ -812,8 +848,17 @@ where
         };
         if matches!(entry.state, State::Open { .. }) {
             if let Some(handler) = self.handlers.get_mut(slot).and_then(Option::as_mut) {
-                let mut ctx = Context::new(&mut self.local, &self.shared, slot);
-                handler.on_error(&mut ctx, &error);
+                let id = self.local.id(slot);
+                let called = guarded(id, "on_error", || {
+                    let mut ctx = Context::new(&mut self.local, &self.shared, slot);
+                    handler.on_error(&mut ctx, &error);
+                });
+                if called.is_none() {
+                    // No `on_close` for a handler that panicked.
+                    if let Some(handler) = self.handlers.get_mut(slot).and_then(Option::take) {
+                        drop_handler(id, handler);
+                    }
+                }
             }
             self.teardown(slot, false);
         } else {
@@ -839,8 +884,12 @@ where
             peer_close,
             self.handlers.get_mut(slot).and_then(Option::take),
         ) {
-            let mut ctx = Context::new(&mut self.local, &self.shared, slot);
-            handler.on_close(&mut ctx, frame);
+            let id = self.local.id(slot);
+            guarded(id, "on_close", || {
+                let mut ctx = Context::new(&mut self.local, &self.shared, slot);
+                handler.on_close(&mut ctx, frame);
+            });
+            drop_handler(id, handler);
         }
         if keep {
             self.enqueue(slot);
@@ -852,8 +901,8 @@ where
 
     /// Drops the socket and forgets the connection.
     fn final_close(&mut self, slot: usize) {
-        if let Some(handler) = self.handlers.get_mut(slot) {
-            *handler = None;
+        if let Some(handler) = self.handlers.get_mut(slot).and_then(Option::take) {
+            drop_handler(self.local.id(slot), handler);
         }
         self.local.unsubscribe_all(slot);
         if let Some(mut entry) = self.local.remove(slot) {
@@ -985,6 +1034,34 @@ where
             self.release_socket();
         }
     }
+}
+
+/// Runs handler code (a callback, the factory), catching a panic so that it does not
+/// take the worker thread and its other connections down. A panic is written to
+/// stderr (after the panic hook's own message) and gives `None`.
+fn guarded<R>(id: ConnectionId, what: &str, f: impl FnOnce() -> R) -> Option<R> {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => Some(value),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(not a string)");
+            eprintln!(
+                "duplex-mio: the handler of connection {id} panicked in {what}: {message}; \
+                 the handler is dropped and the connection closed"
+            );
+            // A payload whose destructor panics must not escape either.
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            None
+        }
+    }
+}
+
+/// Drops a handler, catching a panic in its destructor.
+fn drop_handler<H>(id: ConnectionId, handler: H) {
+    guarded(id, "its destructor", move || drop(handler));
 }
 
 /// A plain-text response with `status` that closes the connection.

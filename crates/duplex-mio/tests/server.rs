@@ -162,18 +162,182 @@ fn sender_reaches_one_connection_from_another_thread() {
 #[test]
 fn graceful_shutdown_sends_1001_and_returns_within_the_bound() {
     let server = start(config().shutdown_timeout(Duration::from_millis(800)));
-    let mut polite = client(&server.url("/"));
+    // Polite clients on both workers answer the close frame.
+    let mut readers = Vec::new();
+    for _ in 0..6 {
+        let mut polite = client(&server.url("/"));
+        polite.send(Message::text("ready?")).unwrap();
+        assert_eq!(recv_data(&mut polite), Message::text("ready?"));
+        readers.push(std::thread::spawn(move || polite.recv()));
+    }
     // This one completes its handshake but never reads again.
     let _silent = raw_client(server.addr);
-    polite.send(Message::text("ready?")).unwrap();
-    assert_eq!(recv_data(&mut polite), Message::text("ready?"));
-    let reader = std::thread::spawn(move || polite.recv());
-    let took = server.stop();
+    // And this one is in the middle of its handshake.
+    let mut half = TcpStream::connect(server.addr).unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    server.wait_for_count(8, TIMEOUT);
+    let sender = server.sender.clone();
+    let (took, reports) = server.stop_with_reports();
     assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
-    match reader.join().unwrap().unwrap() {
-        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::GoingAway),
-        other => panic!("expected close 1001, got {other:?}"),
+    for reader in readers {
+        match reader.join().unwrap().unwrap() {
+            Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::GoingAway),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
     }
+    // Every open connection got `on_close` (the silent one too, when it was dropped),
+    // and every socket was let go.
+    let closed = reports
+        .iter()
+        .filter(|r| matches!(r, Report::Closed(..)))
+        .count();
+    assert_eq!(closed, 7, "{reports:?}");
+    assert_eq!(sender.connection_count(), 0);
+}
+
+#[test]
+fn a_panicking_handler_closes_its_connection_with_1011_and_the_worker_goes_on() {
+    // One worker: the panicking handler runs on the thread serving the others.
+    let server = start(config().workers(1));
+    let mut bystander = client(&server.url("/"));
+    server.wait_for(|r| matches!(r, Report::Opened(_)).then_some(()));
+    let mut victim = client(&server.url("/"));
+    let victim_id = server.wait_for(|r| match r {
+        Report::Opened(id) => Some(id),
+        _ => None,
+    });
+    bystander.send(Message::text("before")).unwrap();
+    assert_eq!(recv_data(&mut bystander), Message::text("before"));
+
+    victim.send(Message::text("panic")).unwrap();
+    match victim.recv().unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::InternalError),
+        other => panic!("expected close 1011, got {other:?}"),
+    }
+    // The close handshake completes and the socket is freed.
+    server.wait_for_count(1, TIMEOUT);
+
+    for i in 0..5 {
+        let text = format!("after {i}");
+        bystander.send(Message::text(text.clone())).unwrap();
+        assert_eq!(recv_data(&mut bystander), Message::text(text));
+    }
+    // A panic in `on_open` refuses that client with 500; new clients are served.
+    match duplex_mio::client::connect(&server.url("/panic")) {
+        Err(ConnectError::Handshake(HandshakeError::NotSwitchingProtocols(status))) => {
+            assert_eq!(status, 500)
+        }
+        other => panic!("expected 500, got {other:?}"),
+    }
+    let mut late = client(&server.url("/"));
+    late.send(Message::text("late")).unwrap();
+    assert_eq!(recv_data(&mut late), Message::text("late"));
+    bystander.close(None).unwrap();
+    let (_, reports) = server.stop_with_reports();
+    // The dropped handler got no more calls.
+    assert!(
+        reports.iter().all(|r| !matches!(r,
+            Report::Closed(id, _) | Report::Error(id, _) if *id == victim_id)),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn echoes_empty_and_16_mib_text_and_binary() {
+    let websocket = Config::default()
+        .max_message_size(32 << 20)
+        .max_frame_size(32 << 20)
+        .max_write_buffer(64 << 20);
+    let server = start(
+        config()
+            .websocket(websocket.clone())
+            .write_buffer_limits(32 << 20, 64 << 20),
+    );
+    // Without compression: 16 MiB through deflate is slow in a debug build.
+    let client_config = ClientConfig::default().websocket(websocket).deflate(None);
+    let request = ClientRequest::new(&server.url("/")).unwrap();
+    let mut socket = connect_with(request, &client_config).unwrap();
+    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let big_text: String = (0..16 << 20)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let big_binary: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    for message in [
+        Message::text(""),
+        Message::binary(Bytes::new()),
+        Message::text(big_text),
+        Message::binary(big_binary),
+    ] {
+        socket.send(message.clone()).unwrap();
+        let echo = recv_data(&mut socket);
+        assert_eq!(echo.payload().len(), message.payload().len());
+        assert!(echo == message, "the echo differs from what was sent");
+    }
+    socket.close(None).unwrap();
+    server.stop();
+}
+
+#[test]
+fn abrupt_disconnects_mid_handshake_and_mid_frame_free_the_connection() {
+    // The handshake timeout is long: only noticing the disconnect frees the socket.
+    let server = start(config().handshake_timeout(Duration::from_secs(30)));
+    let mut keeper = client(&server.url("/"));
+    keeper.send(Message::text("ready?")).unwrap();
+    assert_eq!(recv_data(&mut keeper), Message::text("ready?"));
+    server.wait_for_count(1, TIMEOUT);
+    let within = Duration::from_secs(3);
+    for reset in [false, true] {
+        let end = |stream: TcpStream| {
+            if reset {
+                // Linger zero: the close is a reset.
+                socket2::SockRef::from(&stream)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            }
+            drop(stream);
+        };
+        // Half an opening request.
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nSec-WebSo")
+            .unwrap();
+        server.wait_for_count(2, TIMEOUT);
+        end(stream);
+        server.wait_for_count(1, within);
+
+        // A frame header and part of its payload.
+        let mut stream = raw_client(server.addr);
+        let mut frame = masked_binary(&[9u8; 1000]);
+        frame.truncate(200);
+        stream.write_all(&frame).unwrap();
+        server.wait_for_count(2, TIMEOUT);
+        end(stream);
+        server.wait_for_count(1, within);
+
+        // Part of a frame header (a 16 MiB frame's 64-bit length, cut short).
+        let mut stream = raw_client(server.addr);
+        stream.write_all(&[0x82, 0x80 | 127, 0, 0, 0]).unwrap();
+        end(stream);
+        server.wait_for_count(1, within);
+
+        // 64 KiB into a 16 MiB frame.
+        let mut stream = raw_client(server.addr);
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&(16u64 << 20).to_be_bytes());
+        header.extend_from_slice(&[0, 0, 0, 0]);
+        stream.write_all(&header).unwrap();
+        stream.write_all(&vec![1u8; 64 << 10]).unwrap();
+        end(stream);
+        server.wait_for_count(1, within);
+    }
+    // Still serving, the survivor and newcomers alike.
+    keeper.send(Message::text("still here")).unwrap();
+    assert_eq!(recv_data(&mut keeper), Message::text("still here"));
+    let mut late = client(&server.url("/"));
+    late.send(Message::text("late")).unwrap();
+    assert_eq!(recv_data(&mut late), Message::text("late"));
+    server.stop();
 }
 
 #[test]

@@ -33,6 +33,7 @@ pub enum Report {
 /// - `pub:T:M` publishes M to topic T;
 /// - `all:M` broadcasts M;
 /// - `close:C` closes with code C;
+/// - `panic` panics (as does opening `/panic`);
 /// - anything else (and binary) is echoed, unless the server is a sink.
 pub struct Commands {
     id: ConnectionId,
@@ -53,6 +54,7 @@ impl Handler for Commands {
                 "no\n",
             ));
         }
+        assert_ne!(request.uri().path(), "/panic", "asked to panic in on_open");
         let _ = self.reports.send(Report::Opened(ctx.id()));
         let mut acceptance = duplex_mio::Acceptance::default();
         if let Some(protocol) = offer.select_protocol(&["chat"]) {
@@ -80,6 +82,8 @@ impl Handler for Commands {
             ctx.publish(topic, Message::text(body)).unwrap();
         } else if let Some(body) = text.strip_prefix("all:") {
             ctx.broadcast(Message::text(body)).unwrap();
+        } else if text == "panic" {
+            panic!("asked to panic in on_message");
         } else if let Some(code) = text.strip_prefix("close:") {
             let code: u16 = code.parse().unwrap();
             ctx.close(code.into(), "bye").unwrap();
@@ -117,6 +121,32 @@ impl Running {
 
     /// Stops the server and returns how long `run` took to return.
     pub fn stop(mut self) -> Duration {
+        self.halt()
+    }
+
+    /// Stops the server; returns how long `run` took and the reports not yet taken.
+    pub fn stop_with_reports(mut self) -> (Duration, Vec<Report>) {
+        let took = self.halt();
+        (took, self.reports.try_iter().collect())
+    }
+
+    /// Waits (at most `within`) until the server holds `n` sockets.
+    pub fn wait_for_count(&self, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let count = self.sender.connection_count();
+            if count == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server holds {count} sockets, not {n}, after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn halt(&mut self) -> Duration {
         let started = Instant::now();
         self.shutdown.shutdown();
         let thread = self.thread.take().unwrap();
