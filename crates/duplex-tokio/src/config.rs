@@ -98,9 +98,7 @@ impl Config {
 
 impl Config {
     #[cfg(feature = "tls")]
-    pub(crate) fn tls_client(
-        &self,
-    ) -> Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
+    pub(crate) fn tls_client(&self) -> Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
         self.tls.clone()
     }
 
