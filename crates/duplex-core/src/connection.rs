@@ -123,8 +123,9 @@ struct Timers {
     last_data: Option<Instant>,
     /// A keepalive ping is outstanding until this deadline.
     ping_deadline: Option<Instant>,
-    /// The last time any call passed `now`.
-    clock: Option<Instant>,
+    /// A close handshake started without a time (`send(Message::Close)`): its deadline
+    /// is armed by the next call that passes `now`.
+    close_unarmed: bool,
 }
 
 impl Connection {
@@ -211,7 +212,6 @@ impl Connection {
     ///
     /// `now` is the current time; keepalive and idle deadlines count from it.
     pub fn poll_event(&mut self, now: Instant) -> Option<Result<Message, Error>> {
-        self.timers.clock = Some(now);
         self.start_timers(now);
         if let Some(error) = self.pending_error.take() {
             return Some(Err(error));
@@ -256,6 +256,9 @@ impl Connection {
     fn start_timers(&mut self, now: Instant) {
         self.timers.last_frame.get_or_insert(now);
         self.timers.last_data.get_or_insert(now);
+        if std::mem::take(&mut self.timers.close_unarmed) && self.timers.close.is_none() {
+            self.timers.close = Some(now + self.config.close_timeout);
+        }
     }
 
     fn handle(&mut self, item: Decoded, now: Instant) -> Result<Option<Message>, Error> {
@@ -481,12 +484,12 @@ impl Connection {
     /// [`UsageError::WriteBufferFull`] while the unsent output is above
     /// `max_write_buffer`; control frames are always accepted.
     ///
-    /// `Message::Close` starts the close handshake like [`close`](Self::close), timing it
-    /// from the last `now` this connection was given.
+    /// `Message::Close` starts the close handshake like [`close`](Self::close); its
+    /// timeout counts from the next call that passes the time (`poll_event`,
+    /// `handle_timeout`), since this one has none.
     pub fn send(&mut self, message: Message) -> Result<(), Error> {
         if let Message::Close(frame) = message {
-            let now = self.timers.clock.unwrap_or_else(Instant::now);
-            return self.close(frame, now);
+            return self.start_close(frame, None);
         }
         if self.sent_close {
             return Err(UsageError::SendAfterClose.into());
@@ -543,7 +546,14 @@ impl Connection {
     /// Starts the close handshake with `frame` (or an empty close frame). Nothing can be
     /// sent afterwards. Calling it again, or after the peer's close, does nothing.
     pub fn close(&mut self, frame: Option<CloseFrame>, now: Instant) -> Result<(), Error> {
-        self.timers.clock = Some(now);
+        self.start_close(frame, Some(now))
+    }
+
+    fn start_close(
+        &mut self,
+        frame: Option<CloseFrame>,
+        now: Option<Instant>,
+    ) -> Result<(), Error> {
         if let Some(frame) = &frame {
             if !frame.code.is_allowed_on_wire() {
                 return Err(UsageError::InvalidCloseCode(frame.code.as_u16()).into());
@@ -558,7 +568,10 @@ impl Connection {
         self.queue_pong();
         self.write_close(frame.as_ref());
         self.sent_close = true;
-        self.timers.close = Some(now + self.config.close_timeout);
+        match now {
+            Some(now) => self.timers.close = Some(now + self.config.close_timeout),
+            None => self.timers.close_unarmed = true,
+        }
         Ok(())
     }
 
@@ -798,7 +811,6 @@ impl Connection {
     /// Runs the deadlines that have passed at `now`: sends a keepalive ping, fails a
     /// connection whose peer stopped answering, gives up on a close handshake.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.timers.clock = Some(now);
         self.start_timers(now);
         if self.abort {
             return;

@@ -1141,3 +1141,14 @@ fn control_frames_interleave_with_a_compressed_fragmented_message() {
         "the message ends before the last ping"
     );
 }
+
+#[test]
+fn close_sent_as_a_message_times_out_from_the_next_given_time() {
+    let mut conn = server();
+    conn.send(Message::Close(Some(CloseFrame::new(CloseCode::Normal, ""))))
+        .unwrap();
+    assert_eq!(conn.poll_timeout(), None, "no time was given yet");
+    let later = Instant::now() + Duration::from_secs(100);
+    assert!(conn.poll_event(later).is_none());
+    assert_eq!(conn.poll_timeout(), Some(later + DEFAULT_CLOSE_TIMEOUT));
+}
