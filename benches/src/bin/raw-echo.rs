@@ -1,0 +1,112 @@
+//! The limit for `cargo xtask load --compare`: a raw TCP echo server.
+//! `raw-echo [ADDR]` (default 127.0.0.1:0) prints `listening on ADDR` as its first
+//! line. Each connection gets a minimal `101 Switching Protocols` (with the right
+//! `Sec-WebSocket-Accept`, so WebSocket clients proceed), after which every byte is
+//! sent back as it came: no framing, no unmasking, no copy beyond one read buffer.
+//! The client therefore gets its own masked frames back (the load generator accepts
+//! that when the key is its own).
+
+use std::io::Write;
+
+use base64::Engine;
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+const MAX_HEAD: usize = 16 * 1024;
+
+fn accept_key(key: &str) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// The value of `Sec-WebSocket-Key` in a request head.
+fn websocket_key(head: &[u8]) -> Option<String> {
+    let head = std::str::from_utf8(head).ok()?;
+    head.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("sec-websocket-key")
+            .then(|| value.trim().to_owned())
+    })
+}
+
+async fn serve(mut tcp: TcpStream) -> std::io::Result<()> {
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut filled = 0;
+    let end = loop {
+        let n = tcp.read(&mut buf[filled..MAX_HEAD]).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+        if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if filled == MAX_HEAD {
+            return Ok(());
+        }
+    };
+    let Some(key) = websocket_key(&buf[..end]) else {
+        tcp.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .await?;
+        return Ok(());
+    };
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
+        accept_key(&key)
+    );
+    tcp.write_all(response.as_bytes()).await?;
+    tcp.write_all(&buf[end..filled]).await?;
+    // The echo buffer only once there is something to echo, so that a connection
+    // that is opened and dropped costs what a handshake costs.
+    tcp.readable().await?;
+    buf.resize(64 * 1024, 0);
+    loop {
+        let n = tcp.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        tcp.write_all(&buf[..n]).await?;
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
+    let listener = TcpListener::bind(&addr).await?;
+    println!("listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        tokio::spawn(async move {
+            let _ = serve(tcp).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_of_rfc_example() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn finds_key_case_insensitively() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nSEC-WebSocket-Key:  abc== \r\n\r\n";
+        assert_eq!(websocket_key(head).as_deref(), Some("abc=="));
+        assert_eq!(websocket_key(b"GET / HTTP/1.1\r\n\r\n"), None);
+    }
+}

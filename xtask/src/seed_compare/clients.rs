@@ -1,0 +1,388 @@
+//! One client per transport, and what it saw: every update's sequence number is
+//! checked (missed, duplicated) and its publish time gives the delivery latency.
+
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+
+use super::wire::{Conn, SseParser, WsClient, get};
+
+/// The ways to get the feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Poll,
+    LongPoll,
+    Sse,
+    Ws,
+    WsDeflate,
+    WsDeflateCtx,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 6] = [
+        Transport::Poll,
+        Transport::LongPoll,
+        Transport::Sse,
+        Transport::Ws,
+        Transport::WsDeflate,
+        Transport::WsDeflateCtx,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::LongPoll => "long-poll",
+            Self::Sse => "sse",
+            Self::Ws => "ws",
+            Self::WsDeflate => "ws-deflate",
+            Self::WsDeflateCtx => "ws-deflate-ctx",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Poll => "short polling",
+            Self::LongPoll => "long polling",
+            Self::Sse => "HTTP streaming (SSE)",
+            Self::Ws => "WebSocket",
+            Self::WsDeflate => "WebSocket + deflate, shared frame",
+            Self::WsDeflateCtx => "WebSocket + deflate, per connection",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Transport> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// Which request headers the clients send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Headers {
+    /// What Chrome sends with `fetch`, `EventSource` and `WebSocket` from a page on the
+    /// same origin (no cookies).
+    Browser,
+    /// A host, a user agent and an `Accept`, like curl.
+    Minimal,
+}
+
+impl Headers {
+    /// Headers for an HTTP request accepting `accept`.
+    fn http(self, host: &str, accept: &str, event_stream: bool) -> String {
+        match self {
+            Headers::Minimal => format!("User-Agent: seed-compare\r\nAccept: {accept}\r\n"),
+            Headers::Browser => {
+                let no_cache = if event_stream {
+                    "Cache-Control: no-cache\r\n"
+                } else {
+                    ""
+                };
+                format!(
+                    "Connection: keep-alive\r\n{no_cache}sec-ch-ua-platform: \"Linux\"\r\n\
+                     User-Agent: {CHROME}\r\n\
+                     sec-ch-ua: \"Google Chrome\";v=\"131\", \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"\r\n\
+                     sec-ch-ua-mobile: ?0\r\nAccept: {accept}\r\nSec-Fetch-Site: same-origin\r\n\
+                     Sec-Fetch-Mode: cors\r\nSec-Fetch-Dest: empty\r\nReferer: http://{host}/\r\n\
+                     Accept-Encoding: gzip, deflate, br, zstd\r\nAccept-Language: en-US,en;q=0.9\r\n"
+                )
+            }
+        }
+    }
+
+    /// Headers for a WebSocket handshake besides the handshake's own.
+    fn websocket(self, host: &str) -> String {
+        match self {
+            Headers::Minimal => "User-Agent: seed-compare\r\n".to_owned(),
+            Headers::Browser => format!(
+                "Pragma: no-cache\r\nCache-Control: no-cache\r\nUser-Agent: {CHROME}\r\n\
+                 Origin: http://{host}\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n\
+                 Accept-Language: en-US,en;q=0.9\r\n"
+            ),
+        }
+    }
+}
+
+const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                      Chrome/131.0.0.0 Safari/537.36";
+
+/// What every client of a run shares.
+pub struct Settings {
+    /// `HOST:PORT` of the ticker.
+    pub addr: String,
+    pub clients: usize,
+    pub poll_interval: Duration,
+    pub headers: Headers,
+}
+
+/// What one client saw.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub delivered: u64,
+    pub missed: u64,
+    /// Updates that came again or out of order.
+    pub duplicated: u64,
+    /// Publish-to-receipt times, in microseconds.
+    pub latencies_us: Vec<u32>,
+    /// Bytes written and read at the socket, all connections of this client.
+    pub up: u64,
+    pub down: u64,
+    /// Of those, the bytes of setting up the stream (handshake or response head; for
+    /// polling the first request, which only learns where the feed is).
+    pub setup_up: u64,
+    pub setup_down: u64,
+    pub connections: u64,
+    /// HTTP requests (or WebSocket handshakes) sent.
+    pub requests: u64,
+    /// The negotiated `Sec-WebSocket-Extensions`.
+    pub extensions: Option<String>,
+    pub error: Option<String>,
+    last_seq: Option<u64>,
+}
+
+impl Tally {
+    fn deliver(&mut self, quote: &Quote, now_us: u64) {
+        if let Some(last) = self.last_seq {
+            if quote.seq <= last {
+                self.duplicated += 1;
+                return;
+            }
+            self.missed += quote.seq - last - 1;
+        }
+        self.last_seq = Some(quote.seq);
+        self.delivered += 1;
+        let latency = now_us.saturating_sub(quote.ts).min(u64::from(u32::MAX));
+        self.latencies_us.push(latency as u32);
+    }
+
+    fn deliver_json(&mut self, json: &[u8]) -> io::Result<()> {
+        let now = now_micros();
+        let quote: Quote = serde_json::from_slice(json).map_err(invalid)?;
+        self.deliver(&quote, now);
+        Ok(())
+    }
+
+    fn count(&mut self, conn: &Conn) {
+        self.up += conn.up;
+        self.down += conn.down;
+    }
+}
+
+#[derive(Deserialize)]
+struct Quote {
+    seq: u64,
+    ts: u64,
+}
+
+#[derive(Deserialize)]
+struct PollBody {
+    last: u64,
+    updates: Vec<Quote>,
+}
+
+fn invalid(error: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error.to_string())
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+/// Runs client number `index` of `transport` from `start` until `deadline`.
+pub async fn run(
+    transport: Transport,
+    settings: &Settings,
+    index: usize,
+    start: Instant,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    let result = match transport {
+        Transport::Poll | Transport::LongPoll => {
+            poll(transport, settings, index, start, deadline, &mut tally).await
+        }
+        Transport::Sse => sse(settings, deadline, &mut tally).await,
+        Transport::Ws | Transport::WsDeflate | Transport::WsDeflateCtx => {
+            websocket(transport, settings, index, deadline, &mut tally).await
+        }
+    };
+    if let Err(error) = result {
+        tally.error = Some(format!("{} client {index}: {error}", transport.name()));
+    }
+    tally
+}
+
+/// Short polling (a request every poll interval, each client at its own phase) or
+/// long polling (a request as soon as the previous answer came), on one keep-alive
+/// connection.
+async fn poll(
+    transport: Transport,
+    settings: &Settings,
+    index: usize,
+    start: Instant,
+    deadline: Instant,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    let path = if transport == Transport::Poll {
+        "/poll"
+    } else {
+        "/long"
+    };
+    let headers = settings.headers.http(&settings.addr, "*/*", false);
+    let mut conn: Option<Conn> = None;
+    let mut since: Option<u64> = None;
+    // Clients poll at evenly spread phases; the first poll within one interval.
+    let phase = settings
+        .poll_interval
+        .mul_f64((index + 1) as f64 / settings.clients as f64);
+    let mut next = start + phase;
+    loop {
+        let target = match since {
+            None => path.to_owned(),
+            Some(since) => format!("{path}?since={since}"),
+        };
+        if since.is_some() && transport == Transport::Poll {
+            if next >= deadline {
+                break;
+            }
+            sleep_until(next).await;
+            next += settings.poll_interval;
+        }
+        if conn.is_none() {
+            conn = Some(Conn::connect(&settings.addr).await?);
+            tally.connections += 1;
+        }
+        let c = conn.as_mut().unwrap();
+        let exchange = async {
+            c.send(&get(&target, &settings.addr, &headers)).await?;
+            c.response().await
+        };
+        let (head, body) = match timeout_at(deadline, exchange).await {
+            Ok(response) => response?,
+            Err(_) => break, // a long poll still waiting at the end
+        };
+        tally.requests += 1;
+        let now = now_micros();
+        if head.status != 200 {
+            return Err(invalid(format!("{target} answered {}", head.status)));
+        }
+        let body: PollBody = serde_json::from_slice(&body).map_err(invalid)?;
+        match since {
+            None => {
+                tally.last_seq = Some(body.last);
+                tally.setup_up = c.up;
+                tally.setup_down = c.down;
+            }
+            Some(_) => {
+                for quote in &body.updates {
+                    tally.deliver(quote, now);
+                }
+            }
+        }
+        since = tally.last_seq;
+        if head
+            .get("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        {
+            tally.count(&conn.take().unwrap());
+        }
+    }
+    if let Some(conn) = conn {
+        tally.count(&conn);
+    }
+    Ok(())
+}
+
+/// HTTP streaming: one chunked `text/event-stream` response.
+async fn sse(settings: &Settings, deadline: Instant, tally: &mut Tally) -> io::Result<()> {
+    let mut conn = Conn::connect(&settings.addr).await?;
+    tally.connections = 1;
+    tally.requests = 1;
+    let headers = settings
+        .headers
+        .http(&settings.addr, "text/event-stream", true);
+    let result = async {
+        conn.send(&get("/sse", &settings.addr, &headers)).await?;
+        let head = conn.read_head().await?;
+        if head.status != 200 || head.get("transfer-encoding") != Some("chunked") {
+            return Err(invalid(format!("/sse answered {head:?}")));
+        }
+        tally.setup_up = conn.up;
+        tally.setup_down = conn.down;
+        let mut parser = SseParser::default();
+        loop {
+            let chunk = match timeout_at(deadline, conn.chunk()).await {
+                Err(_) => return Ok(()),
+                Ok(chunk) => chunk?,
+            };
+            let Some(chunk) = chunk else {
+                return Err(invalid("the event stream ended"));
+            };
+            for data in parser.feed(&chunk) {
+                tally.deliver_json(data.as_bytes())?;
+            }
+        }
+    }
+    .await;
+    tally.count(&conn);
+    result
+}
+
+/// A WebSocket: the handshake, then one message per update.
+async fn websocket(
+    transport: Transport,
+    settings: &Settings,
+    index: usize,
+    deadline: Instant,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    let (path, offer) = match transport {
+        Transport::Ws => ("/ws?deflate=0", false),
+        Transport::WsDeflateCtx => ("/ws?deflate=ctx", true),
+        _ => ("/ws", true),
+    };
+    let conn = Conn::connect(&settings.addr).await?;
+    tally.connections = 1;
+    tally.requests = 1;
+    let headers = settings.headers.websocket(&settings.addr);
+    let seed = now_micros() ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut ws = WsClient::handshake(conn, path, &settings.addr, &headers, offer, seed).await?;
+    tally.extensions = ws.extensions.clone();
+    tally.setup_up = ws.conn.up;
+    tally.setup_down = ws.conn.down;
+    let result = async {
+        loop {
+            let message = match timeout_at(deadline, ws.next_message()).await {
+                Err(_) => return Ok(()),
+                Ok(message) => message?,
+            };
+            let Some(payload) = message else {
+                return Err(invalid("the server closed the WebSocket"));
+            };
+            tally.deliver_json(&payload)?;
+        }
+    }
+    .await;
+    if result.is_ok() {
+        let _ = timeout(Duration::from_secs(1), ws.close()).await;
+    }
+    tally.count(&ws.conn);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_checks() {
+        let mut tally = Tally::default();
+        for seq in [5, 6, 6, 9, 8, 10] {
+            tally.deliver(&Quote { seq, ts: 0 }, 1);
+        }
+        assert_eq!((tally.delivered, tally.missed, tally.duplicated), (4, 2, 2));
+    }
+}

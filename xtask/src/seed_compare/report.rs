@@ -1,0 +1,337 @@
+//! The results: a Markdown table, JSON, and an SVG chart.
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+use super::{Headers, Measurement, Options};
+
+/// A whole comparison.
+pub struct Run {
+    pub options: Options,
+    pub rate: f64,
+    pub symbols: usize,
+    pub machine: String,
+    pub load_before: String,
+    pub load_after: String,
+    pub results: Vec<Measurement>,
+}
+
+/// One row of the table.
+pub struct Row {
+    pub label: &'static str,
+    pub name: &'static str,
+    pub delivered: u64,
+    pub published: u64,
+    /// Bytes per delivered update after setup, server to client and back.
+    pub down: f64,
+    pub up: f64,
+    /// Setup bytes per connection (both directions).
+    pub setup: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub cpu_us: f64,
+    pub cpu_pct: f64,
+    pub requests_per_s: f64,
+    pub missed: u64,
+    pub duplicated: u64,
+    pub errors: usize,
+    pub extensions: Option<String>,
+}
+
+impl Measurement {
+    pub fn row(&self) -> Row {
+        let delivered = self.delivered();
+        let per = |bytes: u64| bytes as f64 / delivered.max(1) as f64;
+        let sum = |f: fn(&super::Tally) -> u64| self.tallies.iter().map(f).sum::<u64>();
+        let mut latencies: Vec<u32> = self
+            .tallies
+            .iter()
+            .flat_map(|t| t.latencies_us.iter().copied())
+            .collect();
+        latencies.sort_unstable();
+        let percentile = |p: f64| match latencies.len() {
+            0 => f64::NAN,
+            n => f64::from(latencies[((n - 1) as f64 * p).round() as usize]) / 1000.0,
+        };
+        let wall = self.wall.as_secs_f64();
+        Row {
+            label: self.transport.label(),
+            name: self.transport.name(),
+            delivered,
+            published: self.published,
+            down: per(sum(|t| t.down - t.setup_down)),
+            up: per(sum(|t| t.up - t.setup_up)),
+            setup: (sum(|t| t.setup_up + t.setup_down) as f64)
+                / (sum(|t| t.connections).max(1) as f64),
+            p50_ms: percentile(0.5),
+            p99_ms: percentile(0.99),
+            cpu_us: self.cpu_ms * 1000.0 / delivered.max(1) as f64,
+            cpu_pct: self.cpu_ms / 10.0 / wall,
+            requests_per_s: sum(|t| t.requests) as f64 / wall,
+            missed: self.missed(),
+            duplicated: self.duplicated(),
+            errors: self.errors().len(),
+            extensions: self.tallies.iter().find_map(|t| t.extensions.clone()),
+        }
+    }
+}
+
+/// The machine: CPU model and how many CPUs.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_owned();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model}, {cpus} CPUs")
+}
+
+impl Run {
+    fn command(&self) -> String {
+        let o = &self.options;
+        let transports: Vec<&str> = o.transports.iter().map(|t| t.name()).collect();
+        let headers = match o.headers {
+            Headers::Browser => "browser",
+            Headers::Minimal => "minimal",
+        };
+        format!(
+            "cargo xtask seed-compare --clients {} --rate {} --symbols {} --poll-interval {} \
+             --duration {} --headers {headers} --transports {}",
+            o.clients,
+            self.rate,
+            self.symbols,
+            o.poll_interval.as_secs_f64(),
+            o.duration.as_secs_f64(),
+            transports.join(",")
+        )
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "\n`{}`", self.command());
+        let _ = writeln!(
+            out,
+            "\nMachine: {}; load average before {}, after {}.\n",
+            self.machine, self.load_before, self.load_after
+        );
+        out.push_str(
+            "| transport | delivered / published×clients | ↓ B/update | ↑ B/update | setup B/conn | \
+             latency p50 | p99 | server CPU/update | server CPU | requests/s | missed | dup |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for m in &self.results {
+            let r = m.row();
+            let _ = writeln!(
+                out,
+                "| {} | {} / {} | {:.1} | {:.1} | {:.0} | {} | {} | {:.1} µs | {:.1}% | {:.1} | {} | {} |",
+                r.label,
+                r.delivered,
+                r.published * self.options.clients as u64,
+                r.down,
+                r.up,
+                r.setup,
+                ms(r.p50_ms),
+                ms(r.p99_ms),
+                r.cpu_us,
+                r.cpu_pct,
+                r.requests_per_s,
+                r.missed,
+                r.duplicated,
+            );
+        }
+        for m in &self.results {
+            let r = m.row();
+            if r.errors > 0 {
+                let _ = writeln!(out, "\n{}: {} clients failed", r.name, r.errors);
+            }
+        }
+        out
+    }
+
+    pub fn json(&self) -> String {
+        let rows: Vec<_> = self
+            .results
+            .iter()
+            .map(|m| {
+                let r = m.row();
+                json!({
+                    "transport": r.name,
+                    "delivered": r.delivered,
+                    "published": r.published,
+                    "down_bytes_per_update": r.down,
+                    "up_bytes_per_update": r.up,
+                    "setup_bytes_per_connection": r.setup,
+                    "latency_p50_ms": r.p50_ms,
+                    "latency_p99_ms": r.p99_ms,
+                    "server_cpu_us_per_update": r.cpu_us,
+                    "server_cpu_percent": r.cpu_pct,
+                    "server_cpu_ms": m.cpu_ms,
+                    "server_cpu_ms_from_proc_stat_ticks": m.cpu_ms_ticks,
+                    "requests_per_second": r.requests_per_s,
+                    "missed": r.missed,
+                    "duplicated": r.duplicated,
+                    "client_errors": r.errors,
+                    "extensions": r.extensions,
+                })
+            })
+            .collect();
+        let report = json!({
+            "command": self.command(),
+            "machine": self.machine,
+            "load_before": self.load_before,
+            "load_after": self.load_after,
+            "results": rows,
+        });
+        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+    }
+
+    /// Three bar charts: bytes per update (down and up), latency (p50 bar, p99 mark,
+    /// log scale) and server CPU per update.
+    pub fn svg(&self) -> String {
+        let rows: Vec<Row> = self.results.iter().map(Measurement::row).collect();
+        let (width, label_w, bar_h, gap) = (820.0, 250.0, 18.0, 6.0);
+        let plot_w = width - label_w - 150.0;
+        let panel_h = 34.0 + rows.len() as f64 * (bar_h + gap) + 26.0;
+        let height = 52.0 + 3.0 * panel_h;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"##
+        );
+        let _ = writeln!(
+            s,
+            r##"<rect width="100%" height="100%" fill="#fff"/><text x="10" y="22" font-size="15" font-weight="bold">One ticker feed, {} clients, {} updates/s: polling vs streaming vs WebSocket</text>"##,
+            self.options.clients, self.rate
+        );
+        let headers = match self.options.headers {
+            Headers::Browser => "browser-like request headers",
+            Headers::Minimal => "minimal request headers",
+        };
+        let _ = writeln!(
+            s,
+            r##"<text x="10" y="40" fill="#555">{}; {headers}; measured at the client sockets on {}</text>"##,
+            self.options
+                .transports
+                .iter()
+                .map(|t| t.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.machine
+        );
+        let max_bytes = rows.iter().map(|r| r.down + r.up).fold(1.0, f64::max);
+        let max_cpu = rows.iter().map(|r| r.cpu_us).fold(0.1, f64::max);
+        // Latency axis: log10 from 0.1 ms to the next power of ten above the worst p99.
+        let worst = rows
+            .iter()
+            .map(|r| r.p99_ms)
+            .filter(|v| v.is_finite())
+            .fold(1.0, f64::max);
+        let (lo, hi) = (-1.0_f64, worst.log10().ceil().max(1.0));
+        let log_x = |v: f64| ((v.max(0.1).log10() - lo) / (hi - lo)).clamp(0.0, 1.0) * plot_w;
+        let panels: [(&str, Draw<'_>); 3] = [
+            (
+                "Bytes on the wire per delivered update (after setup; dark: server→client, light: client→server)",
+                &|r, y, s| {
+                    let down = r.down / max_bytes * plot_w;
+                    let up = r.up / max_bytes * plot_w;
+                    let _ = write!(
+                        s,
+                        r##"<rect x="{label_w}" y="{y}" width="{down:.1}" height="{bar_h}" fill="#2b6cb0"/><rect x="{:.1}" y="{y}" width="{up:.1}" height="{bar_h}" fill="#90cdf4"/><text x="{:.1}" y="{:.1}">{:.0} B</text>"##,
+                        label_w + down,
+                        label_w + down + up + 5.0,
+                        y + 13.0,
+                        r.down + r.up
+                    );
+                },
+            ),
+            (
+                "Latency from publish to receipt, log scale (bar: median, mark: p99)",
+                &|r, y, s| {
+                    let p50 = log_x(r.p50_ms);
+                    let p99 = log_x(r.p99_ms);
+                    let _ = write!(
+                        s,
+                        r##"<rect x="{label_w}" y="{y}" width="{p50:.1}" height="{bar_h}" fill="#2f855a"/><rect x="{:.1}" y="{:.1}" width="3" height="{:.1}" fill="#c53030"/><text x="{:.1}" y="{:.1}">{} / {}</text>"##,
+                        label_w + p99 - 1.5,
+                        y - 2.0,
+                        bar_h + 4.0,
+                        label_w + p50.max(p99) + 6.0,
+                        y + 13.0,
+                        ms(r.p50_ms),
+                        ms(r.p99_ms)
+                    );
+                },
+            ),
+            ("Server CPU time per delivered update", &|r, y, s| {
+                let w = r.cpu_us / max_cpu * plot_w;
+                let _ = write!(
+                    s,
+                    r##"<rect x="{label_w}" y="{y}" width="{w:.1}" height="{bar_h}" fill="#b7791f"/><text x="{:.1}" y="{:.1}">{:.1} µs</text>"##,
+                    label_w + w + 5.0,
+                    y + 13.0,
+                    r.cpu_us
+                );
+            }),
+        ];
+        for (i, (title, draw)) in panels.iter().enumerate() {
+            let top = 52.0 + i as f64 * panel_h;
+            let _ = writeln!(
+                s,
+                r##"<text x="10" y="{:.1}" font-weight="bold">{title}</text>"##,
+                top + 20.0
+            );
+            for (j, r) in rows.iter().enumerate() {
+                let y = top + 32.0 + j as f64 * (bar_h + gap);
+                let _ = write!(
+                    s,
+                    r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                    label_w - 8.0,
+                    y + 13.0,
+                    r.label
+                );
+                draw(r, y, &mut s);
+                s.push('\n');
+            }
+            if i == 1 {
+                // Decade ticks for the log axis.
+                let y = top + 32.0 + rows.len() as f64 * (bar_h + gap);
+                let mut decade = lo;
+                while decade <= hi {
+                    let x = label_w + log_x(10f64.powf(decade));
+                    let _ = write!(
+                        s,
+                        r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#999"/><text x="{x:.1}" y="{:.1}" text-anchor="middle" fill="#555" font-size="10">{}</text>"##,
+                        top + 28.0,
+                        y,
+                        y + 12.0,
+                        ms(10f64.powf(decade))
+                    );
+                    decade += 1.0;
+                }
+                s.push('\n');
+            }
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+/// Draws one row of a panel at a height.
+type Draw<'a> = &'a dyn Fn(&Row, f64, &mut String);
+
+/// Milliseconds, readable at any size.
+fn ms(value: f64) -> String {
+    if !value.is_finite() {
+        "–".into()
+    } else if value >= 100.0 {
+        format!("{value:.0} ms")
+    } else if value >= 1.0 {
+        format!("{value:.1} ms")
+    } else {
+        format!("{value:.2} ms")
+    }
+}

@@ -1,0 +1,515 @@
+//! The wire: a TCP connection that counts every byte read and written, with just
+//! enough HTTP/1.1 (keep-alive, Content-Length and chunked bodies), server-sent events
+//! and WebSocket (RFC 6455 client, permessage-deflate inflation) on top. Independent
+//! of the duplex crates, which are what it measures.
+
+use std::io;
+
+use flate2::{Decompress, FlushDecompress, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The most a response head or a message may take.
+const LIMIT: usize = 1 << 20;
+
+/// A TCP connection with byte counters: `up` is what we wrote, `down` what we read,
+/// headers and framing included (TCP/IP headers are not).
+pub struct Conn {
+    tcp: TcpStream,
+    /// Read and not yet consumed.
+    buf: Vec<u8>,
+    pub up: u64,
+    pub down: u64,
+}
+
+/// A response's status line and headers.
+#[derive(Debug)]
+pub struct Head {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// The first value of header `name` (any case).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+impl Conn {
+    pub async fn connect(addr: &str) -> io::Result<Conn> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok(Conn {
+            tcp,
+            buf: Vec::new(),
+            up: 0,
+            down: 0,
+        })
+    }
+
+    pub async fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.tcp.write_all(data).await?;
+        self.up += data.len() as u64;
+        Ok(())
+    }
+
+    /// Reads more into the buffer; end of stream is an error.
+    async fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 16 << 10];
+        let n = self.tcp.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.down += n as u64;
+        self.buf.extend_from_slice(&chunk[..n]);
+        if self.buf.len() > LIMIT {
+            return Err(invalid("more than 1 MiB buffered"));
+        }
+        Ok(())
+    }
+
+    /// Takes `n` bytes, reading until they are there.
+    async fn take(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            self.fill().await?;
+        }
+        let rest = self.buf.split_off(n);
+        Ok(std::mem::replace(&mut self.buf, rest))
+    }
+
+    /// Takes one line ending in CRLF (without it).
+    async fn line(&mut self) -> io::Result<Vec<u8>> {
+        let mut from = 0;
+        loop {
+            if let Some(i) = self.buf[from..].windows(2).position(|w| w == b"\r\n") {
+                let mut line = self.take(from + i + 2).await?;
+                line.truncate(line.len() - 2);
+                return Ok(line);
+            }
+            from = self.buf.len().saturating_sub(1);
+            self.fill().await?;
+        }
+    }
+
+    /// Reads a response head.
+    pub async fn read_head(&mut self) -> io::Result<Head> {
+        let status_line = String::from_utf8(self.line().await?).map_err(|_| invalid("status"))?;
+        let mut parts = status_line.splitn(3, ' ');
+        let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+            return Err(invalid(format!("bad status line {status_line:?}")));
+        };
+        if !version.starts_with("HTTP/1.") {
+            return Err(invalid(format!("bad status line {status_line:?}")));
+        }
+        let status = code.parse().map_err(|_| invalid("bad status code"))?;
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line().await?;
+            if line.is_empty() {
+                break;
+            }
+            let line = String::from_utf8(line).map_err(|_| invalid("header"))?;
+            let (name, value) = line.split_once(':').ok_or_else(|| invalid("header"))?;
+            headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+        Ok(Head { status, headers })
+    }
+
+    /// A whole response: head and body (Content-Length or chunked).
+    pub async fn response(&mut self) -> io::Result<(Head, Vec<u8>)> {
+        let head = self.read_head().await?;
+        let body = if head.has_token("transfer-encoding", "chunked") {
+            let mut body = Vec::new();
+            while let Some(chunk) = self.chunk().await? {
+                body.extend_from_slice(&chunk);
+            }
+            body
+        } else {
+            let length = head
+                .get("content-length")
+                .ok_or_else(|| invalid("a response without Content-Length"))?;
+            let length: usize = length.parse().map_err(|_| invalid("Content-Length"))?;
+            if length > LIMIT {
+                return Err(invalid("body over 1 MiB"));
+            }
+            self.take(length).await?
+        };
+        Ok((head, body))
+    }
+
+    /// The next chunk of a chunked body; `None` after the last one (and its trailer).
+    pub async fn chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let size_line = String::from_utf8(self.line().await?).map_err(|_| invalid("chunk"))?;
+        let size = size_line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size, 16).map_err(|_| invalid("chunk size"))?;
+        if size == 0 {
+            while !self.line().await?.is_empty() {}
+            return Ok(None);
+        }
+        if size > LIMIT {
+            return Err(invalid("chunk over 1 MiB"));
+        }
+        let data = self.take(size).await?;
+        if !self.take(2).await?.eq(b"\r\n") {
+            return Err(invalid("chunk not followed by CRLF"));
+        }
+        Ok(Some(data))
+    }
+}
+
+/// A GET request head.
+pub fn get(path: &str, host: &str, headers: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n").into_bytes()
+}
+
+/// Splits server-sent events out of a text stream.
+#[derive(Default)]
+pub struct SseParser {
+    pending: Vec<u8>,
+}
+
+impl SseParser {
+    /// Feeds stream bytes; returns the `data` of each event completed.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(data);
+        let mut events = Vec::new();
+        while let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = self.pending.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&event);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if !data.is_empty() {
+                events.push(data.join("\n"));
+            }
+        }
+        events
+    }
+}
+
+/// A WebSocket client connection.
+pub struct WsClient {
+    pub conn: Conn,
+    /// Set when permessage-deflate was agreed; `bool`: reset after each message.
+    inflater: Option<(Decompress, bool)>,
+    /// The response's `Sec-WebSocket-Extensions`.
+    pub extensions: Option<String>,
+    rng: u64,
+}
+
+impl WsClient {
+    /// Runs the opening handshake on `conn` (offering permessage-deflate if `deflate`).
+    pub async fn handshake(
+        mut conn: Conn,
+        path: &str,
+        host: &str,
+        headers: &str,
+        deflate: bool,
+        seed: u64,
+    ) -> io::Result<WsClient> {
+        let mut rng = seed | 1;
+        let key: Vec<u8> = (0..16).map(|_| xorshift(&mut rng) as u8).collect();
+        let key = base64(&key);
+        let mut extra = format!(
+            "{headers}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        );
+        if deflate {
+            extra.push_str(
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+            );
+        }
+        conn.send(&get(path, host, &extra)).await?;
+        let head = conn.read_head().await?;
+        if head.status != 101 {
+            return Err(invalid(format!("handshake answered {}", head.status)));
+        }
+        if head.get("sec-websocket-accept") != Some(accept_key(&key).as_str()) {
+            return Err(invalid("wrong Sec-WebSocket-Accept"));
+        }
+        let extensions = head.get("sec-websocket-extensions").map(str::to_owned);
+        let inflater = match &extensions {
+            None => None,
+            Some(value) => {
+                let mut params = value.split(';').map(str::trim);
+                if !deflate || params.next() != Some("permessage-deflate") || value.contains(',') {
+                    return Err(invalid(format!("unexpected extensions {value:?}")));
+                }
+                let reset = value.contains("server_no_context_takeover");
+                Some((Decompress::new_with_window_bits(false, 15), reset))
+            }
+        };
+        Ok(WsClient {
+            conn,
+            inflater,
+            extensions,
+            rng,
+        })
+    }
+
+    /// The next text or binary message's payload; `None` when the server closed.
+    /// Pings are answered.
+    pub async fn next_message(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut message: Option<(bool, Vec<u8>)> = None; // (compressed, payload so far)
+        loop {
+            let header = self.conn.take(2).await?;
+            let (fin, rsv1, opcode) = (
+                header[0] & 0x80 != 0,
+                header[0] & 0x40 != 0,
+                header[0] & 0x0f,
+            );
+            if header[1] & 0x80 != 0 {
+                return Err(invalid("a masked frame from the server"));
+            }
+            let length = match header[1] & 0x7f {
+                126 => u64::from(u16::from_be_bytes(
+                    self.conn.take(2).await?[..].try_into().unwrap(),
+                )),
+                127 => u64::from_be_bytes(self.conn.take(8).await?[..].try_into().unwrap()),
+                n => u64::from(n),
+            };
+            if length > LIMIT as u64 {
+                return Err(invalid("frame over 1 MiB"));
+            }
+            let payload = self.conn.take(length as usize).await?;
+            match opcode {
+                0x9 => self.send_frame(0xA, &payload).await?,
+                0xA => {}
+                0x8 => {
+                    let _ = self.send_frame(0x8, &payload[..payload.len().min(2)]).await;
+                    return Ok(None);
+                }
+                0x1 | 0x2 if message.is_none() => message = Some((rsv1, payload)),
+                0x0 if message.is_some() => {
+                    let (_, so_far) = message.as_mut().unwrap();
+                    so_far.extend_from_slice(&payload);
+                }
+                _ => return Err(invalid(format!("unexpected frame, opcode {opcode}"))),
+            }
+            if fin && opcode < 0x8 {
+                let (compressed, payload) = message.take().unwrap();
+                if !compressed {
+                    return Ok(Some(payload));
+                }
+                let Some((inflater, reset)) = &mut self.inflater else {
+                    return Err(invalid("RSV1 without permessage-deflate"));
+                };
+                return inflate(inflater, *reset, &payload).map(Some);
+            }
+        }
+    }
+
+    /// Sends one masked frame.
+    pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = (xorshift(&mut self.rng) as u32).to_be_bytes();
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.conn.send(&frame).await
+    }
+
+    /// Sends a close frame (1000) without waiting for the answer.
+    pub async fn close(&mut self) -> io::Result<()> {
+        self.send_frame(0x8, &1000u16.to_be_bytes()).await
+    }
+}
+
+/// Inflates one permessage-deflate message (RFC 7692 section 7.2.2).
+fn inflate(d: &mut Decompress, reset: bool, data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut input = data.to_vec();
+    input.extend_from_slice(&[0x00, 0x00, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(data.len() * 4 + 64);
+    let start = d.total_in();
+    loop {
+        let consumed = (d.total_in() - start) as usize;
+        if out.len() == out.capacity() {
+            if out.len() >= LIMIT {
+                return Err(invalid("inflated message over 1 MiB"));
+            }
+            out.reserve(out.len());
+        }
+        let before = (d.total_in(), d.total_out());
+        let status = d
+            .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
+            .map_err(|e| invalid(format!("bad deflate data: {e}")))?;
+        if status == Status::StreamEnd {
+            d.reset(false);
+            break;
+        }
+        let all_in = (d.total_in() - start) as usize == input.len();
+        let progress = (d.total_in(), d.total_out()) != before;
+        if all_in && (out.len() < out.capacity() || !progress) {
+            break;
+        }
+        if !progress {
+            return Err(invalid("the inflater made no progress"));
+        }
+    }
+    if reset {
+        d.reset(false);
+    }
+    Ok(out)
+}
+
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// `Sec-WebSocket-Accept` for a key (RFC 6455 section 4.2.2).
+pub fn accept_key(key: &str) -> String {
+    base64(&sha1(
+        format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+    ))
+}
+
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&(data.len() as u64 * 8).to_be_bytes());
+    for block in msg.chunks(64) {
+        let mut w = [0u32; 80];
+        for (i, c) in block.chunks(4).enumerate() {
+            w[i] = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
+            (e, d, c, b, a) = (d, c, b.rotate_left(30), a, t);
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, v) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    out
+}
+
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for group in data.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_6455_accept_key() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn sse_events_split_across_reads() {
+        let mut parser = SseParser::default();
+        assert!(
+            parser
+                .feed(b"retry: 1000\n\nid: 1\ndata: {\"a\"")
+                .is_empty()
+        );
+        assert_eq!(
+            parser.feed(b":1}\n\nid: 2\ndata: x\n\n"),
+            ["{\"a\":1}", "x"]
+        );
+    }
+
+    #[test]
+    fn rfc_7692_hello_inflates() {
+        let mut d = Decompress::new_with_window_bits(false, 15);
+        let data = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(inflate(&mut d, false, &data).unwrap(), b"Hello");
+        assert_eq!(
+            inflate(&mut d, false, &[0xf2, 0x00, 0x11, 0x00, 0x00]).unwrap(),
+            b"Hello"
+        );
+    }
+
+    #[tokio::test]
+    async fn chunked_and_content_length_bodies() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        const RESPONSES: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello\
+            HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tcp.write_all(RESPONSES).await.unwrap();
+        });
+        let mut conn = Conn::connect(&addr).await.unwrap();
+        let (head, body) = conn.response().await.unwrap();
+        assert_eq!((head.status, &body[..]), (200, &b"hello"[..]));
+        let (_, body) = conn.response().await.unwrap();
+        assert_eq!(body, b"abcde");
+        assert_eq!(conn.down, RESPONSES.len() as u64);
+    }
+}
