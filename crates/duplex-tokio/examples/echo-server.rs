@@ -32,8 +32,10 @@ async fn main() -> std::io::Result<()> {
             else {
                 return;
             };
+            // `feed` queues the echo; the reader writes it once it has delivered what
+            // it read, so a burst of small messages is answered in one write.
             while let Some(Ok(message)) = ws.recv().await {
-                if message.is_data() && ws.send(message).await.is_err() {
+                if message.is_data() && ws.feed(message).await.is_err() {
                     break;
                 }
             }

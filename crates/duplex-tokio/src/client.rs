@@ -80,7 +80,8 @@ where
     let exchange = async {
         stream.write_all(&bytes).await?;
         stream.flush().await?;
-        let mut buf = [0u8; 4096];
+        // On the heap: a buffer in the future would stay in the connection's task.
+        let mut buf = vec![0u8; 4096];
         loop {
             let n = stream.read(&mut buf).await?;
             if n == 0 {

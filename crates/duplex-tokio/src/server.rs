@@ -108,7 +108,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut reader = ServerHandshake::new(config.limits);
-    let mut buf = [0u8; 4096];
+    // On the heap: a buffer in the future would stay in the connection's task.
+    let mut buf = vec![0u8; 4096];
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {

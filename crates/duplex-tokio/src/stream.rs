@@ -2,6 +2,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
@@ -13,7 +14,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio::time::Sleep;
 
 /// Bytes read from the socket per read call. On the stack, not per connection.
-const READ_CHUNK: usize = 16 << 10;
+const READ_CHUNK: usize = 64 << 10;
+
+/// Output the reader lets accumulate while it still has events to deliver; past it, it
+/// writes before delivering more.
+const WRITE_BATCH: usize = 64 << 10;
 
 /// After shutting down our side, how long to drain the peer's input before dropping the
 /// socket (closing with unread input would send a reset that can destroy our close frame).
@@ -116,6 +121,20 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     /// above its limit.
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
         self.writer.send(message).await
+    }
+
+    /// Queues a message without flushing it. It leaves with the next
+    /// [`send`](Self::send) or flush, or when the reader has delivered the input it holds
+    /// and goes back to the socket, so the answers to many small messages read at once
+    /// go out in one write. Waits while the write buffer is above its limit.
+    pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
+        self.writer.start_send_inner(message)
+    }
+
+    /// Writes everything queued to the socket.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.writer.poll_flush_output(cx)).await
     }
 
     /// Starts the close handshake (if not started) and drives the connection until it
@@ -278,8 +297,8 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
             self.sleep.as_mut().reset(until);
         }
         loop {
-            let mut buf = [0u8; READ_CHUNK];
-            let mut read_buf = ReadBuf::new(&mut buf);
+            let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut read_buf = ReadBuf::uninit(&mut buf);
             match Pin::new(&mut self.read).poll_read(cx, &mut read_buf) {
                 Poll::Ready(Ok(())) if !read_buf.filled().is_empty() => continue,
                 Poll::Ready(_) => break,
@@ -307,11 +326,18 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
         loop {
             let mut shared = lock(&this.shared);
             let event = shared.conn.poll_event(Instant::now());
-            // Write what the engine owes (pongs, close replies) without waiting for it.
-            if let Poll::Ready(Err(error)) = shared.poll_write_out(cx, READER) {
-                if event.is_none() {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(Error::Io(error))));
+            // Write what is queued (pongs, close replies, messages fed without a flush)
+            // without waiting for it: at once for anything but a data message, otherwise
+            // once the input is used up or a batch is full, so that the replies to many
+            // small messages read together leave in one write.
+            let batch = matches!(event, Some(Ok(ref m)) if m.is_data())
+                && shared.conn.output_len() < WRITE_BATCH;
+            if !batch {
+                if let Poll::Ready(Err(error)) = shared.poll_write_out(cx, READER) {
+                    if event.is_none() {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(Error::Io(error))));
+                    }
                 }
             }
             if let Some(event) = event {
@@ -338,8 +364,8 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
             if this.eof {
                 return Poll::Pending;
             }
-            let mut buf = [0u8; READ_CHUNK];
-            let mut read_buf = ReadBuf::new(&mut buf);
+            let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut read_buf = ReadBuf::uninit(&mut buf);
             match Pin::new(&mut this.read).poll_read(cx, &mut read_buf) {
                 Poll::Pending => {
                     // Idle until the socket has more: give back what buffers hold nothing
