@@ -20,6 +20,9 @@ use crate::output::Output;
 use crate::role::Role;
 use crate::utf8::Utf8Validator;
 
+/// The most a message's join buffer reserves ahead of the bytes that arrived.
+const JOIN_RESERVE: usize = 64 << 10;
+
 /// Pongs that may wait unsent in the output before later pings collapse into one.
 const MAX_QUEUED_PONGS: usize = 16;
 
@@ -59,6 +62,8 @@ pub struct Connection {
     decoder: Decoder,
     read_buf: BytesMut,
     fresh_input: bool,
+    /// The input length before the adapter appended to [`Connection::input_buffer`].
+    input_mark: Option<usize>,
     eof: bool,
     incoming: Incoming,
     output: Output,
@@ -92,6 +97,8 @@ struct Incoming {
     len: usize,
     fragments: usize,
     utf8: Utf8Validator,
+    /// The message's length once the current frame is complete, as its header announced.
+    announced: u64,
     /// The message has RSV1 set: its payload is deflate data.
     compressed: bool,
     /// The inflated bytes of a compressed message.
@@ -141,6 +148,7 @@ impl Connection {
             config,
             read_buf: BytesMut::new(),
             fresh_input: false,
+            input_mark: None,
             eof: false,
             incoming: Incoming::default(),
             output: Output::default(),
@@ -199,6 +207,21 @@ impl Connection {
         self.fresh_input = true;
     }
 
+    /// The engine's input buffer with at least `min` bytes of spare room, for adapters
+    /// that read from the transport straight into it (one copy fewer than
+    /// [`receive`](Self::receive)): append what was read, e.g. with
+    /// `tokio_util::io::poll_read_buf`, then call [`poll_event`](Self::poll_event).
+    /// After the engine stopped reading (a close or a failure), what is appended is
+    /// dropped at the next call.
+    pub fn input_buffer(&mut self, min: usize) -> &mut BytesMut {
+        if self.read_closed {
+            self.read_buf.clear();
+        }
+        self.read_buf.reserve(min);
+        self.input_mark = Some(self.read_buf.len());
+        &mut self.read_buf
+    }
+
     /// Tells the engine the transport reached end of file. A peer that leaves without
     /// completing the close handshake is reported as [`Error::PeerVanished`] once the
     /// bytes already received are processed.
@@ -215,6 +238,12 @@ impl Connection {
         self.start_timers(now);
         if let Some(error) = self.pending_error.take() {
             return Some(Err(error));
+        }
+        if let Some(mark) = self.input_mark.take() {
+            self.fresh_input |= self.read_buf.len() > mark;
+        }
+        if self.read_closed && !self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
         }
         if self.fresh_input {
             self.fresh_input = false;
@@ -328,6 +357,7 @@ impl Connection {
             }));
         }
         incoming.frame_fin = header.fin;
+        incoming.announced = announced;
         Ok(())
     }
 
@@ -351,6 +381,13 @@ impl Connection {
                 incoming.first = Some(payload);
             } else {
                 if let Some(first) = incoming.first.take() {
+                    // The message needs a buffer of its own: size it for what the
+                    // current frame announced, up to a small constant, so that a message
+                    // of a few reads is copied once instead of regrown.
+                    let announced = usize::try_from(incoming.announced).unwrap_or(usize::MAX);
+                    incoming
+                        .joined
+                        .reserve(announced.min(JOIN_RESERVE).max(first.len() + payload.len()));
                     incoming.joined.extend_from_slice(&first);
                 }
                 incoming.joined.extend_from_slice(&payload);

@@ -1152,3 +1152,35 @@ fn close_sent_as_a_message_times_out_from_the_next_given_time() {
     assert!(conn.poll_event(later).is_none());
     assert_eq!(conn.poll_timeout(), Some(later + DEFAULT_CLOSE_TIMEOUT));
 }
+
+#[test]
+fn input_buffer_is_an_alternative_to_receive() {
+    let config = Config::default().keepalive(Duration::from_secs(10), Duration::from_secs(5));
+    let mut conn = Connection::new(Role::Server, config);
+    let t0 = Instant::now();
+    let wire = client_frame(0x81, b"read in place");
+    let (a, b) = wire.split_at(5);
+    conn.input_buffer(64).extend_from_slice(a);
+    assert!(conn.poll_event(t0).is_none());
+    conn.input_buffer(64).extend_from_slice(b);
+    let t1 = t0 + Duration::from_secs(3);
+    assert_eq!(
+        conn.poll_event(t1).unwrap().unwrap(),
+        Message::text("read in place")
+    );
+    // Bytes that arrived count as activity for keepalive; a read that added nothing does not.
+    assert_eq!(conn.poll_timeout(), Some(t1 + Duration::from_secs(10)));
+    conn.input_buffer(64);
+    assert!(conn.poll_event(t1 + Duration::from_secs(4)).is_none());
+    assert_eq!(conn.poll_timeout(), Some(t1 + Duration::from_secs(10)));
+    // After the close, what is read into it is dropped.
+    conn.input_buffer(64)
+        .extend_from_slice(&client_frame(0x88, b""));
+    assert!(matches!(
+        conn.poll_event(t1),
+        Some(Ok(Message::Close(None)))
+    ));
+    conn.input_buffer(64).extend_from_slice(&[0u8; 1000]);
+    assert!(conn.poll_event(t1).is_none());
+    assert_eq!(conn.buffered_input(), 0);
+}

@@ -364,20 +364,20 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
             if this.eof {
                 return Poll::Pending;
             }
-            let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-            let mut read_buf = ReadBuf::uninit(&mut buf);
-            match Pin::new(&mut this.read).poll_read(cx, &mut read_buf) {
+            // Read straight into the engine's input buffer (no copy through a buffer of
+            // our own). The lock is held only for this one non-blocking read.
+            let mut shared = lock(&this.shared);
+            let input = shared.conn.input_buffer(READ_CHUNK);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.read), cx, input) {
                 Poll::Pending => {
                     // Idle until the socket has more: give back what buffers hold nothing
                     // (and compression state that keeps no context).
-                    let mut shared = lock(&this.shared);
                     if shared.conn.output_len() == 0 {
                         shared.conn.shrink_buffers();
                     }
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(error)) => {
-                    let mut shared = lock(&this.shared);
                     if shared.conn.is_closed() {
                         // A reset after the close handshake is only the peer's way of leaving.
                         this.done = true;
@@ -390,16 +390,11 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
                         return Poll::Ready(Some(Err(Error::Io(error))));
                     }
                 }
-                Poll::Ready(Ok(())) => {
-                    let filled = read_buf.filled();
-                    let mut shared = lock(&this.shared);
-                    if filled.is_empty() {
-                        this.eof = true;
-                        shared.conn.receive_eof();
-                    } else {
-                        shared.conn.receive(filled);
-                    }
+                Poll::Ready(Ok(0)) => {
+                    this.eof = true;
+                    shared.conn.receive_eof();
                 }
+                Poll::Ready(Ok(_)) => {}
             }
         }
     }
