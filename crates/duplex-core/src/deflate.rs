@@ -204,7 +204,11 @@ fn inflate_into(
         }
         // Grow geometrically, but never past one byte over the limit, so exceeding it is
         // seen without allocating more than the limit.
-        let want = out.len().max(STEP).min(limit + 1 - out.len());
+        let want = out
+            .len()
+            .max(STEP)
+            .min(limit.saturating_add(1).saturating_sub(out.len()))
+            .max(1);
         if out.capacity() - out.len() < want / 2 + 1 {
             out.reserve_exact(want);
         }
@@ -412,6 +416,20 @@ mod tests {
         let result = client.inflate(&bomb, true, &mut out, 64 << 10);
         assert!(matches!(result, Err(InflateError::TooLarge(_))));
         assert!(out.capacity() <= (64 << 10) + 1, "{}", out.capacity());
+    }
+
+    #[test]
+    fn an_unlimited_decompressed_size_does_not_overflow() {
+        let data = vec![7u8; 100_000];
+        let compressed = compress_fresh(&data, 6);
+        let mut client = Deflate::new(Role::Client, DeflateParams::default(), 6);
+        let mut out = Vec::new();
+        assert!(
+            client
+                .inflate(&compressed, true, &mut out, usize::MAX)
+                .is_ok()
+        );
+        assert_eq!(out, data);
     }
 
     #[test]

@@ -24,6 +24,9 @@ const WRITE_BATCH: usize = 64 << 10;
 /// socket (closing with unread input would send a reset that can destroy our close frame).
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The most input discarded while lingering, whatever the time.
+const LINGER_MAX_BYTES: usize = 1 << 20;
+
 const READER: usize = 0;
 const WRITER: usize = 1;
 
@@ -71,7 +74,7 @@ struct Shared<S> {
     conn: Connection,
     write: WriteHalf<S>,
     /// Tasks waiting for the socket to accept output: the reader's and the writer's.
-    write_wakers: [Option<Waker>; 2],
+    write_wakers: Arc<WriteWakers>,
     shut_down: bool,
 }
 
@@ -95,7 +98,7 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
         let shared = Arc::new(Mutex::new(Shared {
             conn,
             write,
-            write_wakers: [None, None],
+            write_wakers: Arc::default(),
             shut_down: false,
         }));
         Self {
@@ -124,9 +127,10 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     }
 
     /// Queues a message without flushing it. It leaves with the next
-    /// [`send`](Self::send) or flush, or when the reader has delivered the input it holds
-    /// and goes back to the socket, so the answers to many small messages read at once
-    /// go out in one write. Waits while the write buffer is above its limit.
+    /// [`send`](Self::send) or [`flush`](Self::flush), or when [`recv`](Self::recv) has
+    /// delivered the input it holds and goes back to the socket, so the answers to many
+    /// small messages read at once go out in one write. Use it in a loop that keeps
+    /// calling `recv`; otherwise flush. Waits while the write buffer is above its limit.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
         self.writer.start_send_inner(message)
@@ -214,7 +218,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     }
 
     fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
-        self.lock().conn.close(frame, Instant::now())
+        self.lock().conn.close(frame, now())
     }
 
     fn poll_ready_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -228,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     fn start_send_inner(&mut self, message: Message) -> Result<(), Error> {
         let mut shared = self.lock();
         match message {
-            Message::Close(frame) => shared.conn.close(frame, Instant::now()),
+            Message::Close(frame) => shared.conn.close(frame, now()),
             other => shared.conn.send(other),
         }
     }
@@ -238,18 +242,57 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     }
 }
 
+/// The tasks waiting for the socket to accept output: the reader's and the writer's.
+///
+/// The socket keeps one waker for writing, and both halves write to it; so it is given
+/// this proxy, which wakes both, and neither half's waker can replace the other's.
+#[derive(Default)]
+struct WriteWakers {
+    slots: Mutex<[Option<Waker>; 2]>,
+}
+
+impl WriteWakers {
+    fn register(&self, who: usize, waker: &Waker) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if !slots[who].as_ref().is_some_and(|w| w.will_wake(waker)) {
+            slots[who] = Some(waker.clone());
+        }
+    }
+
+    fn wake(&self, who: usize) {
+        let waker = self.slots.lock().unwrap_or_else(|p| p.into_inner())[who].take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl std::task::Wake for WriteWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        WriteWakers::wake(self, READER);
+        WriteWakers::wake(self, WRITER);
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite> Shared<S> {
     /// Writes pending output until it is all written and flushed, or the socket is full.
     fn poll_write_out(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<io::Result<()>> {
+        self.write_wakers.register(who, cx.waker());
+        let proxy = Waker::from(self.write_wakers.clone());
+        let mut proxy_cx = Context::from_waker(&proxy);
         let mut progressed = false;
         let result = loop {
             if self.conn.output_len() == 0 {
-                break Pin::new(&mut self.write).poll_flush(cx);
+                break Pin::new(&mut self.write).poll_flush(&mut proxy_cx);
             }
             let written = {
                 let mut slices = [IoSlice::new(&[]); 16];
                 let n = self.conn.pending_output_vectored(&mut slices);
-                Pin::new(&mut self.write).poll_write_vectored(cx, &slices[..n])
+                Pin::new(&mut self.write).poll_write_vectored(&mut proxy_cx, &slices[..n])
             };
             match written {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -261,14 +304,9 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 Poll::Pending => break Poll::Pending,
             }
         };
-        if result.is_pending() {
-            self.write_wakers[who] = Some(cx.waker().clone());
-        }
         if progressed {
             // The other half may be waiting for room that we just made.
-            if let Some(waker) = self.write_wakers[1 - who].take() {
-                waker.wake();
-            }
+            self.write_wakers.wake(1 - who);
         }
         result
     }
@@ -277,41 +315,66 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         if self.shut_down {
             return Poll::Ready(Ok(()));
         }
-        ready!(Pin::new(&mut self.write).poll_shutdown(cx))?;
+        self.write_wakers.register(READER, cx.waker());
+        let proxy = Waker::from(self.write_wakers.clone());
+        ready!(Pin::new(&mut self.write).poll_shutdown(&mut Context::from_waker(&proxy)))?;
         self.shut_down = true;
         Poll::Ready(Ok(()))
     }
 }
 
 impl<S: AsyncRead + AsyncWrite> WsReader<S> {
-    /// Discards input until end of file, an error, or the linger time; then ends.
-    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        if self.eof {
-            self.done = true;
-            return Poll::Ready(None);
-        }
+    /// Shuts our side down, then discards input until end of file, an error, or the
+    /// linger time (the deadline bounds the shutdown too: a TLS `close_notify` to a peer
+    /// that reads nothing must not hang us); then ends.
+    fn poll_close_transport(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, Error>>> {
         let until = *self
             .linger_until
             .get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
         if self.sleep.deadline() != until {
             self.sleep.as_mut().reset(until);
         }
+        let finished = |this: &mut Self| {
+            this.done = true;
+            Poll::Ready(None)
+        };
+        {
+            let mut shared = lock(&self.shared);
+            // Errors closing a socket that is done anyway do not matter.
+            if shared.poll_shutdown(cx).is_pending() {
+                drop(shared);
+                if self.sleep.as_mut().poll(cx).is_ready() {
+                    return finished(self);
+                }
+                return Poll::Pending;
+            }
+        }
+        if self.eof {
+            return finished(self);
+        }
+        let mut drained = 0usize;
         loop {
+            if tokio::time::Instant::now() >= until || drained > LINGER_MAX_BYTES {
+                return finished(self);
+            }
             let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut read_buf = ReadBuf::uninit(&mut buf);
             match Pin::new(&mut self.read).poll_read(cx, &mut read_buf) {
-                Poll::Ready(Ok(())) if !read_buf.filled().is_empty() => continue,
-                Poll::Ready(_) => break,
+                Poll::Ready(Ok(())) if !read_buf.filled().is_empty() => {
+                    drained += read_buf.filled().len();
+                }
+                Poll::Ready(_) => return finished(self),
                 Poll::Pending => {
                     if self.sleep.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    break;
+                    return finished(self);
                 }
             }
         }
-        self.done = true;
-        Poll::Ready(None)
     }
 }
 
@@ -325,7 +388,7 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
         }
         loop {
             let mut shared = lock(&this.shared);
-            let event = shared.conn.poll_event(Instant::now());
+            let event = shared.conn.poll_event(now());
             // Write what is queued (pongs, close replies, messages fed without a flush)
             // without waiting for it: at once for anything but a data message, otherwise
             // once the input is used up or a batch is full, so that the replies to many
@@ -344,10 +407,8 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
                 return Poll::Ready(Some(event));
             }
             if shared.conn.wants_close_transport() {
-                // Errors closing a socket that is done anyway do not matter.
-                let _ = ready!(shared.poll_shutdown(cx));
                 drop(shared);
-                return this.poll_linger(cx);
+                return this.poll_close_transport(cx);
             }
             let deadline = shared.conn.poll_timeout();
             drop(shared);
@@ -357,7 +418,7 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
                     this.sleep.as_mut().reset(deadline);
                 }
                 if this.sleep.as_mut().poll(cx).is_ready() {
-                    lock(&this.shared).conn.handle_timeout(Instant::now());
+                    lock(&this.shared).conn.handle_timeout(now());
                     continue;
                 }
             }
@@ -485,6 +546,12 @@ fn lock<S>(shared: &Mutex<Shared<S>>) -> MutexGuard<'_, Shared<S>> {
     shared
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The time for the engine, from tokio's clock (so paused or advanced test time and the
+/// engine's deadlines agree).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 fn far_future() -> tokio::time::Instant {

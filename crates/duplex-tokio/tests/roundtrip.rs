@@ -442,3 +442,46 @@ async fn client_with_runs_over_a_stream_the_caller_has() {
     ws.close(None).await.unwrap();
     timeout(LIMIT, server).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn writer_half_is_woken_even_when_the_reader_also_waited_on_a_full_socket() {
+    let (listener, url) = bind().await;
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = accept(tcp).await.unwrap();
+        let (mut reader, mut writer) = ws.split();
+        // The writer fills the socket and waits for room.
+        let writing = tokio::spawn(async move {
+            let big = Message::binary(vec![0u8; 8 << 20]);
+            timeout(LIMIT, writer.send(big)).await
+        });
+        // The reader gets the ping, tries to write its pong into the full socket, and then
+        // does something else for a long time without polling the reader again.
+        let ping = reader.recv().await;
+        assert!(matches!(ping, Some(Ok(Message::Ping(_)))), "{ping:?}");
+        let done = timeout(Duration::from_secs(5), writing).await;
+        drop(reader);
+        done
+    });
+    let mut tcp = TcpStream::connect(addr_of(&url)).await.unwrap();
+    tcp.write_all(RAW_HANDSHAKE).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tcp.write_all(&[0x89, 0x80, 0, 0, 0, 0]).await.unwrap(); // a masked, empty ping
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Now read everything: the server's writer must be woken and finish its message.
+    let reading = tokio::spawn(async move {
+        let mut sink = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        while total < (8 << 20) {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        total
+    });
+    let outcome = timeout(LIMIT, server).await.unwrap().unwrap();
+    let sent = outcome.expect("the writer finished within 5 s").unwrap();
+    assert!(matches!(sent, Ok(Ok(()))), "{sent:?}");
+    assert!(timeout(LIMIT, reading).await.unwrap().unwrap() >= 8 << 20);
+}
