@@ -69,6 +69,19 @@ impl RssSampler {
             .saturating_sub(self.baseline)
     }
 
+    /// The growth over the baseline now, in KiB, after handing the allocator's free
+    /// memory back to the system (so that memory freed since the peak does not count):
+    /// what is held, not what was once used.
+    pub fn held_kib(&self) -> u64 {
+        #[cfg(all(feature = "servers", target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory of glibc's heap; it has no
+        // preconditions and does not touch memory in use.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        vm_rss_kib().saturating_sub(self.baseline)
+    }
+
     /// Stops sampling and returns the peak growth over the baseline, in KiB.
     pub fn finish(mut self) -> u64 {
         self.stop_thread();
