@@ -4,7 +4,7 @@
 mod cases;
 mod deflate;
 mod frame;
-mod handshake;
+pub(crate) mod handshake;
 mod report;
 mod runner;
 mod server;
