@@ -399,7 +399,7 @@ pub async fn round_trip(opened: &mut Opened, messages: &Messages) -> Result<(), 
 
 #[cfg(test)]
 pub mod tests {
-    use super::super::wire::{ACCEPT, KEY, WsUrl};
+    use super::super::wire::{ACCEPT, KEY, WsUrl, upgrade_request};
     use super::*;
     use tokio::net::TcpListener;
 
@@ -488,7 +488,7 @@ pub mod tests {
 
     async fn run_echo(addr: SocketAddr, size: usize, connections: usize) -> EchoStats {
         let url = WsUrl::parse(&format!("ws://{addr}/")).unwrap();
-        let request = Arc::new(url.request());
+        let request = Arc::new(upgrade_request(&url));
         let opened = open_many(addr, request, connections, None).await.unwrap();
         assert!(opened.iter().all(|o| o.extensions.is_none()));
         let messages = Arc::new(Messages::new(size));
@@ -522,7 +522,9 @@ pub mod tests {
     #[tokio::test]
     async fn handshakes_and_round_trips() {
         let addr = test_server(false).await;
-        let request = Arc::new(WsUrl::parse(&format!("ws://{addr}/")).unwrap().request());
+        let request = Arc::new(upgrade_request(
+            &WsUrl::parse(&format!("ws://{addr}/")).unwrap(),
+        ));
         let now = Instant::now();
         let stats = handshakes(addr, request.clone(), now, now + Duration::from_millis(200)).await;
         assert!(stats.completed > 0);
@@ -554,7 +556,7 @@ pub mod tests {
             tcp.write_all(&out).await.unwrap();
             tokio::time::sleep(Duration::from_secs(1)).await;
         });
-        let request = WsUrl::parse(&format!("ws://{addr}/")).unwrap().request();
+        let request = upgrade_request(&WsUrl::parse(&format!("ws://{addr}/")).unwrap());
         let mut opened = open(addr, &request).await.unwrap();
         assert_eq!(
             round_trip(&mut opened, &Messages::new(16)).await,

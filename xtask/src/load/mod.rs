@@ -195,7 +195,7 @@ pub async fn run_echo(
     pid: Option<u32>,
 ) -> Result<EchoReport, String> {
     let addr = resolve(url)?;
-    let request = Arc::new(url.request());
+    let request = Arc::new(wire::upgrade_request(url));
     let opened = client::open_many(addr, request, settings.connections, None).await?;
     let extensions = opened.iter().find_map(|o| o.extensions.clone());
     let messages = Arc::new(Messages::new(settings.size));
@@ -248,7 +248,7 @@ pub async fn run_handshakes(
     pid: Option<u32>,
 ) -> Result<HandshakeReport, String> {
     let addr = resolve(url)?;
-    let request = Arc::new(url.request());
+    let request = Arc::new(wire::upgrade_request(url));
     let start = Instant::now() + warmup;
     let end = start + duration;
     let mut set = JoinSet::new();
@@ -296,7 +296,13 @@ pub async fn run_idle(
     let addr = resolve(url)?;
     let rss_before = pid.and_then(sys::process_rss);
     let messages = Arc::new(Messages::new(16));
-    let opened = client::open_many(addr, Arc::new(url.request()), n, Some(messages)).await?;
+    let opened = client::open_many(
+        addr,
+        Arc::new(wire::upgrade_request(url)),
+        n,
+        Some(messages),
+    )
+    .await?;
     tokio::time::sleep(settle).await;
     let rss_after = pid.and_then(sys::process_rss);
     tokio::time::sleep(hold).await;

@@ -18,56 +18,18 @@ pub const VARIANTS: usize = 8;
 /// The largest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// A parsed `ws://HOST[:PORT][/PATH]` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WsUrl {
-    /// Host name or address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// Path and query, starting with `/`.
-    pub path: String,
-}
+pub use crate::conformance::handshake::WsUrl;
 
-impl WsUrl {
-    /// Parses `ws://HOST[:PORT][/PATH]` (no `wss://`: the generator speaks plain TCP).
-    pub fn parse(url: &str) -> Result<WsUrl, String> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("only ws:// URLs are supported: {url}"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].to_string()),
-            None => (rest, "/".to_string()),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                h.to_string(),
-                p.parse().map_err(|_| format!("bad port in {url}"))?,
-            ),
-            _ => (authority.to_string(), 80),
-        };
-        if host.is_empty() {
-            return Err(format!("no host in {url}"));
-        }
-        Ok(WsUrl { host, port, path })
-    }
-
-    /// `host:port`, for connecting.
-    pub fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    /// The upgrade request: fixed key, no extensions offered (so permessage-deflate is
-    /// never negotiated), no subprotocol.
-    pub fn request(&self) -> Vec<u8> {
-        format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            self.path,
-            self.addr()
-        )
-        .into_bytes()
-    }
+/// The upgrade request for `url`: fixed key, no extensions offered (so
+/// permessage-deflate is never negotiated), no subprotocol.
+pub fn upgrade_request(url: &WsUrl) -> Vec<u8> {
+    format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        url.path,
+        url.addr()
+    )
+    .into_bytes()
 }
 
 /// A complete, valid `101` response head.
@@ -476,7 +438,7 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("[::1]", 8080));
         assert!(WsUrl::parse("wss://x/").is_err());
         assert!(WsUrl::parse("ws://:80/").is_err());
-        let req = String::from_utf8(u.request()).unwrap();
+        let req = String::from_utf8(upgrade_request(&u)).unwrap();
         assert!(req.starts_with("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n"));
         assert!(!req.to_ascii_lowercase().contains("extensions"));
     }
