@@ -9,7 +9,8 @@
 //! - a client handshake request with a fixed key: [`handshake_request`];
 //! - [`RepeatingStream`], an in-memory `Read + Write` stream that serves the same bytes
 //!   forever, for peers (tungstenite) that read from a socket;
-//! - [`receive_one`], which feeds one message to a duplex [`Connection`] and returns it.
+//! - [`receive_one`], which feeds one message to a duplex [`Connection`] and returns it;
+//! - [`serve_each`], the accept loop of the peer echo servers in `src/bin/`.
 //!
 //! ```
 //! use std::time::Instant;
@@ -214,6 +215,28 @@ impl Write for ReplayStream {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// The accept loop the peer echo servers of `cargo xtask load --compare` share: binds
+/// the address given as the first argument (default `127.0.0.1:0`), prints
+/// `listening on ADDR` as the first line of stdout, and runs `connection` on every
+/// accepted socket (with `TCP_NODELAY`) in a task of its own.
+pub async fn serve_each<F, Fut>(connection: F) -> io::Result<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening on {}", listener.local_addr()?);
+    io::stdout().flush()?;
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        tokio::spawn(connection(tcp));
     }
 }
 

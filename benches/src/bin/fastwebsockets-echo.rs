@@ -7,15 +7,12 @@
 //! `FragmentCollector`. Unlike that example (a current-thread runtime), this uses
 //! tokio's default runtime, like every other tokio-based server in the comparison.
 
-use std::io::Write;
-
 use fastwebsockets::{FragmentCollector, OpCode, WebSocketError, upgrade};
 use http_body_util::Empty;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use tokio::net::TcpListener;
 
 async fn echo(fut: upgrade::UpgradeFut) -> Result<(), WebSocketError> {
     let mut ws = FragmentCollector::new(fut.await?);
@@ -42,21 +39,12 @@ async fn upgrade_request(
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:0".into());
-    let listener = TcpListener::bind(&addr).await?;
-    println!("listening on {}", listener.local_addr()?);
-    std::io::stdout().flush()?;
-    loop {
-        let (tcp, _) = listener.accept().await?;
-        tcp.set_nodelay(true)?;
-        tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(tcp);
-            let _ = http1::Builder::new()
-                .serve_connection(io, service_fn(upgrade_request))
-                .with_upgrades()
-                .await;
-        });
-    }
+    duplex_benches::serve_each(|tcp| async move {
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let _ = http1::Builder::new()
+            .serve_connection(io, service_fn(upgrade_request))
+            .with_upgrades()
+            .await;
+    })
+    .await
 }

@@ -6,12 +6,10 @@
 //! The client therefore gets its own masked frames back (the load generator accepts
 //! that when the key is its own).
 
-use std::io::Write;
-
 use base64::Engine;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const MAX_HEAD: usize = 16 * 1024;
@@ -76,19 +74,10 @@ async fn serve(mut tcp: TcpStream) -> std::io::Result<()> {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:0".into());
-    let listener = TcpListener::bind(&addr).await?;
-    println!("listening on {}", listener.local_addr()?);
-    std::io::stdout().flush()?;
-    loop {
-        let (tcp, _) = listener.accept().await?;
-        tcp.set_nodelay(true)?;
-        tokio::spawn(async move {
-            let _ = serve(tcp).await;
-        });
-    }
+    duplex_benches::serve_each(|tcp| async move {
+        let _ = serve(tcp).await;
+    })
+    .await
 }
 
 #[cfg(test)]
