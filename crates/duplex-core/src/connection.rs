@@ -337,14 +337,19 @@ impl Connection {
         }
     }
 
-    /// Arms or clears the write-stall deadline after a call that knows the time.
+    /// Arms, moves or clears the write-stall deadline after a call that knows the time:
+    /// it counts from when output became pending, or from the last time the transport
+    /// took at least `MIN_WRITE_PROGRESS` of it.
     fn tick(&mut self, now: Instant) {
         if self.output.is_empty() || self.abort {
             self.timers.clear(TimerKind::WriteStall);
         } else if let Some(timeout) = self.config.write_timeout {
-            if !self.timers.is_armed(TimerKind::WriteStall) {
+            let consumed = self.output.consumed_position();
+            if !self.timers.is_armed(TimerKind::WriteStall)
+                || consumed - self.consumed_at_stall_arm >= MIN_WRITE_PROGRESS
+            {
                 self.timers.set(TimerKind::WriteStall, now + timeout);
-                self.consumed_at_stall_arm = self.output.consumed_position();
+                self.consumed_at_stall_arm = consumed;
             }
         }
     }
