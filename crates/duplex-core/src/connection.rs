@@ -924,6 +924,13 @@ impl Connection {
     pub fn consume_output(&mut self, n: usize) {
         self.output.consume(n);
         self.queue_pong();
+        if self.output.is_empty()
+            || self.output.consumed_position() - self.consumed_at_stall_arm >= MIN_WRITE_PROGRESS
+        {
+            // Written out, or moving: the write-stall deadline starts again from the next
+            // call that takes the time (adapters make one after every write attempt).
+            self.timers.clear(TimerKind::WriteStall);
+        }
         if self.state == State::CloseReceived
             && self.output.consumed_position() >= self.close_frame_end
         {
