@@ -243,3 +243,35 @@ async fn a_send_after_the_server_closed_is_connection_closed_not_ok() {
         Err(Error::ConnectionClosed)
     ));
 }
+
+#[tokio::test]
+async fn a_send_only_client_keeps_a_live_server_past_many_keepalive_periods() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    // A live server that reads (and answers pings) but never sends data.
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = duplex_tokio::accept(tcp).await.unwrap();
+        while let Some(Ok(_)) = ws.recv().await {}
+    });
+    let engine =
+        CoreConfig::default().keepalive(Duration::from_millis(100), Duration::from_millis(100));
+    let (mut ws, _) = connect_with(ClientRequest::new(&url).unwrap(), config(engine))
+        .await
+        .unwrap();
+    // Ten keepalive periods of sending only: the server's pongs are read by `send`.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        ws.send(Message::text("only sending")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ws.state(), State::Open);
+    // The pongs were read and are waiting for `recv`.
+    let mut pongs = 0;
+    while let Ok(Some(Ok(message))) = timeout(Duration::from_millis(100), ws.recv()).await {
+        if matches!(message, Message::Pong(_)) {
+            pongs += 1;
+        }
+    }
+    assert!(pongs > 0);
+}
