@@ -87,6 +87,10 @@ async fn a_client_that_only_sends_to_a_server_that_never_reads_fails_at_the_writ
         matches!(outcome, Error::Timeout(TimeoutKind::WriteStall)),
         "{outcome:?}"
     );
+    println!(
+        "LIFETIME | tokio client | only sends, server never reads | ended after {:?} (write timeout 1 s)",
+        start.elapsed()
+    );
     assert!(
         start.elapsed() < write_timeout * 4 + GRACE,
         "{:?}",
@@ -118,6 +122,10 @@ async fn close_returns_within_the_close_timeout_when_the_server_never_answers() 
     assert!(
         matches!(result, Err(Error::Timeout(TimeoutKind::CloseHandshake))),
         "{result:?}"
+    );
+    println!(
+        "LIFETIME | tokio client | close(), server never answers | ended after {:?} (close timeout 1 s)",
+        start.elapsed()
     );
     assert!(
         start.elapsed() < close_timeout + GRACE,
@@ -152,6 +160,10 @@ async fn close_returns_within_the_close_timeout_even_with_output_stuck() {
         .await
         .expect("close must not hang");
     assert!(result.is_err(), "output was left unsent: {result:?}");
+    println!(
+        "LIFETIME | tokio client | close() with output stuck, server never reads | ended after {:?} (close timeout 1 s)",
+        start.elapsed()
+    );
     assert!(
         start.elapsed() < close_timeout + GRACE,
         "{:?}",
@@ -184,6 +196,10 @@ async fn keepalive_fails_a_silent_server_while_the_client_only_sends() {
     assert!(
         matches!(outcome, Error::Timeout(TimeoutKind::Keepalive)),
         "{outcome:?}"
+    );
+    println!(
+        "LIFETIME | tokio client | split writer only sends, server silent | failed after {:?} (keepalive 300 ms + 300 ms)",
+        start.elapsed()
     );
     assert!(start.elapsed() < Duration::from_millis(600) + GRACE);
 }
