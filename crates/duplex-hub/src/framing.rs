@@ -1,0 +1,108 @@
+//! How a delivered message is framed for clients.
+
+use duplex_core::{Bytes, Message};
+
+use crate::Position;
+
+/// How the hub frames each message once per node before sending it to local
+/// subscribers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Framing {
+    /// The message as published. The client does not learn positions from the wire
+    /// (the application may put its own sequence in the payload).
+    #[default]
+    Raw,
+    /// The position goes with the message, so a browser can resume:
+    /// text messages become `{"topic":T,"epoch":E,"offset":O,"data":TEXT}` (a JSON
+    /// object; `data` is the text as a JSON string, epochs are below 2^53); binary
+    /// messages become `epoch (u64 BE) ‖ offset (u64 BE) ‖ topic length (u16 BE) ‖
+    /// topic ‖ payload`.
+    Envelope,
+}
+
+impl Framing {
+    /// Frames `message` of `topic` at `position`.
+    pub fn frame(self, topic: &str, position: Position, message: &Message) -> Message {
+        match self {
+            Self::Raw => message.clone(),
+            Self::Envelope => match message {
+                Message::Text(text) => {
+                    let mut out = String::with_capacity(text.len() + topic.len() + 64);
+                    out.push_str("{\"topic\":");
+                    json_string(topic, &mut out);
+                    out.push_str(&format!(
+                        ",\"epoch\":{},\"offset\":{},\"data\":",
+                        position.epoch, position.offset
+                    ));
+                    json_string(text, &mut out);
+                    out.push('}');
+                    Message::text(out)
+                }
+                other => {
+                    let payload = other.payload();
+                    let mut out = Vec::with_capacity(payload.len() + topic.len() + 18);
+                    out.extend_from_slice(&position.epoch.to_be_bytes());
+                    out.extend_from_slice(&position.offset.to_be_bytes());
+                    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+                    out.extend_from_slice(topic.as_bytes());
+                    out.extend_from_slice(payload);
+                    Message::Binary(Bytes::from(out))
+                }
+            },
+        }
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+pub(crate) fn json_string(text: &str, out: &mut String) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_text_is_json() {
+        let framed = Framing::Envelope.frame(
+            "r\"1",
+            Position {
+                epoch: 7,
+                offset: 3,
+            },
+            &Message::text("a\nb\u{1}"),
+        );
+        assert_eq!(
+            framed.as_text(),
+            Some(r#"{"topic":"r\"1","epoch":7,"offset":3,"data":"a\nb\u0001"}"#)
+        );
+    }
+
+    #[test]
+    fn envelope_binary_has_header() {
+        let framed = Framing::Envelope.frame(
+            "t",
+            Position {
+                epoch: 1,
+                offset: 2,
+            },
+            &Message::binary(vec![9u8]),
+        );
+        assert_eq!(
+            framed.payload(),
+            &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1, b't', 9]
+        );
+    }
+}

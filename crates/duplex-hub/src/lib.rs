@@ -1,0 +1,424 @@
+//! Topics for duplex servers, on one node or across many.
+//!
+//! A [`Hub`] routes messages published to a *topic* to every [`Subscriber`] of that
+//! topic. Every message gets a [`Position`] when it is published: the topic's *epoch*
+//! and an *offset* that grows by one per message. The epoch changes whenever the
+//! topic's history may have been lost (a new process for the in-memory backend, Redis
+//! restarted without persistence or the topic expired for the Redis backend), so a
+//! client holding a position can tell "I missed nothing" from "I cannot know".
+//!
+//! - [`Hub::publish`] returns the message's position.
+//! - Each subscriber has one bounded queue (in bytes) for all its topics, and a
+//!   [`SlowPolicy`] for when it fills: close the connection (1013 by default, or 1008),
+//!   or drop messages and queue an [`Event::Lagged`] notice.
+//! - [`Hub::replay`] and [`Subscriber::resume`] return what a client missed after a
+//!   position, exactly once, or say that it cannot be recovered ([`Loss`]).
+//! - Each message is encoded once per node ([`PreparedMessage`]) for all its local
+//!   subscribers.
+//!
+//! Backends ([`Backend`]): [`MemoryBackend`] (the default; one process) and, with the
+//! `redis` feature, `RedisBackend` (Redis pub/sub for live fan-out between nodes, one
+//! Redis stream per topic for bounded history). `docs/SCALING.md` in the repository
+//! states the delivery semantics.
+//!
+//! ```
+//! use duplex_hub::{Event, Hub, Message};
+//!
+//! let hub = Hub::memory();
+//! let mut alice = hub.subscriber();
+//! alice.subscribe("room")?;
+//! let sent = hub.publish("room", Message::text("hello"))?;
+//! match alice.try_recv() {
+//!     Some(Event::Message(delivery)) => {
+//!         assert_eq!(delivery.position, sent);
+//!         assert_eq!(delivery.message.message().as_text(), Some("hello"));
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok::<(), duplex_hub::HubError>(())
+//! ```
+
+mod framing;
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+mod registry;
+mod subscriber;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use duplex_core::{CloseCode, Message, PreparedMessage};
+pub use framing::Framing;
+pub use memory::{MemoryBackend, MemoryConfig};
+#[cfg(feature = "redis")]
+pub use redis::{RedisBackend, RedisConfig};
+pub use subscriber::{Resumed, Subscriber};
+
+use registry::Registry;
+
+/// Where a message is in its topic: the topic's epoch and the message's offset.
+///
+/// Offsets start at 1 in each epoch; a position with offset 0 means "before the first
+/// message of this epoch". Epochs are random numbers below 2^53 (so they are exact in
+/// JavaScript) and never 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    /// The topic's epoch: it changes whenever the topic's history may have been lost.
+    pub epoch: u64,
+    /// The message's offset in the epoch, from 1.
+    pub offset: u64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.epoch, self.offset)
+    }
+}
+
+/// One message of a topic as a node delivers it.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The message's position.
+    pub position: Position,
+    /// The message, encoded once per node (with the hub's [`Framing`]) and shared by
+    /// every local subscriber: send it with `send_prepared`.
+    pub message: PreparedMessage,
+    /// The message as it was published (before framing).
+    pub original: Message,
+}
+
+/// Why messages of a topic cannot be recovered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// The topic's epoch changed: its history before the change is gone.
+    EpochChanged,
+    /// The history no longer reaches back to the position (trimmed or expired).
+    Trimmed,
+    /// More messages were missed than the limit allows replaying.
+    TooMany,
+    /// The backend could not be reached to recover them.
+    Unavailable,
+}
+
+impl fmt::Display for Loss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::EpochChanged => "the topic's epoch changed",
+            Self::Trimmed => "the history was trimmed",
+            Self::TooMany => "too many messages were missed",
+            Self::Unavailable => "the backend is unavailable",
+        })
+    }
+}
+
+/// What a subscriber receives.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A message of a subscribed topic.
+    Message(Delivery),
+    /// Messages of `topic` with offsets `first..=last` (epoch `epoch`) were dropped
+    /// because this subscriber's queue was full ([`SlowPolicy::Lag`]). They can be
+    /// fetched with [`Hub::replay`] from `(epoch, first - 1)` while the history holds
+    /// them.
+    Lagged {
+        /// The topic.
+        topic: Arc<str>,
+        /// The epoch of the dropped messages.
+        epoch: u64,
+        /// The first dropped offset.
+        first: u64,
+        /// The last dropped offset.
+        last: u64,
+    },
+    /// Messages of `topic` after `after` may have been lost and cannot be recovered.
+    /// Delivery goes on from `resumed` (the next message is after it), when known.
+    NotRecovered {
+        /// The topic.
+        topic: Arc<str>,
+        /// The last position delivered before the loss, if any.
+        after: Option<Position>,
+        /// The position delivery continues after, if known.
+        resumed: Option<Position>,
+        /// Why.
+        reason: Loss,
+    },
+    /// The subscriber was closed by [`SlowPolicy::Close`]: the connection should be
+    /// closed with this code. No more events follow.
+    Closed(CloseCode),
+}
+
+/// The answer of [`Hub::replay`].
+#[derive(Clone, Debug)]
+pub enum Replay {
+    /// Every message after the position up to the topic's latest, in order (possibly
+    /// none).
+    Messages(Vec<Delivery>),
+    /// They cannot all be recovered.
+    NotRecovered(Loss),
+}
+
+/// What a slow subscriber's queue does when it is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowPolicy {
+    /// Empty the queue and end the subscriber with [`Event::Closed`] carrying this code
+    /// (1013 "try again later" or 1008 "policy violation"); the client reconnects and
+    /// resumes from its last position.
+    Close(CloseCode),
+    /// Drop the messages that do not fit and queue an [`Event::Lagged`] notice once
+    /// the queue has drained to half its size.
+    Lag,
+}
+
+impl Default for SlowPolicy {
+    fn default() -> Self {
+        Self::Close(CloseCode::TryAgainLater)
+    }
+}
+
+/// The hub's limits and policies; every field has a default.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Bytes one subscriber may have queued (payloads plus 64 bytes per event).
+    /// Default 1 MiB.
+    pub queue_bytes: usize,
+    /// What happens when a subscriber's queue is full. Default: close with 1013.
+    pub slow_policy: SlowPolicy,
+    /// The most messages a node replays to fill a gap in live delivery or to resume a
+    /// subscriber. Default 1000.
+    pub replay_limit: usize,
+    /// How each message is framed for clients. Default: [`Framing::Raw`].
+    pub framing: Framing,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            queue_bytes: 1 << 20,
+            slow_policy: SlowPolicy::default(),
+            replay_limit: 1000,
+            framing: Framing::Raw,
+        }
+    }
+}
+
+/// An error of the hub.
+#[derive(Debug)]
+pub enum HubError {
+    /// The backend is unreachable or failed (publishes are not buffered: retry).
+    Unavailable(String),
+    /// The message is not a text or binary message.
+    NotData,
+    /// The topic name is empty or longer than [`MAX_TOPIC_LEN`].
+    BadTopic,
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable(why) => write!(f, "hub backend unavailable: {why}"),
+            Self::NotData => f.write_str("only text and binary messages can be published"),
+            Self::BadTopic => write!(f, "a topic name has 1 to {MAX_TOPIC_LEN} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for HubError {}
+
+/// The longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 256;
+
+fn check_topic(topic: &str) -> Result<(), HubError> {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_LEN {
+        return Err(HubError::BadTopic);
+    }
+    Ok(())
+}
+
+/// A message with its position, as a backend stores and returns it.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// The position.
+    pub position: Position,
+    /// The message (text or binary).
+    pub message: Message,
+}
+
+/// What a backend's [`Backend::replay`] answers.
+#[derive(Clone, Debug)]
+pub enum Stretch {
+    /// Every message after the position, up to the latest, in order.
+    Messages(Vec<Stored>),
+    /// They cannot all be recovered.
+    NotRecovered(Loss),
+}
+
+/// Where a backend hands the messages it receives (from this node or others) to the
+/// node's subscribers. Given to [`Backend::start`].
+#[derive(Clone)]
+pub struct Sink {
+    registry: std::sync::Weak<Registry>,
+}
+
+impl Sink {
+    /// Delivers a message to this node's subscribers of `topic`. Deliveries of one topic
+    /// must be made one at a time; out-of-order or repeated offsets are handled (gaps
+    /// are filled with [`Backend::replay`], repeats dropped).
+    pub fn deliver(&self, topic: &str, stored: Stored) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.deliver(topic, stored);
+        }
+    }
+
+    /// Tells the node the latest position of a topic it watches (after a reconnect, or
+    /// periodically): a node that is behind fills the gap or reports the loss.
+    pub fn sync(&self, topic: &str, latest: Option<Position>) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.sync(topic, latest);
+        }
+    }
+
+    /// The topics this node has local subscribers for.
+    pub fn watched(&self) -> Vec<Arc<str>> {
+        self.registry
+            .upgrade()
+            .map(|r| r.watched())
+            .unwrap_or_default()
+    }
+}
+
+/// Where topics live: assigns positions, keeps bounded history, and carries messages to
+/// every node. Implementations: [`MemoryBackend`], `RedisBackend` (feature `redis`).
+pub trait Backend: Send + Sync + 'static {
+    /// Called once by [`Hub::with_backend`] with the node's sink.
+    fn start(&self, sink: Sink);
+    /// Appends `message` to `topic`, returns its position. A backend delivers it to this
+    /// node's sink (if the topic is watched) before returning, and to other nodes.
+    fn publish(&self, topic: &str, message: &Message) -> Result<Position, HubError>;
+    /// The messages of `topic` after `after`, at most `limit` of them.
+    fn replay(&self, topic: &str, after: Position, limit: usize) -> Result<Stretch, HubError>;
+    /// The position of the latest message of `topic` (`None`: no history).
+    fn latest(&self, topic: &str) -> Result<Option<Position>, HubError>;
+    /// This node now has local subscribers for `topic`.
+    fn watch(&self, topic: &str);
+    /// This node no longer has local subscribers for `topic`.
+    fn unwatch(&self, topic: &str);
+}
+
+/// A node's topic router. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Hub {
+    registry: Arc<Registry>,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub with the in-memory backend and the default limits.
+    pub fn memory() -> Self {
+        Self::with_backend(
+            HubConfig::default(),
+            Arc::new(MemoryBackend::new(MemoryConfig::default())),
+        )
+    }
+
+    /// A hub over `backend`.
+    pub fn with_backend(config: HubConfig, backend: Arc<dyn Backend>) -> Self {
+        let registry = Arc::new(Registry::new(config, backend.clone()));
+        backend.start(Sink {
+            registry: Arc::downgrade(&registry),
+        });
+        Self { registry }
+    }
+
+    /// A hub with the Redis backend (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub fn redis(config: HubConfig, redis: RedisConfig) -> Result<Self, HubError> {
+        Ok(Self::with_backend(
+            config,
+            Arc::new(RedisBackend::new(redis)?),
+        ))
+    }
+
+    /// Publishes a text or binary message to `topic`; returns its position. With a
+    /// remote backend this blocks for one round trip (bounded by its timeout), and
+    /// fails at once while the backend is unreachable: nothing is buffered.
+    pub fn publish(&self, topic: &str, message: impl Into<Message>) -> Result<Position, HubError> {
+        check_topic(topic)?;
+        let message = message.into();
+        if !message.is_data() {
+            return Err(HubError::NotData);
+        }
+        self.registry.backend.publish(topic, &message)
+    }
+
+    /// The messages of `topic` after `after` (at most `limit`), framed for clients, or
+    /// why they cannot all be recovered. Never a partial answer: a gap is
+    /// [`Replay::NotRecovered`].
+    pub fn replay(&self, topic: &str, after: Position, limit: usize) -> Result<Replay, HubError> {
+        check_topic(topic)?;
+        let topic: Arc<str> = Arc::from(topic);
+        Ok(match self.registry.backend.replay(&topic, after, limit)? {
+            Stretch::Messages(stored) => Replay::Messages(
+                stored
+                    .into_iter()
+                    .filter_map(|s| self.registry.prepare(&topic, s))
+                    .collect(),
+            ),
+            Stretch::NotRecovered(loss) => Replay::NotRecovered(loss),
+        })
+    }
+
+    /// The position of the latest message of `topic`, if it has history.
+    pub fn latest(&self, topic: &str) -> Result<Option<Position>, HubError> {
+        check_topic(topic)?;
+        self.registry.backend.latest(topic)
+    }
+
+    /// A new subscriber (one per connection), with the hub's queue bound and policy.
+    pub fn subscriber(&self) -> Subscriber {
+        Subscriber::new(self.registry.clone(), None)
+    }
+
+    /// A new subscriber that calls `notify` (from whichever thread queued it) each time
+    /// an event is queued while the queue was empty: for event loops that cannot await
+    /// (`duplex-mio` wakes its worker with it).
+    pub fn subscriber_with_notify(&self, notify: Arc<dyn Fn() + Send + Sync>) -> Subscriber {
+        Subscriber::new(self.registry.clone(), Some(notify))
+    }
+
+    /// The hub's configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.registry.config
+    }
+
+    /// Topics with local subscribers on this node.
+    pub fn topics(&self) -> usize {
+        self.registry.watched().len()
+    }
+}
+
+/// A default for backends' reconnect backoff: the first wait.
+pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// A default for backends' reconnect backoff: the longest wait.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A new random epoch in `1..2^53`.
+pub fn new_epoch() -> u64 {
+    let random = getrandom::u64().unwrap_or_else(|_| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    (random & ((1 << 53) - 1)).max(1)
+}

@@ -1,0 +1,324 @@
+//! The node's table of topics with local subscribers, and the ordered, gap-free
+//! delivery to them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use duplex_core::PreparedMessage;
+
+use crate::subscriber::{Resumed, Shared};
+use crate::{Backend, Delivery, Event, HubConfig, HubError, Loss, Position, Stored, Stretch};
+
+pub(crate) struct Registry {
+    pub(crate) config: HubConfig,
+    pub(crate) backend: Arc<dyn Backend>,
+    topics: Mutex<HashMap<Arc<str>, Arc<Topic>>>,
+    ids: AtomicU64,
+}
+
+struct Topic {
+    name: Arc<str>,
+    state: Mutex<TopicState>,
+}
+
+struct Member {
+    sub: Arc<Shared>,
+    /// Messages at or before this position are not delivered to this member (it got
+    /// them by replay, or resumed from a position ahead of this node).
+    floor: Option<Position>,
+}
+
+#[derive(Default)]
+struct TopicState {
+    /// The last position delivered to this node's subscribers.
+    last: Option<Position>,
+    members: Vec<Member>,
+    /// Set when the topic left the table (its last member left).
+    removed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Registry {
+    pub(crate) fn new(config: HubConfig, backend: Arc<dyn Backend>) -> Self {
+        Self {
+            config,
+            backend,
+            topics: Mutex::default(),
+            ids: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn watched(&self) -> Vec<Arc<str>> {
+        lock(&self.topics).keys().cloned().collect()
+    }
+
+    fn get(&self, topic: &str) -> Option<Arc<Topic>> {
+        lock(&self.topics).get(topic).cloned()
+    }
+
+    /// Adds a member; with `after`, replays what it missed first. Returns the topic's
+    /// shared name, the position live delivery starts after, and for a resume whether
+    /// it recovered.
+    pub(crate) fn add(
+        &self,
+        topic: &str,
+        sub: &Arc<Shared>,
+        after: Option<Position>,
+    ) -> Result<(Arc<str>, Option<Position>, Option<Resumed>), HubError> {
+        loop {
+            let (entry, created) = {
+                let mut topics = lock(&self.topics);
+                match topics.get(topic) {
+                    Some(t) => (t.clone(), false),
+                    None => {
+                        let name: Arc<str> = Arc::from(topic);
+                        let t = Arc::new(Topic {
+                            name: name.clone(),
+                            state: Mutex::default(),
+                        });
+                        topics.insert(name, t.clone());
+                        (t, true)
+                    }
+                }
+            };
+            let mut st = lock(&entry.state);
+            if st.removed {
+                continue;
+            }
+            if created {
+                self.backend.watch(topic);
+                st.last = self.backend.latest(topic).ok().flatten();
+            }
+            let mut floor = st.last;
+            let resumed = after.map(|after| {
+                let (resumed, new_floor) = self.catch_up(&entry, &st, sub, after);
+                floor = new_floor;
+                resumed
+            });
+            st.members.push(Member {
+                sub: sub.clone(),
+                floor,
+            });
+            return Ok((entry.name.clone(), st.last, resumed));
+        }
+    }
+
+    /// Queues for `sub` the messages after `after` up to the node's last delivered one.
+    fn catch_up(
+        &self,
+        entry: &Topic,
+        st: &TopicState,
+        sub: &Shared,
+        after: Position,
+    ) -> (Resumed, Option<Position>) {
+        let Some(last) = st.last else {
+            return (Resumed::NotRecovered(Loss::EpochChanged), None);
+        };
+        if last.epoch != after.epoch {
+            return (Resumed::NotRecovered(Loss::EpochChanged), Some(last));
+        }
+        if after.offset >= last.offset {
+            // Nothing this node has delivered is new to it; it may even be ahead of this
+            // node (it was on another one): the floor skips what it already has.
+            return (Resumed::Recovered(0), Some(after));
+        }
+        let missed = last.offset - after.offset;
+        if missed > self.config.replay_limit as u64 {
+            return (Resumed::NotRecovered(Loss::TooMany), Some(last));
+        }
+        match self.backend.replay(&entry.name, after, missed as usize) {
+            Ok(Stretch::Messages(stored)) => {
+                let mut expected = after.offset + 1;
+                let mut batch = Vec::new();
+                for s in stored {
+                    if s.position.offset > last.offset {
+                        break;
+                    }
+                    if s.position.epoch != last.epoch || s.position.offset != expected {
+                        return (Resumed::NotRecovered(Loss::Trimmed), Some(last));
+                    }
+                    expected += 1;
+                    batch.push(s);
+                }
+                if expected != last.offset + 1 {
+                    return (Resumed::NotRecovered(Loss::Trimmed), Some(last));
+                }
+                let n = batch.len();
+                for s in batch {
+                    if let Some(d) = self.prepare(&entry.name, s) {
+                        sub.push(Event::Message(d));
+                    }
+                }
+                (Resumed::Recovered(n), Some(last))
+            }
+            Ok(Stretch::NotRecovered(loss)) => (Resumed::NotRecovered(loss), Some(last)),
+            Err(_) => (Resumed::NotRecovered(Loss::Unavailable), Some(last)),
+        }
+    }
+
+    pub(crate) fn remove(&self, topic: &str, id: u64) {
+        let mut topics = lock(&self.topics);
+        let Some(entry) = topics.get(topic).cloned() else {
+            return;
+        };
+        let mut st = lock(&entry.state);
+        st.members.retain(|m| m.sub.id != id);
+        if st.members.is_empty() {
+            st.removed = true;
+            topics.remove(topic);
+            self.backend.unwatch(topic);
+        }
+    }
+
+    /// Frames and encodes one message for this node.
+    pub(crate) fn prepare(&self, topic: &Arc<str>, stored: Stored) -> Option<Delivery> {
+        let framed = self
+            .config
+            .framing
+            .frame(topic, stored.position, &stored.message);
+        let message = PreparedMessage::new(framed).ok()?;
+        Some(Delivery {
+            topic: topic.clone(),
+            position: stored.position,
+            message,
+            original: stored.message,
+        })
+    }
+
+    pub(crate) fn deliver(&self, topic: &str, stored: Stored) {
+        let Some(entry) = self.get(topic) else {
+            return;
+        };
+        let mut st = lock(&entry.state);
+        let pos = stored.position;
+        if let Some(last) = st.last {
+            if pos.epoch == last.epoch && pos.offset <= last.offset {
+                return; // a repeat (our own echo, or a message replayed already)
+            }
+        }
+        if pos.offset > 1 || st.last.is_some_and(|l| l.epoch != pos.epoch) {
+            self.fill(
+                &entry,
+                &mut st,
+                Position {
+                    epoch: pos.epoch,
+                    offset: pos.offset - 1,
+                },
+            );
+        }
+        self.fanout(&entry, &mut st, stored);
+    }
+
+    pub(crate) fn sync(&self, topic: &str, latest: Option<Position>) {
+        let Some(entry) = self.get(topic) else {
+            return;
+        };
+        let mut st = lock(&entry.state);
+        match (st.last, latest) {
+            (_, None) => {}
+            (None, Some(l)) => st.last = Some(l),
+            (Some(_), Some(l)) => self.fill(&entry, &mut st, l),
+        }
+    }
+
+    /// Delivers everything after the node's last position up to `upto` (inclusive)
+    /// from the history, or tells every member what was lost; afterwards the node's
+    /// last position is `upto`.
+    fn fill(&self, entry: &Topic, st: &mut TopicState, upto: Position) {
+        let Some(mut last) = st.last else {
+            // The node has no starting point: it starts here.
+            st.last = Some(upto);
+            return;
+        };
+        if last.epoch != upto.epoch {
+            self.notice(entry, st, Some(last), upto, Loss::EpochChanged);
+            // What the new epoch already has before `upto` can still be delivered.
+            last = Position {
+                epoch: upto.epoch,
+                offset: 0,
+            };
+            st.last = Some(last);
+        }
+        if upto.offset <= last.offset {
+            return;
+        }
+        let missed = upto.offset - last.offset;
+        if missed > self.config.replay_limit as u64 {
+            self.notice(entry, st, Some(last), upto, Loss::TooMany);
+            st.last = Some(upto);
+            return;
+        }
+        let loss = match self.backend.replay(&entry.name, last, missed as usize) {
+            Ok(Stretch::Messages(stored)) => {
+                let mut loss = None;
+                for s in stored {
+                    if s.position.offset > upto.offset {
+                        break;
+                    }
+                    let expected = st.last.map_or(1, |l| l.offset + 1);
+                    if s.position.epoch != upto.epoch || s.position.offset != expected {
+                        loss = Some(Loss::Trimmed);
+                        break;
+                    }
+                    self.fanout(entry, st, s);
+                }
+                if loss.is_none() && st.last.is_none_or(|l| l.offset != upto.offset) {
+                    loss = Some(Loss::Trimmed);
+                }
+                loss
+            }
+            Ok(Stretch::NotRecovered(loss)) => Some(loss),
+            Err(_) => Some(Loss::Unavailable),
+        };
+        if let Some(loss) = loss {
+            let after = st.last;
+            self.notice(entry, st, after, upto, loss);
+            st.last = Some(upto);
+        }
+    }
+
+    fn notice(
+        &self,
+        entry: &Topic,
+        st: &TopicState,
+        after: Option<Position>,
+        resumed: Position,
+        reason: Loss,
+    ) {
+        for m in &st.members {
+            m.sub.push(Event::NotRecovered {
+                topic: entry.name.clone(),
+                after,
+                resumed: Some(resumed),
+                reason,
+            });
+        }
+    }
+
+    fn fanout(&self, entry: &Topic, st: &mut TopicState, stored: Stored) {
+        let pos = stored.position;
+        st.last = Some(pos);
+        if st.members.is_empty() {
+            return;
+        }
+        let Some(delivery) = self.prepare(&entry.name, stored) else {
+            return;
+        };
+        for m in &st.members {
+            if m.floor
+                .is_some_and(|f| f.epoch == pos.epoch && pos.offset <= f.offset)
+            {
+                continue;
+            }
+            m.sub.push(Event::Message(delivery.clone()));
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! One subscriber (one connection): a bounded queue for all its topics.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::poll_fn;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use duplex_core::CloseCode;
+
+use crate::registry::Registry;
+use crate::{Event, HubError, Loss, Position, SlowPolicy, check_topic};
+
+/// What each queued event costs on top of its payload, in bytes.
+pub(crate) const EVENT_OVERHEAD: usize = 64;
+/// Room for notices ([`Event::NotRecovered`], [`Event::Lagged`]) beyond the queue bound:
+/// they are never dropped, and past this the subscriber is closed.
+const NOTICE_SLACK: usize = 64 * EVENT_OVERHEAD;
+
+/// The answer of [`Subscriber::resume`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// Every message after the position was queued (this many), and live messages
+    /// follow without a gap or a repeat.
+    Recovered(usize),
+    /// Some messages after the position cannot be recovered; live messages follow from
+    /// the topic's current position.
+    NotRecovered(Loss),
+}
+
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    notify: Option<Arc<dyn Fn() + Send + Sync>>,
+    limit: usize,
+    policy: SlowPolicy,
+}
+
+#[derive(Default)]
+struct Queue {
+    events: VecDeque<Event>,
+    bytes: usize,
+    /// Topics whose messages are being dropped: (topic, epoch, first, last).
+    lagging: Vec<(Arc<str>, u64, u64, u64)>,
+    closed: Option<CloseCode>,
+    close_reported: bool,
+    waker: Option<Waker>,
+}
+
+fn cost(event: &Event) -> usize {
+    EVENT_OVERHEAD
+        + match event {
+            Event::Message(d) => d.message.frame().len(),
+            _ => 0,
+        }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an event, applying the slow-consumer policy. Never blocks on the reader.
+    pub(crate) fn push(&self, event: Event) {
+        let mut q = self.lock();
+        if q.closed.is_some() {
+            return;
+        }
+        let was_empty = q.events.is_empty();
+        if let Event::Message(d) = &event {
+            let over_half = q.bytes > self.limit / 2;
+            if let Some(lag) = q.lagging.iter_mut().find(|l| l.0 == d.topic) {
+                if over_half {
+                    lag.3 = d.position.offset;
+                    return;
+                }
+                self.flush_lags(&mut q);
+            }
+            let size = cost(&event);
+            if q.bytes + size > self.limit {
+                match self.policy {
+                    SlowPolicy::Close(code) => self.close(&mut q, code),
+                    SlowPolicy::Lag => {
+                        let p = d.position;
+                        q.lagging.push((d.topic.clone(), p.epoch, p.offset, p.offset));
+                    }
+                }
+                drop(q);
+                self.wake(was_empty);
+                return;
+            }
+            q.bytes += size;
+            q.events.push_back(event);
+        } else {
+            if q.bytes + EVENT_OVERHEAD > self.limit + NOTICE_SLACK {
+                let code = match self.policy {
+                    SlowPolicy::Close(code) => code,
+                    SlowPolicy::Lag => CloseCode::TryAgainLater,
+                };
+                self.close(&mut q, code);
+            } else {
+                q.bytes += EVENT_OVERHEAD;
+                q.events.push_back(event);
+            }
+        }
+        drop(q);
+        self.wake(was_empty);
+    }
+
+    fn close(&self, q: &mut Queue, code: CloseCode) {
+        q.closed = Some(code);
+        q.events = VecDeque::new();
+        q.lagging = Vec::new();
+        q.bytes = 0;
+    }
+
+    /// Turns the lag records into notices at the end of the queue.
+    fn flush_lags(&self, q: &mut Queue) {
+        for (topic, epoch, first, last) in std::mem::take(&mut q.lagging) {
+            q.bytes += EVENT_OVERHEAD;
+            q.events.push_back(Event::Lagged {
+                topic,
+                epoch,
+                first,
+                last,
+            });
+        }
+    }
+
+    fn wake(&self, was_empty: bool) {
+        let waker = self.lock().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        self.ready.notify_one();
+        if was_empty {
+            if let Some(notify) = &self.notify {
+                notify();
+            }
+        }
+    }
+
+    /// The next event; `Err(())` once the subscriber has ended.
+    fn pop(&self, q: &mut Queue) -> Result<Option<Event>, ()> {
+        if let Some(code) = q.closed {
+            if q.close_reported {
+                return Err(());
+            }
+            q.close_reported = true;
+            return Ok(Some(Event::Closed(code)));
+        }
+        let event = q.events.pop_front();
+        if let Some(e) = &event {
+            q.bytes = q.bytes.saturating_sub(cost(e));
+        }
+        if !q.lagging.is_empty() && q.bytes <= self.limit / 2 {
+            self.flush_lags(q);
+        }
+        Ok(event)
+    }
+}
+
+/// One subscriber of a [`Hub`](crate::Hub), usually one per connection: the topics it
+/// follows and one bounded queue of [`Event`]s for all of them. Dropping it leaves all
+/// its topics.
+pub struct Subscriber {
+    shared: Arc<Shared>,
+    registry: Arc<Registry>,
+    topics: Vec<Arc<str>>,
+}
+
+impl fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("topics", &self.topics)
+            .field("queued_bytes", &self.queued_bytes())
+            .finish()
+    }
+}
+
+impl Subscriber {
+    pub(crate) fn new(registry: Arc<Registry>, notify: Option<Arc<dyn Fn() + Send + Sync>>) -> Self {
+        let shared = Arc::new(Shared {
+            id: registry.next_id(),
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            notify,
+            limit: registry.config.queue_bytes,
+            policy: registry.config.slow_policy,
+        });
+        Self {
+            shared,
+            registry,
+            topics: Vec::new(),
+        }
+    }
+
+    /// Follows `topic` from now on; returns the position live delivery starts after
+    /// (`None` if the topic has no history or the backend could not say). Subscribing
+    /// twice is a no-op.
+    pub fn subscribe(&mut self, topic: &str) -> Result<Option<Position>, HubError> {
+        check_topic(topic)?;
+        if self.is_subscribed(topic) {
+            return Ok(None);
+        }
+        let (topic, start, _) = self.registry.add(topic, &self.shared, None)?;
+        self.topics.push(topic);
+        Ok(start)
+    }
+
+    /// Follows `topic` from just after `after` (a position the client last saw): the
+    /// missed messages are queued first, then live ones, each exactly once; or, when
+    /// they cannot be recovered, live ones from now and [`Resumed::NotRecovered`].
+    /// If already subscribed, nothing is replayed.
+    pub fn resume(&mut self, topic: &str, after: Position) -> Result<Resumed, HubError> {
+        check_topic(topic)?;
+        if self.is_subscribed(topic) {
+            return Ok(Resumed::Recovered(0));
+        }
+        let (topic, _, resumed) = self.registry.add(topic, &self.shared, Some(after))?;
+        self.topics.push(topic);
+        Ok(resumed.unwrap_or(Resumed::Recovered(0)))
+    }
+
+    /// Stops following `topic`; returns whether it was followed. Queued events stay.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        let Some(i) = self.topics.iter().position(|t| &**t == topic) else {
+            return false;
+        };
+        let topic = self.topics.swap_remove(i);
+        self.registry.remove(&topic, self.shared.id);
+        true
+    }
+
+    /// Whether this subscriber follows `topic`.
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| &**t == topic)
+    }
+
+    /// The topics this subscriber follows.
+    pub fn topics(&self) -> &[Arc<str>] {
+        &self.topics
+    }
+
+    /// Bytes queued (payloads plus a fixed overhead per event).
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.lock().bytes
+    }
+
+    /// Whether the slow-consumer policy closed this subscriber.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed.is_some()
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        let mut q = self.shared.lock();
+        self.shared.pop(&mut q).ok().flatten()
+    }
+
+    /// The next event, waiting up to `timeout` (`None`: nothing came, or the
+    /// subscriber has ended).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        let mut q = self.shared.lock();
+        loop {
+            match self.shared.pop(&mut q) {
+                Ok(Some(event)) => return Some(event),
+                Err(()) => return None,
+                Ok(None) => {}
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            q = self
+                .shared
+                .ready
+                .wait_timeout(q, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// The next event; `None` once the subscriber has ended (after [`Event::Closed`]).
+    /// Works on any executor and is cancel-safe: use it in `select!` next to the
+    /// connection's `recv`.
+    pub async fn recv(&mut self) -> Option<Event> {
+        poll_fn(|cx| {
+            let mut q = self.shared.lock();
+            match self.shared.pop(&mut q) {
+                Ok(Some(event)) => Poll::Ready(Some(event)),
+                Err(()) => Poll::Ready(None),
+                Ok(None) => {
+                    q.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        for topic in std::mem::take(&mut self.topics) {
+            self.registry.remove(&topic, self.shared.id);
+        }
+    }
+}
