@@ -137,13 +137,14 @@ pub enum Event {
         last: u64,
     },
     /// Messages of `topic` after `after` may have been lost and cannot be recovered.
-    /// Delivery goes on from `resumed` (the next message is after it), when known.
+    /// Delivery goes on after `resumed`; `None`: from the first message of the next
+    /// epoch (the history is gone and no message has come since).
     NotRecovered {
         /// The topic.
         topic: Arc<str>,
         /// The last position delivered before the loss, if any.
         after: Option<Position>,
-        /// The position delivery continues after, if known.
+        /// The position delivery continues after (offset 0: the start of that epoch).
         resumed: Option<Position>,
         /// Why.
         reason: Loss,
@@ -300,7 +301,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Appends `message` to `topic`, returns its position. A backend delivers it to this
     /// node's sink (if the topic is watched) before returning, and to other nodes.
     fn publish(&self, topic: &str, message: &Message) -> Result<Position, HubError>;
-    /// The messages of `topic` after `after`, at most `limit` of them.
+    /// The messages of `topic` after `after`, oldest first, at most `limit` of them
+    /// (fewer only when the topic has no more); [`Stretch::NotRecovered`] when the
+    /// first of them is gone (trimmed) or the epoch is not `after.epoch`.
     fn replay(&self, topic: &str, after: Position, limit: usize) -> Result<Stretch, HubError>;
     /// The position of the latest message of `topic` (`None`: no history).
     fn latest(&self, topic: &str) -> Result<Option<Position>, HubError>;
@@ -367,15 +370,24 @@ impl Hub {
     pub fn replay(&self, topic: &str, after: Position, limit: usize) -> Result<Replay, HubError> {
         check_topic(topic)?;
         let topic: Arc<str> = Arc::from(topic);
-        Ok(match self.registry.backend.replay(&topic, after, limit)? {
-            Stretch::Messages(stored) => Replay::Messages(
-                stored
-                    .into_iter()
-                    .filter_map(|s| self.registry.prepare(&topic, s))
-                    .collect(),
-            ),
-            Stretch::NotRecovered(loss) => Replay::NotRecovered(loss),
-        })
+        Ok(
+            match self
+                .registry
+                .backend
+                .replay(&topic, after, limit.saturating_add(1))?
+            {
+                Stretch::Messages(stored) if stored.len() > limit => {
+                    Replay::NotRecovered(Loss::TooMany)
+                }
+                Stretch::Messages(stored) => Replay::Messages(
+                    stored
+                        .into_iter()
+                        .filter_map(|s| self.registry.prepare(&topic, s))
+                        .collect(),
+                ),
+                Stretch::NotRecovered(loss) => Replay::NotRecovered(loss),
+            },
+        )
     }
 
     /// The position of the latest message of `topic`, if it has history.

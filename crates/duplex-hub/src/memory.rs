@@ -148,16 +148,16 @@ impl Backend for MemoryBackend {
         if missed == 0 {
             return Ok(Stretch::Messages(Vec::new()));
         }
-        if missed > limit as u64 {
-            return Ok(Stretch::NotRecovered(Loss::TooMany));
-        }
-        let first = h.messages.front().map_or(h.offset + 1, |s| s.position.offset);
+        let first = h
+            .messages
+            .front()
+            .map_or(h.offset + 1, |s| s.position.offset);
         if after.offset + 1 < first {
             return Ok(Stretch::NotRecovered(Loss::Trimmed));
         }
         let skip = (after.offset + 1 - first) as usize;
         Ok(Stretch::Messages(
-            h.messages.iter().skip(skip).cloned().collect(),
+            h.messages.iter().skip(skip).take(limit).cloned().collect(),
         ))
     }
 

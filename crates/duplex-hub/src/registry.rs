@@ -10,6 +10,18 @@ use duplex_core::PreparedMessage;
 use crate::subscriber::{Resumed, Shared};
 use crate::{Backend, Delivery, Event, HubConfig, HubError, Loss, Position, Stored, Stretch};
 
+/// "Before the first message of whatever epoch comes next": where a node starts on a
+/// topic without history, and where it goes on after its history was lost (epochs are
+/// never 0).
+const START: Position = Position {
+    epoch: 0,
+    offset: 0,
+};
+
+/// What [`Registry::add`] answers: the topic's shared name, the position live delivery
+/// starts after, and for a resume whether it recovered.
+pub(crate) type Added = (Arc<str>, Option<Position>, Option<Resumed>);
+
 pub(crate) struct Registry {
     pub(crate) config: HubConfig,
     pub(crate) backend: Arc<dyn Backend>,
@@ -72,7 +84,7 @@ impl Registry {
         topic: &str,
         sub: &Arc<Shared>,
         after: Option<Position>,
-    ) -> Result<(Arc<str>, Option<Position>, Option<Resumed>), HubError> {
+    ) -> Result<Added, HubError> {
         loop {
             let (entry, created) = {
                 let mut topics = lock(&self.topics);
@@ -95,7 +107,14 @@ impl Registry {
             }
             if created {
                 self.backend.watch(topic);
-                st.last = self.backend.latest(topic).ok().flatten();
+                st.last = match self.backend.latest(topic) {
+                    Ok(Some(p)) => Some(p),
+                    // No history yet: deliver from the first message of its epoch.
+                    Ok(None) => Some(START),
+                    // Unknown: the first message delivered (or the backend's next
+                    // sync) sets where this node starts.
+                    Err(_) => None,
+                };
             }
             let mut floor = st.last;
             let resumed = after.map(|after| {
@@ -107,7 +126,8 @@ impl Registry {
                 sub: sub.clone(),
                 floor,
             });
-            return Ok((entry.name.clone(), st.last, resumed));
+            let start = st.last.filter(|p| p.epoch != 0);
+            return Ok((entry.name.clone(), start, resumed));
         }
     }
 
@@ -120,7 +140,7 @@ impl Registry {
         after: Position,
     ) -> (Resumed, Option<Position>) {
         let Some(last) = st.last else {
-            return (Resumed::NotRecovered(Loss::EpochChanged), None);
+            return (Resumed::NotRecovered(Loss::Unavailable), None);
         };
         if last.epoch != after.epoch {
             return (Resumed::NotRecovered(Loss::EpochChanged), Some(last));
@@ -223,6 +243,11 @@ impl Registry {
         };
         let mut st = lock(&entry.state);
         match (st.last, latest) {
+            (Some(last), None) if last.epoch != 0 => {
+                // The topic's history is gone (Redis restarted, or it expired).
+                self.notice(&entry, &st, Some(last), None, Loss::EpochChanged);
+                st.last = Some(START);
+            }
             (_, None) => {}
             (None, Some(l)) => st.last = Some(l),
             (Some(_), Some(l)) => self.fill(&entry, &mut st, l),
@@ -239,12 +264,15 @@ impl Registry {
             return;
         };
         if last.epoch != upto.epoch {
-            self.notice(entry, st, Some(last), upto, Loss::EpochChanged);
-            // What the new epoch already has before `upto` can still be delivered.
-            last = Position {
+            // What the new epoch already has before `upto` is delivered next.
+            let start = Position {
                 epoch: upto.epoch,
                 offset: 0,
             };
+            if last.epoch != START.epoch {
+                self.notice(entry, st, Some(last), Some(start), Loss::EpochChanged);
+            }
+            last = start;
             st.last = Some(last);
         }
         if upto.offset <= last.offset {
@@ -252,7 +280,7 @@ impl Registry {
         }
         let missed = upto.offset - last.offset;
         if missed > self.config.replay_limit as u64 {
-            self.notice(entry, st, Some(last), upto, Loss::TooMany);
+            self.notice(entry, st, Some(last), Some(upto), Loss::TooMany);
             st.last = Some(upto);
             return;
         }
@@ -280,7 +308,7 @@ impl Registry {
         };
         if let Some(loss) = loss {
             let after = st.last;
-            self.notice(entry, st, after, upto, loss);
+            self.notice(entry, st, after, Some(upto), loss);
             st.last = Some(upto);
         }
     }
@@ -290,14 +318,14 @@ impl Registry {
         entry: &Topic,
         st: &TopicState,
         after: Option<Position>,
-        resumed: Position,
+        resumed: Option<Position>,
         reason: Loss,
     ) {
         for m in &st.members {
             m.sub.push(Event::NotRecovered {
                 topic: entry.name.clone(),
                 after,
-                resumed: Some(resumed),
+                resumed,
                 reason,
             });
         }

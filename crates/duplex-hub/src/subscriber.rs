@@ -84,7 +84,8 @@ impl Shared {
                     SlowPolicy::Close(code) => self.close(&mut q, code),
                     SlowPolicy::Lag => {
                         let p = d.position;
-                        q.lagging.push((d.topic.clone(), p.epoch, p.offset, p.offset));
+                        q.lagging
+                            .push((d.topic.clone(), p.epoch, p.offset, p.offset));
                     }
                 }
                 drop(q);
@@ -181,7 +182,10 @@ impl fmt::Debug for Subscriber {
 }
 
 impl Subscriber {
-    pub(crate) fn new(registry: Arc<Registry>, notify: Option<Arc<dyn Fn() + Send + Sync>>) -> Self {
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        notify: Option<Arc<dyn Fn() + Send + Sync>>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             id: registry.next_id(),
             queue: Mutex::new(Queue::default()),

@@ -1,0 +1,573 @@
+//! The Redis backend: pub/sub for live fan-out between nodes, one stream per topic for
+//! bounded history, positions assigned atomically by a Lua script.
+//!
+//! Keys (with the configured prefix `P`): `P{topic}:m`, a hash with the topic's `epoch`
+//! and last `offset`; `P{topic}:s`, a stream whose entry ids are `offset-0`, capped with
+//! `MAXLEN ~ history_len`; both expire `history_ttl` after the last publish. Channel
+//! `P{topic}:c` carries `epoch:offset:node:kind:payload` to the nodes that watch it.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use duplex_core::{Bytes, Message, Utf8Bytes};
+use redis::{Connection, Script, Value};
+
+use crate::{
+    Backend, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, HubError, Loss, Position, Sink, Stored,
+    Stretch, new_epoch,
+};
+
+const PUBLISH: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'k', ARGV[3], 'd', ARGV[4])
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+redis.call('PUBLISH', KEYS[3], epoch .. ':' .. offset .. ':' .. ARGV[6] .. ':' .. ARGV[3] .. ':' .. ARGV[4])
+return {epoch, offset}
+";
+
+const REPLAY: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  return {}
+end
+local offset = redis.call('HGET', KEYS[1], 'offset')
+local missed = tonumber(offset) - tonumber(ARGV[1])
+if missed <= 0 then
+  return {epoch, offset, {}}
+end
+local count = math.min(missed, tonumber(ARGV[2]))
+return {epoch, offset, redis.call('XRANGE', KEYS[2], (tonumber(ARGV[1]) + 1) .. '-0', '+', 'COUNT', count)}
+";
+
+/// How to reach Redis and what to keep there; every field but `url` has a default.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// Messages of history per topic (`XADD ... MAXLEN ~ N`: Redis may keep a few
+    /// more). Default 1000.
+    pub history_len: usize,
+    /// History (and the epoch) of a topic expire this long after its last message;
+    /// zero keeps them. Default 24 h.
+    pub history_ttl: Duration,
+    /// Prefix of every key and channel. Default `duplex:`.
+    pub prefix: String,
+    /// Bound on connecting and on each command (a publish fails after it). Default 1 s.
+    pub timeout: Duration,
+    /// First wait before reconnecting; doubles up to `backoff_max`. Default 50 ms.
+    pub backoff_min: Duration,
+    /// Longest wait before reconnecting. Default 2 s.
+    pub backoff_max: Duration,
+    /// How often a node checks the latest position of the topics it watches, so a
+    /// message lost on the pub/sub path (or a restarted Redis) is noticed even when no
+    /// later message arrives. Default 1 s.
+    pub sync_interval: Duration,
+}
+
+impl RedisConfig {
+    /// The defaults, for the server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            history_len: 1000,
+            history_ttl: Duration::from_secs(24 * 3600),
+            prefix: "duplex:".to_owned(),
+            timeout: Duration::from_secs(1),
+            backoff_min: DEFAULT_BACKOFF_MIN,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+            sync_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Topics in Redis, shared by every node configured with the same server and prefix.
+/// Blocking calls with timeouts (usable from any thread; async callers use
+/// `spawn_blocking` or the `tokio` feature's helpers); a background thread keeps the
+/// pub/sub connection, reconnecting with backoff.
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    rx: Mutex<Option<Receiver<Command>>>,
+}
+
+enum Command {
+    Watch(String),
+    Unwatch(String),
+}
+
+struct Inner {
+    client: redis::Client,
+    config: RedisConfig,
+    node: String,
+    conn: Mutex<Conn>,
+    sink: OnceLock<Sink>,
+    commands: Mutex<Sender<Command>>,
+    stop: AtomicBool,
+    publish: Script,
+    replay: Script,
+}
+
+struct Conn {
+    con: Option<Connection>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HubError {
+    HubError::Unavailable(e.to_string())
+}
+
+impl RedisBackend {
+    /// A backend for the server at `config.url`. Does not connect yet (a node may start
+    /// before Redis); fails only on an invalid URL.
+    pub fn new(config: RedisConfig) -> Result<Self, HubError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            client,
+            node: format!("{:x}", new_epoch()),
+            conn: Mutex::new(Conn {
+                con: None,
+                retry_at: None,
+                backoff: config.backoff_min,
+            }),
+            config,
+            sink: OnceLock::new(),
+            commands: Mutex::new(tx),
+            stop: AtomicBool::new(false),
+            publish: Script::new(PUBLISH),
+            replay: Script::new(REPLAY),
+        });
+        Ok(Self {
+            inner,
+            thread: Mutex::new(None),
+            rx: Mutex::new(Some(rx)),
+        })
+    }
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = lock(&self.thread).take() {
+            // The pub/sub thread itself may drop the last hub reference (while it
+            // delivers); it then ends by itself on the stop flag.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn key(&self, topic: &str, kind: &str) -> String {
+        format!("{}{{{}}}:{}", self.config.prefix, topic, kind)
+    }
+
+    /// Runs `f` on the command connection, connecting first if needed; a failed call
+    /// drops the connection and the next one waits for the backoff (failing at once
+    /// meanwhile): nothing queues up while Redis is away.
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, HubError> {
+        let mut c = lock(&self.conn);
+        if c.con.is_none() {
+            if let Some(at) = c.retry_at {
+                if Instant::now() < at {
+                    return Err(HubError::Unavailable("reconnecting to Redis".into()));
+                }
+            }
+            match self.connect() {
+                Ok(con) => {
+                    c.con = Some(con);
+                    c.backoff = self.config.backoff_min;
+                    c.retry_at = None;
+                }
+                Err(e) => {
+                    self.failed(&mut c);
+                    return Err(unavailable(e));
+                }
+            }
+        }
+        let con = c.con.as_mut().ok_or_else(|| unavailable("no connection"))?;
+        match f(con) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // A whole reply that is an error (or of another type) leaves the
+                // connection usable; anything else (I/O, timeout) may not have.
+                if matches!(
+                    e.kind(),
+                    redis::ErrorKind::ResponseError
+                        | redis::ErrorKind::ExtensionError
+                        | redis::ErrorKind::TypeError
+                ) {
+                    return Err(unavailable(e));
+                }
+                c.con = None;
+                self.failed(&mut c);
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    fn failed(&self, c: &mut Conn) {
+        c.retry_at = Some(Instant::now() + c.backoff);
+        c.backoff = (c.backoff * 2).min(self.config.backoff_max);
+    }
+
+    fn connect(&self) -> redis::RedisResult<Connection> {
+        let con = self
+            .client
+            .get_connection_with_timeout(self.config.timeout)?;
+        con.set_read_timeout(Some(self.config.timeout))?;
+        con.set_write_timeout(Some(self.config.timeout))?;
+        Ok(con)
+    }
+
+    fn latest_many(&self, topics: &[String]) -> Result<Vec<Option<Position>>, HubError> {
+        if topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for t in topics {
+            pipe.cmd("HMGET")
+                .arg(self.key(t, "m"))
+                .arg("epoch")
+                .arg("offset");
+        }
+        let rows: Vec<(Option<u64>, Option<u64>)> = self.with_conn(|c| pipe.query(c))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| match row {
+                (Some(epoch), Some(offset)) => Some(Position { epoch, offset }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn sync(&self, topics: &[String]) {
+        let Some(sink) = self.sink.get() else { return };
+        if let Ok(latest) = self.latest_many(topics) {
+            for (t, l) in topics.iter().zip(latest) {
+                sink.sync(t, l);
+            }
+        }
+    }
+}
+
+fn bytes_of(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn number(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        other => std::str::from_utf8(bytes_of(other)?).ok()?.parse().ok(),
+    }
+}
+
+fn message_of(kind: &[u8], data: &[u8]) -> Option<Message> {
+    match kind {
+        b"t" => Utf8Bytes::try_from(Bytes::copy_from_slice(data))
+            .ok()
+            .map(Message::Text),
+        b"b" => Some(Message::Binary(Bytes::copy_from_slice(data))),
+        _ => None,
+    }
+}
+
+/// One stream entry `[id, [field, value, ...]]` as a stored message.
+fn entry(epoch: u64, v: &Value) -> Option<Stored> {
+    let Value::Array(parts) = v else { return None };
+    let id = std::str::from_utf8(bytes_of(parts.first()?)?).ok()?;
+    let offset: u64 = id.split('-').next()?.parse().ok()?;
+    let Value::Array(fields) = parts.get(1)? else {
+        return None;
+    };
+    let (mut kind, mut data) = (None, None);
+    for pair in fields.chunks(2) {
+        match (bytes_of(&pair[0])?, pair.get(1)) {
+            (b"k", Some(v)) => kind = bytes_of(v),
+            (b"d", Some(v)) => data = bytes_of(v),
+            _ => {}
+        }
+    }
+    Some(Stored {
+        position: Position { epoch, offset },
+        message: message_of(kind?, data?)?,
+    })
+}
+
+/// Parses a pub/sub payload `epoch:offset:node:kind:data`.
+fn parse_live(payload: &[u8]) -> Option<(Position, &[u8], Message)> {
+    let mut parts = payload.splitn(5, |&b| b == b':');
+    let num = |p: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(p?).ok()?.parse().ok() };
+    let epoch = num(parts.next())?;
+    let offset = num(parts.next())?;
+    let node = parts.next()?;
+    let kind = parts.next()?;
+    let data = parts.next()?;
+    Some((Position { epoch, offset }, node, message_of(kind, data)?))
+}
+
+impl Backend for RedisBackend {
+    fn start(&self, sink: Sink) {
+        let _ = self.inner.sink.set(sink);
+        let Some(rx) = lock(&self.rx).take() else {
+            return;
+        };
+        let inner = self.inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("duplex-hub-redis".into())
+            .spawn(move || listen(&inner, &rx));
+        if let Ok(t) = thread {
+            *lock(&self.thread) = Some(t);
+        }
+    }
+
+    fn publish(&self, topic: &str, message: &Message) -> Result<Position, HubError> {
+        let inner = &self.inner;
+        let kind = if matches!(message, Message::Text(_)) {
+            "t"
+        } else {
+            "b"
+        };
+        let ttl = inner.config.history_ttl.as_secs();
+        let reply: Value = inner.with_conn(|c| {
+            inner
+                .publish
+                .key(inner.key(topic, "m"))
+                .key(inner.key(topic, "s"))
+                .key(inner.key(topic, "c"))
+                .arg(new_epoch())
+                .arg(inner.config.history_len.max(1))
+                .arg(kind)
+                .arg(message.payload())
+                .arg(ttl)
+                .arg(&inner.node)
+                .invoke(c)
+        })?;
+        let Value::Array(v) = &reply else {
+            return Err(unavailable("unexpected reply to publish"));
+        };
+        let (Some(epoch), Some(offset)) = (v.first().and_then(number), v.get(1).and_then(number))
+        else {
+            return Err(unavailable("unexpected reply to publish"));
+        };
+        let position = Position { epoch, offset };
+        if let Some(sink) = inner.sink.get() {
+            // This node's subscribers get it now; its echo from Redis is ignored.
+            sink.deliver(
+                topic,
+                Stored {
+                    position,
+                    message: message.clone(),
+                },
+            );
+        }
+        Ok(position)
+    }
+
+    fn replay(&self, topic: &str, after: Position, limit: usize) -> Result<Stretch, HubError> {
+        let inner = &self.inner;
+        let reply: Value = inner.with_conn(|c| {
+            inner
+                .replay
+                .key(inner.key(topic, "m"))
+                .key(inner.key(topic, "s"))
+                .arg(after.offset)
+                .arg(limit)
+                .invoke(c)
+        })?;
+        let Value::Array(v) = reply else {
+            return Err(unavailable("unexpected reply to replay"));
+        };
+        let (Some(epoch), Some(latest)) = (v.first().and_then(number), v.get(1).and_then(number))
+        else {
+            return Ok(Stretch::NotRecovered(Loss::EpochChanged));
+        };
+        if epoch != after.epoch || latest < after.offset {
+            return Ok(Stretch::NotRecovered(Loss::EpochChanged));
+        }
+        let missed = (latest - after.offset).min(limit as u64);
+        if missed == 0 {
+            return Ok(Stretch::Messages(Vec::new()));
+        }
+        let Some(Value::Array(entries)) = v.get(2) else {
+            return Ok(Stretch::NotRecovered(Loss::Trimmed));
+        };
+        let stored: Vec<Stored> = entries.iter().filter_map(|e| entry(epoch, e)).collect();
+        let contiguous = stored.len() as u64 == missed
+            && stored
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.position.offset == after.offset + 1 + i as u64);
+        if !contiguous {
+            return Ok(Stretch::NotRecovered(Loss::Trimmed));
+        }
+        Ok(Stretch::Messages(stored))
+    }
+
+    fn latest(&self, topic: &str) -> Result<Option<Position>, HubError> {
+        Ok(self.inner.latest_many(&[topic.to_owned()])?.pop().flatten())
+    }
+
+    fn watch(&self, topic: &str) {
+        let _ = lock(&self.inner.commands).send(Command::Watch(topic.to_owned()));
+    }
+
+    fn unwatch(&self, topic: &str) {
+        let _ = lock(&self.inner.commands).send(Command::Unwatch(topic.to_owned()));
+    }
+}
+
+/// How long the pub/sub reader waits for a message before it looks at its commands.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The pub/sub thread: (re)connects with backoff, subscribes to the watched topics,
+/// delivers what other nodes publish, and checks positions after each reconnect and
+/// every `sync_interval`.
+fn listen(inner: &Inner, rx: &Receiver<Command>) {
+    let mut watched: HashSet<String> = HashSet::new();
+    let mut backoff = inner.config.backoff_min;
+    let drain = |watched: &mut HashSet<String>| {
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                Command::Watch(t) => watched.insert(t),
+                Command::Unwatch(t) => watched.remove(&t),
+            };
+        }
+    };
+    while !inner.stop.load(Ordering::Relaxed) {
+        drain(&mut watched);
+        let mut con = match inner.connect() {
+            Ok(con) => con,
+            Err(_) => {
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !inner.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(POLL.min(backoff));
+                }
+                backoff = (backoff * 2).min(inner.config.backoff_max);
+                continue;
+            }
+        };
+        let result = session(inner, rx, &mut con, &mut watched);
+        if result.is_err() {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(inner.config.backoff_max);
+        } else {
+            backoff = inner.config.backoff_min;
+        }
+    }
+}
+
+/// One pub/sub connection's life; returns when it fails (or the backend stops).
+fn session(
+    inner: &Inner,
+    rx: &Receiver<Command>,
+    con: &mut Connection,
+    watched: &mut HashSet<String>,
+) -> redis::RedisResult<()> {
+    let mut ps = con.as_pubsub();
+    ps.set_read_timeout(Some(inner.config.timeout))?;
+    let topics: Vec<String> = watched.iter().cloned().collect();
+    for t in &topics {
+        ps.subscribe(inner.key(t, "c"))?;
+    }
+    // Anything published while this node was not subscribed is found here.
+    inner.sync(&topics);
+    ps.set_read_timeout(Some(POLL))?;
+    let mut next_sync = Instant::now() + inner.config.sync_interval;
+    while !inner.stop.load(Ordering::Relaxed) {
+        while let Ok(cmd) = rx.try_recv() {
+            ps.set_read_timeout(Some(inner.config.timeout))?;
+            match cmd {
+                Command::Watch(t) => {
+                    if watched.insert(t.clone()) {
+                        ps.subscribe(inner.key(&t, "c"))?;
+                        inner.sync(std::slice::from_ref(&t));
+                    }
+                }
+                Command::Unwatch(t) => {
+                    if watched.remove(&t) {
+                        ps.unsubscribe(inner.key(&t, "c"))?;
+                    }
+                }
+            }
+            ps.set_read_timeout(Some(POLL))?;
+        }
+        match ps.get_message() {
+            Ok(msg) => {
+                let channel = msg.get_channel_name();
+                let prefix = &inner.config.prefix;
+                let topic = channel
+                    .strip_prefix(prefix.as_str())
+                    .and_then(|c| c.strip_prefix('{'))
+                    .and_then(|c| c.strip_suffix("}:c"));
+                if let (Some(topic), Some((position, node, message))) =
+                    (topic, parse_live(msg.get_payload_bytes()))
+                {
+                    if node != inner.node.as_bytes() {
+                        if let Some(sink) = inner.sink.get() {
+                            sink.deliver(topic, Stored { position, message });
+                        }
+                    }
+                }
+            }
+            Err(e) if e.is_timeout() => {}
+            Err(e) => return Err(e),
+        }
+        if Instant::now() >= next_sync {
+            let topics: Vec<String> = watched.iter().cloned().collect();
+            inner.sync(&topics);
+            next_sync = Instant::now() + inner.config.sync_interval;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_payloads_parse_and_bad_ones_are_ignored() {
+        let (p, node, m) = parse_live(b"12:3:ab:t:he:llo").unwrap();
+        assert_eq!(
+            p,
+            Position {
+                epoch: 12,
+                offset: 3
+            }
+        );
+        assert_eq!(node, b"ab");
+        assert_eq!(m.as_text(), Some("he:llo"));
+        assert!(parse_live(b"x:3:ab:t:hello").is_none());
+        assert!(parse_live(b"1:3:ab:q:hello").is_none());
+        assert!(parse_live(b"1:3:ab:t:\xff").is_none());
+        assert!(parse_live(b"1:3").is_none());
+    }
+}

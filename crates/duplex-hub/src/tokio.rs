@@ -1,0 +1,169 @@
+//! The hub from `duplex-tokio` connections (feature `tokio`).
+//!
+//! A per-connection task owns a [`Subscriber`](crate::Subscriber) and its
+//! `WebSocketStream`, and waits on both in `select!`:
+//!
+//! ```no_run
+//! use duplex_hub::tokio::{Flow, send_event};
+//! use duplex_hub::{Hub, Message};
+//! use duplex_tokio::WebSocketStream;
+//! use tokio::net::TcpStream;
+//!
+//! async fn serve(hub: Hub, mut ws: WebSocketStream<TcpStream>) -> Result<(), duplex_tokio::Error> {
+//!     let mut sub = hub.subscriber();
+//!     let _ = sub.subscribe("room");
+//!     loop {
+//!         tokio::select! {
+//!             incoming = ws.recv() => match incoming {
+//!                 Some(Ok(Message::Text(text))) => {
+//!                     // Publishing to Redis blocks for a round trip: off the runtime.
+//!                     let _ = duplex_hub::tokio::publish(&hub, "room", Message::Text(text)).await;
+//!                 }
+//!                 Some(Ok(_)) => {}
+//!                 Some(Err(e)) => return Err(e),
+//!                 None => return Ok(()),
+//!             },
+//!             Some(event) = sub.recv() => {
+//!                 if send_event(&mut ws, &event).await? == Flow::Stop {
+//!                     return Ok(());
+//!                 }
+//!             }
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! This lives in `duplex-hub` (with `duplex-tokio` as an optional dependency) rather
+//! than in `duplex-tokio`, so the adapter does not depend on the hub and its Redis
+//! client; `ARCHITECTURE.md` says why.
+
+use duplex_core::{CloseFrame, Error, Message, Utf8Bytes};
+use duplex_tokio::WebSocketStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::framing::json_string;
+use crate::{Event, Hub, HubError, Loss, Position};
+
+/// Whether the connection goes on after [`send_event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep serving.
+    Continue,
+    /// The subscriber was closed by its slow-consumer policy and the connection is
+    /// closing: stop sending; keep reading until `recv` ends to finish the close.
+    Stop,
+}
+
+/// Publishes from async code: the hub's call runs on tokio's blocking pool, so a
+/// round trip to Redis does not stall the runtime.
+pub async fn publish(hub: &Hub, topic: &str, message: Message) -> Result<Position, HubError> {
+    let (hub, topic) = (hub.clone(), topic.to_owned());
+    ::tokio::task::spawn_blocking(move || hub.publish(&topic, message))
+        .await
+        .unwrap_or_else(|e| Err(HubError::Unavailable(e.to_string())))
+}
+
+/// Sends one hub event on `ws`: a message with `send_prepared` (its frame is shared
+/// with every other local subscriber), a notice as the JSON text of [`notice_json`],
+/// and [`Event::Closed`] as a close frame with its code.
+pub async fn send_event<S: AsyncRead + AsyncWrite>(
+    ws: &mut WebSocketStream<S>,
+    event: &Event,
+) -> Result<Flow, Error> {
+    match event {
+        Event::Message(d) => ws.send_prepared(&d.message).await.map(|()| Flow::Continue),
+        Event::Closed(code) => {
+            let frame = CloseFrame {
+                code: *code,
+                reason: Utf8Bytes::from_static("slow consumer"),
+            };
+            ws.close(Some(frame)).await.map(|()| Flow::Stop)
+        }
+        other => match notice_json(other) {
+            Some(text) => ws.send(Message::text(text)).await.map(|()| Flow::Continue),
+            None => Ok(Flow::Continue),
+        },
+    }
+}
+
+/// The JSON a client gets for a notice (the same shape as
+/// [`Framing::Envelope`](crate::Framing::Envelope) messages, with no `data`):
+///
+/// - `{"topic":T,"lagged":{"epoch":E,"first":F,"last":L}}`
+/// - `{"topic":T,"lost":REASON,"after":{"epoch":E,"offset":O}|null,"resumed":{...}|null}`
+///   with REASON one of `epoch_changed`, `trimmed`, `too_many`, `unavailable`.
+///
+/// `None` for messages and [`Event::Closed`].
+pub fn notice_json(event: &Event) -> Option<String> {
+    let pos = |p: &Option<Position>| match p {
+        Some(p) => format!("{{\"epoch\":{},\"offset\":{}}}", p.epoch, p.offset),
+        None => "null".to_owned(),
+    };
+    let mut out = String::from("{\"topic\":");
+    match event {
+        Event::Lagged {
+            topic,
+            epoch,
+            first,
+            last,
+        } => {
+            json_string(topic, &mut out);
+            out.push_str(&format!(
+                ",\"lagged\":{{\"epoch\":{epoch},\"first\":{first},\"last\":{last}}}}}"
+            ));
+        }
+        Event::NotRecovered {
+            topic,
+            after,
+            resumed,
+            reason,
+        } => {
+            json_string(topic, &mut out);
+            let reason = match reason {
+                Loss::EpochChanged => "epoch_changed",
+                Loss::Trimmed => "trimmed",
+                Loss::TooMany => "too_many",
+                Loss::Unavailable => "unavailable",
+            };
+            out.push_str(&format!(
+                ",\"lost\":\"{reason}\",\"after\":{},\"resumed\":{}}}",
+                pos(after),
+                pos(resumed)
+            ));
+        }
+        Event::Message(_) | Event::Closed(_) => return None,
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_are_json() {
+        let e = Event::NotRecovered {
+            topic: "a\"b".into(),
+            after: Some(Position {
+                epoch: 3,
+                offset: 9,
+            }),
+            resumed: None,
+            reason: Loss::EpochChanged,
+        };
+        assert_eq!(
+            notice_json(&e).unwrap(),
+            r#"{"topic":"a\"b","lost":"epoch_changed","after":{"epoch":3,"offset":9},"resumed":null}"#
+        );
+        let e = Event::Lagged {
+            topic: "t".into(),
+            epoch: 1,
+            first: 2,
+            last: 5,
+        };
+        assert_eq!(
+            notice_json(&e).unwrap(),
+            r#"{"topic":"t","lagged":{"epoch":1,"first":2,"last":5}}"#
+        );
+    }
+}

@@ -1,0 +1,479 @@
+//! The Redis backend against a real `redis-server` (each test starts its own on a free
+//! 127.0.0.1 port in a temporary directory, without persistence, and stops it).
+//! Without `redis-server`, the tests fail when `CI` is set and are skipped otherwise.
+#![cfg(feature = "redis")]
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use duplex_hub::{
+    CloseCode, Event, Hub, HubConfig, HubError, Loss, Position, RedisConfig, Resumed, Subscriber,
+};
+
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts one, or returns `None` (after printing why) when `redis-server` is missing
+    /// and `CI` is not set.
+    fn start() -> Option<Self> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            if std::env::var_os("CI").is_some() {
+                panic!("redis-server is missing: `apt-get install -y redis-server` (.ci/run does)");
+            }
+            eprintln!("skipped: redis-server is not installed (apt-get install -y redis-server)");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("duplex-hub-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            child: None,
+            port,
+            dir,
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("-CONT");
+        }
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config(url: &str) -> RedisConfig {
+    RedisConfig {
+        timeout: Duration::from_millis(300),
+        backoff_max: Duration::from_millis(200),
+        sync_interval: Duration::from_millis(200),
+        ..RedisConfig::new(url)
+    }
+}
+
+fn node(url: &str) -> Hub {
+    Hub::redis(HubConfig::default(), config(url)).unwrap()
+}
+
+/// Waits until `sub` has received `n` messages (or `timeout` passes); returns all events.
+fn collect(sub: &mut Subscriber, n: usize, timeout: Duration) -> Vec<Event> {
+    let deadline = Instant::now() + timeout;
+    let mut events = Vec::new();
+    let mut messages = 0;
+    while messages < n {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        if let Some(e) = sub.recv_timeout(left) {
+            if matches!(e, Event::Message(_)) {
+                messages += 1;
+            }
+            events.push(e);
+        }
+    }
+    events
+}
+
+fn offsets(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| match e {
+            Event::Message(d) => d.position.offset,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn two_nodes_deliver_each_message_once_in_order_to_10000_subscribers() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = node(&redis.url());
+    let b = node(&redis.url());
+    const TOPICS: usize = 4;
+    const PER_TOPIC: u64 = 20;
+    let mut subs: Vec<(usize, Subscriber)> = (0..10_000)
+        .map(|i| {
+            let hub = if i % 2 == 0 { &a } else { &b };
+            let mut s = hub.subscriber();
+            s.subscribe(&format!("t{}", i % TOPICS)).unwrap();
+            (i % TOPICS, s)
+        })
+        .collect();
+    // Published at once: node B's pub/sub subscription may not be active yet, and
+    // what it misses live it fills from the stream.
+    for round in 0..PER_TOPIC {
+        for t in 0..TOPICS {
+            let publisher = if round % 2 == 0 { &a } else { &b };
+            let p = publisher
+                .publish(&format!("t{t}"), format!("{t}/{round}"))
+                .unwrap();
+            assert_eq!(p.offset, round + 1);
+        }
+    }
+    let started = Instant::now();
+    for (t, s) in &mut subs {
+        let events = collect(s, PER_TOPIC as usize, Duration::from_secs(10));
+        assert_eq!(offsets(&events), (1..=PER_TOPIC).collect::<Vec<_>>());
+        for (round, e) in events.iter().enumerate() {
+            let Event::Message(d) = e else { unreachable!() };
+            assert_eq!(d.original.as_text(), Some(format!("{t}/{round}").as_str()));
+        }
+        assert!(s.try_recv().is_none());
+    }
+    eprintln!(
+        "10,000 subscribers x {PER_TOPIC} messages checked in {:?}",
+        started.elapsed()
+    );
+}
+
+/// A notice: after, resumed, why.
+type Notice = (Option<Position>, Option<Position>, Loss);
+
+/// Checks one subscriber's events: each message is the next after the previous one
+/// (or after a notice's `resumed`), so there is no repeat and no silent gap. Returns
+/// the positions delivered and the notices.
+fn check(events: &[Event]) -> (BTreeSet<Position>, Vec<Notice>) {
+    let mut delivered = BTreeSet::new();
+    let mut notices = Vec::new();
+    let mut expect: Option<Position> = None; // the last position; None: any epoch's start
+    let mut started = false;
+    for e in events {
+        match e {
+            Event::Message(d) => {
+                let p = d.position;
+                match expect {
+                    Some(last) if started || last.offset > 0 || last.epoch != 0 => {
+                        assert_eq!(
+                            (p.epoch, p.offset),
+                            (last.epoch, last.offset + 1),
+                            "a gap or repeat without a notice"
+                        );
+                    }
+                    _ => assert!(!started || p.offset == 1, "gap after a notice at {p}"),
+                }
+                assert!(delivered.insert(p), "repeated {p}");
+                expect = Some(p);
+                started = true;
+            }
+            Event::NotRecovered {
+                after,
+                resumed,
+                reason,
+                ..
+            } => {
+                notices.push((*after, *resumed, *reason));
+                expect = *resumed;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (delivered, notices)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Publishes on `hub` every 2 ms until `stop`; returns the positions that succeeded and
+/// how many publishes failed.
+fn publisher(hub: Hub, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Vec<Position>, usize)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (Vec::new(), 0);
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            match hub.publish("live", format!("m{i}")) {
+                Ok(p) => ok.push(p),
+                Err(HubError::Unavailable(_)) => failed += 1,
+                Err(e) => panic!("{e}"),
+            }
+            // Never longer than the command timeout (no unbounded waiting).
+            assert!(started.elapsed() < Duration::from_millis(1500));
+            i += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (ok, failed)
+    })
+}
+
+#[test]
+fn a_redis_restart_mid_stream_ends_with_no_gap_or_an_explicit_notice() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let a = node(&redis.url());
+    let b = node(&redis.url());
+    let mut sub = b.subscriber();
+    sub.subscribe("live").unwrap();
+    let mut local = a.subscriber();
+    local.subscribe("live").unwrap();
+    let rss_before = rss_kib();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = publisher(a.clone(), stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    redis.spawn();
+    // The nodes reconnect by themselves; publishing succeeds again.
+    std::thread::sleep(Duration::from_millis(1200));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = publishing.join().unwrap();
+    assert!(failed > 0, "publishes during the outage must fail");
+    let last = *ok.last().unwrap();
+    let epochs: BTreeSet<u64> = ok.iter().map(|p| p.epoch).collect();
+    assert_eq!(
+        epochs.len(),
+        2,
+        "a restart without persistence starts a new epoch"
+    );
+    for s in [&mut sub, &mut local] {
+        let mut events = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(e) = s.recv_timeout(Duration::from_millis(100)) {
+                let done = matches!(&e, Event::Message(d) if d.position == last);
+                events.push(e);
+                if done {
+                    break;
+                }
+            }
+        }
+        let (delivered, notices) = check(&events);
+        assert!(delivered.contains(&last), "recovered by itself");
+        assert!(
+            notices.iter().any(|n| n.2 == Loss::EpochChanged),
+            "the epoch change is explicit: {notices:?}"
+        );
+        // Every successful publish was delivered, or a notice covers it.
+        for p in &ok {
+            let covered = notices.iter().any(|(after, resumed, _)| {
+                after.is_some_and(|a| a.epoch == p.epoch && p.offset > a.offset)
+                    && resumed.is_none_or(|r| r.epoch != p.epoch || p.offset <= r.offset)
+            });
+            assert!(delivered.contains(p) || covered, "{p} lost silently");
+        }
+        eprintln!(
+            "restart: {} published ({failed} refused during the outage), {} delivered, notices {notices:?}",
+            ok.len(),
+            delivered.len()
+        );
+    }
+    let growth = rss_kib().saturating_sub(rss_before);
+    assert!(growth < 64 * 1024, "RSS grew by {growth} KiB");
+}
+
+#[test]
+fn a_paused_redis_refuses_publishes_then_delivery_resumes_without_a_gap() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = node(&redis.url());
+    let b = node(&redis.url());
+    let mut sub = b.subscriber();
+    sub.subscribe("live").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = publisher(a.clone(), stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    redis.signal("-STOP");
+    std::thread::sleep(Duration::from_secs(2));
+    redis.signal("-CONT");
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = publishing.join().unwrap();
+    assert!(failed > 0, "publishes during the pause must fail");
+    let last = *ok.last().unwrap();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Some(e) = sub.recv_timeout(Duration::from_millis(100)) {
+            let done = matches!(&e, Event::Message(d) if d.position == last);
+            events.push(e);
+            if done {
+                break;
+            }
+        }
+    }
+    let (delivered, notices) = check(&events);
+    assert!(
+        notices.is_empty(),
+        "same Redis, same epoch: nothing to lose ({notices:?})"
+    );
+    // A publish that timed out while Redis was paused may still have been applied
+    // after it resumed: the subscriber then has it though the publisher saw an error.
+    for p in &ok {
+        assert!(delivered.contains(p), "{p} missing");
+    }
+    eprintln!(
+        "pause: {} published, {failed} refused, {} delivered in order (epoch {})",
+        ok.len(),
+        delivered.len(),
+        last.epoch
+    );
+}
+
+#[test]
+fn a_client_moving_to_another_node_resumes_exactly_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = node(&redis.url());
+    let b = node(&redis.url());
+    let publisher_node = node(&redis.url());
+    let mut on_a = a.subscriber();
+    on_a.subscribe("room").unwrap();
+    for i in 0..50 {
+        publisher_node.publish("room", format!("{i}")).unwrap();
+    }
+    let first = collect(&mut on_a, 20, Duration::from_secs(5));
+    let seen = offsets(&first[..20]);
+    let last_seen = match &first[19] {
+        Event::Message(d) => d.position,
+        _ => unreachable!(),
+    };
+    // Node A goes away with the client's connection.
+    drop(on_a);
+    drop(a);
+    for i in 50..80 {
+        publisher_node.publish("room", format!("{i}")).unwrap();
+    }
+    let mut on_b = b.subscriber();
+    assert_eq!(
+        on_b.resume("room", last_seen).unwrap(),
+        Resumed::Recovered(60)
+    );
+    for i in 80..100 {
+        publisher_node.publish("room", format!("{i}")).unwrap();
+    }
+    let rest = collect(&mut on_b, 80, Duration::from_secs(5));
+    let mut all = seen;
+    all.extend(offsets(&rest));
+    assert_eq!(all, (1..=100).collect::<Vec<_>>());
+    assert!(on_b.recv_timeout(Duration::from_millis(300)).is_none());
+}
+
+#[test]
+fn a_subscriber_that_never_reads_is_closed_and_the_others_keep_their_latency() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let hub_config = HubConfig {
+        queue_bytes: 256 * 1024,
+        ..Default::default()
+    };
+    let a = Hub::redis(hub_config.clone(), config(&redis.url())).unwrap();
+    let b = Hub::redis(hub_config, config(&redis.url())).unwrap();
+    let mut stuck = b.subscriber();
+    stuck.subscribe("feed").unwrap();
+    let reader = Arc::new(Mutex::new(b.subscriber()));
+    reader.lock().unwrap().subscribe("feed").unwrap();
+    let base = Instant::now();
+    let latencies = Arc::new(Mutex::new(HashMap::new()));
+    let reading = {
+        let (reader, latencies) = (reader.clone(), latencies.clone());
+        std::thread::spawn(move || {
+            let mut reader = reader.lock().unwrap();
+            let mut n = 0;
+            while n < 600 {
+                match reader.recv_timeout(Duration::from_secs(5)) {
+                    Some(Event::Message(d)) => {
+                        let text = d.original.as_text().unwrap();
+                        let sent: u128 = text[..text.find(' ').unwrap()].parse().unwrap();
+                        let micros = base.elapsed().as_micros() - sent;
+                        latencies.lock().unwrap().insert(d.position.offset, micros);
+                        n += 1;
+                    }
+                    other => panic!("reader got {other:?}"),
+                }
+            }
+        })
+    };
+    let pad = "p".repeat(1000);
+    for _ in 0..600 {
+        a.publish("feed", format!("{} {pad}", base.elapsed().as_micros()))
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    reading.join().unwrap();
+    assert!(stuck.is_closed());
+    assert!(matches!(
+        stuck.try_recv(),
+        Some(Event::Closed(CloseCode::TryAgainLater))
+    ));
+    let latencies = latencies.lock().unwrap();
+    assert_eq!(latencies.len(), 600);
+    let mut v: Vec<u128> = latencies.values().copied().collect();
+    v.sort_unstable();
+    let (p50, p99) = (v[v.len() / 2], v[v.len() * 99 / 100]);
+    eprintln!("reader next to a stuck subscriber: p50 {p50} us, p99 {p99} us");
+    assert!(p99 < 250_000, "p99 {p99} us");
+}
