@@ -70,7 +70,12 @@ fn cpu_ms() -> u64 {
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     (ticks(11) + ticks(12)) * 10
 }
 
@@ -148,7 +153,11 @@ async fn main() {
                     break;
                 }
                 if measuring.load(Relaxed) {
-                    let sent: u64 = text.split(' ').next().and_then(|t| t.parse().ok()).unwrap_or(0);
+                    let sent: u64 = text
+                        .split(' ')
+                        .next()
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0);
                     let now = base.elapsed().as_micros() as u64;
                     mine.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
                     received.fetch_add(1, Relaxed);
@@ -165,8 +174,13 @@ async fn main() {
     for j in 0..a.pubs {
         let hub = hubs[j % a.nodes].clone();
         let topic = format!("t{}", j % a.topics);
-        let (stop, published, failed, size, rate) =
-            (stop.clone(), published.clone(), failed.clone(), a.size, a.rate);
+        let (stop, published, failed, size, rate) = (
+            stop.clone(),
+            published.clone(),
+            failed.clone(),
+            a.size,
+            a.rate,
+        );
         publishers.push(std::thread::spawn(move || {
             let period = Duration::from_secs_f64(1.0 / rate);
             let mut next = Instant::now();
@@ -204,7 +218,11 @@ async fn main() {
     let deliveries = received.load(Relaxed);
     let mut lat = latencies.lock().unwrap();
     lat.sort_unstable();
-    let pct = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     let backend = if a.redis.is_some() { "redis" } else { "memory" };
     println!(
         "nodes={} backend={backend} subs={} pubs={} topics={} rate={}/s size={}B: \

@@ -2,7 +2,7 @@
 
 use duplex_core::{Bytes, Message};
 
-use crate::Position;
+use crate::{Event, Loss, Position};
 
 /// How the hub frames each message once per node before sending it to local
 /// subscribers.
@@ -68,6 +68,56 @@ pub(crate) fn json_string(text: &str, out: &mut String) {
         }
     }
     out.push('"');
+}
+
+/// The JSON a client gets for a notice (the same shape as
+/// [`Framing::Envelope`](crate::Framing::Envelope) messages, with no `data`):
+///
+/// - `{"topic":T,"lagged":{"epoch":E,"first":F,"last":L}}`
+/// - `{"topic":T,"lost":REASON,"after":{"epoch":E,"offset":O}|null,"resumed":{...}|null}`
+///   with REASON one of `epoch_changed`, `trimmed`, `too_many`, `unavailable`.
+///
+/// `None` for messages and [`Event::Closed`].
+pub fn notice_json(event: &Event) -> Option<String> {
+    let pos = |p: &Option<Position>| match p {
+        Some(p) => format!("{{\"epoch\":{},\"offset\":{}}}", p.epoch, p.offset),
+        None => "null".to_owned(),
+    };
+    let mut out = String::from("{\"topic\":");
+    match event {
+        Event::Lagged {
+            topic,
+            epoch,
+            first,
+            last,
+        } => {
+            json_string(topic, &mut out);
+            out.push_str(&format!(
+                ",\"lagged\":{{\"epoch\":{epoch},\"first\":{first},\"last\":{last}}}}}"
+            ));
+        }
+        Event::NotRecovered {
+            topic,
+            after,
+            resumed,
+            reason,
+        } => {
+            json_string(topic, &mut out);
+            let reason = match reason {
+                Loss::EpochChanged => "epoch_changed",
+                Loss::Trimmed => "trimmed",
+                Loss::TooMany => "too_many",
+                Loss::Unavailable => "unavailable",
+            };
+            out.push_str(&format!(
+                ",\"lost\":\"{reason}\",\"after\":{},\"resumed\":{}}}",
+                pos(after),
+                pos(resumed)
+            ));
+        }
+        Event::Message(_) | Event::Closed(_) => return None,
+    }
+    Some(out)
 }
 
 #[cfg(test)]

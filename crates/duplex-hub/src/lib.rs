@@ -40,6 +40,8 @@
 
 mod framing;
 mod memory;
+#[cfg(feature = "mio")]
+pub mod mio;
 #[cfg(feature = "redis")]
 mod redis;
 mod registry;
@@ -52,7 +54,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use duplex_core::{CloseCode, Message, PreparedMessage};
-pub use framing::Framing;
+pub use framing::{Framing, notice_json};
 pub use memory::{MemoryBackend, MemoryConfig};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};
@@ -399,6 +401,17 @@ impl Hub {
     /// A new subscriber (one per connection), with the hub's queue bound and policy.
     pub fn subscriber(&self) -> Subscriber {
         Subscriber::new(self.registry.clone(), None)
+    }
+
+    /// A new subscriber with its own queue bound and policy (a relay for many
+    /// connections wants a larger queue than one connection).
+    pub fn subscriber_with(
+        &self,
+        queue_bytes: usize,
+        policy: SlowPolicy,
+        notify: Option<Arc<dyn Fn() + Send + Sync>>,
+    ) -> Subscriber {
+        Subscriber::with_limits(self.registry.clone(), queue_bytes, policy, notify)
     }
 
     /// A new subscriber that calls `notify` (from whichever thread queued it) each time

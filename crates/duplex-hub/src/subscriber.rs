@@ -186,13 +186,23 @@ impl Subscriber {
         registry: Arc<Registry>,
         notify: Option<Arc<dyn Fn() + Send + Sync>>,
     ) -> Self {
+        let (limit, policy) = (registry.config.queue_bytes, registry.config.slow_policy);
+        Self::with_limits(registry, limit, policy, notify)
+    }
+
+    pub(crate) fn with_limits(
+        registry: Arc<Registry>,
+        limit: usize,
+        policy: SlowPolicy,
+        notify: Option<Arc<dyn Fn() + Send + Sync>>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             id: registry.next_id(),
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             notify,
-            limit: registry.config.queue_bytes,
-            policy: registry.config.slow_policy,
+            limit,
+            policy,
         });
         Self {
             shared,

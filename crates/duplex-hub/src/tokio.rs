@@ -41,8 +41,8 @@ use duplex_core::{CloseFrame, Error, Message, Utf8Bytes};
 use duplex_tokio::WebSocketStream;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::framing::json_string;
-use crate::{Event, Hub, HubError, Loss, Position};
+pub use crate::notice_json;
+use crate::{Event, Hub, HubError, Position};
 
 /// Whether the connection goes on after [`send_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,59 +86,10 @@ pub async fn send_event<S: AsyncRead + AsyncWrite>(
     }
 }
 
-/// The JSON a client gets for a notice (the same shape as
-/// [`Framing::Envelope`](crate::Framing::Envelope) messages, with no `data`):
-///
-/// - `{"topic":T,"lagged":{"epoch":E,"first":F,"last":L}}`
-/// - `{"topic":T,"lost":REASON,"after":{"epoch":E,"offset":O}|null,"resumed":{...}|null}`
-///   with REASON one of `epoch_changed`, `trimmed`, `too_many`, `unavailable`.
-///
-/// `None` for messages and [`Event::Closed`].
-pub fn notice_json(event: &Event) -> Option<String> {
-    let pos = |p: &Option<Position>| match p {
-        Some(p) => format!("{{\"epoch\":{},\"offset\":{}}}", p.epoch, p.offset),
-        None => "null".to_owned(),
-    };
-    let mut out = String::from("{\"topic\":");
-    match event {
-        Event::Lagged {
-            topic,
-            epoch,
-            first,
-            last,
-        } => {
-            json_string(topic, &mut out);
-            out.push_str(&format!(
-                ",\"lagged\":{{\"epoch\":{epoch},\"first\":{first},\"last\":{last}}}}}"
-            ));
-        }
-        Event::NotRecovered {
-            topic,
-            after,
-            resumed,
-            reason,
-        } => {
-            json_string(topic, &mut out);
-            let reason = match reason {
-                Loss::EpochChanged => "epoch_changed",
-                Loss::Trimmed => "trimmed",
-                Loss::TooMany => "too_many",
-                Loss::Unavailable => "unavailable",
-            };
-            out.push_str(&format!(
-                ",\"lost\":\"{reason}\",\"after\":{},\"resumed\":{}}}",
-                pos(after),
-                pos(resumed)
-            ));
-        }
-        Event::Message(_) | Event::Closed(_) => return None,
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Loss;
 
     #[test]
     fn notices_are_json() {
