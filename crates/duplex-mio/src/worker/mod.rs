@@ -341,7 +341,7 @@ where
             State::Handshake { reader, .. } => match reader.feed(data) {
                 Ok(None) => {}
                 Ok(Some((request, rest))) => self.on_request(slot, request, &rest),
-                Err(error) => self.reject(slot, error.response()),
+                Err(error) => self.reject(slot, duplex_handshake::Decision::peer_error(error)),
             },
             State::Open { conn, .. } => {
                 conn.receive(data);
