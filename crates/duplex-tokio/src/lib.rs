@@ -47,9 +47,12 @@ struct ReadmeDoctests;
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "http2")]
+pub mod h2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod maybe_tls;
+pub mod proxy;
 mod server;
 mod stream;
 
@@ -59,6 +62,7 @@ pub use client::{ClientResponse, client_with, connect, connect_with};
 pub use config::{Config, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use error::HandshakeError;
 pub use maybe_tls::MaybeTlsStream;
+pub use proxy::{Proxy, ProxyError};
 pub use server::{accept, accept_with};
 pub use stream::{WebSocketStream, WsReader, WsWriter};
 
