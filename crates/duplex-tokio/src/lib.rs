@@ -38,9 +38,9 @@
 //! # Ok(()) }
 //! ```
 
-/// The README's examples, compiled and run as doctests (they use the `hyper` feature;
-/// CI tests with `--all-features`).
-#[cfg(all(doctest, feature = "hyper"))]
+/// The README's examples, compiled and run as doctests (they use the `hyper` and `http2`
+/// features; CI tests with `--all-features`).
+#[cfg(all(doctest, feature = "hyper", feature = "http2"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
