@@ -37,6 +37,18 @@
 //! ws.close(None).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! ## Features
+//!
+//! - `tls` (default): `wss://` for the client, with rustls (`ring`) and the web PKI roots.
+//! - `hyper`: [`hyper::upgrade`] for WebSocket requests served by hyper 1 or axum, as
+//!   HTTP/1.1 upgrades or HTTP/2 extended CONNECT (RFC 8441).
+//! - `http2`: the client over HTTP/2 (RFC 8441): [`h2::Http2Connection`] and
+//!   [`Config::http2`].
+//!
+//! Proxies ([`Proxy`]: HTTP CONNECT and SOCKS5) need no feature.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The README's examples, compiled and run as doctests (they use the `hyper` and `http2`
 /// features; CI tests with `--all-features`).
