@@ -147,9 +147,49 @@ fn label(b: Behavior) -> &'static str {
     b.label()
 }
 
+/// How the suite reaches a server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP and an HTTP/1.1 Upgrade (RFC 6455).
+    Http1,
+    /// One stream of an HTTP/2 connection, opened with extended CONNECT (RFC 8441).
+    Http2,
+}
+
 /// Connects to a server under test and runs `case` against it.
-pub async fn run_against_server(url: &WsUrl, case: &Case, concurrent: bool) -> CaseResult {
+pub async fn run_against_server(
+    url: &WsUrl,
+    case: &Case,
+    concurrent: bool,
+    transport: Transport,
+) -> CaseResult {
     let started = Instant::now();
+    let offers: &[deflate::Offer] = match &case.kind {
+        CaseKind::Compressed(c) => &c.offers,
+        _ => &[],
+    };
+    let offer = (!offers.is_empty()).then(|| deflate::Offer::header_list(offers));
+    if transport == Transport::Http2 {
+        let opened = match super::h2::open(url, Duration::from_secs(5), offer.as_deref()).await {
+            Ok(opened) => opened,
+            Err(e) => return CaseResult::not_opened(case, &e, started, concurrent),
+        };
+        let answer = opened.extensions;
+        let session = |agreement: Option<_>| {
+            let mut s = Session::from_halves(
+                opened.reader,
+                opened.writer,
+                Role::Client,
+                Vec::new(),
+                started,
+            );
+            if let Some(a) = agreement {
+                s.enable_deflate(a);
+            }
+            s
+        };
+        return finish_client_case(case, concurrent, started, offers, offer, answer, session).await;
+    }
     let connect =
         tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(url.addr())).await;
     let mut stream = match connect {
@@ -170,11 +210,6 @@ pub async fn run_against_server(url: &WsUrl, case: &Case, concurrent: bool) -> C
         seed ^= seed << 17;
         (seed >> 24) as u8
     });
-    let offers: &[deflate::Offer] = match &case.kind {
-        CaseKind::Compressed(c) => &c.offers,
-        _ => &[],
-    };
-    let offer = (!offers.is_empty()).then(|| deflate::Offer::header_list(offers));
     let hs = handshake::client(
         &mut stream,
         url,
@@ -187,6 +222,27 @@ pub async fn run_against_server(url: &WsUrl, case: &Case, concurrent: bool) -> C
         Ok(x) => x,
         Err(e) => return CaseResult::not_opened(case, &e, started, concurrent),
     };
+    let session = |agreement: Option<_>| {
+        let mut s = Session::new(stream, Role::Client, early, started);
+        if let Some(a) = agreement {
+            s.enable_deflate(a);
+        }
+        s
+    };
+    finish_client_case(case, concurrent, started, offers, offer, answer, session).await
+}
+
+/// Checks the server's extension answer and runs the case on the session
+/// `open` makes with the agreement.
+async fn finish_client_case(
+    case: &Case,
+    concurrent: bool,
+    started: Instant,
+    offers: &[deflate::Offer],
+    offer: Option<String>,
+    answer: Option<String>,
+    open: impl FnOnce(Option<deflate::Agreement>) -> Session,
+) -> CaseResult {
     let agreement = match deflate::check_response(answer.as_deref(), offers) {
         Ok(a) => a,
         Err(e) => {
@@ -202,10 +258,7 @@ pub async fn run_against_server(url: &WsUrl, case: &Case, concurrent: bool) -> C
             return r;
         }
     };
-    let mut s = Session::new(stream, Role::Client, early, started);
-    if let Some(a) = agreement {
-        s.enable_deflate(a);
-    }
+    let mut s = open(agreement);
     let mut r = run_on_session(&mut s, case, Role::Client, started, concurrent).await;
     r.offered_extensions = offer;
     r.negotiated_extensions = answer;
