@@ -9,4 +9,4 @@ if [ ! -d browser-tests/node_modules/playwright-core ]; then
     (cd browser-tests && npm ci --no-audit --no-fund)
 fi
 cd browser-tests
-node --test --test-reporter=spec chat.test.mjs
+node --test --test-reporter=spec chat.test.mjs chat-h2.test.mjs
