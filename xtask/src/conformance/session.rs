@@ -728,8 +728,12 @@ async fn write_loop(
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
-                if res.is_ok() && sync {
+                // A no-op on TCP; an HTTP/2 stream sends what it gathered, once no
+                // other command waits (or the command asks for it).
+                if res.is_ok() && (sync || rx.is_empty()) {
                     res = wr.flush().await;
+                }
+                if res.is_ok() && sync {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 res
