@@ -900,7 +900,7 @@ mod tests {
         }
         for id in ["12.4.3", "13.5.3", "13.6.3"] {
             let url = deflate_peer(accept_as_offered).await;
-            let r = run_against_server(&url, &find(id), true).await;
+            let r = run_against_server(&url, &find(id), true, Transport::Http1).await;
             assert_eq!(r.verdict, Behavior::Ok, "{id}: {r:#?}");
             let t = r.timing.as_ref().unwrap();
             assert!(t["tx_ratio"] > 0.0 && t["tx_ratio"] < 1.0, "{t:?}");
@@ -908,13 +908,13 @@ mod tests {
             assert!(r.peer_speaks_deflate(false));
         }
         let url = deflate_peer(|_| None).await;
-        let r = run_against_server(&url, &find("12.1.1"), true).await;
+        let r = run_against_server(&url, &find("12.1.1"), true, Transport::Http1).await;
         assert_eq!(r.verdict, Behavior::Unimplemented, "{r:#?}");
         assert_eq!(r.behavior_close, CloseBehavior::Ok);
         // An answer that does not fit the offer fails the case.
         let url =
             deflate_peer(|_| Some("permessage-deflate; server_max_window_bits=9".into())).await;
-        let r = run_against_server(&url, &find("13.3.1"), true).await;
+        let r = run_against_server(&url, &find("13.3.1"), true, Transport::Http1).await;
         assert_eq!(r.verdict, Behavior::Failed, "{r:#?}");
         assert!(r.result.contains("does not accept"), "{}", r.result);
     }
@@ -922,7 +922,7 @@ mod tests {
     #[tokio::test]
     async fn echoing_peer_passes_framing_case() {
         let url = peer(echo, true).await;
-        let r = run_against_server(&url, &find("1.1.2"), false).await;
+        let r = run_against_server(&url, &find("1.1.2"), false, Transport::Http1).await;
         assert_eq!(r.behavior, Behavior::Ok, "{r:#?}");
         assert_eq!(r.behavior_close, CloseBehavior::Ok, "{r:#?}");
         assert_eq!(r.close.remote_code, Some(1000));
@@ -933,7 +933,7 @@ mod tests {
     async fn peer_ignoring_rsv_fails() {
         // Echoes even the RSV frame and never fails the connection.
         let url = peer(echo, true).await;
-        let r = run_against_server(&url, &find("3.1"), false).await;
+        let r = run_against_server(&url, &find("3.1"), false, Transport::Http1).await;
         assert_eq!(r.behavior, Behavior::Failed, "{r:#?}");
         assert_eq!(r.behavior_close, CloseBehavior::Failed);
         assert_eq!(r.verdict, Behavior::Failed);
@@ -952,7 +952,7 @@ mod tests {
             }
         }
         let url = peer(strict, true).await;
-        let r = run_against_server(&url, &find("3.1"), false).await;
+        let r = run_against_server(&url, &find("3.1"), false, Transport::Http1).await;
         assert_eq!(
             (r.behavior, r.behavior_close),
             (Behavior::Ok, CloseBehavior::Ok),
@@ -974,7 +974,7 @@ mod tests {
             }
         }
         let url = peer(wrong, true).await;
-        let r = run_against_server(&url, &find("3.1"), false).await;
+        let r = run_against_server(&url, &find("3.1"), false, Transport::Http1).await;
         assert_eq!(r.behavior_close, CloseBehavior::WrongCode, "{r:#?}");
         assert_eq!(r.verdict, Behavior::Failed);
     }
@@ -990,7 +990,7 @@ mod tests {
             }
         }
         let url = peer(garbage, false).await;
-        let r = run_against_server(&url, &find("1.1.2"), false).await;
+        let r = run_against_server(&url, &find("1.1.2"), false, Transport::Http1).await;
         assert_eq!(r.verdict, Behavior::Failed);
         assert!(r.received.iter().any(|e| e.contains("violation")), "{r:#?}");
     }
@@ -1001,7 +1001,7 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         drop(l);
         let url = WsUrl::parse(&format!("ws://127.0.0.1:{port}/")).unwrap();
-        let r = run_against_server(&url, &find("1.1.1"), false).await;
+        let r = run_against_server(&url, &find("1.1.1"), false, Transport::Http1).await;
         assert_eq!(r.verdict, Behavior::Failed);
         assert!(r.result.contains("could not be opened"));
     }
