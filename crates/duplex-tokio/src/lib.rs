@@ -66,6 +66,7 @@ pub mod hyper;
 mod maybe_tls;
 pub mod proxy;
 mod server;
+mod shutdown;
 mod stream;
 
 #[cfg(feature = "hyper")]
@@ -76,7 +77,8 @@ pub use error::HandshakeError;
 pub use maybe_tls::MaybeTlsStream;
 pub use proxy::{Proxy, ProxyError};
 pub use server::{accept, accept_with};
-pub use stream::{WebSocketStream, WsReader, WsWriter};
+pub use shutdown::{Shutdown, ShutdownReport, Tracked};
+pub use stream::{CloseHandle, WebSocketStream, WsReader, WsWriter};
 
 pub use duplex_core::{
     CloseCode, CloseFrame, DeflateParams, Error, Message, PreparedMessage, Role, Utf8Bytes,

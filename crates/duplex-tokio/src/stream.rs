@@ -760,3 +760,89 @@ fn now() -> Instant {
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(86400 * 365)
 }
+
+/// A handle on a connection for another task: start its close handshake, drop its
+/// transport, see whether it is over. Made by [`WebSocketStream::close_handle`]; used by
+/// [`Shutdown`](crate::Shutdown). Cloning is cheap; the handle does not keep the
+/// transport open once the stream's halves are gone.
+#[derive(Clone)]
+pub struct CloseHandle {
+    /// Weak: the transport closes when the stream's halves are dropped, as without a
+    /// handle.
+    shared: std::sync::Weak<dyn Remote>,
+}
+
+/// What a [`CloseHandle`] can do to a connection, whatever its transport type.
+trait Remote: Send + Sync {
+    fn start_close(&self, frame: CloseFrame);
+    fn abort(&self);
+    fn is_finished(&self) -> bool;
+}
+
+impl<S: Send> Remote for Mutex<Shared<S>> {
+    fn start_close(&self, frame: CloseFrame) {
+        let mut shared = lock(self);
+        // Already closing, closed or failed: nothing to start.
+        let _ = shared.conn.close(Some(frame), now());
+        // Whichever half is parked writes the close frame and arms its deadline.
+        shared.wakers.wake(READER);
+        shared.wakers.wake(WRITER);
+    }
+
+    fn abort(&self) {
+        let mut shared = lock(self);
+        let error = io::Error::new(io::ErrorKind::ConnectionAborted, "dropped at shutdown");
+        shared.conn.transport_failed(&error, now());
+        shared.io = None;
+        shared.wakers.wake(READER);
+        shared.wakers.wake(WRITER);
+    }
+
+    fn is_finished(&self) -> bool {
+        let shared = lock(self);
+        shared.io.is_none()
+    }
+}
+
+impl CloseHandle {
+    /// Starts the close handshake with `frame` (for example 1001, going away) unless
+    /// the connection is already closing; the task that owns the stream drives it.
+    pub fn start_close(&self, frame: CloseFrame) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.start_close(frame);
+        }
+    }
+
+    /// Drops the transport at once; the owner's next call sees the connection failed.
+    pub fn abort(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.abort();
+        }
+    }
+
+    /// True once the transport is closed (after the close handshake, a failure or
+    /// [`abort`](Self::abort)) or the stream was dropped.
+    pub fn is_finished(&self) -> bool {
+        self.shared
+            .upgrade()
+            .is_none_or(|shared| shared.is_finished())
+    }
+}
+
+impl std::fmt::Debug for CloseHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloseHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> WebSocketStream<S> {
+    /// A [`CloseHandle`] for this connection, to close it from another task.
+    pub fn close_handle(&self) -> CloseHandle {
+        let shared: Arc<dyn Remote> = self.writer.shared.clone();
+        CloseHandle {
+            shared: Arc::downgrade(&shared),
+        }
+    }
+}
