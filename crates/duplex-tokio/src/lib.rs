@@ -67,6 +67,7 @@ mod maybe_tls;
 pub mod proxy;
 mod server;
 mod shutdown;
+mod stats;
 mod stream;
 
 #[cfg(feature = "hyper")]
@@ -78,6 +79,7 @@ pub use maybe_tls::MaybeTlsStream;
 pub use proxy::{Proxy, ProxyError};
 pub use server::{accept, accept_with};
 pub use shutdown::{Shutdown, ShutdownReport, Tracked};
+pub use stats::{ServerStats, StatsSnapshot};
 pub use stream::{CloseHandle, WebSocketStream, WsReader, WsWriter};
 
 pub use duplex_core::{

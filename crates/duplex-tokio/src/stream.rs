@@ -91,6 +91,8 @@ struct Shared<S> {
     /// The transport is being closed: shut down, then drained until this deadline.
     closing: Option<Closing>,
     reader_dropped: bool,
+    /// The server counters this connection adds to, if any (`ServerStats::attach`).
+    counters: Option<Arc<crate::stats::Counters>>,
 }
 
 struct Closing {
@@ -126,6 +128,7 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
             events: VecDeque::new(),
             closing: None,
             reader_dropped: false,
+            counters: None,
         }));
         Self {
             reader: WsReader {
@@ -202,7 +205,9 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     /// permessage-deflate is on.
     pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
-        self.writer.lock().conn.send_uncompressed(message)?;
+        self.writer
+            .lock()
+            .send_counted(|conn| conn.send_uncompressed(message))?;
         poll_fn(|cx| self.writer.poll_flush_inner(cx)).await
     }
 
@@ -213,7 +218,9 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
         message: &duplex_core::PreparedMessage,
     ) -> Result<(), Error> {
         poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
-        self.writer.lock().conn.send_prepared(message)?;
+        self.writer
+            .lock()
+            .send_counted(|conn| conn.send_prepared(message))?;
         poll_fn(|cx| self.writer.poll_flush_inner(cx)).await
     }
 }
@@ -306,7 +313,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
                 drop(shared);
                 self.start_close(frame)
             }
-            other => shared.conn.send(other),
+            other => shared.send_counted(|conn| conn.send(other)),
         }
     }
 
@@ -515,7 +522,12 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 self.conn.receive_eof();
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(n)) => {
+                if let Some(counters) = &self.counters {
+                    counters.read(n);
+                }
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Err(error)) => {
                 self.eof = true;
                 if self.conn.is_closed() || error.kind() == io::ErrorKind::ConnectionReset {
@@ -551,6 +563,9 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.conn.consume_output(n);
+                    if let Some(counters) = &self.counters {
+                        counters.written(n);
+                    }
                     progressed = true;
                 }
                 Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
@@ -660,7 +675,12 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        lock(&self.shared).poll_next_event(cx)
+        let mut shared = lock(&self.shared);
+        let event = shared.poll_next_event(cx);
+        if let (Some(counters), Poll::Ready(Some(Ok(message)))) = (&shared.counters, &event) {
+            counters.received(message);
+        }
+        event
     }
 }
 
@@ -844,5 +864,34 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> WebSocketStream<S> {
         CloseHandle {
             shared: Arc::downgrade(&shared),
         }
+    }
+}
+
+impl<S> Shared<S> {
+    /// Queues a data message with `send`, counting it when it was accepted.
+    fn send_counted(
+        &mut self,
+        send: impl FnOnce(&mut Connection) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        send(&mut self.conn)?;
+        if let Some(counters) = &self.counters {
+            counters.sent();
+        }
+        Ok(())
+    }
+}
+
+impl<S> Drop for Shared<S> {
+    fn drop(&mut self) {
+        if let Some(counters) = self.counters.take() {
+            counters.ended(&self.conn);
+        }
+    }
+}
+
+impl<S> WebSocketStream<S> {
+    /// Adds this connection to `counters` (see `ServerStats::attach`).
+    pub(crate) fn set_counters(&self, counters: Arc<crate::stats::Counters>) {
+        lock(&self.writer.shared).counters = Some(counters);
     }
 }
