@@ -130,6 +130,10 @@ describe("chat-web in Chromium", () => {
       assert.ok(c.compressed_messages_received >= 1, `no compressed message from ${nick}'s page`);
       assert.ok(c.compressed_messages_sent >= 1, `no compressed message to ${nick}'s page`);
     }
+    // duplex-tokio's own counters agree.
+    const server = (await stats(base)).server;
+    console.log(`# ServerStats: ${JSON.stringify(server)}`);
+    assert.ok(server.open >= 2 && server.messages_received >= 2 && server.bytes_received > 0);
     const ua = (await connectionOf(base, "alice")).user_agent;
     assert.match(ua, /Chrome\/\d+/);
   });

@@ -20,7 +20,8 @@
 //!   and how many messages went compressed in each direction (read from the frame
 //!   headers on the wire, RSV1); the HTTP version of each WebSocket's handshake and
 //!   the transport connection it came on (`http`, `conn`), and the same for the last
-//!   page loads (`pages`).
+//!   page loads (`pages`); and duplex-tokio's `ServerStats` over all WebSockets
+//!   (`server`: open connections, messages and bytes each way, closes by code).
 //!
 //! Prints `listening on ADDR` as its first line. Everything the server sends is JSON
 //! written by hand, to keep the example's dependencies to duplex and hyper.
@@ -39,7 +40,7 @@ use duplex_tokio::http::{HeaderValue, Method, Request, Response, StatusCode, hea
 use duplex_tokio::hyper::{Full, HyperWebSocket, upgrade_with};
 use duplex_tokio::tokio_rustls::TlsAcceptor;
 use duplex_tokio::{
-    Acceptance, CloseCode, CloseFrame, Config, Message, PreparedMessage, Rejection,
+    Acceptance, CloseCode, CloseFrame, Config, Message, PreparedMessage, Rejection, ServerStats,
 };
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
@@ -84,6 +85,7 @@ async fn main() -> std::io::Result<()> {
         rooms: Mutex::default(),
         stats: Mutex::default(),
         pages: Mutex::default(),
+        server: ServerStats::new(),
         next_id: AtomicU64::new(1),
     });
     let mut next_conn = 0u64;
@@ -160,6 +162,8 @@ struct Chat {
     stats: Mutex<VecDeque<Arc<ConnStats>>>,
     /// The last page loads: the transport connection and HTTP version of each.
     pages: Mutex<VecDeque<(u64, &'static str)>>,
+    /// duplex-tokio's counters over every WebSocket of this server.
+    server: ServerStats,
     next_id: AtomicU64,
 }
 
@@ -293,6 +297,7 @@ impl Chat {
             return;
         };
         stats.open.store(true, Relaxed);
+        self.server.attach(&ws);
         let (queue, mut broadcasts) = mpsc::channel(QUEUE);
         let requested = stats.nick.lock().unwrap().clone();
         let (nick, members, history) = self.join(stats.id, &stats.room, &requested, queue);
@@ -489,7 +494,27 @@ impl Chat {
             }
             let _ = write!(out, r#"{{"conn":{conn},"http":"{http}"}}"#);
         }
-        out.push_str("]}");
+        let server = self.server.snapshot();
+        let _ = write!(
+            out,
+            r#"],"server":{{"opened":{},"open":{},"messages_received":{},"messages_sent":{},"bytes_received":{},"bytes_sent":{},"closed_without_close_frame":{},"closes_received":{{"#,
+            server.opened,
+            server.open,
+            server.messages_received,
+            server.messages_sent,
+            server.bytes_received,
+            server.bytes_sent,
+            server.closed_without_close_frame
+        );
+        let codes = |out: &mut String, codes: &std::collections::BTreeMap<u16, u64>| {
+            for (i, (code, n)) in codes.iter().enumerate() {
+                let _ = write!(out, r#"{}"{code}":{n}"#, if i > 0 { "," } else { "" });
+            }
+        };
+        codes(&mut out, &server.closes_received);
+        out.push_str(r#"},"closes_sent":{"#);
+        codes(&mut out, &server.closes_sent);
+        out.push_str("}}}");
         out
     }
 }
