@@ -109,6 +109,7 @@ async fn connect_h2(
         deflate,
         &[],
     );
+    ws.set_span(crate::h2::client_span(&response));
     Ok(Some((ws, response)))
 }
 
@@ -127,6 +128,12 @@ where
         None => request.deflate(config.deflate),
     };
     let (bytes, mut handshake) = request.limits(config.limits).encode();
+    // For the span: the target of the request line `GET <path> HTTP/1.1`.
+    let path = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| text.split(' ').nth(1))
+        .unwrap_or("/")
+        .to_owned();
     let exchange = async {
         stream.write_all(&bytes).await?;
         stream.flush().await?;
@@ -146,7 +153,10 @@ where
     };
     let (response, negotiated, leftover) = tokio::time::timeout(config.handshake_timeout, exchange)
         .await
-        .map_err(|_| HandshakeError::Timeout)??;
+        .map_err(|_| {
+            crate::trace::handshake_timeout(Role::Client);
+            HandshakeError::Timeout
+        })??;
     let ws = WebSocketStream::from_raw(
         stream,
         Role::Client,
@@ -154,6 +164,12 @@ where
         negotiated.deflate,
         &leftover,
     );
+    ws.set_span(crate::trace::connection(
+        Role::Client,
+        &path,
+        negotiated.extensions.first().map(String::as_str),
+        "HTTP/1.1",
+    ));
     Ok((
         ws,
         ClientResponse {

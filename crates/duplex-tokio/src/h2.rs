@@ -256,6 +256,7 @@ impl Http2Connection {
     ) -> Result<(WebSocketStream<H2Stream>, ClientResponse), HandshakeError> {
         let (stream, response, deflate) = self.open(request, &config).await?;
         let ws = WebSocketStream::from_raw(stream, Role::Client, config.protocol, deflate, &[]);
+        ws.set_span(client_span(&response));
         Ok((ws, response))
     }
 
@@ -338,10 +339,33 @@ impl Http2Connection {
         );
         let negotiated = handshake.validate(&as_upgrade)?;
         let deflate = negotiated.deflate;
-        let response = ClientResponse {
+        let mut response = ClientResponse {
             response: Response::from_parts(parts, ()),
             negotiated,
         };
+        response
+            .response
+            .extensions_mut()
+            .insert(RequestPath(path.to_owned()));
         Ok((H2Stream::new(send, recv), response, deflate))
     }
 }
+
+/// The span of a client WebSocket over HTTP/2 (the `tracing` feature).
+pub(crate) fn client_span(response: &ClientResponse) -> crate::trace::Span {
+    let path = response
+        .response
+        .extensions()
+        .get::<RequestPath>()
+        .map_or("/", |p| p.0.as_str());
+    crate::trace::connection(
+        Role::Client,
+        path,
+        response.negotiated.extensions.first().map(String::as_str),
+        "HTTP/2",
+    )
+}
+
+/// The request's path, kept with the response for the span.
+#[derive(Clone, Debug)]
+struct RequestPath(String);

@@ -190,6 +190,21 @@ pub fn upgrade_with<B, F>(
 where
     F: FnOnce(&Request<B>, &ClientOffer) -> Result<Acceptance, Rejection>,
 {
+    let result = upgrade_inner(request, config, callback);
+    if let Err(error) = &result {
+        crate::trace::rejected(error.status(), error);
+    }
+    result
+}
+
+fn upgrade_inner<B, F>(
+    request: &mut Request<B>,
+    config: &Config,
+    callback: F,
+) -> Result<(Response<Full<Bytes>>, HyperWebSocket), UpgradeError>
+where
+    F: FnOnce(&Request<B>, &ClientOffer) -> Result<Acceptance, Rejection>,
+{
     let http2 = request.version() == Version::HTTP_2 && request.method() == Method::CONNECT;
     let offer = if http2 {
         extended_connect_offer(request)?
@@ -221,6 +236,12 @@ where
         deflate,
         protocol: acceptance.chosen_protocol().map(str::to_owned),
         http2,
+        path: request.uri().path().to_owned(),
+        extensions: response
+            .headers()
+            .get(header::SEC_WEBSOCKET_EXTENSIONS)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     Ok((response.map(|()| Full::new(Bytes::new())), websocket))
 }
@@ -240,6 +261,9 @@ pub struct HyperWebSocket {
     deflate: Option<DeflateParams>,
     protocol: Option<String>,
     http2: bool,
+    /// For the connection's span (the `tracing` feature).
+    path: String,
+    extensions: Option<String>,
 }
 
 /// True for an HTTP/2 extended CONNECT asking for a WebSocket (RFC 8441 section 4).
@@ -284,6 +308,11 @@ fn extended_connect_offer<B>(request: &Request<B>) -> Result<ClientOffer, Upgrad
 }
 
 impl HyperWebSocket {
+    fn span(&self) -> crate::trace::Span {
+        let http = if self.http2 { "HTTP/2" } else { "HTTP/1.1" };
+        crate::trace::connection(Role::Server, &self.path, self.extensions.as_deref(), http)
+    }
+
     /// True when the WebSocket came as an HTTP/2 extended CONNECT (RFC 8441) and runs
     /// over one stream of an HTTP/2 connection; false for an HTTP/1.1 upgrade.
     pub fn is_http2(&self) -> bool {
@@ -308,6 +337,7 @@ impl HyperWebSocket {
         S: AsyncRead + AsyncWrite,
         F: FnOnce(UpgradedIo) -> S,
     {
+        let span = self.span();
         let Self {
             on_upgrade,
             config,
@@ -317,13 +347,9 @@ impl HyperWebSocket {
         let io = TokioIo::new(on_upgrade.await?);
         // hyper keeps bytes that arrived after the request head inside `Upgraded` and
         // returns them first, so there is no leftover to pass on.
-        Ok(WebSocketStream::from_raw(
-            wrap(io),
-            Role::Server,
-            config,
-            deflate,
-            &[],
-        ))
+        let ws = WebSocketStream::from_raw(wrap(io), Role::Server, config, deflate, &[]);
+        ws.set_span(span);
+        Ok(ws)
     }
 }
 
@@ -333,13 +359,15 @@ impl Future for HyperWebSocket {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx))?;
-        Poll::Ready(Ok(WebSocketStream::from_raw(
+        let ws = WebSocketStream::from_raw(
             TokioIo::new(upgraded),
             Role::Server,
             this.config.clone(),
             this.deflate,
             &[],
-        )))
+        );
+        ws.set_span(this.span());
+        Poll::Ready(Ok(ws))
     }
 }
 

@@ -46,7 +46,11 @@
 //! - `http2`: the client over HTTP/2 (RFC 8441): [`h2::Http2Connection`] and
 //!   [`Config::http2`].
 //!
-//! Proxies ([`Proxy`]: HTTP CONNECT and SOCKS5) need no feature.
+//! - `tracing`: a span per connection and events for handshake rejections, errors and
+//!   close codes (see `WebSocketStream::span`).
+//!
+//! Proxies ([`Proxy`]: HTTP CONNECT and SOCKS5), graceful shutdown ([`Shutdown`]) and
+//! counters ([`ServerStats`]) need no feature.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -69,6 +73,7 @@ mod server;
 mod shutdown;
 mod stats;
 mod stream;
+mod trace;
 
 #[cfg(feature = "hyper")]
 pub use self::hyper::{HyperWebSocket, UpgradeError};

@@ -93,6 +93,8 @@ struct Shared<S> {
     reader_dropped: bool,
     /// The server counters this connection adds to, if any (`ServerStats::attach`).
     counters: Option<Arc<crate::stats::Counters>>,
+    /// The connection's span (the `tracing` feature), when the handshake made one.
+    span: Option<crate::trace::Span>,
 }
 
 struct Closing {
@@ -129,6 +131,7 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
             closing: None,
             reader_dropped: false,
             counters: None,
+            span: None,
         }));
         Self {
             reader: WsReader {
@@ -677,8 +680,18 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut shared = lock(&self.shared);
         let event = shared.poll_next_event(cx);
-        if let (Some(counters), Poll::Ready(Some(Ok(message)))) = (&shared.counters, &event) {
-            counters.received(message);
+        match &event {
+            Poll::Ready(Some(Ok(message))) => {
+                if let Some(counters) = &shared.counters {
+                    counters.received(message);
+                }
+            }
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(span) = &shared.span {
+                    crate::trace::error(span, error);
+                }
+            }
+            _ => {}
         }
         event
     }
@@ -886,6 +899,9 @@ impl<S> Drop for Shared<S> {
         if let Some(counters) = self.counters.take() {
             counters.ended(&self.conn);
         }
+        if let Some(span) = self.span.take() {
+            crate::trace::closed(&span, &self.conn);
+        }
     }
 }
 
@@ -893,5 +909,21 @@ impl<S> WebSocketStream<S> {
     /// Adds this connection to `counters` (see `ServerStats::attach`).
     pub(crate) fn set_counters(&self, counters: Arc<crate::stats::Counters>) {
         lock(&self.writer.shared).counters = Some(counters);
+    }
+
+    /// Gives the connection the span its handshake made.
+    pub(crate) fn set_span(&self, span: crate::trace::Span) {
+        lock(&self.writer.shared).span = Some(span);
+    }
+
+    /// The connection's `tracing` span: `websocket` with `role`, `path`, `extensions`,
+    /// `http`, and an empty `peer` to record (`span.record("peer", ...)`). A span that is
+    /// disabled when the stream was not made by this crate's handshakes.
+    #[cfg(feature = "tracing")]
+    pub fn span(&self) -> tracing::Span {
+        lock(&self.writer.shared)
+            .span
+            .clone()
+            .unwrap_or_else(tracing::Span::none)
     }
 }
