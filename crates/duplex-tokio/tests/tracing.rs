@@ -16,11 +16,14 @@ use tracing::{Event, Metadata, Subscriber};
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-/// Everything recorded: spans (name and fields) and events (fields, with the span's id).
+/// An event: the id of its parent span, and its fields.
+type Recorded = (Option<u64>, String);
+
+/// Everything recorded: spans (name and fields) and events.
 #[derive(Clone, Default)]
 struct Recorder {
     spans: Arc<Mutex<Vec<String>>>,
-    events: Arc<Mutex<Vec<(Option<u64>, String)>>>,
+    events: Arc<Mutex<Vec<Recorded>>>,
 }
 
 struct Fields(String);
