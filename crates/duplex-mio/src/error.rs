@@ -62,6 +62,10 @@ impl From<duplex_core::Error> for SendError {
         match error {
             duplex_core::Error::Usage(duplex_core::UsageError::SendAfterClose)
             | duplex_core::Error::ConnectionClosed => Self::Closed,
+            duplex_core::Error::Usage(duplex_core::UsageError::WriteBufferFull {
+                buffered,
+                limit,
+            }) => Self::WriteBufferFull { buffered, limit },
             other => Self::WebSocket(other),
         }
     }
@@ -82,7 +86,7 @@ pub enum ConnectionError {
     /// The peer did not read: a message would have taken its unsent output past the
     /// hard limit, so the connection was dropped.
     WriteBufferOverflow {
-        /// Bytes that were waiting to be written.
+        /// Bytes that would have been waiting, with the message.
         buffered: usize,
         /// The hard limit.
         limit: usize,

@@ -22,10 +22,6 @@ use crate::error::ConnectionError;
 use crate::server::{Accepted, Command, ConnectionId, Handler, Shared, WORKER_WAKER, WorkerSetup};
 use crate::timer::Timers;
 
-/// Pongs written as soon as they are queued, per batch of input; the rest go out with
-/// the batch's other output.
-const MAX_EARLY_PONG_WRITES: usize = 16;
-
 /// Where a connection is in its life.
 pub(crate) enum State {
     /// Reading the opening request.
@@ -70,10 +66,10 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// Whether reading from the socket is wanted now.
-    fn can_read(&self, soft: usize) -> bool {
+    fn can_read(&self) -> bool {
         match &self.state {
             State::Handshake { .. } | State::Draining { .. } => true,
-            State::Open { conn, .. } => self.overflow.is_none() && conn.output_len() <= soft,
+            State::Open { conn, .. } => self.overflow.is_none() && conn.wants_read(),
             State::Rejecting { .. } => false,
         }
     }
@@ -100,8 +96,6 @@ pub(crate) struct Local {
     pub(crate) topics: HashMap<Arc<str>, HashSet<usize>>,
     /// Connections given output (or an overflow) outside their own turn.
     dirty: Vec<usize>,
-    pub(crate) soft: usize,
-    pub(crate) hard: usize,
 }
 
 impl Local {
@@ -164,31 +158,22 @@ impl Local {
         }
     }
 
-    /// Queues a message the sender cannot hold back (broadcast, `Sender`): up to the
-    /// hard limit, past which the connection is marked for closing.
+    /// Queues a message the sender cannot hold back (broadcast, `Sender`) under the
+    /// engine's hard-limit rule; a connection that passes it is marked for closing.
     pub(crate) fn queue_forced(&mut self, slot: usize, message: Message) {
-        let hard = self.hard;
-        let Some(entry) = self.entry_mut(slot) else {
-            return;
-        };
-        if entry.overflow.is_some() {
-            return;
-        }
-        let Some(conn) = entry.conn_mut() else {
-            return;
-        };
-        let buffered = conn.output_len();
-        if message.is_data() && buffered > 0 && buffered + message.payload().len() > hard {
-            entry.overflow = Some((buffered, hard));
-        } else {
-            let _ = conn.send(message);
-        }
-        self.mark_dirty(slot);
+        self.queue_with(slot, |conn| conn.send_forced(message));
     }
 
-    /// Queues a prepared frame, with the same hard-limit rule as [`Self::queue_forced`].
+    /// Queues a prepared frame, under the same rule as [`Self::queue_forced`].
     pub(crate) fn queue_prepared(&mut self, slot: usize, prepared: &PreparedMessage) {
-        let hard = self.hard;
+        self.queue_with(slot, |conn| conn.send_prepared_forced(prepared));
+    }
+
+    fn queue_with(
+        &mut self,
+        slot: usize,
+        queue: impl FnOnce(&mut Connection) -> Result<(), duplex_core::Error>,
+    ) {
         let Some(entry) = self.entry_mut(slot) else {
             return;
         };
@@ -198,14 +183,9 @@ impl Local {
         let Some(conn) = entry.conn_mut() else {
             return;
         };
-        if conn.is_close_sent() {
-            return;
-        }
-        let buffered = conn.output_len();
-        if buffered > 0 && buffered + prepared.frame().len() > hard {
-            entry.overflow = Some((buffered, hard));
-        } else {
-            let _ = conn.send_prepared(prepared);
+        if let Err(duplex_core::Error::LimitExceeded(error)) = queue(conn) {
+            // The engine failed the connection: its peer does not read.
+            entry.overflow = Some((error.actual as usize, error.max as usize));
         }
         self.mark_dirty(slot);
     }
@@ -330,8 +310,6 @@ where
                 count: 0,
                 topics: HashMap::new(),
                 dirty: Vec::new(),
-                soft: config.write_buffer_soft,
-                hard: config.write_buffer_hard,
             },
             handlers: Vec::new(),
             read_buf: vec![0u8; config.read_buffer_size].into_boxed_slice(),
@@ -555,12 +533,8 @@ where
         let mut budget = self.config.read_budget;
         let mut first = true;
         let mut buf = std::mem::take(&mut self.read_buf);
-        loop {
-            let soft = self.local.soft;
-            let Some(entry) = self.local.entry_mut(slot) else {
-                break;
-            };
-            if !entry.readable || !entry.can_read(soft) {
+        while let Some(entry) = self.local.entry_mut(slot) {
+            if !entry.readable || !entry.can_read() {
                 break;
             }
             if budget == 0 && !first {
@@ -733,8 +707,6 @@ where
     /// Takes every event out of the engine and hands it to the handler.
     fn dispatch(&mut self, slot: usize) {
         let now = Instant::now();
-        // Writes made early for pongs, bounded so a ping flood costs few syscalls.
-        let mut pong_writes = 0;
         loop {
             let Some(entry) = self.local.entry_mut(slot) else {
                 return;
@@ -753,7 +725,6 @@ where
                 continue;
             };
             let id = self.local.id(slot);
-            let ping = matches!(event, Ok(Message::Ping(_)));
             let called = guarded(id, "a callback", || {
                 let mut ctx = Context::new(&mut self.local, &self.shared, slot);
                 match event {
@@ -767,20 +738,14 @@ where
                 self.handler_panicked(slot);
                 continue;
             }
-            // Keep replies flowing during a burst of small messages. Pongs of a burst of
-            // pings are written at once (a few per read), so that an engine that holds
-            // few unsent pongs still answers each ping of a short burst.
-            let soft = self.local.soft;
-            let over = self
+            // Keep replies flowing during a burst: the engine says when pongs or
+            // replies should leave before more input is handled.
+            if self
                 .local
                 .entry_mut(slot)
                 .and_then(Entry::conn_mut)
-                .is_some_and(|conn| conn.output_len() > soft);
-            let early_pong = ping && pong_writes < MAX_EARLY_PONG_WRITES;
-            if early_pong {
-                pong_writes += 1;
-            }
-            if over || early_pong {
+                .is_some_and(|conn| conn.wants_flush())
+            {
                 self.flush(slot);
             }
         }
@@ -832,7 +797,6 @@ where
     fn settle(&mut self, slot: usize) {
         let now = Instant::now();
         let linger = self.engine.get_linger();
-        let soft = self.local.soft;
         if let Some(conn) = self.local.entry_mut(slot).and_then(Entry::conn_mut) {
             // Runs what is due and arms the write-stall deadline for pending output.
             conn.handle_timeout(now);
@@ -871,7 +835,7 @@ where
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
         };
-        if entry.readable && entry.can_read(soft) {
+        if entry.readable && entry.can_read() {
             self.enqueue(slot);
         }
         self.schedule(slot);
@@ -1144,6 +1108,13 @@ mod tests {
     use super::*;
 
     fn local_with_open_connections(n: usize) -> (Local, Vec<std::net::TcpStream>) {
+        local_with_config(n, duplex_core::Config::default())
+    }
+
+    fn local_with_config(
+        n: usize,
+        config: duplex_core::Config,
+    ) -> (Local, Vec<std::net::TcpStream>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut local = Local {
             worker: 0,
@@ -1152,8 +1123,6 @@ mod tests {
             count: 0,
             topics: HashMap::new(),
             dirty: Vec::new(),
-            soft: 1 << 20,
-            hard: 4 << 20,
         };
         let mut peers = Vec::new();
         for _ in 0..n {
@@ -1164,10 +1133,7 @@ mod tests {
                 socket: TcpStream::from_std(server),
                 peer,
                 state: State::Open {
-                    conn: Box::new(Connection::new(
-                        Role::Server,
-                        duplex_core::Config::default(),
-                    )),
+                    conn: Box::new(Connection::new(Role::Server, config.clone())),
                 },
                 response: Vec::new(),
                 readable: false,
@@ -1236,15 +1202,16 @@ mod tests {
 
     #[test]
     fn forced_messages_stop_at_the_hard_limit() {
-        let (mut local, _peers) = local_with_open_connections(1);
-        local.hard = 10_000;
+        let config = duplex_core::Config::default().write_buffer_hard_limit(10_000);
+        let (mut local, _peers) = local_with_config(1, config);
         let chunk = PreparedMessage::new(Message::binary(vec![0u8; 4000])).unwrap();
         local.queue_prepared(0, &chunk);
         local.queue_prepared(0, &chunk);
         assert!(local.entry(0).unwrap().overflow.is_none());
         local.queue_prepared(0, &chunk);
         let entry = local.entry(0).unwrap();
-        assert_eq!(entry.overflow, Some((8008, 10_000)));
+        // 8,008 queued plus the next 4,004-byte frame would pass 10,000.
+        assert_eq!(entry.overflow, Some((12_012, 10_000)));
         // Nothing more is queued once it overflowed.
         local.queue_forced(0, Message::binary(vec![0u8; 10]));
         let conn = local.entry_mut(0).and_then(Entry::conn_mut).unwrap();

@@ -328,6 +328,10 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
             if shared.conn.output_len() == 0 || shared.io.is_none() {
                 return Poll::Ready(shared.flush_outcome(cx));
             }
+            if shared.reader_dropped {
+                // Nobody reads: the connection is being abandoned, do not wait for it.
+                return Poll::Ready(Err(duplex_core::UsageError::SendAfterClose.into()));
+            }
             if shared.poll_write_out(cx, WRITER).is_pending() && !shared.drive_background(cx, true)
             {
                 return Poll::Pending;
