@@ -34,9 +34,6 @@ use tokio::net::TcpStream;
 use crate::config::Config;
 use crate::error::HandshakeError;
 
-/// The largest HTTP CONNECT answer head we read (16 KiB).
-const MAX_CONNECT_RESPONSE: usize = 16 * 1024;
-
 /// The kind of a [`Proxy`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -90,7 +87,8 @@ pub enum ProxyError {
     /// The SOCKS5 proxy answered the connect request with this reply code (RFC 1928
     /// section 6: 2 not allowed, 4 host unreachable, 5 connection refused, ...).
     SocksReply(u8),
-    /// The proxy's answer broke its protocol (or exceeded 16 KiB for HTTP).
+    /// The proxy's answer broke its protocol (or, for HTTP, exceeded the configured
+    /// handshake head limits).
     Malformed(&'static str),
 }
 
@@ -337,7 +335,9 @@ pub(crate) async fn dial_for(
         Some(proxy) => {
             let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port)).await?;
             match proxy.kind {
-                ProxyKind::HttpConnect => http_connect(&mut tcp, proxy, bare, port).await?,
+                ProxyKind::HttpConnect => {
+                    http_connect(&mut tcp, proxy, bare, port, config.limits).await?
+                }
                 ProxyKind::Socks5 => socks5_connect(&mut tcp, proxy, bare, port).await?,
             }
             tcp
@@ -357,11 +357,13 @@ pub(crate) async fn dial(
     dial_for(config, true, host, port).await
 }
 
+/// Asks an HTTP proxy for a tunnel; its answer head is held to the handshake limits.
 async fn http_connect(
     tcp: &mut TcpStream,
     proxy: &Proxy,
     host: &str,
     port: u16,
+    limits: duplex_handshake::Limits,
 ) -> Result<(), HandshakeError> {
     let target = if host.contains(':') {
         format!("[{host}]:{port}")
@@ -379,8 +381,10 @@ async fn http_connect(
     // (it is short and read once per connection).
     let mut answer = Vec::with_capacity(256);
     while !answer.ends_with(b"\r\n\r\n") {
-        if answer.len() >= MAX_CONNECT_RESPONSE {
-            return Err(ProxyError::Malformed("CONNECT answer head over 16 KiB").into());
+        if answer.len() >= limits.max_head_size {
+            return Err(
+                ProxyError::Malformed("CONNECT answer head over the head size limit").into(),
+            );
         }
         let byte = tcp.read_u8().await.map_err(|error| {
             if error.kind() == io::ErrorKind::UnexpectedEof {
@@ -393,7 +397,7 @@ async fn http_connect(
         })?;
         answer.push(byte);
     }
-    let response = duplex_handshake::parse_response(&answer, 64)
+    let response = duplex_handshake::parse_response(&answer, limits.max_headers)
         .map_err(|_| ProxyError::Malformed("CONNECT answer is not an HTTP response"))?;
     if !response.status().is_success() {
         return Err(ProxyError::ConnectRefused(response.status()).into());
