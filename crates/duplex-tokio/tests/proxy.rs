@@ -417,3 +417,67 @@ async fn env_child() {
         assert_eq!(exchange(ws).await, expected, "tls: {tls}");
     }
 }
+
+/// A "proxy" that answers `reply` to whatever it is sent, then closes.
+async fn broken_proxy(reply: &'static [u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut first = [0u8; 64];
+            let _ = tcp.read(&mut first).await;
+            let _ = tcp.write_all(reply).await;
+        }
+    });
+    port
+}
+
+/// Bad answers from a proxy are typed errors, not panics or hangs.
+#[tokio::test]
+async fn broken_proxy_answers_are_typed_errors() {
+    let target = "ws://127.0.0.1:9/";
+    let attempt = |proxy: Proxy| async move {
+        let config = Config::default().proxy(proxy);
+        timeout(
+            LIMIT,
+            connect_with(ClientRequest::new(target).unwrap(), config),
+        )
+        .await
+        .unwrap()
+        .unwrap_err()
+    };
+    let port = broken_proxy(b"garbage\r\n\r\n").await;
+    let error = attempt(Proxy::http("127.0.0.1", port)).await;
+    assert!(
+        matches!(error, HandshakeError::Proxy(ProxyError::Malformed(_))),
+        "{error:?}"
+    );
+    let port = broken_proxy(b"HTTP/1.1 403 Forbidden\r\n\r\n").await;
+    let error = attempt(Proxy::http("127.0.0.1", port)).await;
+    assert!(
+        matches!(&error, HandshakeError::Proxy(ProxyError::ConnectRefused(s)) if *s == 403),
+        "{error:?}"
+    );
+    let port = broken_proxy(b"HTTP/1.1 200 OK\r\n").await; // closes mid-head
+    let error = attempt(Proxy::http("127.0.0.1", port)).await;
+    assert!(
+        matches!(error, HandshakeError::Proxy(ProxyError::Malformed(_))),
+        "{error:?}"
+    );
+    let port = broken_proxy(b"\x04\x00").await; // SOCKS4, not 5
+    let error = attempt(Proxy::socks5("127.0.0.1", port)).await;
+    assert!(
+        matches!(error, HandshakeError::Proxy(ProxyError::Malformed(_))),
+        "{error:?}"
+    );
+    let port = broken_proxy(b"\x05\x02").await; // a method we did not offer
+    let error = attempt(Proxy::socks5("127.0.0.1", port)).await;
+    assert!(
+        matches!(error, HandshakeError::Proxy(ProxyError::Malformed(_))),
+        "{error:?}"
+    );
+    let port = broken_proxy(b"\x05").await; // cut short
+    let error = attempt(Proxy::socks5("127.0.0.1", port)).await;
+    assert!(matches!(error, HandshakeError::Io(_)), "{error:?}");
+}
