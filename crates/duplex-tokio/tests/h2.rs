@@ -396,3 +396,58 @@ async fn connect_with_http2_falls_back_to_http1() {
     assert_eq!(response.response.status(), StatusCode::SWITCHING_PROTOCOLS);
     echo(&mut ws, Message::text("http/1.1 by ALPN")).await;
 }
+
+/// An HTTP/2 server written with the `h2` crate alone that answers every extended
+/// CONNECT with `status` and `headers`, to see the client refuse bad answers.
+async fn raw_h2_server(status: u16, headers: &'static [(&'static str, &'static str)]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut connection = h2::server::Builder::new()
+                    .enable_connect_protocol()
+                    .handshake::<_, Bytes>(tcp)
+                    .await
+                    .unwrap();
+                while let Some(Ok((_, mut respond))) = connection.accept().await {
+                    let mut response = hyper::Response::builder().status(status);
+                    for (name, value) in headers {
+                        response = response.header(*name, *value);
+                    }
+                    let _ = respond.send_response(response.body(()).unwrap(), false);
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn the_client_refuses_bad_http2_answers() {
+    let attempt = |port: u16, request: ClientRequest| async move {
+        let connection = h2c(port).await;
+        timeout(LIMIT, connection.websocket(request, Config::default()))
+            .await
+            .unwrap()
+            .unwrap_err()
+    };
+    let url = |port: u16| format!("ws://127.0.0.1:{port}/");
+    let port = raw_h2_server(403, &[]).await;
+    let error = attempt(port, ClientRequest::new(&url(port)).unwrap()).await;
+    assert!(error.to_string().contains("403"), "{error}");
+    let port = raw_h2_server(200, &[("sec-websocket-protocol", "unasked")]).await;
+    let request = ClientRequest::new(&url(port)).unwrap().protocol("chat.v1");
+    let error = attempt(port, request).await;
+    assert!(error.to_string().contains("unasked"), "{error}");
+    let port = raw_h2_server(
+        200,
+        &[("sec-websocket-extensions", "permessage-deflate; bogus")],
+    )
+    .await;
+    let error = attempt(port, ClientRequest::new(&url(port)).unwrap()).await;
+    assert!(
+        matches!(error, duplex_tokio::HandshakeError::Protocol(_)),
+        "{error:?}"
+    );
+}
