@@ -449,7 +449,8 @@ async fn serve_tokio(tcp: tokio::net::TcpStream, config: duplex_tokio::Config, s
         // Bounded in count (and by the caller's timeout); `send` waits while the
         // client does not read.
         for _ in 0..1_000_000 {
-            if ws.send(Message::Binary(chunk.clone())).await.is_err() {
+            if let Err(error) = ws.send(Message::Binary(chunk.clone())).await {
+                stats.error(error.to_string());
                 break;
             }
             stats

@@ -263,14 +263,9 @@ impl Connection {
         if let Some(error) = self.pending_error.take() {
             return Some(Err(error));
         }
-        if let Some(mark) = self.input_mark.take() {
-            self.fresh_input |= self.read_buf.len() > mark;
-        }
+        self.note_input(now);
         if self.read_closed && !self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
-        }
-        if std::mem::take(&mut self.fresh_input) {
-            self.input_arrived(now);
         }
         while !self.read_closed {
             let item = match self.decoder.decode(&mut self.read_buf) {
@@ -319,6 +314,16 @@ impl Connection {
             return;
         }
         if self.state == State::Open {
+            self.input_arrived(now);
+        }
+    }
+
+    /// Counts bytes that arrived since the last timed call as a sign of life at `now`.
+    fn note_input(&mut self, now: Instant) {
+        if let Some(mark) = self.input_mark.take() {
+            self.fresh_input |= self.read_buf.len() > mark;
+        }
+        if std::mem::take(&mut self.fresh_input) {
             self.input_arrived(now);
         }
     }
@@ -924,6 +929,13 @@ impl Connection {
     pub fn consume_output(&mut self, n: usize) {
         self.output.consume(n);
         self.queue_pong();
+        if self.output.is_empty()
+            || self.output.consumed_position() - self.consumed_at_stall_arm >= MIN_WRITE_PROGRESS
+        {
+            // Written out, or moving: the write-stall deadline starts again from the next
+            // call that takes the time (adapters make one after every write attempt).
+            self.timers.clear(TimerKind::WriteStall);
+        }
         if self.state == State::CloseReceived
             && self.output.consumed_position() >= self.close_frame_end
         {
@@ -1047,6 +1059,8 @@ impl Connection {
     /// handshake), then arms the write-stall deadline if output is pending.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.start_clock(now);
+        // Bytes received but not yet decoded are signs of life too.
+        self.note_input(now);
         while !self.abort {
             let Some(kind) = self.timers.expired(now) else {
                 break;

@@ -431,12 +431,14 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         }
     }
 
-    /// The writer's share of driving the connection: deadlines and the closing of the
-    /// transport; with `look_ahead` (the writer is about to wait for the peer, or nobody
-    /// reads any more) also reading and decoding a bounded amount for the reader, so
-    /// that the peer's pings and close are seen by a task that never calls `recv`.
-    /// Decoding ahead is kept for waits: a close decoded early would refuse the replies
-    /// the application still sends to the messages before it. Never blocks; registers
+    /// The writer's share of driving the connection: deadlines, the closing of the
+    /// transport, and reading what has arrived (up to 64 KiB held for the reader), so
+    /// that the peer's bytes count as signs of life for a task that never calls `recv`.
+    /// With `look_ahead` (the writer is about to wait for the peer, or nobody reads any
+    /// more) it also decodes a bounded amount for the reader, so that the peer's pings
+    /// are answered and its close ends the wait. Decoding ahead is kept for waits: a
+    /// close decoded early would refuse the replies the application still sends to the
+    /// messages before it. Never blocks; registers
     /// the writer for what it waits on. Returns true when the connection changed in a
     /// way the caller must look at (a deadline fired, events were decoded, the
     /// transport closed).
@@ -453,27 +455,36 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 changed = true;
                 continue;
             }
-            let holds_data = self
-                .events
-                .iter()
-                .any(|e| e.as_ref().is_ok_and(Message::is_data));
-            if !look_ahead || self.eof || holds_data || self.events.len() >= MAX_QUEUED_EVENTS {
+            if self.eof {
                 return changed;
             }
-            let mut decoded = false;
-            while let Some(event) = self.conn.poll_event(now()) {
-                let data = event.as_ref().is_ok_and(Message::is_data);
-                self.events.push_back(event);
-                decoded = true;
-                if data || self.events.len() >= MAX_QUEUED_EVENTS {
-                    break;
+            if look_ahead {
+                let holds_data = self
+                    .events
+                    .iter()
+                    .any(|e| e.as_ref().is_ok_and(Message::is_data));
+                if holds_data || self.events.len() >= MAX_QUEUED_EVENTS {
+                    return changed;
                 }
-            }
-            if decoded {
-                self.wakers.wake(READER);
-                // Pongs and a close reply leave with the writer's own output.
-                changed = true;
-                continue;
+                let mut decoded = false;
+                while let Some(event) = self.conn.poll_event(now()) {
+                    let data = event.as_ref().is_ok_and(Message::is_data);
+                    self.events.push_back(event);
+                    decoded = true;
+                    if data || self.events.len() >= MAX_QUEUED_EVENTS {
+                        break;
+                    }
+                }
+                if decoded {
+                    self.wakers.wake(READER);
+                    // Pongs and a close reply leave with the writer's own output.
+                    changed = true;
+                    continue;
+                }
+            } else if self.conn.buffered_input() >= READ_CHUNK {
+                // Enough waits for the reader; the peer's pongs still count as signs of
+                // life once read, so a send-only task keeps a live peer.
+                return changed;
             }
             match self.poll_read(cx, WRITER) {
                 Poll::Pending => return changed,
@@ -482,7 +493,9 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                     self.wakers.wake(READER);
                     return true;
                 }
-                Poll::Ready(Ok(())) => {}
+                // The bytes are the reader's to decode: wake it (the readiness it may be
+                // parked on was just used up here).
+                Poll::Ready(Ok(())) => self.wakers.wake(READER),
             }
         }
     }

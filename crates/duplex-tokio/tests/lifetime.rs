@@ -87,6 +87,10 @@ async fn a_client_that_only_sends_to_a_server_that_never_reads_fails_at_the_writ
         matches!(outcome, Error::Timeout(TimeoutKind::WriteStall)),
         "{outcome:?}"
     );
+    println!(
+        "LIFETIME | tokio client | only sends, server never reads | ended after {:?} (write timeout 1 s)",
+        start.elapsed()
+    );
     assert!(
         start.elapsed() < write_timeout * 4 + GRACE,
         "{:?}",
@@ -118,6 +122,10 @@ async fn close_returns_within_the_close_timeout_when_the_server_never_answers() 
     assert!(
         matches!(result, Err(Error::Timeout(TimeoutKind::CloseHandshake))),
         "{result:?}"
+    );
+    println!(
+        "LIFETIME | tokio client | close(), server never answers | ended after {:?} (close timeout 1 s)",
+        start.elapsed()
     );
     assert!(
         start.elapsed() < close_timeout + GRACE,
@@ -152,6 +160,10 @@ async fn close_returns_within_the_close_timeout_even_with_output_stuck() {
         .await
         .expect("close must not hang");
     assert!(result.is_err(), "output was left unsent: {result:?}");
+    println!(
+        "LIFETIME | tokio client | close() with output stuck, server never reads | ended after {:?} (close timeout 1 s)",
+        start.elapsed()
+    );
     assert!(
         start.elapsed() < close_timeout + GRACE,
         "{:?}",
@@ -184,6 +196,10 @@ async fn keepalive_fails_a_silent_server_while_the_client_only_sends() {
     assert!(
         matches!(outcome, Error::Timeout(TimeoutKind::Keepalive)),
         "{outcome:?}"
+    );
+    println!(
+        "LIFETIME | tokio client | split writer only sends, server silent | failed after {:?} (keepalive 300 ms + 300 ms)",
+        start.elapsed()
     );
     assert!(start.elapsed() < Duration::from_millis(600) + GRACE);
 }
@@ -242,4 +258,36 @@ async fn a_send_after_the_server_closed_is_connection_closed_not_ok() {
         ws.send(Message::text("late")).await,
         Err(Error::ConnectionClosed)
     ));
+}
+
+#[tokio::test]
+async fn a_send_only_client_keeps_a_live_server_past_many_keepalive_periods() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    // A live server that reads (and answers pings) but never sends data.
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = duplex_tokio::accept(tcp).await.unwrap();
+        while let Some(Ok(_)) = ws.recv().await {}
+    });
+    let engine =
+        CoreConfig::default().keepalive(Duration::from_millis(100), Duration::from_millis(100));
+    let (mut ws, _) = connect_with(ClientRequest::new(&url).unwrap(), config(engine))
+        .await
+        .unwrap();
+    // Ten keepalive periods of sending only: the server's pongs are read by `send`.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        ws.send(Message::text("only sending")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ws.state(), State::Open);
+    // The pongs were read and are waiting for `recv`.
+    let mut pongs = 0;
+    while let Ok(Some(Ok(message))) = timeout(Duration::from_millis(100), ws.recv()).await {
+        if matches!(message, Message::Pong(_)) {
+            pongs += 1;
+        }
+    }
+    assert!(pongs > 0);
 }
