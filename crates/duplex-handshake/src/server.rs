@@ -275,13 +275,7 @@ pub struct Rejection(Box<Response<String>>);
 impl Rejection {
     /// A plain-text rejection with `status` and `body`.
     pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
-        let mut response = Response::new(body.into());
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        Self(Box::new(response))
+        Self(Box::new(crate::decision::text_response(status, body)))
     }
 
     /// The response to send.

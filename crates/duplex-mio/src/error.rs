@@ -2,7 +2,7 @@
 
 use std::{fmt, io};
 
-use duplex_handshake::HandshakeError;
+use duplex_handshake::ServerError;
 
 /// Why a message could not be queued.
 #[derive(Debug)]
@@ -91,9 +91,9 @@ pub enum ConnectionError {
         /// The hard limit.
         limit: usize,
     },
-    /// The 101 response could not be built from the handler's `Acceptance` (it chose a
-    /// subprotocol the client did not offer); the client got `500`.
-    Handshake(HandshakeError),
+    /// The handler's decision could not be carried out (its `Acceptance` chose a
+    /// subprotocol the client did not offer, or `on_open` panicked); the client got 500.
+    Handshake(ServerError),
 }
 
 impl fmt::Display for ConnectionError {

@@ -105,4 +105,6 @@ pub use duplex_core::{
 };
 /// Re-export of the `http` crate, whose request and response types the handshake uses.
 pub use duplex_handshake::http;
-pub use duplex_handshake::{Acceptance, ClientOffer, HandshakeError, Limits, Rejection};
+pub use duplex_handshake::{
+    Acceptance, ClientOffer, HandshakeError, Limits, Rejection, ServerError,
+};

@@ -91,6 +91,10 @@ struct Shared<S> {
     /// The transport is being closed: shut down, then drained until this deadline.
     closing: Option<Closing>,
     reader_dropped: bool,
+    /// The server counters this connection adds to, if any (`ServerStats::attach`).
+    counters: Option<Arc<crate::stats::Counters>>,
+    /// The connection's span (the `tracing` feature), when the handshake made one.
+    span: Option<crate::trace::Span>,
 }
 
 struct Closing {
@@ -126,6 +130,8 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
             events: VecDeque::new(),
             closing: None,
             reader_dropped: false,
+            counters: None,
+            span: None,
         }));
         Self {
             reader: WsReader {
@@ -183,27 +189,53 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
         (self.reader, self.writer)
     }
 
+    /// Puts halves from [`split`](Self::split) back together; gives them back if they
+    /// are not halves of the same stream.
+    pub fn reunite(reader: WsReader<S>, writer: WsWriter<S>) -> Result<Self, ReuniteError<S>> {
+        if Arc::ptr_eq(&reader.shared, &writer.shared) {
+            Ok(Self { reader, writer })
+        } else {
+            Err(ReuniteError { reader, writer })
+        }
+    }
+
     /// This connection's role.
     pub fn role(&self) -> Role {
-        self.writer.lock().conn.role()
+        self.writer.role()
     }
 
     /// Where the connection is in its life.
     pub fn state(&self) -> duplex_core::State {
-        self.writer.lock().conn.state()
+        self.writer.state()
     }
 
     /// True when permessage-deflate was negotiated.
     pub fn is_compressed(&self) -> bool {
-        self.writer.lock().conn.is_deflate_enabled()
+        self.writer.is_compressed()
+    }
+
+    /// Bytes queued and not yet taken by the socket (the `bufferedAmount` of browsers).
+    pub fn buffered_amount(&self) -> usize {
+        self.writer.buffered_amount()
+    }
+
+    /// Queues a message without waiting; see [`WsWriter::try_send`].
+    pub fn try_send(&mut self, message: Message) -> Result<(), TrySendError<Message>> {
+        self.writer.try_send(message)
+    }
+
+    /// Queues a prepared message without waiting; see [`WsWriter::try_send`].
+    pub fn try_send_prepared(
+        &mut self,
+        message: &duplex_core::PreparedMessage,
+    ) -> Result<(), TrySendError<()>> {
+        self.writer.try_send_prepared(message)
     }
 
     /// Sends a text or binary message without compressing it, even when
     /// permessage-deflate is on.
     pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
-        self.writer.lock().conn.send_uncompressed(message)?;
-        poll_fn(|cx| self.writer.poll_flush_inner(cx)).await
+        self.writer.send_uncompressed(message).await
     }
 
     /// Sends a message prepared once for many connections (broadcast), sharing its
@@ -212,9 +244,67 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
         &mut self,
         message: &duplex_core::PreparedMessage,
     ) -> Result<(), Error> {
-        poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
-        self.writer.lock().conn.send_prepared(message)?;
-        poll_fn(|cx| self.writer.poll_flush_inner(cx)).await
+        self.writer.send_prepared(message).await
+    }
+}
+
+/// Halves of different streams given to [`WebSocketStream::reunite`].
+pub struct ReuniteError<S> {
+    /// The reader given.
+    pub reader: WsReader<S>,
+    /// The writer given.
+    pub writer: WsWriter<S>,
+}
+
+impl<S> std::fmt::Debug for ReuniteError<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReuniteError(halves of different streams)")
+    }
+}
+
+impl<S> std::fmt::Display for ReuniteError<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the reader and writer are halves of different streams")
+    }
+}
+
+impl<S> std::error::Error for ReuniteError<S> {}
+
+/// Why [`WsWriter::try_send`] did not queue a message.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TrySendError<M> {
+    /// The write buffer is above `max_write_buffer`: the peer reads slower than we send.
+    /// The message is given back.
+    WriteBufferFull {
+        /// The message, not queued.
+        message: M,
+        /// Bytes waiting to be written.
+        buffered: usize,
+    },
+    /// The connection cannot take messages any more (closed, failed, or refused this
+    /// one); the same errors as [`WsWriter::send`].
+    Error(Error),
+}
+
+impl<M> std::fmt::Display for TrySendError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::WriteBufferFull { buffered, .. } => write!(
+                f,
+                "write buffer full ({buffered} bytes waiting): the peer reads slower than we send"
+            ),
+            Self::Error(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl<M: std::fmt::Debug> std::error::Error for TrySendError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Error(error) => Some(error),
+            Self::WriteBufferFull { .. } => None,
+        }
     }
 }
 
@@ -262,6 +352,90 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
         poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
+    /// Queues a message without waiting, and writes as much as the socket takes now;
+    /// the rest leaves with the next call on either half. Refused with the message given
+    /// back while the write buffer is above `max_write_buffer`, so a broadcaster can skip
+    /// or drop a slow client instead of waiting for it.
+    pub fn try_send(&mut self, message: Message) -> Result<(), TrySendError<Message>> {
+        let mut shared = self.lock();
+        if let Err(error) = shared.conn.check_open() {
+            return Err(TrySendError::Error(error));
+        }
+        if shared.conn.is_write_buffer_full() {
+            let buffered = shared.conn.output_len();
+            return Err(TrySendError::WriteBufferFull { message, buffered });
+        }
+        let queued = match message {
+            Message::Close(frame) => shared.conn.close(frame, now()),
+            other => shared.send_counted(|conn| conn.send(other)),
+        };
+        queued.map_err(TrySendError::Error)?;
+        shared.write_now();
+        Ok(())
+    }
+
+    /// [`try_send`](Self::try_send) for a prepared message (nothing to give back).
+    pub fn try_send_prepared(
+        &mut self,
+        message: &duplex_core::PreparedMessage,
+    ) -> Result<(), TrySendError<()>> {
+        let mut shared = self.lock();
+        match shared.send_counted(|conn| conn.send_prepared(message)) {
+            Ok(()) => {
+                shared.write_now();
+                Ok(())
+            }
+            Err(Error::Usage(duplex_core::UsageError::WriteBufferFull { buffered, .. })) => {
+                Err(TrySendError::WriteBufferFull {
+                    message: (),
+                    buffered,
+                })
+            }
+            Err(error) => Err(TrySendError::Error(error)),
+        }
+    }
+
+    /// Sends a text or binary message without compressing it, even when
+    /// permessage-deflate is on.
+    pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
+        self.lock()
+            .send_counted(|conn| conn.send_uncompressed(message))?;
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    }
+
+    /// Sends a message prepared once for many connections (broadcast), sharing its
+    /// encoded bytes.
+    pub async fn send_prepared(
+        &mut self,
+        message: &duplex_core::PreparedMessage,
+    ) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
+        self.lock()
+            .send_counted(|conn| conn.send_prepared(message))?;
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    }
+
+    /// Bytes queued and not yet taken by the socket.
+    pub fn buffered_amount(&self) -> usize {
+        self.lock().conn.output_len()
+    }
+
+    /// This connection's role.
+    pub fn role(&self) -> Role {
+        self.lock().conn.role()
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> duplex_core::State {
+        self.lock().conn.state()
+    }
+
+    /// True when permessage-deflate was negotiated.
+    pub fn is_compressed(&self) -> bool {
+        self.lock().conn.is_deflate_enabled()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared<S>> {
         lock(&self.shared)
     }
@@ -306,7 +480,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
                 drop(shared);
                 self.start_close(frame)
             }
-            other => shared.conn.send(other),
+            other => shared.send_counted(|conn| conn.send(other)),
         }
     }
 
@@ -532,7 +706,12 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 self.conn.receive_eof();
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(n)) => {
+                if let Some(counters) = &self.counters {
+                    counters.read(n);
+                }
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Err(error)) => {
                 self.eof = true;
                 if self.conn.is_closed() || error.kind() == io::ErrorKind::ConnectionReset {
@@ -547,41 +726,58 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         }
     }
 
+    /// Writes what the socket takes now, without registering a task (for `try_send`):
+    /// the socket keeps the proxy waker, which wakes whichever half waits.
+    fn write_now(&mut self) {
+        let proxy = Waker::from(self.wakers.clone());
+        let _ = self.write_with(&proxy);
+        self.conn.handle_timeout(now());
+    }
+
     /// Writes pending output until it is all written and flushed, or the socket is full.
     fn poll_write_out(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<io::Result<()>> {
         let proxy = self.proxy(cx, who);
-        let mut proxy_cx = Context::from_waker(&proxy);
+        let (result, progressed) = self.write_with(&proxy);
+        if progressed {
+            // The other half may be waiting for room that we just made.
+            self.wakers.wake(1 - who);
+        }
+        result
+    }
+
+    /// The write loop, with `waker` left on the socket; also says whether any byte left.
+    fn write_with(&mut self, waker: &Waker) -> (Poll<io::Result<()>>, bool) {
+        let mut cx = Context::from_waker(waker);
         let Some(io) = self.io.as_mut() else {
-            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+            return (Poll::Ready(Err(io::ErrorKind::NotConnected.into())), false);
         };
         let mut progressed = false;
         let result = loop {
             if self.conn.output_len() == 0 {
-                break io.as_mut().poll_flush(&mut proxy_cx);
+                break io.as_mut().poll_flush(&mut cx);
             }
             let written = {
                 let mut slices = [IoSlice::new(&[]); 16];
                 let n = self.conn.pending_output_vectored(&mut slices);
-                io.as_mut().poll_write_vectored(&mut proxy_cx, &slices[..n])
+                io.as_mut().poll_write_vectored(&mut cx, &slices[..n])
             };
             match written {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.conn.consume_output(n);
+                    if let Some(counters) = &self.counters {
+                        counters.written(n);
+                    }
                     progressed = true;
                 }
                 Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
                 Poll::Pending => break Poll::Pending,
             }
         };
-        if progressed {
-            // The other half may be waiting for room that we just made.
-            self.wakers.wake(1 - who);
-        }
         if let Poll::Ready(Err(error)) = &result {
             self.conn.transport_failed(error, now());
         }
-        result
+        (result, progressed)
     }
 
     /// Closes the transport as the engine's linger policy says: shut our side down,
@@ -677,7 +873,22 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        lock(&self.shared).poll_next_event(cx)
+        let mut shared = lock(&self.shared);
+        let event = shared.poll_next_event(cx);
+        match &event {
+            Poll::Ready(Some(Ok(message))) => {
+                if let Some(counters) = &shared.counters {
+                    counters.received(message);
+                }
+            }
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(span) = &shared.span {
+                    crate::trace::error(span, error);
+                }
+            }
+            _ => {}
+        }
+        event
     }
 }
 
@@ -776,4 +987,138 @@ fn now() -> Instant {
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(86400 * 365)
+}
+
+/// A handle on a connection for another task: start its close handshake, drop its
+/// transport, see whether it is over. Made by [`WebSocketStream::close_handle`]; used by
+/// [`Shutdown`](crate::Shutdown). Cloning is cheap; the handle does not keep the
+/// transport open once the stream's halves are gone.
+#[derive(Clone)]
+pub struct CloseHandle {
+    /// Weak: the transport closes when the stream's halves are dropped, as without a
+    /// handle.
+    shared: std::sync::Weak<dyn Remote>,
+}
+
+/// What a [`CloseHandle`] can do to a connection, whatever its transport type.
+trait Remote: Send + Sync {
+    fn start_close(&self, frame: CloseFrame);
+    fn abort(&self);
+    fn is_finished(&self) -> bool;
+}
+
+impl<S: Send> Remote for Mutex<Shared<S>> {
+    fn start_close(&self, frame: CloseFrame) {
+        let mut shared = lock(self);
+        // Already closing, closed or failed: nothing to start.
+        let _ = shared.conn.close(Some(frame), now());
+        // Whichever half is parked writes the close frame and arms its deadline.
+        shared.wakers.wake(READER);
+        shared.wakers.wake(WRITER);
+    }
+
+    fn abort(&self) {
+        let mut shared = lock(self);
+        let error = io::Error::new(io::ErrorKind::ConnectionAborted, "dropped at shutdown");
+        shared.conn.transport_failed(&error, now());
+        shared.io = None;
+        shared.wakers.wake(READER);
+        shared.wakers.wake(WRITER);
+    }
+
+    fn is_finished(&self) -> bool {
+        let shared = lock(self);
+        shared.io.is_none()
+    }
+}
+
+impl CloseHandle {
+    /// Starts the close handshake with `frame` (for example 1001, going away) unless
+    /// the connection is already closing; the task that owns the stream drives it.
+    pub fn start_close(&self, frame: CloseFrame) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.start_close(frame);
+        }
+    }
+
+    /// Drops the transport at once; the owner's next call sees the connection failed.
+    pub fn abort(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.abort();
+        }
+    }
+
+    /// True once the transport is closed (after the close handshake, a failure or
+    /// [`abort`](Self::abort)) or the stream was dropped.
+    pub fn is_finished(&self) -> bool {
+        self.shared
+            .upgrade()
+            .is_none_or(|shared| shared.is_finished())
+    }
+}
+
+impl std::fmt::Debug for CloseHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloseHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> WebSocketStream<S> {
+    /// A [`CloseHandle`] for this connection, to close it from another task.
+    pub fn close_handle(&self) -> CloseHandle {
+        let shared: Arc<dyn Remote> = self.writer.shared.clone();
+        CloseHandle {
+            shared: Arc::downgrade(&shared),
+        }
+    }
+}
+
+impl<S> Shared<S> {
+    /// Queues a data message with `send`, counting it when it was accepted.
+    fn send_counted(
+        &mut self,
+        send: impl FnOnce(&mut Connection) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        send(&mut self.conn)?;
+        if let Some(counters) = &self.counters {
+            counters.sent();
+        }
+        Ok(())
+    }
+}
+
+impl<S> Drop for Shared<S> {
+    fn drop(&mut self) {
+        if let Some(counters) = self.counters.take() {
+            counters.ended(&self.conn);
+        }
+        if let Some(span) = self.span.take() {
+            crate::trace::closed(&span, &self.conn);
+        }
+    }
+}
+
+impl<S> WebSocketStream<S> {
+    /// Adds this connection to `counters` (see `ServerStats::attach`).
+    pub(crate) fn set_counters(&self, counters: Arc<crate::stats::Counters>) {
+        lock(&self.writer.shared).counters = Some(counters);
+    }
+
+    /// Gives the connection the span its handshake made.
+    pub(crate) fn set_span(&self, span: crate::trace::Span) {
+        lock(&self.writer.shared).span = Some(span);
+    }
+
+    /// The connection's `tracing` span: `websocket` with `role`, `path`, `extensions`,
+    /// `http`, and an empty `peer` to record (`span.record("peer", ...)`). A span that is
+    /// disabled when the stream was not made by this crate's handshakes.
+    #[cfg(feature = "tracing")]
+    pub fn span(&self) -> tracing::Span {
+        lock(&self.writer.shared)
+            .span
+            .clone()
+            .unwrap_or_else(tracing::Span::none)
+    }
 }

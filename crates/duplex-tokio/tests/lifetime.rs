@@ -291,3 +291,41 @@ async fn a_send_only_client_keeps_a_live_server_past_many_keepalive_periods() {
     }
     assert!(pongs > 0);
 }
+
+#[tokio::test]
+async fn try_send_gives_the_message_back_while_the_write_buffer_is_full() {
+    let url = raw_server(hold).await;
+    let engine = CoreConfig::default().max_write_buffer(256 << 10);
+    let (ws, _) = connect_with(ClientRequest::new(&url).unwrap(), config(engine))
+        .await
+        .unwrap();
+    let (reader, mut writer) = ws.split();
+    let chunk = Message::binary(vec![3u8; 64 << 10]);
+    let mut queued = 0usize;
+    let refused = loop {
+        match writer.try_send(chunk.clone()) {
+            Ok(()) => queued += 1,
+            Err(duplex_tokio::TrySendError::WriteBufferFull { message, buffered }) => {
+                break (message, buffered);
+            }
+            Err(other) => panic!("{other}"),
+        }
+        assert!(queued < 100_000, "the buffer never filled");
+    };
+    assert_eq!(refused.0, chunk, "the message comes back");
+    assert!(refused.1 > 256 << 10);
+    assert_eq!(writer.buffered_amount(), refused.1);
+    // The halves go back together, and only with their own.
+    let ws = duplex_tokio::WebSocketStream::reunite(reader, writer).unwrap();
+    assert!(ws.buffered_amount() > 256 << 10);
+    let other_url = raw_server(hold).await;
+    let (other, _) = connect_with(
+        ClientRequest::new(&other_url).unwrap(),
+        config(CoreConfig::default()),
+    )
+    .await
+    .unwrap();
+    let (other_reader, _other_writer) = other.split();
+    let (_mine_reader, mine_writer) = ws.split();
+    assert!(duplex_tokio::WebSocketStream::reunite(other_reader, mine_writer).is_err());
+}
