@@ -6,7 +6,7 @@
 //! hub), handlers publish with [`Bridge::publish`], and one relay thread per server
 //! hands each message to `Sender::publish` once, so the server encodes it once for all
 //! its subscribers on every worker. Notices (`Lagged`, `NotRecovered`) reach the topic's
-//! connections as [`notice_json`](crate::notice_json) text.
+//! connections as [`notice_json`] text.
 //!
 //! ```no_run
 //! use duplex_hub::mio::Bridge;
