@@ -98,7 +98,7 @@ async fn serve(hub: Hub, tcp: TcpStream) {
         tokio::select! {
             incoming = ws.recv() => if !matches!(incoming, Some(Ok(_))) { return },
             Some(event) = sub.recv() => {
-                if !matches!(send_event(&mut ws, &event).await, Ok(Flow::Continue)) {
+                if !matches!(send_event(&mut ws, &sub, &event).await, Ok(Flow::Continue)) {
                     return;
                 }
             }

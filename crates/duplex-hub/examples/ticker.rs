@@ -158,7 +158,7 @@ async fn run(
                 None => return Ok(()),
             },
             Some(event) = sub.recv() => {
-                if send_event(&mut ws, &event).await? == Flow::Stop {
+                if send_event(&mut ws, &sub, &event).await? == Flow::Stop {
                     // Finish the close handshake.
                     while let Some(Ok(_)) = ws.recv().await {}
                     return Ok(());

@@ -47,6 +47,8 @@ struct Queue {
     closed: Option<CloseCode>,
     close_reported: bool,
     waker: Option<Waker>,
+    /// The task waiting in [`Subscriber::closed`].
+    close_waker: Option<Waker>,
 }
 
 fn cost(event: &Event) -> usize {
@@ -131,8 +133,16 @@ impl Shared {
     }
 
     fn wake(&self, was_empty: bool) {
-        let waker = self.lock().waker.take();
-        if let Some(waker) = waker {
+        let (waker, close_waker) = {
+            let mut q = self.lock();
+            let close_waker = if q.closed.is_some() {
+                q.close_waker.take()
+            } else {
+                None
+            };
+            (q.waker.take(), close_waker)
+        };
+        for waker in [waker, close_waker].into_iter().flatten() {
             waker.wake();
         }
         self.ready.notify_one();
@@ -306,6 +316,26 @@ impl Subscriber {
                 Err(()) => Poll::Ready(None),
                 Ok(None) => {
                     q.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl Subscriber {
+    /// Resolves when the slow-consumer policy closes this subscriber, with the close
+    /// code. Takes `&self`, so a task can race it against a send that waits on a
+    /// client that stopped reading, and close the connection at once instead of
+    /// waiting for the write deadline (see `duplex_hub::tokio::send_event`).
+    pub async fn closed(&self) -> CloseCode {
+        poll_fn(|cx| {
+            let mut q = self.shared.lock();
+            match q.closed {
+                Some(code) => Poll::Ready(code),
+                None => {
+                    q.close_waker = Some(cx.waker().clone());
                     Poll::Pending
                 }
             }

@@ -1,6 +1,6 @@
 //! The hub from `duplex-tokio` connections (feature `tokio`).
 //!
-//! A per-connection task owns a [`Subscriber`](crate::Subscriber) and its
+//! A per-connection task owns a [`Subscriber`] and its
 //! `WebSocketStream`, and waits on both in `select!`:
 //!
 //! ```no_run
@@ -24,7 +24,7 @@
 //!                 None => return Ok(()),
 //!             },
 //!             Some(event) = sub.recv() => {
-//!                 if send_event(&mut ws, &event).await? == Flow::Stop {
+//!                 if send_event(&mut ws, &sub, &event).await? == Flow::Stop {
 //!                     return Ok(());
 //!                 }
 //!             }
@@ -42,7 +42,7 @@ use duplex_tokio::WebSocketStream;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use crate::notice_json;
-use crate::{Event, Hub, HubError, Position};
+use crate::{Event, Hub, HubError, Position, Subscriber};
 
 /// Whether the connection goes on after [`send_event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,28 +63,48 @@ pub async fn publish(hub: &Hub, topic: &str, message: Message) -> Result<Positio
         .unwrap_or_else(|e| Err(HubError::Unavailable(e.to_string())))
 }
 
-/// Sends one hub event on `ws`: a message with `send_prepared` (its frame is shared
-/// with every other local subscriber), a notice as the JSON text of [`notice_json`],
-/// and [`Event::Closed`] as a close frame with its code.
+/// Sends one event of `sub` on `ws`: a message with `send_prepared` (its frame is
+/// shared with every other local subscriber), a notice as the JSON text of
+/// [`notice_json`], and [`Event::Closed`] as a close frame with its code.
+///
+/// While a send waits (the client stopped reading and the connection's write buffer is
+/// full), the subscriber's queue keeps filling; when its policy closes it, the send is
+/// abandoned and the connection closed with the policy's code at once (the engine's
+/// close deadline then ends it), rather than after the write deadline.
 pub async fn send_event<S: AsyncRead + AsyncWrite>(
     ws: &mut WebSocketStream<S>,
+    sub: &Subscriber,
     event: &Event,
 ) -> Result<Flow, Error> {
-    match event {
-        Event::Message(d) => ws.send_prepared(&d.message).await.map(|()| Flow::Continue),
-        Event::Closed(code) => {
-            let frame = CloseFrame {
-                code: *code,
-                reason: Utf8Bytes::from_static("slow consumer"),
-            };
-            ws.close(Some(frame)).await.map(|()| Flow::Stop)
+    let code = match event {
+        Event::Message(d) => {
+            ::tokio::select! {
+                sent = ws.send_prepared(&d.message) => return sent.map(|()| Flow::Continue),
+                code = sub.closed() => code,
+            }
         }
-        other => match notice_json(other) {
-            Some(text) => ws.send(Message::text(text)).await.map(|()| Flow::Continue),
-            None => Ok(Flow::Continue),
-        },
-    }
+        Event::Closed(code) => *code,
+        other => {
+            let Some(text) = notice_json(other) else {
+                return Ok(Flow::Continue);
+            };
+            ::tokio::select! {
+                sent = ws.send(Message::text(text)) => return sent.map(|()| Flow::Continue),
+                code = sub.closed() => code,
+            }
+        }
+    };
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static("slow consumer"),
+    };
+    // The close frame waits behind what is already queued; the close deadline bounds it.
+    let _ = ::tokio::time::timeout(CLOSE_WAIT, ws.close(Some(frame))).await;
+    Ok(Flow::Stop)
 }
+
+/// How long [`send_event`] waits for a slow consumer's close frame to be queued.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

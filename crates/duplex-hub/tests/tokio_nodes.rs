@@ -78,7 +78,7 @@ async fn serve(hub: Hub, tcp: TcpStream) {
                 Some(Ok(_)) => {}
                 _ => return,
             },
-            Some(event) = sub.recv() => match send_event(&mut ws, &event).await {
+            Some(event) = sub.recv() => match send_event(&mut ws, &sub, &event).await {
                 Ok(Flow::Continue) => {}
                 _ => return,
             }
