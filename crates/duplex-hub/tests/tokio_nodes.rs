@@ -205,3 +205,112 @@ async fn clients_on_two_nodes_get_every_message_once_and_resume_on_the_other_nod
 fn next_epoch(hub: &Hub) -> u64 {
     hub.latest("room").unwrap().unwrap().epoch
 }
+
+/// The node process of the SIGKILL test (started by it, with the Redis URL in
+/// `DUPLEX_HUB_TEST_NODE`); does nothing when run by hand.
+#[test]
+#[ignore = "a node process the SIGKILL test starts"]
+fn node_process() {
+    let Ok(url) = std::env::var("DUPLEX_HUB_TEST_NODE") else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (port, _server) = start(node(&url)).await;
+        println!("node port {port}");
+        // Ends when the parent kills it; never outlives a minute.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_node_killed_mid_stream_resume_on_another_exactly_once() {
+    use std::io::BufRead;
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // Node A is a process of its own, killed with SIGKILL below.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "node_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DUPLEX_HUB_TEST_NODE", redis.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    /// Kills the node process even if the test fails early.
+    struct Node(std::process::Child);
+    impl Drop for Node {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let mut child = Node(child);
+    let port_a: u16 = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            // libtest prints "test node_process ... " on the same line.
+            let at = l.find("node port ")?;
+            l[at + 10..].trim().parse().ok()
+        })
+        .expect("node A's port");
+    let (port_b, _server_b) = start(node(&redis.url())).await;
+    let publisher = node(&redis.url());
+    const TOTAL: u64 = 300;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut ws = connect(port_a, None).await;
+        clients.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut moves = 0;
+            let mut last: Option<Position> = None;
+            while last.is_none_or(|p| p.offset < TOTAL) {
+                match next(&mut ws).await {
+                    Some((p, _)) => {
+                        got.push(p.offset);
+                        last = Some(p);
+                    }
+                    None => {
+                        // Node A is gone: resume on node B after the last one seen.
+                        moves += 1;
+                        assert!(moves <= 1, "moved more than once");
+                        ws = connect(port_b, last).await;
+                    }
+                }
+            }
+            (got, moves)
+        }));
+    }
+    let publishing = tokio::spawn(async move {
+        for i in 0..TOTAL {
+            duplex_hub::tokio::publish(&publisher, "room", Message::text(format!("m{i}")))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    publishing.await.unwrap();
+    for c in clients {
+        let (got, moves) = tokio::time::timeout(Duration::from_secs(20), c)
+            .await
+            .expect("client finished")
+            .unwrap();
+        assert_eq!(moves, 1, "the client moved to node B");
+        assert_eq!(
+            got,
+            (1..=TOTAL).collect::<Vec<_>>(),
+            "every message exactly once"
+        );
+    }
+}
