@@ -99,12 +99,11 @@ impl Bridge {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(AtomicU64::new(0));
-        let sub = hub.subscriber_with(queue_bytes, SlowPolicy::Lag, None);
         let thread = {
-            let (stop, dropped) = (stop.clone(), dropped.clone());
+            let (stop, dropped, hub) = (stop.clone(), dropped.clone(), hub.clone());
             std::thread::Builder::new()
                 .name("duplex-hub-mio".into())
-                .spawn(move || relay(sub, &rx, &sender, &stop, &dropped))
+                .spawn(move || relay(&hub, queue_bytes, &rx, &sender, &stop, &dropped))
                 .ok()
         };
         Self {
@@ -185,12 +184,14 @@ impl Bridge {
 }
 
 fn relay(
-    mut sub: crate::Subscriber,
+    hub: &Hub,
+    queue_bytes: usize,
     follow: &Receiver<(bool, String)>,
     sender: &Sender,
     stop: &AtomicBool,
     dropped: &AtomicU64,
 ) {
+    let mut sub = hub.subscriber_with(queue_bytes, SlowPolicy::Lag, None);
     while !stop.load(Ordering::Relaxed) {
         while let Ok((on, topic)) = follow.try_recv() {
             if on {
@@ -212,7 +213,27 @@ fn relay(
                 };
                 (topic.clone(), Message::text(text))
             }
-            Event::Closed(_) => return,
+            Event::Closed(_) => {
+                // Only past its notice allowance (a relay that cannot keep up at all):
+                // start again from now, telling every topic's clients what happened.
+                let topics: Vec<String> = sub.topics().iter().map(|t| t.to_string()).collect();
+                sub = hub.subscriber_with(queue_bytes, SlowPolicy::Lag, None);
+                for topic in topics {
+                    let resumed = sub.subscribe(&topic).ok().flatten();
+                    let notice = Event::NotRecovered {
+                        topic: topic.as_str().into(),
+                        after: None,
+                        resumed,
+                        reason: crate::Loss::TooMany,
+                    };
+                    if let Some(text) = notice_json(&notice) {
+                        if sender.publish(&topic, Message::text(text)).is_err() {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                continue;
+            }
         };
         if sender.publish(&topic, message).is_err() {
             dropped.fetch_add(1, Ordering::Relaxed);
