@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::RedisServer;
 use duplex_hub::{
-    CloseCode, Event, Hub, HubConfig, HubError, Loss, Position, RedisConfig, Resumed, Subscriber,
+    CloseCode, Event, Hub, HubConfig, HubError, Loss, Message, Position, RedisConfig, Resumed,
+    Subscriber,
 };
 
 fn config(url: &str) -> RedisConfig {
@@ -388,4 +389,78 @@ fn a_subscriber_that_never_reads_is_closed_and_the_others_keep_their_latency() {
     let (p50, p99) = (v[v.len() / 2], v[v.len() * 99 / 100]);
     eprintln!("reader next to a stuck subscriber: p50 {p50} us, p99 {p99} us");
     assert!(p99 < 250_000, "p99 {p99} us");
+}
+
+#[test]
+fn redis_replay_says_why_it_cannot_recover() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let hub = Hub::redis(
+        HubConfig::default(),
+        RedisConfig {
+            history_len: 10,
+            ..config(&redis.url())
+        },
+    )
+    .unwrap();
+    let mut first = None;
+    for i in 0..500 {
+        let p = hub.publish("t", format!("{i}")).unwrap();
+        first.get_or_insert(p);
+    }
+    let epoch = first.unwrap().epoch;
+    let at = |offset| Position { epoch, offset };
+    // `MAXLEN ~ 10` trims whole stream nodes: at least 10 are kept, the early ones not.
+    assert!(matches!(
+        hub.replay("t", at(5), 1000).unwrap(),
+        duplex_hub::Replay::NotRecovered(Loss::Trimmed)
+    ));
+    assert!(matches!(
+        hub.replay("t", at(480), 5).unwrap(),
+        duplex_hub::Replay::NotRecovered(Loss::TooMany)
+    ));
+    assert!(matches!(
+        hub.replay(
+            "t",
+            Position {
+                epoch: epoch ^ 1,
+                offset: 495
+            },
+            100
+        )
+        .unwrap(),
+        duplex_hub::Replay::NotRecovered(Loss::EpochChanged)
+    ));
+    assert!(matches!(
+        hub.replay("never", at(1), 100).unwrap(),
+        duplex_hub::Replay::NotRecovered(Loss::EpochChanged)
+    ));
+    let duplex_hub::Replay::Messages(v) = hub.replay("t", at(490), 100).unwrap() else {
+        panic!("not recovered");
+    };
+    let got: Vec<(u64, String)> = v
+        .iter()
+        .map(|d| (d.position.offset, d.original.as_text().unwrap().to_owned()))
+        .collect();
+    let want: Vec<(u64, String)> = (491..=500).map(|o| (o, format!("{}", o - 1))).collect();
+    assert_eq!(got, want);
+    // Binary messages keep their kind and bytes through the stream.
+    let p = hub
+        .publish("bin", Message::binary(vec![0u8, 255, b':', 1]))
+        .unwrap();
+    let duplex_hub::Replay::Messages(v) = hub
+        .replay(
+            "bin",
+            Position {
+                epoch: p.epoch,
+                offset: 0,
+            },
+            10,
+        )
+        .unwrap()
+    else {
+        panic!("not recovered");
+    };
+    assert_eq!(v[0].original, Message::binary(vec![0u8, 255, b':', 1]));
 }
