@@ -40,7 +40,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use sha1::{Digest, Sha1};
 
 pub use client::{ClientHandshake, ClientRequest, Negotiated, parse_response};
-pub use decision::{Accepted, Decision, Refused, ServerError, decide};
+pub use decision::{Accepted, Decision, Refused, ServerError, decide, decide_offer};
 pub use deflate::DeflateConfig;
 pub use duplex_core::DeflateParams;
 pub use error::HandshakeError;
