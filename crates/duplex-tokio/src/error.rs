@@ -21,6 +21,17 @@ pub enum HandshakeError {
     Proxy(crate::proxy::ProxyError),
 }
 
+impl HandshakeError {
+    /// Client side: the server's answer when it refused the connection (status,
+    /// headers, body), if that is what happened.
+    pub fn refused(&self) -> Option<&duplex_handshake::RefusedResponse> {
+        match self {
+            Self::Protocol(duplex_handshake::HandshakeError::Refused(response)) => Some(response),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
