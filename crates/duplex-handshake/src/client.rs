@@ -36,6 +36,7 @@ pub struct ClientRequest {
     host: String,
     tls: bool,
     protocols: Vec<String>,
+    require_protocol: bool,
     extensions: Vec<String>,
     headers: HeaderMap,
     limits: Limits,
@@ -70,6 +71,7 @@ impl ClientRequest {
             uri,
             tls,
             protocols: Vec::new(),
+            require_protocol: false,
             extensions: Vec::new(),
             headers: HeaderMap::new(),
             limits: Limits::default(),
@@ -97,6 +99,14 @@ impl ClientRequest {
     /// Offers a subprotocol (call again for more, in order of preference).
     pub fn protocol(mut self, name: impl Into<String>) -> Self {
         self.protocols.push(name.into());
+        self
+    }
+
+    /// Refuses a server that chooses none of the offered subprotocols (RFC 6455 lets
+    /// it; by default the connection then goes ahead with none): the handshake fails
+    /// with [`HandshakeError::NoSubprotocolChosen`].
+    pub fn require_protocol(mut self, required: bool) -> Self {
+        self.require_protocol = required;
         self
     }
 
@@ -174,6 +184,7 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
         let handshake = ClientHandshake {
             expected_accept: accept_key(key.as_bytes()),
             protocols: self.protocols.clone(),
+            require_protocol: self.require_protocol && !self.protocols.is_empty(),
             extensions_offered: self.extensions.clone(),
             deflate: self.deflate,
             reader: HeadReader::new(self.limits.max_head_size),
@@ -190,6 +201,7 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
 pub struct ClientHandshake {
     expected_accept: String,
     protocols: Vec<String>,
+    require_protocol: bool,
     /// The other extension offers of the request (full header values).
     extensions_offered: Vec<String>,
     deflate: Option<DeflateConfig>,
@@ -356,6 +368,7 @@ impl ClientHandshake {
         let mut chosen: Vec<&str> =
             header_tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL).collect();
         let protocol = match chosen.len() {
+            0 if self.require_protocol => return Err(HandshakeError::NoSubprotocolChosen),
             0 => None,
             1 => {
                 let name = chosen.remove(0);
@@ -553,6 +566,29 @@ Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
             "server answered 401 Unauthorized instead of 101 Switching Protocols: \
              origin not allowed"
         );
+    }
+
+    #[test]
+    fn a_client_may_require_one_of_its_subprotocols() {
+        let request = ClientRequest::new("ws://a/")
+            .unwrap()
+            .protocol("chat")
+            .require_protocol(true);
+        let (bytes, mut handshake) = request.encode();
+        let text = String::from_utf8(bytes).unwrap();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap();
+        let wire = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            accept_key(key.as_bytes())
+        );
+        assert!(matches!(
+            handshake.feed(wire.as_bytes()),
+            Err(HandshakeError::NoSubprotocolChosen)
+        ));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum HandshakeError {
     AcceptMismatch,
     /// The server chose a subprotocol we did not offer.
     UnofferedSubprotocol(String),
+    /// The server chose none of our subprotocols, and the request required one.
+    NoSubprotocolChosen,
     /// The server answered with an extension we did not offer.
     UnofferedExtension(String),
     /// The URL cannot be used for a WebSocket connection.
@@ -131,6 +133,9 @@ impl fmt::Display for HandshakeError {
             }
             Self::UnofferedSubprotocol(name) => {
                 write!(f, "server chose subprotocol {name:?} that we did not offer")
+            }
+            Self::NoSubprotocolChosen => {
+                f.write_str("server chose none of the offered subprotocols, and one is required")
             }
             Self::UnofferedExtension(name) => {
                 write!(

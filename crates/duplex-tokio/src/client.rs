@@ -105,7 +105,7 @@ async fn connect_h2(
     let ws = WebSocketStream::from_raw(
         MaybeTlsStream::H2(Box::new(stream)),
         Role::Client,
-        config.protocol.clone(),
+        config.engine.clone(),
         deflate,
         &[],
     );
@@ -165,7 +165,7 @@ where
     let ws = WebSocketStream::from_raw(
         stream,
         Role::Client,
-        config.protocol,
+        config.engine,
         negotiated.deflate,
         &leftover,
     );

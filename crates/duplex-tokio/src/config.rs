@@ -15,12 +15,12 @@ use crate::proxy::Proxy;
 ///
 /// let config = Config::default()
 ///     .handshake_timeout(Duration::from_secs(5))
-///     .protocol(duplex_tokio::core::Config::default().max_message_size(1 << 20));
+///     .engine(duplex_tokio::EngineConfig::default().max_message_size(1 << 20));
 /// assert_eq!(config.get_handshake_timeout(), Duration::from_secs(5));
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub(crate) protocol: duplex_core::Config,
+    pub(crate) engine: duplex_core::Config,
     pub(crate) limits: Limits,
     pub(crate) handshake_timeout: Duration,
     pub(crate) deflate: Option<DeflateConfig>,
@@ -49,7 +49,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 impl Default for Config {
     fn default() -> Self {
         Self {
-            protocol: duplex_core::Config::default(),
+            engine: duplex_core::Config::default(),
             limits: Limits::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             deflate: Some(DeflateConfig::default()),
@@ -65,8 +65,8 @@ impl Default for Config {
 impl Config {
     /// The protocol engine's limits and behaviour (message and frame sizes, write buffer,
     /// close timeout, keepalive, idle timeout, automatic fragmentation).
-    pub fn protocol(mut self, protocol: duplex_core::Config) -> Self {
-        self.protocol = protocol;
+    pub fn engine(mut self, engine: duplex_core::Config) -> Self {
+        self.engine = engine;
         self
     }
 
@@ -145,8 +145,13 @@ impl Config {
     }
 
     /// The protocol engine's configuration.
-    pub fn get_protocol(&self) -> &duplex_core::Config {
-        &self.protocol
+    pub fn engine_config(&self) -> &duplex_core::Config {
+        &self.engine
+    }
+
+    /// The permessage-deflate policy (`None`: off).
+    pub fn deflate_config(&self) -> Option<&DeflateConfig> {
+        self.deflate.as_ref()
     }
 }
 

@@ -255,7 +255,7 @@ impl Http2Connection {
         config: Config,
     ) -> Result<(WebSocketStream<H2Stream>, ClientResponse), HandshakeError> {
         let (stream, response, deflate) = self.open(request, &config).await?;
-        let ws = WebSocketStream::from_raw(stream, Role::Client, config.protocol, deflate, &[]);
+        let ws = WebSocketStream::from_raw(stream, Role::Client, config.engine, deflate, &[]);
         ws.set_span(client_span(&response));
         Ok((ws, response))
     }

@@ -253,7 +253,7 @@ where
         .ok_or(UpgradeError::NotUpgradable)?;
     let websocket = HyperWebSocket {
         on_upgrade,
-        config: config.protocol.clone(),
+        config: config.engine.clone(),
         deflate,
         protocol,
         http2,

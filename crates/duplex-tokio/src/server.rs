@@ -51,6 +51,52 @@ where
 /// .await?;
 /// # Ok(()) }
 /// ```
+///
+/// The callback cannot await. To await something before deciding (a token check
+/// against a service), read the head yourself, await, then answer with
+/// `duplex_handshake::decide` and wrap the stream:
+///
+/// ```no_run
+/// use duplex_tokio::handshake::{Decision, Limits, ServerHandshake, decide};
+/// use duplex_tokio::{Acceptance, Config, Rejection, Role, WebSocketStream};
+/// use duplex_tokio::http::StatusCode;
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// async fn token_is_valid(_token: Option<&str>) -> bool {
+///     true // ask your session store
+/// }
+///
+/// # async fn run(mut tcp: tokio::net::TcpStream) -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config::default();
+/// let mut reader = ServerHandshake::new(Limits::default());
+/// let mut buf = vec![0u8; 4096];
+/// let (request, leftover) = loop {
+///     let n = tcp.read(&mut buf).await?;
+///     if let Some(done) = reader.feed(&buf[..n])? {
+///         break done;
+///     }
+/// };
+/// let token = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+/// let allowed = token_is_valid(token).await;
+/// let decision = decide(&request, config.deflate_config(), |_, _| {
+///     if allowed {
+///         Ok(Acceptance::default())
+///     } else {
+///         Err(Rejection::new(StatusCode::UNAUTHORIZED, "log in first"))
+///     }
+/// });
+/// tcp.write_all(&decision.response_bytes()).await?;
+/// let Decision::Accept(accepted) = decision else { return Ok(()) };
+/// let ws = WebSocketStream::from_raw(
+///     tcp,
+///     Role::Server,
+///     config.engine_config().clone(),
+///     accepted.deflate,
+///     &leftover,
+/// );
+/// # drop(ws);
+/// # Ok(()) }
+/// ```
 pub async fn accept_with<S, F>(
     mut stream: S,
     config: Config,
@@ -85,7 +131,7 @@ where
             crate::trace::handshake_timeout(Role::Server);
             HandshakeError::Timeout
         })??;
-    let ws = WebSocketStream::from_raw(stream, Role::Server, config.protocol, deflate, &leftover);
+    let ws = WebSocketStream::from_raw(stream, Role::Server, config.engine, deflate, &leftover);
     ws.set_span(span);
     Ok(ws)
 }

@@ -285,7 +285,7 @@ async fn keepalive_closes_a_peer_that_stops_answering() {
         let (tcp, _) = listener.accept().await.unwrap();
         let protocol =
             CoreConfig::default().keepalive(Duration::from_millis(100), Duration::from_millis(100));
-        let mut ws = accept_with(tcp, Config::default().protocol(protocol), |_, _| {
+        let mut ws = accept_with(tcp, Config::default().engine(protocol), |_, _| {
             Ok(Acceptance::default())
         })
         .await
