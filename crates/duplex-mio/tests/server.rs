@@ -617,3 +617,42 @@ fn duplex_core_linger(ms: u64) -> duplex_mio::Linger {
         max_bytes: 1 << 20,
     }
 }
+
+#[test]
+fn a_close_sent_through_a_sender_ends_a_peer_that_never_answers_at_the_close_timeout() {
+    let close_timeout = Duration::from_millis(500);
+    let server = start(
+        config().websocket(
+            Config::default()
+                .close_timeout(close_timeout)
+                .linger(duplex_core_linger(300)),
+        ),
+    );
+    // A client that completes the handshake and then never reads nor answers.
+    let raw = raw_client(server.addr);
+    let id = server.wait_for(|r| match r {
+        Report::Opened(id) => Some(id),
+        _ => None,
+    });
+    let sent = Instant::now();
+    server
+        .sender
+        .send(
+            id,
+            Message::Close(Some(duplex_mio::CloseFrame::new(CloseCode::Normal, "bye"))),
+        )
+        .unwrap();
+    // The connection ends at the close timeout (plus a turn of the worker).
+    server.wait_for(|r| match r {
+        Report::Closed(closed, _) if closed == id => Some(()),
+        _ => None,
+    });
+    let took = sent.elapsed();
+    assert!(
+        took >= close_timeout && took < close_timeout + Duration::from_secs(1),
+        "{took:?}"
+    );
+    server.wait_for_count(0, Duration::from_secs(2));
+    drop(raw);
+    server.stop();
+}
