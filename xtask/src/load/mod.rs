@@ -1,7 +1,7 @@
 //! `cargo xtask load`: a WebSocket echo load generator in the style of uWebSockets'
 //! `load_test`, and `--compare`, which runs it against our echo servers, peers built
-//! on tokio-tungstenite and fastwebsockets, and a raw TCP echo (see
-//! `docs/BENCHMARKS.md`).
+//! on tokio-tungstenite, fastwebsockets and sockudo-ws, Bun and Node's `ws`, and a raw
+//! TCP echo (see `docs/BENCHMARKS.md`).
 //!
 //! The generator is meant not to be the bottleneck: every message's frame is built
 //! and masked once (fixed key) and written from that shared copy; echoes are checked
@@ -57,7 +57,8 @@ Options:
   --duration SECS            per cell (default 3)
   --idle N                   idle connections for the memory row (default 10000)
   --servers LIST             comma-separated subset of: duplex-tokio,duplex-mio,
-                             tungstenite,fastwebsockets,raw-tcp
+                             tungstenite,fastwebsockets,sockudo,bun,node-ws,raw-tcp
+                             (bun and node-ws run benches/js/install.sh: npm)
   --out FILE                 report (default docs/BENCHMARKS.md; its part between
                              the load markers is replaced, the rest kept)
   --quick                    1 round, 1 s cells, 1,000 idle connections (a try-out)
