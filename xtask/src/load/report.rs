@@ -983,9 +983,7 @@ mod tests {
         assert!(md.contains("| fastwebsockets | 0.50× |"), "{md}"); // best peer, raw TCP
         assert!(md.contains("2.00×")); // duplex-tokio / best peer, and best ours / raw = 0.50×
         assert!(md.contains("| duplex-mio | 30.0 | 3.00× |"));
-        assert!(
-            md.contains("| memory per idle connection ≤ 1 KiB (duplex-mio) | 2.00 KiB | no |")
-        );
+        assert!(md.contains("| memory per idle connection ≤ 1 KiB (duplex-mio) | 2.00 KiB | no |"));
         assert!(md.contains("tungstenite, idle: refused"));
         assert!(md.contains("0 mismatches, 0 failed connections"));
         let svg = r.svg();
