@@ -24,6 +24,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Idle connections for the memory row (default 10,000, 1,000 with `quick`).
     pub idle: Option<usize>,
+    /// Subscribers of the fan-out cells (default 10,000, 1,000 with `quick`; 0: none).
+    pub fanout: Option<usize>,
     /// Subset of servers, by name; empty for all.
     pub servers: Vec<String>,
     /// Report path (default `docs/BENCHMARKS.md`).
@@ -42,6 +44,7 @@ impl Default for Options {
             rounds: 3,
             duration: None,
             idle: None,
+            fanout: None,
             servers: Vec::new(),
             out: None,
             quick: false,
