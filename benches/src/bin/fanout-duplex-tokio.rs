@@ -24,10 +24,8 @@ async fn main() -> std::io::Result<()> {
         let subscribers = subscribers.clone();
         let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move {
-            let Ok(mut ws) = accept_with(tcp, Config::default(), |_, _| {
-                Ok(Acceptance::default())
-            })
-            .await
+            let Ok(mut ws) =
+                accept_with(tcp, Config::default(), |_, _| Ok(Acceptance::default())).await
             else {
                 return;
             };
@@ -54,7 +52,10 @@ async fn main() -> std::io::Result<()> {
                     }
                 }
             }
-            subscribers.lock().unwrap().retain(|(other, _)| *other != id);
+            subscribers
+                .lock()
+                .unwrap()
+                .retain(|(other, _)| *other != id);
         }
     })
     .await

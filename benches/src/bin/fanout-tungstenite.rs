@@ -46,7 +46,10 @@ async fn main() -> std::io::Result<()> {
                     }
                 }
             }
-            subscribers.lock().unwrap().retain(|(other, _)| *other != id);
+            subscribers
+                .lock()
+                .unwrap()
+                .retain(|(other, _)| *other != id);
         }
     })
     .await

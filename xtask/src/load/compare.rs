@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::fanout::{FanoutSettings, run_fanout};
 use super::report::{Machine, Results};
 use super::wire::WsUrl;
 use super::{EchoSettings, run_echo, run_handshakes, run_idle, sys};
@@ -141,6 +142,50 @@ pub const SERVERS: [Server; 8] = [
     },
 ];
 
+/// The fan-out servers, by the name of the echo server of the same library (their
+/// binaries land in `<target>/load/bin/fanout-NAME`).
+pub const FANOUT_SERVERS: [Server; 4] = [
+    Server {
+        name: "duplex-tokio",
+        label: "duplex-tokio",
+        about: "`benches/src/bin/fanout-duplex-tokio.rs`: `PreparedMessage` queued to every connection's task, `send_prepared`",
+        ours: true,
+        build: Build::Bench("fanout-duplex-tokio"),
+    },
+    Server {
+        name: "duplex-mio",
+        label: "duplex-mio",
+        about: "`benches/src/bin/fanout-duplex-mio.rs`: `Context::publish` to a topic every connection subscribed to",
+        ours: true,
+        build: Build::Bench("fanout-duplex-mio"),
+    },
+    Server {
+        name: "tungstenite",
+        label: "tokio-tungstenite",
+        about: "`benches/src/bin/fanout-tungstenite.rs`: the message queued to every connection's task, one `send` each (no permessage-deflate)",
+        ours: false,
+        build: Build::Bench("fanout-tungstenite"),
+    },
+    Server {
+        name: "bun",
+        label: "Bun",
+        about: "`benches/js/bun-fanout.js`: `server.publish` to a topic every connection subscribed to (uWebSockets pub/sub)",
+        ours: false,
+        build: Build::Bun("bun-fanout.js"),
+    },
+];
+
+/// Payload sizes of the fan-out cells (each without and with permessage-deflate).
+pub const FANOUT_SIZES: [usize; 2] = [100, 1024];
+
+/// The fan-out cells: (size, deflate offered).
+pub fn fanout_cells() -> Vec<(usize, bool)> {
+    FANOUT_SIZES
+        .iter()
+        .flat_map(|&s| [(s, false), (s, true)])
+        .collect()
+}
+
 /// Connections x sizes of the echo matrix.
 pub const CONNECTIONS: [usize; 3] = [1, 64, 1000];
 /// Payload sizes of the echo matrix.
@@ -228,7 +273,12 @@ fn install_js(root: &Path) -> Result<(), String> {
 /// Builds every selected server and copies each binary to `<target>/load/bin/NAME`
 /// (both examples are called `echo-server` and land on the same path); installs the
 /// JavaScript peers' packages if any is selected.
-fn build_servers(root: &Path, servers: &[Server], build: bool) -> Result<Vec<Launch>, String> {
+fn build_servers(
+    root: &Path,
+    servers: &[Server],
+    build: bool,
+    prefix: &str,
+) -> Result<Vec<Launch>, String> {
     let bin_dir = target_dir(root).join("load").join("bin");
     std::fs::create_dir_all(&bin_dir).map_err(|e| format!("{}: {e}", bin_dir.display()))?;
     let js = root.join("benches").join("js");
@@ -241,7 +291,7 @@ fn build_servers(root: &Path, servers: &[Server], build: bool) -> Result<Vec<Lau
     let mut js_installed = false;
     let mut launches = Vec::new();
     for s in servers {
-        let dest = bin_dir.join(s.name);
+        let dest = bin_dir.join(format!("{prefix}{}", s.name));
         let built = match s.build {
             Build::Example(package) if build => {
                 cargo_build(root, &["-p", package, "--example", "echo-server"])?
@@ -384,10 +434,21 @@ pub fn run(o: &Options) -> Result<(), String> {
     });
     let warmup = Duration::from_millis(if o.quick { 300 } else { 500 });
     let idle_n = o.idle.unwrap_or(if o.quick { 1000 } else { 10_000 });
-    let paths = build_servers(&root, &servers, o.build)?;
+    let paths = build_servers(&root, &servers, o.build, "")?;
+    let fanout_n = o.fanout.unwrap_or(if o.quick { 1000 } else { 10_000 });
+    let fanout_servers: Vec<Server> = if fanout_n == 0 {
+        Vec::new()
+    } else {
+        FANOUT_SERVERS
+            .iter()
+            .filter(|f| o.servers.is_empty() || o.servers.iter().any(|n| n == f.name))
+            .copied()
+            .collect()
+    };
+    let fanout_paths = build_servers(&root, &fanout_servers, o.build, "fanout-")?;
 
     // Every server's connections plus ours, with room to spare.
-    let nofile = sys::raise_nofile(idle_n as u64 * 2 + 4096);
+    let nofile = sys::raise_nofile(idle_n.max(fanout_n) as u64 * 2 + 4096);
     if nofile < idle_n as u64 + 1100 {
         return Err(format!(
             "open files limited to {nofile}; {idle_n} idle connections need more"
@@ -412,6 +473,8 @@ pub fn run(o: &Options) -> Result<(), String> {
     let rt = super::runtime(1).map_err(|e| e.to_string())?;
     let log_dir = target_dir(&root).join("load");
     let mut results = Results::new(&servers, o.command.clone(), rounds, duration, idle_n);
+    results.fanout_servers = fanout_servers.clone();
+    results.fanout_subscribers = fanout_n;
     let pause = Duration::from_millis(300);
 
     for round in 0..rounds {
@@ -506,6 +569,64 @@ pub fn run(o: &Options) -> Result<(), String> {
             }
         }
         drop(running);
+
+        // Fan-out: each server started fresh for each cell (10,000 connections apiece).
+        for (cell, (size, deflate)) in fanout_cells().into_iter().enumerate() {
+            let mut order: Vec<usize> = (0..fanout_servers.len()).collect();
+            order.rotate_left(round % fanout_servers.len().max(1));
+            for &i in &order {
+                let s = &fanout_servers[i];
+                let log = log_dir.join(format!("fanout-{}.log", s.name));
+                let r = match start(s, &fanout_paths[i], server_cpu, &log) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        results.error(s.name, "fan-out start", e);
+                        continue;
+                    }
+                };
+                std::thread::sleep(pause);
+                let settings = FanoutSettings {
+                    subscribers: fanout_n,
+                    size,
+                    deflate,
+                    window: 1,
+                    duration,
+                    warmup,
+                };
+                match rt.block_on(run_fanout(&r.url, &settings, Some(r.pid()))) {
+                    Ok(report) => {
+                        eprintln!(
+                            "round {}: fan-out {:<13} {fanout_n} x {:>4} B{}: {:>9.0} deliveries/s, p50 {:>7.0} us, server {:>5.2} us/delivery, generator {:>3.0}%{}",
+                            round + 1,
+                            s.name,
+                            size,
+                            if deflate { " deflate" } else { "" },
+                            report.deliveries_per_s,
+                            report.p50_us,
+                            report.server_us_per_delivery.unwrap_or(f64::NAN),
+                            report.generator_cpu_pct,
+                            if report.errors + report.mismatches > 0 {
+                                format!(
+                                    " ({} errors, {} mismatches; {})",
+                                    report.errors,
+                                    report.mismatches,
+                                    report.first_error.as_deref().unwrap_or("")
+                                )
+                            } else {
+                                String::new()
+                            }
+                        );
+                        results.fanout(s.name, cell, report);
+                    }
+                    Err(e) => {
+                        eprintln!("round {}: fan-out {} {size} B: {e}", round + 1, s.name);
+                        results.error(s.name, &format!("fan-out {size} B"), e);
+                    }
+                }
+                drop(r);
+                std::thread::sleep(pause);
+            }
+        }
     }
 
     let machine = machine.finish(began.elapsed());

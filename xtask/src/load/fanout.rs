@@ -268,14 +268,12 @@ async fn subscriber(
 ) -> SubStats {
     let mut stats = SubStats::default();
     let extensions = opened.extensions.unwrap_or_default();
-    let inflater = extensions
-        .contains("permessage-deflate")
-        .then(|| {
-            (
-                Decompress::new_with_window_bits(false, 15),
-                extensions.contains("server_no_context_takeover"),
-            )
-        });
+    let inflater = extensions.contains("permessage-deflate").then(|| {
+        (
+            Decompress::new_with_window_bits(false, 15),
+            extensions.contains("server_no_context_takeover"),
+        )
+    });
     let mut reader = Reader {
         buf: opened.leftover,
         message: Vec::new(),
@@ -350,7 +348,12 @@ pub async fn run_fanout(
     let stop = Arc::new(Notify::new());
     let mut set = JoinSet::new();
     for o in opened {
-        set.spawn(subscriber(o, payloads.clone(), shared.clone(), stop.clone()));
+        set.spawn(subscriber(
+            o,
+            payloads.clone(),
+            shared.clone(),
+            stop.clone(),
+        ));
     }
     // The publisher gets its own messages back too: read and drop them.
     let (mut pub_read, mut pub_write) = publisher.tcp.into_split();
@@ -378,7 +381,8 @@ pub async fn run_fanout(
         let in_flight = {
             let mut f = shared.flight.lock().expect("not poisoned");
             if f.pending.len() < settings.window.max(1) {
-                f.pending.push_back((sent, Instant::now(), shared.subscribers));
+                f.pending
+                    .push_back((sent, Instant::now(), shared.subscribers));
                 if f.pending.len() == 1 {
                     f.last_progress = Some(Instant::now());
                 }

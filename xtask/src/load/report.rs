@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::compare::{HANDSHAKE_CONCURRENCY, Server, cells};
+use super::fanout::FanoutReport;
 use super::{EchoReport, HandshakeReport, IdleReport, sys};
 
 /// Marks the start of the generated part of the report.
@@ -112,6 +113,11 @@ pub struct Results {
     handshakes: BTreeMap<&'static str, Vec<HandshakeReport>>,
     idle: BTreeMap<&'static str, Vec<IdleReport>>,
     errors: Vec<(&'static str, String, String)>,
+    /// The fan-out servers (none: no fan-out section).
+    pub fanout_servers: Vec<Server>,
+    /// Subscribers per fan-out cell.
+    pub fanout_subscribers: usize,
+    fanout: BTreeMap<(&'static str, usize), Vec<FanoutReport>>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -179,6 +185,9 @@ impl Results {
             handshakes: BTreeMap::new(),
             idle: BTreeMap::new(),
             errors: Vec::new(),
+            fanout_servers: Vec::new(),
+            fanout_subscribers: 0,
+            fanout: BTreeMap::new(),
         }
     }
 
@@ -206,6 +215,136 @@ impl Results {
     pub fn idle(&mut self, server: &str, r: IdleReport) {
         let k = self.key(server);
         self.idle.entry(k).or_default().push(r);
+    }
+
+    /// Records one fan-out cell.
+    pub fn fanout(&mut self, server: &str, cell: usize, r: FanoutReport) {
+        let Some(k) = self.fanout_servers.iter().find(|s| s.name == server) else {
+            return;
+        };
+        self.fanout.entry((k.name, cell)).or_default().push(r);
+    }
+
+    fn fanout_median(
+        &self,
+        server: &str,
+        cell: usize,
+        f: impl Fn(&FanoutReport) -> f64,
+    ) -> Option<f64> {
+        let runs = self
+            .fanout
+            .iter()
+            .find(|((s, c), _)| *s == server && *c == cell)?
+            .1;
+        median(runs.iter().map(f).collect())
+    }
+
+    /// The fan-out section of the report (empty without fan-out servers).
+    fn fanout_markdown(&self) -> String {
+        let mut o = String::new();
+        if self.fanout_servers.is_empty() {
+            return o;
+        }
+        let _ = writeln!(
+            o,
+            "\n### Fan-out: one publisher, {} subscribers\n\n\
+             One server process; every connection subscribed to one topic; the publisher \
+             sends binary JSON-like messages, the next one as soon as every subscriber has \
+             the last (1 in flight), and each subscriber checks every message, in order. \
+             \"deflate\": the subscribers offer permessage-deflate \
+             (`client_max_window_bits`) and the generator inflates with its own reader. \
+             Deliveries are messages × subscribers; latency is from the publisher's write \
+             to the last subscriber's read. The publisher gets its own message back too (it \
+             is subscribed like everyone), so servers send subscribers + 1 copies.\n",
+            self.fanout_subscribers
+        );
+        let _ = writeln!(o, "| server | how it publishes |\n| --- | --- |");
+        for s in &self.fanout_servers {
+            let _ = writeln!(o, "| {} | {} |", s.label, s.about);
+        }
+        let cell_label = |size: usize, deflate: bool| {
+            format!(
+                "{}{}",
+                size_label(size),
+                if deflate { ", deflate" } else { "" }
+            )
+        };
+        let bun = self.fanout_servers.iter().any(|s| s.name == "bun");
+        let ours: Vec<&Server> = self.fanout_servers.iter().filter(|s| s.ours).collect();
+        let _ = write!(o, "\nDeliveries per second (median):\n\n| message |");
+        for s in &self.fanout_servers {
+            let _ = write!(o, " {} |", s.label);
+        }
+        if bun {
+            for s in &ours {
+                let _ = write!(o, " {} / Bun |", s.label);
+            }
+        }
+        o.push_str("\n| --- |");
+        for _ in 0..self.fanout_servers.len() + if bun { ours.len() } else { 0 } {
+            o.push_str(" ---: |");
+        }
+        o.push('\n');
+        for (cell, (size, deflate)) in super::compare::fanout_cells().into_iter().enumerate() {
+            let _ = write!(o, "| {} |", cell_label(size, deflate));
+            for s in &self.fanout_servers {
+                let v = self.fanout_median(s.name, cell, |r| r.deliveries_per_s);
+                let mark = if self
+                    .fanout_median(s.name, cell, |r| r.generator_cpu_pct)
+                    .is_some_and(|g| g > 90.0)
+                {
+                    " †"
+                } else {
+                    ""
+                };
+                let _ = write!(o, " {}{mark} |", opt(v, si));
+            }
+            if bun {
+                let b = self.fanout_median("bun", cell, |r| r.deliveries_per_s);
+                for s in &ours {
+                    let v = self.fanout_median(s.name, cell, |r| r.deliveries_per_s);
+                    let _ = write!(o, " {} |", ratio(v, b));
+                }
+            }
+            o.push('\n');
+        }
+        let _ = write!(
+            o,
+            "\nPublish to last receive, p50 / p99, ms; server CPU per delivery, µs; CPU %: \
+             server / generator; bytes on the wire per delivery:\n\n| message |"
+        );
+        for s in &self.fanout_servers {
+            let _ = write!(o, " {} |", s.label);
+        }
+        o.push_str("\n| --- |");
+        for _ in 0..self.fanout_servers.len() {
+            o.push_str(" ---: |");
+        }
+        o.push('\n');
+        for (cell, (size, deflate)) in super::compare::fanout_cells().into_iter().enumerate() {
+            let _ = write!(o, "| {} |", cell_label(size, deflate));
+            for s in &self.fanout_servers {
+                let m = |f: &dyn Fn(&FanoutReport) -> f64| self.fanout_median(s.name, cell, f);
+                let p50 = m(&|r| r.p50_us / 1000.0);
+                let p99 = m(&|r| r.p99_us / 1000.0);
+                let cpu = m(&|r| r.server_us_per_delivery.unwrap_or(f64::NAN));
+                let spct = m(&|r| r.server_cpu_pct.unwrap_or(f64::NAN));
+                let gpct = m(&|r| r.generator_cpu_pct);
+                let wire = m(&|r| r.wire_bytes_per_delivery);
+                let _ = write!(
+                    o,
+                    " {} / {} ms; {} µs; {} / {} %; {} B |",
+                    opt(p50, |v| format!("{v:.1}")),
+                    opt(p99, |v| format!("{v:.1}")),
+                    opt(cpu, |v| format!("{v:.2}")),
+                    opt(spct, |v| format!("{v:.0}")),
+                    opt(gpct, |v| format!("{v:.0}")),
+                    opt(wire, |v| format!("{v:.0}")),
+                );
+            }
+            o.push('\n');
+        }
+        o
     }
 
     /// Records a failed measurement.
@@ -286,6 +425,10 @@ impl Results {
         }
         for r in self.handshakes.values().flatten() {
             extensions.extend(r.extensions.clone());
+        }
+        for r in self.fanout.values().flatten() {
+            mismatches += r.mismatches;
+            failed += r.errors;
         }
         extensions.sort();
         extensions.dedup();
@@ -607,6 +750,8 @@ impl Results {
             );
         }
 
+        o.push_str(&self.fanout_markdown());
+
         let _ = writeln!(o, "\n### Targets\n");
         o.push_str(&self.targets());
         o
@@ -867,6 +1012,18 @@ impl Results {
             "load_after": m.load_after, "rounds": self.rounds,
             "duration_s": self.duration.as_secs_f64(),
             "echo": echo, "handshakes": handshakes, "idle": idle,
+            "fanout": self.fanout.iter().flat_map(|((server, cell), runs)| {
+                let (size, deflate) = super::compare::fanout_cells()[*cell];
+                runs.iter().map(move |r| serde_json::json!({
+                    "server": server, "subscribers": self.fanout_subscribers, "size": size,
+                    "deflate": deflate, "published": r.published,
+                    "deliveries_per_s": r.deliveries_per_s, "p50_us": r.p50_us,
+                    "p99_us": r.p99_us, "max_us": r.max_us, "mismatches": r.mismatches,
+                    "errors": r.errors, "server_us_per_delivery": r.server_us_per_delivery,
+                    "server_cpu_pct": r.server_cpu_pct, "generator_cpu_pct": r.generator_cpu_pct,
+                    "extensions": r.extensions, "wire_bytes_per_delivery": r.wire_bytes_per_delivery,
+                }))
+            }).collect::<Vec<_>>(),
             "errors": self.errors.iter().map(|(s, w, e)| serde_json::json!({"server": s, "what": w, "error": e})).collect::<Vec<_>>(),
         })
     }
