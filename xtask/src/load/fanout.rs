@@ -460,3 +460,70 @@ pub async fn run_fanout(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{Compress, Compression, FlushCompress};
+
+    fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = wire::header(first & 0x0f, payload.len(), None);
+        f[0] = first;
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn reader_splits_frames_joins_fragments_and_inflates() {
+        let mut deflate = Compress::new_with_window_bits(Compression::new(6), false, 15);
+        let text = b"{\"symbol\":\"SYM001\",\"price\":101.5}".repeat(20);
+        let mut compressed = Vec::with_capacity(2048);
+        deflate
+            .compress_vec(&text, &mut compressed, FlushCompress::Sync)
+            .unwrap();
+        assert!(compressed.ends_with(&[0, 0, 0xff, 0xff]));
+        compressed.truncate(compressed.len() - 4);
+
+        let mut bytes = frame(0x82, b"plain");
+        bytes.extend(frame(0x89, b"ping"));
+        bytes.extend(frame(0x02, b"frag"));
+        bytes.extend(frame(0x80, b"ment"));
+        bytes.extend(frame(0xc2, &compressed));
+        let big = vec![7u8; 70_000];
+        bytes.extend(frame(0x82, &big));
+        let mut reader = Reader {
+            buf: Vec::new(),
+            message: Vec::new(),
+            compressed: false,
+            inflater: Some((Decompress::new_with_window_bits(false, 15), true)),
+        };
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        // Fed in small pieces, as reads would deliver them.
+        for piece in bytes.chunks(7) {
+            reader.buf.extend_from_slice(piece);
+            reader.messages(|m| got.push(m.to_vec())).unwrap();
+        }
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], b"plain");
+        assert_eq!(got[1], b"fragment");
+        assert_eq!(got[2], text);
+        assert_eq!(got[3], big);
+        assert!(reader.buf.is_empty());
+
+        let mut closing = Reader {
+            buf: frame(0x88, &[0x03, 0xe8]),
+            message: Vec::new(),
+            compressed: false,
+            inflater: None,
+        };
+        assert!(closing.messages(|_| {}).is_err());
+    }
+
+    #[test]
+    fn payloads_are_the_size_asked_and_differ() {
+        let p = Payloads::new(100);
+        assert!(p.payloads.iter().all(|p| p.len() == 100));
+        assert_ne!(p.payloads[0], p.payloads[1]);
+        assert_eq!(p.frames[0].len(), 100 + 2 + 4);
+    }
+}
