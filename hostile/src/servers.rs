@@ -72,6 +72,10 @@ impl ServerLimits {
             .max_decompressed_size(self.max_decompressed_size)
             .max_write_buffer(self.write_buffer)
             .close_timeout(self.close_timeout)
+            .linger(duplex_core::Linger {
+                time: Duration::from_millis(500),
+                max_bytes: 1 << 20,
+            })
     }
 }
 
@@ -240,7 +244,6 @@ impl TestServer {
             .workers(2)
             .handshake_timeout(limits.handshake_timeout)
             .shutdown_timeout(Duration::from_secs(1))
-            .close_linger(Duration::from_millis(500))
             .write_buffer_limits(limits.write_buffer, limits.write_buffer_hard)
             .handshake_limits(limits.head)
             .websocket(limits.engine())

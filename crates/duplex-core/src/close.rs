@@ -130,6 +130,18 @@ impl CloseFrame {
             reason: reason.into(),
         }
     }
+
+    /// `Ok` if this frame may be sent: a code allowed on the wire (RFC 6455 section
+    /// 7.4) and a reason of at most [`MAX_CLOSE_REASON`] bytes.
+    pub fn check(&self) -> Result<(), crate::UsageError> {
+        if !self.code.is_allowed_on_wire() {
+            return Err(crate::UsageError::InvalidCloseCode(self.code.as_u16()));
+        }
+        if self.reason.len() > MAX_CLOSE_REASON {
+            return Err(crate::UsageError::CloseReasonTooLong(self.reason.len()));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for CloseFrame {

@@ -27,6 +27,8 @@ pub struct Config {
     pub(crate) close_timeout: Duration,
     pub(crate) keepalive: Option<(Duration, Duration)>,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    pub(crate) linger: Linger,
     pub(crate) max_decompressed_size: usize,
     pub(crate) compression_threshold: usize,
     pub(crate) compression_level: u32,
@@ -44,6 +46,35 @@ pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1 << 20;
 pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 32;
 /// 5 seconds to complete the close handshake.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A keepalive ping after 30 s without any byte from the peer, answered within 30 s.
+pub const DEFAULT_KEEPALIVE: (Duration, Duration) =
+    (Duration::from_secs(30), Duration::from_secs(30));
+/// 30 seconds without the transport taking [`MIN_WRITE_PROGRESS`] of pending output.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The least output the transport must take per write timeout (or all that is
+/// pending, if less) for the connection not to count as stalled.
+pub const MIN_WRITE_PROGRESS: u64 = 4 << 10;
+
+/// How an adapter ends a transport after the last frame: it shuts down its sending
+/// side, then reads and discards what the peer still sends, for at most `time` and
+/// `max_bytes`, before dropping the socket. Closing a socket with unread input makes
+/// the kernel send a reset, which can destroy the close frame just written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linger {
+    /// The longest the adapter drains after shutting down its side (default 1 s).
+    pub time: Duration,
+    /// The most input discarded while draining (default 1 MiB).
+    pub max_bytes: usize,
+}
+
+impl Default for Linger {
+    fn default() -> Self {
+        Self {
+            time: Duration::from_secs(1),
+            max_bytes: 1 << 20,
+        }
+    }
+}
 
 impl Default for Config {
     fn default() -> Self {
@@ -55,8 +86,10 @@ impl Default for Config {
             send_frame_size: None,
             auto_pong: true,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
-            keepalive: None,
+            keepalive: Some(DEFAULT_KEEPALIVE),
             idle_timeout: None,
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            linger: Linger::default(),
             max_decompressed_size: DEFAULT_MAX_MESSAGE_SIZE,
             compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
             compression_level: 6,
@@ -108,24 +141,51 @@ impl Config {
         self
     }
 
-    /// How long to wait for the peer's close frame after sending ours, and for a server
-    /// to close TCP after the handshake completed (default 5 s).
+    /// The longest a connection lives once a close frame was sent or received, or it
+    /// failed (default 5 s): the peer's reply, our reply reaching the peer, and (for a
+    /// client) the server closing TCP must all happen within it, or the transport is
+    /// closed anyway, whatever is still unsent.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
     }
 
-    /// Send a ping after `interval` without any frame from the peer, and give up on the
-    /// connection when nothing arrives within `timeout` after it (default off).
+    /// Send a ping after `interval` without any byte from the peer, and fail the
+    /// connection when nothing arrives within `timeout` after it (default 30 s and
+    /// 30 s, see [`DEFAULT_KEEPALIVE`]). This is what ends a connection whose peer went
+    /// silent, stopped in the middle of a frame, or vanished without a trace.
     pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.keepalive = Some((interval, timeout));
         self
     }
 
-    /// Close the connection with 1001 after this long without a data message from the
-    /// peer (default off).
+    /// Turns keepalive pings off (not recommended: a peer that goes silent then holds
+    /// its connection until the application closes it).
+    pub fn no_keepalive(mut self) -> Self {
+        self.keepalive = None;
+        self
+    }
+
+    /// Close the connection with 1001 after this long without any byte from the peer
+    /// (default off). A message that arrives slowly is not idle.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Fail the connection when output is pending and the transport takes less than
+    /// [`MIN_WRITE_PROGRESS`] of it (or all of it) within `timeout` (default 30 s): a
+    /// peer that stops reading, or reads a byte a second, cannot hold the connection.
+    /// `None` turns it off.
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// How adapters drain the peer's input after shutting down their side (default 1 s
+    /// and 1 MiB, see [`Linger`]).
+    pub fn linger(mut self, linger: Linger) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -167,5 +227,15 @@ impl Config {
     /// The configured close handshake timeout.
     pub fn get_close_timeout(&self) -> Duration {
         self.close_timeout
+    }
+
+    /// The configured write timeout.
+    pub fn get_write_timeout(&self) -> Option<Duration> {
+        self.write_timeout
+    }
+
+    /// The configured linger policy.
+    pub fn get_linger(&self) -> Linger {
+        self.linger
     }
 }

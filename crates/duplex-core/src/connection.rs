@@ -10,10 +10,12 @@ use duplex_codec::{
     Decoded, Decoder, FrameHeader, MAX_CONTROL_PAYLOAD, Masking, OpCode, encode_header,
 };
 
-use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
+use crate::close::{CloseCode, CloseFrame};
 use crate::config::Config;
+use crate::config::MIN_WRITE_PROGRESS;
 use crate::deflate::{self, Deflate, DeflateParams, InflateError};
 use crate::error::{Error, Limit, LimitError, ProtocolError, TimeoutKind, UsageError};
+use crate::lifecycle::{State, TimerKind, TimerTable};
 use crate::mask_keys::next_key;
 use crate::message::{Message, Utf8Bytes};
 use crate::output::Output;
@@ -22,6 +24,11 @@ use crate::utf8::Utf8Validator;
 
 /// The most a message's join buffer reserves ahead of the bytes that arrived.
 const JOIN_RESERVE: usize = 64 << 10;
+
+/// Messages that arrived in one piece shorter than this are copied out of the read
+/// buffer; longer ones are handed over without a copy (and keep at most about four times
+/// their size alive with a 64 KiB read buffer).
+const COPY_BELOW: usize = 16 << 10;
 
 /// Pongs that may wait unsent in the output before later pings collapse into one.
 const MAX_QUEUED_PONGS: usize = 16;
@@ -71,15 +78,34 @@ pub struct Connection {
     /// Output positions where the queued, not yet written pongs end (at most
     /// `MAX_QUEUED_PONGS`); while it is full, only the latest ping's pong waits.
     pongs_in_flight: VecDeque<u64>,
-    sent_close: bool,
-    received_close: bool,
-    failed: bool,
+    /// Where the connection is in its life; changed only by [`Connection::become`].
+    state: State,
+    /// The close handshake was started here (by the application or a failure), not by
+    /// the peer: sending afterwards is the application's mistake, not the peer's doing.
+    closed_here: bool,
+    /// The close frame we queued (code 1005 for an empty one).
+    sent_close: Option<CloseFrame>,
+    /// The close frame the peer sent (code 1005 for an empty one).
+    received_close: Option<CloseFrame>,
+    /// The output position where our close frame ends.
+    close_frame_end: u64,
     /// No more frames will be decoded (peer's close seen, or the stream is undecodable).
     read_closed: bool,
-    /// Close the transport now, whatever is still queued.
+    /// Close the transport now, whatever is still queued (a deadline passed).
     abort: bool,
+    /// What failed the connection, for every later call that needs to say so.
+    failure: Option<Error>,
+    /// An error not yet reported by [`Connection::poll_event`].
     pending_error: Option<Error>,
-    timers: Timers,
+    timers: TimerTable,
+    /// The timers that count from the first time given were started.
+    clock_started: bool,
+    /// Output consumed when the write-stall deadline was last armed.
+    consumed_at_stall_arm: u64,
+    /// The output position where our last keepalive ping ends.
+    keepalive_ping_end: u64,
+    /// Output consumed when the pong wait was last armed.
+    consumed_at_pong_wait: u64,
     deflate: Option<Deflate>,
 }
 
@@ -120,21 +146,6 @@ impl Incoming {
     }
 }
 
-#[derive(Debug, Default)]
-struct Timers {
-    /// Close handshake (or, for a client, the server's TCP close) deadline.
-    close: Option<Instant>,
-    /// When the last frame from the peer was seen (keepalive).
-    last_frame: Option<Instant>,
-    /// When the last data frame from the peer was seen (idle timeout).
-    last_data: Option<Instant>,
-    /// A keepalive ping is outstanding until this deadline.
-    ping_deadline: Option<Instant>,
-    /// A close handshake started without a time (`send(Message::Close)`): its deadline
-    /// is armed by the next call that passes `now`.
-    close_unarmed: bool,
-}
-
 impl Connection {
     /// A connection for `role` with `config`, as the opening handshake left it.
     pub fn new(role: Role, config: Config) -> Self {
@@ -154,13 +165,20 @@ impl Connection {
             output: Output::default(),
             pending_pong: None,
             pongs_in_flight: VecDeque::new(),
-            sent_close: false,
-            received_close: false,
-            failed: false,
+            state: State::Open,
+            closed_here: false,
+            sent_close: None,
+            received_close: None,
+            close_frame_end: 0,
             read_closed: false,
             abort: false,
+            failure: None,
             pending_error: None,
-            timers: Timers::default(),
+            timers: TimerTable::default(),
+            clock_started: false,
+            consumed_at_stall_arm: 0,
+            keepalive_ping_end: 0,
+            consumed_at_pong_wait: 0,
             deflate: None,
         }
     }
@@ -235,7 +253,13 @@ impl Connection {
     ///
     /// `now` is the current time; keepalive and idle deadlines count from it.
     pub fn poll_event(&mut self, now: Instant) -> Option<Result<Message, Error>> {
-        self.start_timers(now);
+        let event = self.next_event(now);
+        self.tick(now);
+        event
+    }
+
+    fn next_event(&mut self, now: Instant) -> Option<Result<Message, Error>> {
+        self.start_clock(now);
         if let Some(error) = self.pending_error.take() {
             return Some(Err(error));
         }
@@ -245,10 +269,8 @@ impl Connection {
         if self.read_closed && !self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
-        if self.fresh_input {
-            self.fresh_input = false;
-            self.timers.last_frame = Some(now);
-            self.timers.ping_deadline = None;
+        if std::mem::take(&mut self.fresh_input) {
+            self.input_arrived(now);
         }
         while !self.read_closed {
             let item = match self.decoder.decode(&mut self.read_buf) {
@@ -259,10 +281,7 @@ impl Connection {
                     }
                     break;
                 }
-                Err(error) => {
-                    self.read_closed = true;
-                    return self.fail(error.into(), now);
-                }
+                Err(error) => return self.fail(error.into(), now),
             };
             match self.handle(item, now) {
                 Ok(Some(message)) => return Some(Ok(message)),
@@ -273,21 +292,82 @@ impl Connection {
         if self.eof && !self.read_closed {
             self.read_closed = true;
             self.read_buf = BytesMut::new();
-            if !self.sent_close {
-                let mid_message =
-                    self.incoming.kind.is_some() || !self.decoder.is_at_frame_boundary();
-                return Some(Err(Error::PeerVanished { mid_message }));
-            }
+            return self.transport_ended(now);
         }
         None
     }
 
-    fn start_timers(&mut self, now: Instant) {
-        self.timers.last_frame.get_or_insert(now);
-        self.timers.last_data.get_or_insert(now);
-        if std::mem::take(&mut self.timers.close_unarmed) && self.timers.close.is_none() {
-            self.timers.close = Some(now + self.config.close_timeout);
+    /// The peer's side of the transport ended before its close frame.
+    fn transport_ended(&mut self, now: Instant) -> Option<Result<Message, Error>> {
+        let mid_message = self.incoming.kind.is_some() || !self.decoder.is_at_frame_boundary();
+        let error = Error::PeerVanished { mid_message };
+        // Nobody is left to read a close frame: the transport closes at once.
+        self.abort = true;
+        if self.state == State::CloseSent {
+            // We asked to close and the peer left: the end the application asked for,
+            // though not a clean one.
+            self.failure = Some(error);
+            self.become_(State::Failed, now);
+            return None;
         }
+        self.fail(error, now)
+    }
+
+    /// Starts the deadlines that count from the first time the engine is given.
+    fn start_clock(&mut self, now: Instant) {
+        if std::mem::replace(&mut self.clock_started, true) {
+            return;
+        }
+        if self.state == State::Open {
+            self.input_arrived(now);
+        }
+    }
+
+    /// Bytes arrived at `now`: the peer is alive and not idle.
+    fn input_arrived(&mut self, now: Instant) {
+        if self.state != State::Open {
+            return;
+        }
+        self.timers.clear(TimerKind::PongWait);
+        if let Some((interval, _)) = self.config.keepalive {
+            self.timers.set(TimerKind::Keepalive, now + interval);
+        }
+        if let Some(idle) = self.config.idle_timeout {
+            self.timers.set(TimerKind::Idle, now + idle);
+        }
+    }
+
+    /// Arms or clears the write-stall deadline after a call that knows the time.
+    fn tick(&mut self, now: Instant) {
+        if self.output.is_empty() || self.abort {
+            self.timers.clear(TimerKind::WriteStall);
+        } else if let Some(timeout) = self.config.write_timeout {
+            if !self.timers.is_armed(TimerKind::WriteStall) {
+                self.timers.set(TimerKind::WriteStall, now + timeout);
+                self.consumed_at_stall_arm = self.output.consumed_position();
+            }
+        }
+    }
+
+    /// Moves to `to`, the one place the state changes. Leaving `Open` ends keepalive
+    /// and idle and arms the close deadline.
+    fn become_(&mut self, to: State, now: Instant) {
+        debug_assert!(
+            self.state.may_become(to),
+            "no transition {:?} -> {to:?}",
+            self.state
+        );
+        if !self.state.may_become(to) {
+            return;
+        }
+        if self.state == State::Open {
+            self.timers.clear(TimerKind::Keepalive);
+            self.timers.clear(TimerKind::PongWait);
+            self.timers.clear(TimerKind::Idle);
+            self.timers
+                .set(TimerKind::Close, now + self.config.close_timeout);
+        }
+        self.state = to;
     }
 
     fn handle(&mut self, item: Decoded, now: Instant) -> Result<Option<Message>, Error> {
@@ -311,19 +391,10 @@ impl Connection {
                 if header.opcode.is_control() {
                     return self.handle_control(header.opcode, payload, now);
                 }
-                if self.failed {
-                    return Ok(None);
-                }
                 self.start_data_frame(&header)?;
-                self.timers.last_data = Some(now);
                 self.data_piece(payload, complete)
             }
-            Decoded::Continue { payload, complete } => {
-                if self.failed {
-                    return Ok(None);
-                }
-                self.data_piece(payload, complete)
-            }
+            Decoded::Continue { payload, complete } => self.data_piece(payload, complete),
         }
     }
 
@@ -397,6 +468,10 @@ impl Connection {
             return Ok(None);
         }
         let data = match incoming.first.take() {
+            // A slice of the read buffer keeps the whole buffer alive for as long as the
+            // application keeps the message: copy small ones out, so that stored small
+            // messages cost their size, not a read buffer each.
+            Some(data) if data.len() < COPY_BELOW => Bytes::copy_from_slice(&data),
             Some(data) => data,
             None => incoming.joined.split().freeze(),
         };
@@ -452,100 +527,98 @@ impl Connection {
     ) -> Result<Option<Message>, Error> {
         match opcode {
             OpCode::Ping => {
-                if self.failed || self.sent_close {
-                    return Ok(None);
-                }
-                if self.config.auto_pong {
+                if self.config.auto_pong && self.state == State::Open {
                     self.pending_pong = Some(payload.clone());
                     self.queue_pong();
                 }
                 Ok(Some(Message::Ping(payload)))
             }
-            OpCode::Pong => {
-                if self.failed {
-                    return Ok(None);
-                }
-                Ok(Some(Message::Pong(payload)))
-            }
+            OpCode::Pong => Ok(Some(Message::Pong(payload))),
             _ => self.handle_close(&payload, now),
         }
     }
 
     fn handle_close(&mut self, payload: &[u8], now: Instant) -> Result<Option<Message>, Error> {
         let frame = parse_close_payload(payload)?;
-        self.received_close = true;
         self.read_closed = true;
         self.read_buf = BytesMut::new();
-        if self.role == Role::Client {
-            // Wait for the server to close TCP, but not forever.
-            self.timers.close = Some(now + self.config.close_timeout);
-        }
-        if self.failed {
-            return Ok(None);
-        }
-        if !self.sent_close {
-            let reply = frame
-                .as_ref()
-                .map(|f| CloseFrame::new(f.code, Utf8Bytes::default()));
-            self.queue_pong();
-            self.write_close(reply.as_ref());
-            self.sent_close = true;
+        self.received_close = Some(
+            frame
+                .clone()
+                .unwrap_or_else(|| CloseFrame::new(CloseCode::NoStatus, "")),
+        );
+        match self.state {
+            State::Open => {
+                // Answer with the same code (RFC 6455 section 5.5.1), after the pongs owed.
+                let reply = frame
+                    .as_ref()
+                    .map(|f| CloseFrame::new(f.code, Utf8Bytes::default()));
+                self.queue_pong();
+                self.write_close(reply);
+                self.become_(State::CloseReceived, now);
+            }
+            State::CloseSent => self.become_(State::Closed, now),
+            State::CloseReceived | State::Closed | State::Failed => {}
         }
         Ok(Some(Message::Close(frame)))
     }
 
-    /// Fails the connection (RFC 6455 section 7.1.7): queues a close frame for `error`,
-    /// stops reading, and reports the error once. The transport is closed as soon as the
-    /// close frame is written; waiting for the peer's reply could mean waiting for the
-    /// rest of a frame that will never come.
+    /// Fails the connection (RFC 6455 section 7.1.7): queues a close frame for `error`
+    /// (unless one was sent already), stops reading, and reports the error once. The
+    /// transport is closed as soon as the close frame is written; waiting for the peer's
+    /// reply could mean waiting for the rest of a frame that will never come.
     fn fail(&mut self, error: Error, now: Instant) -> Option<Result<Message, Error>> {
         self.read_closed = true;
         self.read_buf = BytesMut::new();
-        if self.failed {
+        if self.state.is_terminal() {
             return None;
         }
-        self.failed = true;
         self.incoming = Incoming::default();
         self.pending_pong = None;
-        if !self.sent_close {
-            self.write_close(error.close_frame().as_ref());
-            self.sent_close = true;
-            self.timers.close = Some(now + self.config.close_timeout);
+        if self.state == State::Open && !self.abort {
+            self.closed_here = true;
+            self.write_close(error.close_frame());
         }
+        self.failure = Some(error.duplicate());
+        self.become_(State::Failed, now);
         Some(Err(error))
+    }
+
+    /// Fails the connection and closes the transport at once (a deadline passed: the
+    /// peer is not reading or not answering, so nothing more is written).
+    fn fail_now(&mut self, error: Error, now: Instant) {
+        self.abort = true;
+        self.read_closed = true;
+        if let Some(Err(error)) = self.fail(error, now) {
+            self.pending_error = Some(error);
+        }
     }
 
     // ----- output -----
 
     /// Queues a message. Text and binary messages are refused with
     /// [`UsageError::WriteBufferFull`] while the unsent output is above
-    /// `max_write_buffer`; control frames are always accepted.
+    /// `max_write_buffer`; pings and pongs are always accepted.
     ///
-    /// `Message::Close` starts the close handshake like [`close`](Self::close); its
-    /// timeout counts from the next call that passes the time (`poll_event`,
-    /// `handle_timeout`), since this one has none.
+    /// Once the connection is no longer open, every send is refused, saying why:
+    /// [`UsageError::SendAfterClose`] after our own close, [`Error::ConnectionClosed`]
+    /// after the peer's, or the error that failed the connection. `Message::Close` is
+    /// refused with [`UsageError::CloseNeedsTime`]: use [`close`](Self::close).
     pub fn send(&mut self, message: Message) -> Result<(), Error> {
-        if let Message::Close(frame) = message {
-            return self.start_close(frame, None);
-        }
-        if self.sent_close {
-            return Err(UsageError::SendAfterClose.into());
-        }
+        self.check_open()?;
         match message {
             Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes(), true),
             Message::Binary(data) => self.send_data(OpCode::Binary, data, true),
             Message::Ping(data) => self.send_control(OpCode::Ping, data),
             Message::Pong(data) => self.send_control(OpCode::Pong, data),
-            Message::Close(_) => unreachable!("handled above"),
+            Message::Close(_) => Err(UsageError::CloseNeedsTime.into()),
         }
     }
 
     /// Queues a text or binary message without compressing it, even when
     /// permessage-deflate is on (for data that is already compressed, or latency).
     pub fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
-        if self.sent_close {
-            return Err(UsageError::SendAfterClose.into());
-        }
+        self.check_open()?;
         match message {
             Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes(), false),
             Message::Binary(data) => self.send_data(OpCode::Binary, data, false),
@@ -558,9 +631,7 @@ impl Connection {
         if self.role == Role::Client || self.config.send_frame_size.is_some() {
             return self.send(prepared.message.clone());
         }
-        if self.sent_close {
-            return Err(UsageError::SendAfterClose.into());
-        }
+        self.check_open()?;
         let frame = match &mut self.deflate {
             Some(deflate)
                 if deflate.can_compress()
@@ -580,36 +651,36 @@ impl Connection {
         Ok(())
     }
 
-    /// Starts the close handshake with `frame` (or an empty close frame). Nothing can be
-    /// sent afterwards. Calling it again, or after the peer's close, does nothing.
+    /// Starts the close handshake with `frame` (or an empty close frame) at `now`, which
+    /// arms the close deadline. Nothing can be sent afterwards. Calling it again, or
+    /// once the peer's close arrived or the connection failed, does nothing.
     pub fn close(&mut self, frame: Option<CloseFrame>, now: Instant) -> Result<(), Error> {
-        self.start_close(frame, Some(now))
-    }
-
-    fn start_close(
-        &mut self,
-        frame: Option<CloseFrame>,
-        now: Option<Instant>,
-    ) -> Result<(), Error> {
         if let Some(frame) = &frame {
-            if !frame.code.is_allowed_on_wire() {
-                return Err(UsageError::InvalidCloseCode(frame.code.as_u16()).into());
-            }
-            if frame.reason.len() > MAX_CLOSE_REASON {
-                return Err(UsageError::CloseReasonTooLong(frame.reason.len()).into());
-            }
+            frame.check()?;
         }
-        if self.sent_close {
+        self.start_clock(now);
+        if self.state != State::Open {
             return Ok(());
         }
+        self.closed_here = true;
         self.queue_pong();
-        self.write_close(frame.as_ref());
-        self.sent_close = true;
-        match now {
-            Some(now) => self.timers.close = Some(now + self.config.close_timeout),
-            None => self.timers.close_unarmed = true,
-        }
+        self.write_close(frame);
+        self.become_(State::CloseSent, now);
+        self.tick(now);
         Ok(())
+    }
+
+    /// `Ok` while messages may be sent; otherwise the error that says why not.
+    pub fn check_open(&self) -> Result<(), Error> {
+        match self.state {
+            State::Open => Ok(()),
+            State::Failed => Err(self
+                .failure
+                .as_ref()
+                .map_or(Error::ConnectionClosed, Error::duplicate)),
+            _ if self.closed_here => Err(UsageError::SendAfterClose.into()),
+            _ => Err(Error::ConnectionClosed),
+        }
     }
 
     fn check_write_buffer(&self) -> Result<(), Error> {
@@ -696,8 +767,9 @@ impl Connection {
         }
     }
 
-    fn write_close(&mut self, frame: Option<&CloseFrame>) {
-        let payload = match frame {
+    /// Queues our close frame and remembers it (an empty one as code 1005).
+    fn write_close(&mut self, frame: Option<CloseFrame>) {
+        let payload = match &frame {
             None => Bytes::new(),
             Some(frame) => {
                 let mut body = Vec::with_capacity(2 + frame.reason.len());
@@ -707,6 +779,8 @@ impl Connection {
             }
         };
         self.write_frame(OpCode::Close, true, payload);
+        self.close_frame_end = self.output.end_position();
+        self.sent_close = Some(frame.unwrap_or_else(|| CloseFrame::new(CloseCode::NoStatus, "")));
     }
 
     /// Queues the owed pong unless `MAX_QUEUED_PONGS` pongs are still unsent; then only
@@ -720,7 +794,7 @@ impl Connection {
         {
             self.pongs_in_flight.pop_front();
         }
-        if self.sent_close || self.pongs_in_flight.len() >= MAX_QUEUED_PONGS {
+        if self.sent_close.is_some() || self.pongs_in_flight.len() >= MAX_QUEUED_PONGS {
             return;
         }
         if let Some(payload) = self.pending_pong.take() {
@@ -759,6 +833,13 @@ impl Connection {
     pub fn consume_output(&mut self, n: usize) {
         self.output.consume(n);
         self.queue_pong();
+        if self.state == State::CloseReceived
+            && self.output.consumed_position() >= self.close_frame_end
+        {
+            // Our reply left: both close frames were exchanged. No time is needed: the
+            // close deadline armed when the peer's close arrived keeps running.
+            self.state = State::Closed;
+        }
     }
 
     /// Releases buffers that hold nothing, so an idle connection costs almost no memory.
@@ -787,10 +868,31 @@ impl Connection {
 
     // ----- state and time -----
 
-    /// True once the adapter should close the transport: the close handshake is done
-    /// (a server closes TCP first; a client waits for the server, up to the close
-    /// timeout), the stream became undecodable, a deadline passed, or the peer's end
-    /// closed. Pending output is written first, except after a deadline.
+    /// Where the connection is in its life (see [`State`] for the diagram).
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The close frame we sent (or queued), if any; an empty one has code 1005.
+    pub fn sent_close_frame(&self) -> Option<&CloseFrame> {
+        self.sent_close.as_ref()
+    }
+
+    /// The close frame the peer sent, if it arrived; an empty one has code 1005.
+    pub fn received_close_frame(&self) -> Option<&CloseFrame> {
+        self.received_close.as_ref()
+    }
+
+    /// The error that failed the connection, if it failed (the same one
+    /// [`poll_event`](Self::poll_event) reported).
+    pub fn failure(&self) -> Option<Error> {
+        self.failure.as_ref().map(Error::duplicate)
+    }
+
+    /// True once the adapter should close the transport: a server after the close
+    /// handshake, a client once the server closed TCP, anyone after a failure, once the
+    /// output is written; and at once when a deadline passed or the peer's side ended
+    /// without a close frame.
     pub fn wants_close_transport(&self) -> bool {
         if self.abort {
             return true;
@@ -798,96 +900,131 @@ impl Connection {
         if !self.output.is_empty() {
             return false;
         }
-        if self.eof && self.read_closed {
-            return true;
+        match self.state {
+            State::Failed => true,
+            State::Closed => self.role == Role::Server || self.eof,
+            State::Open | State::CloseSent | State::CloseReceived => self.eof && self.read_closed,
         }
-        if self.failed {
-            return true;
-        }
-        self.received_close && self.sent_close && self.role == Role::Server
     }
 
-    /// True once both close frames were exchanged, or the connection failed or ended.
+    /// True when the transport should be dropped at once, without shutting it down
+    /// gracefully or draining it: a deadline passed, or the peer left without a close.
+    pub fn wants_close_transport_now(&self) -> bool {
+        self.abort
+    }
+
+    /// Tells the engine that the transport failed (a write or read error): the
+    /// connection fails with [`Error::Io`], and every later send reports it.
+    pub fn transport_failed(&mut self, error: &std::io::Error, now: Instant) {
+        let error = Error::Io(std::io::Error::new(error.kind(), error.to_string()));
+        self.abort = true;
+        self.read_closed = true;
+        if self.state.is_terminal() {
+            return;
+        }
+        self.failure = Some(error);
+        self.become_(State::Failed, now);
+    }
+
+    /// True once the connection is over: closed cleanly, or failed.
     pub fn is_closed(&self) -> bool {
-        (self.sent_close && self.received_close)
-            || self.abort
-            || self.failed
-            || (self.eof && self.read_closed)
+        self.state.is_terminal()
     }
 
     /// True after our close frame was queued: nothing more can be sent.
     pub fn is_close_sent(&self) -> bool {
-        self.sent_close
+        self.sent_close.is_some()
     }
 
-    /// The earliest deadline the adapter should wake up for, if any.
+    /// The earliest deadline the adapter should wake up for, if any. Adapters sleep
+    /// until it and then call [`handle_timeout`](Self::handle_timeout).
+    ///
+    /// The write-stall deadline is armed by the calls that take the time
+    /// ([`poll_event`](Self::poll_event), [`handle_timeout`](Self::handle_timeout),
+    /// [`close`](Self::close)): an adapter calls one of them after queuing or writing
+    /// output and before asking for the deadline. `handle_timeout(now)` is cheap and
+    /// may be called at any time for that.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.abort {
             return None;
         }
-        let mut earliest = self.timers.close;
-        let mut consider = |deadline: Option<Instant>| {
-            if let Some(d) = deadline {
-                earliest = Some(earliest.map_or(d, |e| e.min(d)));
-            }
-        };
-        if !self.sent_close {
-            if let Some((interval, _)) = self.config.keepalive {
-                match self.timers.ping_deadline {
-                    Some(deadline) => consider(Some(deadline)),
-                    None => consider(self.timers.last_frame.map(|t| t + interval)),
-                }
-            }
-            if let Some(idle) = self.config.idle_timeout {
-                consider(self.timers.last_data.map(|t| t + idle));
-            }
-        }
-        earliest
+        self.timers.earliest()
     }
 
-    /// Runs the deadlines that have passed at `now`: sends a keepalive ping, fails a
-    /// connection whose peer stopped answering, gives up on a close handshake.
+    /// Runs the deadlines that have passed at `now` (sends a keepalive ping, fails a
+    /// connection whose peer stopped answering or reading, gives up on a close
+    /// handshake), then arms the write-stall deadline if output is pending.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.start_timers(now);
-        if self.abort {
-            return;
+        self.start_clock(now);
+        while !self.abort {
+            let Some(kind) = self.timers.expired(now) else {
+                break;
+            };
+            self.timers.clear(kind);
+            self.timer_fired(kind, now);
         }
-        if let Some(deadline) = self.timers.close {
-            if now >= deadline {
-                self.timers.close = None;
-                self.abort = true;
-                self.read_closed = true;
-                if self.sent_close && !self.received_close && !self.failed {
-                    self.pending_error = Some(Error::Timeout(TimeoutKind::CloseHandshake));
+        self.tick(now);
+    }
+
+    fn timer_fired(&mut self, kind: TimerKind, now: Instant) {
+        match kind {
+            TimerKind::Keepalive => {
+                if let (State::Open, Some((_, timeout))) = (self.state, self.config.keepalive) {
+                    self.write_frame(OpCode::Ping, true, Bytes::from_static(b"keepalive"));
+                    self.keepalive_ping_end = self.output.end_position();
+                    self.consumed_at_pong_wait = self.output.consumed_position();
+                    self.timers.set(TimerKind::PongWait, now + timeout);
                 }
-                return;
             }
-        }
-        if self.sent_close {
-            return;
-        }
-        if let Some((interval, timeout)) = self.config.keepalive {
-            match self.timers.ping_deadline {
-                Some(deadline) if now >= deadline => {
-                    self.abort = true;
-                    self.read_closed = true;
-                    self.failed = true;
-                    self.pending_error = Some(Error::Timeout(TimeoutKind::Keepalive));
+            TimerKind::PongWait => {
+                let consumed = self.output.consumed_position();
+                let ping_unsent = consumed < self.keepalive_ping_end;
+                let reading = consumed > self.consumed_at_pong_wait;
+                if let (true, true, Some((_, timeout))) =
+                    (ping_unsent, reading, self.config.keepalive)
+                {
+                    // The ping still waits behind output the peer is reading: it cannot
+                    // answer what it has not read yet, and it is alive.
+                    self.consumed_at_pong_wait = consumed;
+                    self.timers.set(TimerKind::PongWait, now + timeout);
                     return;
                 }
-                Some(_) => {}
-                None => {
-                    if self.timers.last_frame.is_some_and(|t| now >= t + interval) {
-                        self.write_frame(OpCode::Ping, true, Bytes::from_static(b"keepalive"));
-                        self.timers.ping_deadline = Some(now + timeout);
-                    }
-                }
+                self.fail_now(Error::Timeout(TimeoutKind::Keepalive), now);
             }
-        }
-        if let Some(idle) = self.config.idle_timeout {
-            if self.timers.last_data.is_some_and(|t| now >= t + idle) {
+            TimerKind::Idle => {
+                // A graceful failure: our 1001 goes out, bounded by the close deadline.
                 if let Some(Err(error)) = self.fail(Error::Timeout(TimeoutKind::Idle), now) {
                     self.pending_error = Some(error);
+                }
+            }
+            TimerKind::WriteStall => {
+                let progress = self.output.consumed_position() - self.consumed_at_stall_arm;
+                if self.output.is_empty() {
+                    return;
+                }
+                if progress >= MIN_WRITE_PROGRESS {
+                    // Slow but moving: count again from here.
+                    self.consumed_at_stall_arm = self.output.consumed_position();
+                    if let Some(timeout) = self.config.write_timeout {
+                        self.timers.set(TimerKind::WriteStall, now + timeout);
+                    }
+                    return;
+                }
+                self.fail_now(Error::Timeout(TimeoutKind::WriteStall), now);
+            }
+            TimerKind::Close => {
+                self.abort = true;
+                self.read_closed = true;
+                match self.state {
+                    State::CloseSent | State::CloseReceived => {
+                        let error = Error::Timeout(TimeoutKind::CloseHandshake);
+                        self.failure = Some(error.duplicate());
+                        self.pending_error = Some(error);
+                        self.become_(State::Failed, now);
+                    }
+                    // A client whose server did not close TCP, or a failed connection
+                    // whose close frame could not be written: only the transport is left.
+                    State::Open | State::Closed | State::Failed => {}
                 }
             }
         }

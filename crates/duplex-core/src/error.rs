@@ -22,7 +22,9 @@ pub enum Error {
     /// The application asked for something the protocol does not allow. The connection
     /// is unharmed unless the message says otherwise.
     Usage(UsageError),
-    /// The connection was closed cleanly; no more messages can be sent or received.
+    /// The peer closed the connection (its close frame arrived), or it is over: no more
+    /// messages can be sent. Not the application's fault; compare
+    /// [`UsageError::SendAfterClose`].
     ConnectionClosed,
     /// The transport ended without a close frame (close code 1006 in the RFC's terms):
     /// the peer vanished, crashed or was cut off.
@@ -38,15 +40,18 @@ pub enum Error {
 
 /// Which deadline passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TimeoutKind {
-    /// The opening handshake did not complete in time.
-    Handshake,
-    /// The peer did not answer our close frame in time.
+    /// The close handshake did not complete in time: the peer did not answer our close
+    /// frame, or did not read our reply to its own.
     CloseHandshake,
     /// No frame arrived within the keepalive timeout after our ping.
     Keepalive,
-    /// No data message arrived within the idle timeout.
+    /// Nothing arrived within the idle timeout.
     Idle,
+    /// Output was pending and the peer read (almost) none of it within the write
+    /// timeout.
+    WriteStall,
 }
 
 /// A rule of RFC 6455 the peer broke.
@@ -73,8 +78,6 @@ pub enum ProtocolError {
     CloseFrameTooShort,
     /// A close frame carrying a code that may not be sent.
     InvalidCloseCode(u16),
-    /// A frame after the peer's close frame.
-    FrameAfterClose,
     /// A compressed message that is not valid deflate data (close code 1007).
     InvalidCompressedData,
 }
@@ -129,8 +132,12 @@ impl LimitError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UsageError {
-    /// Sending after our close frame was queued.
+    /// Sending after the application (or its adapter) started the close handshake.
     SendAfterClose,
+    /// `Message::Close` given to [`send`](crate::Connection::send): a close arms a
+    /// deadline, so it goes through [`close`](crate::Connection::close), which takes
+    /// the time.
+    CloseNeedsTime,
     /// A ping or pong with more than 125 bytes of payload.
     ControlPayloadTooLong(usize),
     /// A close code that may not be sent (see [`CloseCode::is_allowed_on_wire`]).
@@ -165,6 +172,22 @@ impl Error {
             self,
             Self::Protocol(_) | Self::LimitExceeded(_) | Self::PeerVanished { .. }
         )
+    }
+
+    /// The same error again, for reporting one failure to several callers (an I/O error
+    /// keeps its kind and message).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Protocol(error) => Self::Protocol(error.clone()),
+            Self::LimitExceeded(error) => Self::LimitExceeded(error.clone()),
+            Self::Usage(error) => Self::Usage(error.clone()),
+            Self::ConnectionClosed => Self::ConnectionClosed,
+            Self::PeerVanished { mid_message } => Self::PeerVanished {
+                mid_message: *mid_message,
+            },
+            Self::Timeout(kind) => Self::Timeout(*kind),
+            Self::Io(error) => Self::Io(io::Error::new(error.kind(), error.to_string())),
+        }
     }
 
     /// The close frame sent to the peer when this error fails the connection.
@@ -252,10 +275,10 @@ impl std::error::Error for Error {
 impl fmt::Display for TimeoutKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Handshake => "the opening handshake timed out",
             Self::CloseHandshake => "the peer did not complete the close handshake in time",
             Self::Keepalive => "the peer did not answer a keepalive ping in time",
-            Self::Idle => "no message arrived within the idle timeout",
+            Self::Idle => "nothing arrived within the idle timeout",
+            Self::WriteStall => "the peer stopped reading: output stalled past the write timeout",
         })
     }
 }
@@ -284,7 +307,6 @@ impl fmt::Display for ProtocolError {
             } => f.write_str("close reason is not valid UTF-8"),
             Self::CloseFrameTooShort => f.write_str("close frame with a 1-byte payload"),
             Self::InvalidCloseCode(code) => write!(f, "close code {code} may not be sent"),
-            Self::FrameAfterClose => f.write_str("frame received after the peer's close frame"),
             Self::InvalidCompressedData => {
                 f.write_str("compressed message is not valid deflate data")
             }
@@ -323,6 +345,9 @@ impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::SendAfterClose => f.write_str("cannot send after the close frame"),
+            Self::CloseNeedsTime => {
+                f.write_str("a close frame is sent with Connection::close(frame, now)")
+            }
             Self::ControlPayloadTooLong(len) => {
                 write!(f, "control frame payload of {len} bytes exceeds 125 bytes")
             }

@@ -38,6 +38,7 @@ mod config;
 mod connection;
 mod deflate;
 mod error;
+mod lifecycle;
 mod mask_keys;
 mod message;
 mod output;
@@ -46,12 +47,14 @@ mod utf8;
 
 pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 pub use config::{
-    Config, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_MAX_FRAGMENTS,
-    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_WRITE_BUFFER,
+    Config, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_KEEPALIVE,
+    DEFAULT_MAX_FRAGMENTS, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_WRITE_BUFFER, DEFAULT_WRITE_TIMEOUT, Linger, MIN_WRITE_PROGRESS,
 };
 pub use connection::{Connection, PreparedMessage};
 pub use deflate::DeflateParams;
 pub use error::{Error, Limit, LimitError, ProtocolError, TimeoutKind, UsageError};
+pub use lifecycle::{State, TimerKind};
 pub use message::{Message, NotUtf8, Utf8Bytes};
 pub use role::Role;
 

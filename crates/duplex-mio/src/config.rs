@@ -43,7 +43,6 @@ pub struct ServerConfig {
     pub(crate) max_rejecting: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
-    pub(crate) close_linger: Duration,
     pub(crate) accept_backoff: Duration,
     pub(crate) backlog: i32,
     pub(crate) read_buffer_size: usize,
@@ -78,7 +77,6 @@ impl Default for ServerConfig {
             max_rejecting: 64,
             handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
-            close_linger: Duration::from_secs(1),
             accept_backoff: Duration::from_millis(50),
             backlog: DEFAULT_BACKLOG,
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
@@ -132,14 +130,6 @@ impl ServerConfig {
     /// before dropping them (default 5 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
-        self
-    }
-
-    /// After the server closed its sending side, how long it reads and discards what
-    /// the client still sends, so that unread input does not turn the close into a reset
-    /// that destroys the last frames (default 1 s).
-    pub fn close_linger(mut self, linger: Duration) -> Self {
-        self.close_linger = linger;
         self
     }
 

@@ -3,8 +3,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use duplex_core::{CloseCode, CloseFrame, Message, PreparedMessage, UsageError};
+use duplex_core::{CloseCode, CloseFrame, Message, PreparedMessage};
 
 use crate::error::SendError;
 use crate::server::{ConnectionId, Sender, Shared};
@@ -58,12 +59,18 @@ impl<'a> Context<'a> {
     }
 
     /// Queues a message for this connection (any kind; `Message::Close` starts the close
-    /// handshake). Text and binary messages are refused with
-    /// [`SendError::WriteBufferFull`] while the unsent output is above the soft limit.
+    /// handshake, like [`close`](Self::close)). Text and binary messages are refused
+    /// with [`SendError::WriteBufferFull`] while the unsent output is above the soft
+    /// limit.
     pub fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
         let message = message.into();
         let soft = self.local.soft;
         let conn = self.conn()?;
+        if let Message::Close(frame) = message {
+            conn.close(frame, Instant::now())?;
+            self.local.mark_dirty(self.slot);
+            return Ok(());
+        }
         if message.is_data() && conn.output_len() > soft {
             return Err(SendError::WriteBufferFull {
                 buffered: conn.output_len(),
@@ -94,8 +101,7 @@ impl<'a> Context<'a> {
     /// Starts the close handshake with `code` and `reason` (at most 123 bytes). The
     /// connection ends when the client answers, or after the close timeout.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        let frame = close_frame(code, reason)?;
-        self.send(Message::Close(Some(frame)))
+        self.send(Message::Close(Some(CloseFrame::new(code, reason))))
     }
 
     /// Subscribes this connection to `topic` (see [`publish`](Self::publish)). Returns
@@ -155,19 +161,4 @@ impl<'a> Context<'a> {
             .and_then(|e| e.conn_mut())
             .ok_or(SendError::Closed)
     }
-}
-
-/// Validates a close code and reason the application gave.
-pub(crate) fn close_frame(code: CloseCode, reason: &str) -> Result<CloseFrame, SendError> {
-    if !code.is_allowed_on_wire() {
-        return Err(SendError::WebSocket(
-            UsageError::InvalidCloseCode(code.as_u16()).into(),
-        ));
-    }
-    if reason.len() > duplex_core::MAX_CLOSE_REASON {
-        return Err(SendError::WebSocket(
-            UsageError::CloseReasonTooLong(reason.len()).into(),
-        ));
-    }
-    Ok(CloseFrame::new(code, reason))
 }

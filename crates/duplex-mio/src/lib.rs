@@ -98,7 +98,8 @@ pub use server::{ConnectionId, Handler, Sender, Server, ShutdownHandle};
 /// `Bytes`, the payload type of every message.
 pub use duplex_core::Bytes;
 pub use duplex_core::{
-    CloseCode, CloseFrame, Config, Error, Message, PreparedMessage, TimeoutKind, Utf8Bytes,
+    CloseCode, CloseFrame, Config, Error, Linger, Message, PreparedMessage, State, TimeoutKind,
+    Utf8Bytes,
 };
 /// Re-export of the `http` crate, whose request and response types the handshake uses.
 pub use duplex_handshake::http;

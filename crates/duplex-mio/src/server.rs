@@ -226,17 +226,25 @@ impl Sender {
         Self { shared }
     }
 
-    /// Queues `message` (any kind, `Message::Close` included) for one connection.
+    /// Queues `message` for one connection; `Message::Close` starts the close
+    /// handshake like [`close`](Self::close).
     pub fn send(&self, id: ConnectionId, message: impl Into<Message>) -> Result<(), SendError> {
-        self.shared
-            .command(id.worker as usize, Command::Send(id, message.into()))
+        let command = match message.into() {
+            Message::Close(frame) => {
+                if let Some(frame) = &frame {
+                    frame.check().map_err(duplex_core::Error::from)?;
+                }
+                Command::Close(id, frame)
+            }
+            other => Command::Send(id, other),
+        };
+        self.shared.command(id.worker as usize, command)
     }
 
-    /// Starts closing one connection with `code` and `reason` (at most 123 bytes).
+    /// Starts closing one connection with `code` and `reason` (at most 123 bytes). The
+    /// close deadline counts from when its worker takes the command.
     pub fn close(&self, id: ConnectionId, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        let frame = crate::context::close_frame(code, reason)?;
-        self.shared
-            .command(id.worker as usize, Command::Close(id, Some(frame)))
+        self.send(id, Message::Close(Some(CloseFrame::new(code, reason))))
     }
 
     /// Sends a text or binary message to every open connection, encoded once.

@@ -34,15 +34,12 @@ pub(crate) enum State {
         deadline: Instant,
     },
     /// Accepted: the engine runs it.
-    Open {
-        conn: Box<Connection>,
-        peer_close: Option<CloseFrame>,
-    },
+    Open { conn: Box<Connection> },
     /// Writing a rejection response; then `Draining`.
     Rejecting { deadline: Instant },
-    /// Our side is shut down: reading and discarding until the peer closes or the
-    /// deadline passes.
-    Draining { deadline: Instant },
+    /// Our side is shut down: reading and discarding until the peer closes, the
+    /// deadline passes or `left` more bytes were discarded (the engine's linger policy).
+    Draining { deadline: Instant, left: usize },
 }
 
 /// One socket a worker holds.
@@ -379,7 +376,12 @@ where
                 if event.token() == WORKER_WAKER {
                     continue;
                 }
-                let slot = event.token().0;
+                let (slot, generation) = token_slot(event.token());
+                // A late event for a connection that ended must not reach the next
+                // connection in its slot.
+                if self.local.id(slot).generation != generation {
+                    continue;
+                }
                 let Some(entry) = self.local.entry_mut(slot) else {
                     continue;
                 };
@@ -405,7 +407,7 @@ where
                 }
                 if let Some(entry) = s.entry.as_mut() {
                     entry.queued = false;
-                    self.drive(slot);
+                    self.serve(slot, |worker| worker.drive(slot));
                 }
             }
             self.run_timers(Instant::now());
@@ -413,6 +415,27 @@ where
         };
         self.abort_all();
         result
+    }
+
+    /// Runs one connection's work; a panic in it (a bug, ours or a handler's that
+    /// escaped its own guard) drops that connection only, and the worker goes on.
+    fn serve(&mut self, slot: usize, work: impl FnOnce(&mut Self)) {
+        if panic::catch_unwind(AssertUnwindSafe(|| work(self))).is_ok() {
+            return;
+        }
+        let id = self.local.id(slot);
+        eprintln!("duplex-mio: serving connection {id} panicked; the connection is dropped");
+        if self.read_buf.is_empty() {
+            // The panic struck while the shared read buffer was lent out.
+            self.read_buf = vec![0u8; self.config.read_buffer_size].into_boxed_slice();
+        }
+        // Its handler may be the cause: drop it without further calls.
+        let _ = panic::catch_unwind(AssertUnwindSafe(|| {
+            if let Some(handler) = self.handlers.get_mut(slot).and_then(Option::take) {
+                drop_handler(id, handler);
+            }
+            self.final_close(slot);
+        }));
     }
 
     fn enqueue(&mut self, slot: usize) {
@@ -449,9 +472,10 @@ where
                 .last()
                 .copied()
                 .unwrap_or(self.local.slots.len());
+            let generation = self.local.id(slot).generation;
             let registered = self.poll.registry().register(
                 &mut stream,
-                Token(slot),
+                slot_token(slot, generation),
                 Interest::READABLE | Interest::WRITABLE,
             );
             if registered.is_err() {
@@ -583,7 +607,13 @@ where
                 conn.receive(data);
                 self.dispatch(slot);
             }
-            State::Rejecting { .. } | State::Draining { .. } => {}
+            State::Draining { left, .. } => {
+                *left = left.saturating_sub(data.len());
+                if *left == 0 {
+                    self.final_close(slot);
+                }
+            }
+            State::Rejecting { .. } => {}
         }
     }
 
@@ -614,7 +644,6 @@ where
         }
         entry.state = State::Open {
             conn: Box::new(Connection::new(Role::Server, self.engine.clone())),
-            peer_close: None,
         };
         let id = self.local.id(slot);
         let factory = self.factory;
@@ -710,14 +739,14 @@ where
             let Some(entry) = self.local.entry_mut(slot) else {
                 return;
             };
-            let State::Open { conn, peer_close } = &mut entry.state else {
+            let State::Open { conn } = &mut entry.state else {
                 return;
             };
             let Some(event) = conn.poll_event(now) else {
                 return;
             };
-            if let Ok(Message::Close(frame)) = &event {
-                *peer_close = frame.clone();
+            if let Ok(Message::Close(_)) = &event {
+                // The engine keeps the peer's close frame for `on_close`.
                 continue;
             }
             let Some(handler) = self.handlers.get_mut(slot).and_then(Option::as_mut) else {
@@ -802,8 +831,14 @@ where
     /// re-queue what has more to read, and set the timer.
     fn settle(&mut self, slot: usize) {
         let now = Instant::now();
-        let linger = self.config.close_linger;
+        let linger = self.engine.get_linger();
         let soft = self.local.soft;
+        if let Some(conn) = self.local.entry_mut(slot).and_then(Entry::conn_mut) {
+            // Runs what is due and arms the write-stall deadline for pending output.
+            conn.handle_timeout(now);
+            self.dispatch(slot);
+            self.flush(slot);
+        }
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
         };
@@ -827,7 +862,8 @@ where
                     return self.final_close(slot);
                 }
                 entry.state = State::Draining {
-                    deadline: now + linger,
+                    deadline: now + linger.time,
+                    left: linger.max_bytes,
                 };
             }
             _ => {}
@@ -869,15 +905,23 @@ where
     /// Ends an open connection: its handler's `on_close`, then either a graceful
     /// shutdown of our side (drain what the peer still sends) or an immediate drop.
     fn teardown(&mut self, slot: usize, graceful: bool) {
-        let deadline = Instant::now() + self.config.close_linger;
+        let linger = self.engine.get_linger();
+        let deadline = Instant::now() + linger.time;
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
         };
-        let peer_close = match &mut entry.state {
-            State::Open { peer_close, .. } => Some(peer_close.take()),
+        let peer_close = match &entry.state {
+            State::Open { conn } => Some(
+                conn.received_close_frame()
+                    .filter(|frame| frame.code != CloseCode::NoStatus)
+                    .cloned(),
+            ),
             _ => None,
         };
-        entry.state = State::Draining { deadline };
+        entry.state = State::Draining {
+            deadline,
+            left: linger.max_bytes,
+        };
         let keep = graceful && !entry.eof && entry.socket.shutdown(Shutdown::Write).is_ok();
         self.local.unsubscribe_all(slot);
         if let (Some(frame), Some(mut handler)) = (
@@ -922,7 +966,7 @@ where
         let deadline = match &entry.state {
             State::Handshake { deadline, .. }
             | State::Rejecting { deadline }
-            | State::Draining { deadline } => Some(*deadline),
+            | State::Draining { deadline, .. } => Some(*deadline),
             State::Open { conn, .. } => conn.poll_timeout(),
         };
         if let Some(deadline) = deadline {
@@ -948,7 +992,7 @@ where
                 continue;
             }
             entry.timer = None;
-            self.on_timer(slot, now);
+            self.serve(slot, |worker| worker.on_timer(slot, now));
         }
         // Entries of closed connections and moved deadlines wait in the heap until due;
         // rebuild it when they outnumber the live ones.
@@ -970,7 +1014,7 @@ where
         match &mut entry.state {
             State::Handshake { deadline, .. }
             | State::Rejecting { deadline }
-            | State::Draining { deadline } => {
+            | State::Draining { deadline, .. } => {
                 if now >= *deadline {
                     return self.final_close(slot);
                 }
@@ -990,8 +1034,10 @@ where
         while let Some(slot) = self.local.dirty.pop() {
             if let Some(entry) = self.local.entry_mut(slot) {
                 entry.dirty = false;
-                self.flush(slot);
-                self.settle(slot);
+                self.serve(slot, |worker| {
+                    worker.flush(slot);
+                    worker.settle(slot);
+                });
             }
         }
     }
@@ -1034,6 +1080,16 @@ where
             self.release_socket();
         }
     }
+}
+
+/// The poll token of a slot's connection: the slot and its generation, so that an event
+/// for a connection that ended is told apart from one for the slot's next connection.
+fn slot_token(slot: usize, generation: u32) -> Token {
+    Token((slot & 0xFFFF_FFFF) | ((generation as usize) << 32))
+}
+
+fn token_slot(token: Token) -> (usize, u32) {
+    (token.0 & 0xFFFF_FFFF, (token.0 >> 32) as u32)
 }
 
 /// Runs handler code (a callback, the factory), catching a panic so that it does not
@@ -1112,7 +1168,6 @@ mod tests {
                         Role::Server,
                         duplex_core::Config::default(),
                     )),
-                    peer_close: None,
                 },
                 response: Vec::new(),
                 readable: false,

@@ -19,7 +19,7 @@ fn config() -> ServerConfig {
     ServerConfig::default()
         .workers(1)
         .shutdown_timeout(Duration::from_millis(300))
-        .close_linger(Duration::from_millis(300))
+        .websocket(duplex_mio::Config::default().linger(duplex_core_linger(300)))
 }
 
 /// A tungstenite echo server on a thread, serving `connections` clients one after
@@ -211,4 +211,12 @@ fn a_tungstenite_client_with_our_server() {
         }
     }
     server.stop();
+}
+
+/// A short linger, so that tests do not wait for clients they left open.
+fn duplex_core_linger(ms: u64) -> duplex_mio::Linger {
+    duplex_mio::Linger {
+        time: Duration::from_millis(ms),
+        max_bytes: 1 << 20,
+    }
 }

@@ -30,7 +30,7 @@ fn a_client_that_stops_reading_costs_bounded_memory() {
             .workers(1)
             .write_buffer_limits(MIB, 4 * MIB)
             .shutdown_timeout(Duration::from_millis(300))
-            .close_linger(Duration::from_millis(300)),
+            .websocket(duplex_mio::Config::default().linger(duplex_core_linger(300))),
     );
     let mut raw = raw_client(server.addr);
     let id = server.wait_for(|r| match r {
@@ -103,4 +103,12 @@ fn a_client_that_stops_reading_costs_bounded_memory() {
     );
     drop(raw);
     server.stop();
+}
+
+/// A short linger, so that tests do not wait for clients they left open.
+fn duplex_core_linger(ms: u64) -> duplex_mio::Linger {
+    duplex_mio::Linger {
+        time: Duration::from_millis(ms),
+        max_bytes: 1 << 20,
+    }
 }

@@ -16,7 +16,7 @@ fn config() -> ServerConfig {
     ServerConfig::default()
         .workers(2)
         .shutdown_timeout(Duration::from_millis(300))
-        .close_linger(Duration::from_millis(300))
+        .websocket(duplex_mio::Config::default().linger(duplex_core_linger(300)))
 }
 
 /// Small read buffers and no compression: thousands of these live in this process.
@@ -159,4 +159,12 @@ fn a_topic_with_500_subscribers_gets_every_message_once_and_in_order() {
         assert_eq!(sockets.len(), PER_THREAD);
     }
     server.stop();
+}
+
+/// A short linger, so that tests do not wait for clients they left open.
+fn duplex_core_linger(ms: u64) -> duplex_mio::Linger {
+    duplex_mio::Linger {
+        time: Duration::from_millis(ms),
+        max_bytes: 1 << 20,
+    }
 }

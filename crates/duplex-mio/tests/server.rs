@@ -18,7 +18,7 @@ fn config() -> ServerConfig {
     ServerConfig::default()
         .workers(2)
         .shutdown_timeout(Duration::from_millis(300))
-        .close_linger(Duration::from_millis(300))
+        .websocket(duplex_mio::Config::default().linger(duplex_core_linger(300)))
 }
 
 #[test]
@@ -606,4 +606,12 @@ fn masked_binary(payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&[0, 0, 0, 0]);
     frame.extend_from_slice(payload);
     frame
+}
+
+/// A short linger, so that tests do not wait for clients they left open.
+fn duplex_core_linger(ms: u64) -> duplex_mio::Linger {
+    duplex_mio::Linger {
+        time: Duration::from_millis(ms),
+        max_bytes: 1 << 20,
+    }
 }

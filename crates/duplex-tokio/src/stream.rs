@@ -1,5 +1,12 @@
 //! `WebSocketStream`: the engine driven over an async byte stream.
+//!
+//! Both halves share one [`Shared`] behind a mutex held only inside a `poll`. Whichever
+//! half is polled drives the whole connection: it runs the engine's deadlines, writes
+//! what is owed, reads (the writer only a bounded amount, queued for the reader), and
+//! closes the transport when the engine says so. So a task that only sends still sees
+//! keepalive, idle, write-stall and close deadlines on time.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
@@ -8,24 +15,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
-use duplex_core::{CloseFrame, Connection, DeflateParams, Error, Message, Role};
+use duplex_core::{CloseCode, CloseFrame, Connection, DeflateParams, Error, Message, Role};
 use futures::{Sink, Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-/// Bytes read from the socket per read call. On the stack, not per connection.
+/// Bytes read from the socket per read call, into the engine's input buffer.
 const READ_CHUNK: usize = 64 << 10;
 
 /// Output the reader lets accumulate while it still has events to deliver; past it, it
 /// writes before delivering more.
 const WRITE_BATCH: usize = 64 << 10;
 
-/// After shutting down our side, how long to drain the peer's input before dropping the
-/// socket (closing with unread input would send a reset that can destroy our close frame).
-const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The most input discarded while lingering, whatever the time.
-const LINGER_MAX_BYTES: usize = 1 << 20;
+/// Events the writer half may decode ahead for the reader (it stops earlier, after one
+/// data message), so that a task that only sends still sees pings and the peer's close
+/// without holding more than one message for the reader.
+const MAX_QUEUED_EVENTS: usize = 64;
 
 const READER: usize = 0;
 const WRITER: usize = 1;
@@ -36,6 +41,11 @@ const WRITER: usize = 1;
 /// plain async methods: [`recv`](Self::recv), [`send`](Self::send),
 /// [`close`](Self::close). Pings are answered and the close handshake is completed by
 /// the engine; [`split`](Self::split) gives halves for two tasks.
+///
+/// Every method drives the connection's deadlines (keepalive, idle, write stall, close;
+/// see `duplex_core::Config`): a task that only sends to a peer that stopped reading
+/// gets [`Error::Timeout`] from `send` within the write timeout, and
+/// [`close`](Self::close) returns within the close timeout.
 ///
 /// Cancel safety: [`recv`](Self::recv) (and `StreamExt::next`) is cancel-safe: a
 /// `recv` dropped inside `tokio::select!` loses no message, because bytes read are
@@ -52,16 +62,11 @@ pub struct WebSocketStream<S> {
 
 /// The receiving half of a [`WebSocketStream`], from [`WebSocketStream::split`].
 ///
-/// The reader runs the engine's timers and writes what the engine owes the peer
-/// (pongs, the close reply) itself, so those never wait for the writer half.
+/// Dropping it starts the close handshake (1001, going away): nobody would read the
+/// peer's messages any more. The writer half then gets errors, and the transport is
+/// closed when the writer half is dropped or has driven the close to its end.
 pub struct WsReader<S> {
     shared: Arc<Mutex<Shared<S>>>,
-    read: ReadHalf<S>,
-    sleep: Pin<Box<Sleep>>,
-    eof: bool,
-    /// Our side is shut down; input is drained until the peer closes or `LINGER` passes.
-    linger_until: Option<tokio::time::Instant>,
-    done: bool,
 }
 
 /// The sending half of a [`WebSocketStream`], from [`WebSocketStream::split`].
@@ -72,9 +77,26 @@ pub struct WsWriter<S> {
 /// What both halves share, behind a lock that is only held inside one `poll` call.
 struct Shared<S> {
     conn: Connection,
-    write: WriteHalf<S>,
-    /// Tasks waiting for the socket to accept output: the reader's and the writer's.
-    write_wakers: Arc<WriteWakers>,
+    /// The transport; `None` once it is closed.
+    io: Option<Pin<Box<S>>>,
+    /// Tasks to wake for socket readiness and the deadline: the reader's and the
+    /// writer's. The socket and the timer keep one waker each and both halves poll
+    /// them, so they are given a proxy that wakes both.
+    wakers: Arc<Wakers>,
+    /// The engine's earliest deadline.
+    sleep: Pin<Box<Sleep>>,
+    eof: bool,
+    /// Events the writer decoded while driving input, for the reader.
+    events: VecDeque<Result<Message, Error>>,
+    /// The transport is being closed: shut down, then drained until this deadline.
+    closing: Option<Closing>,
+    reader_dropped: bool,
+}
+
+struct Closing {
+    until: tokio::time::Instant,
+    /// Input still allowed to be discarded.
+    left: usize,
     shut_down: bool,
 }
 
@@ -94,21 +116,20 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
             conn.enable_deflate(params);
         }
         conn.receive(leftover);
-        let (read, write) = tokio::io::split(stream);
+        conn.handle_timeout(now());
         let shared = Arc::new(Mutex::new(Shared {
             conn,
-            write,
-            write_wakers: Arc::default(),
-            shut_down: false,
+            io: Some(Box::pin(stream)),
+            wakers: Arc::default(),
+            sleep: Box::pin(tokio::time::sleep_until(far_future())),
+            eof: false,
+            events: VecDeque::new(),
+            closing: None,
+            reader_dropped: false,
         }));
         Self {
             reader: WsReader {
                 shared: shared.clone(),
-                read,
-                sleep: Box::pin(tokio::time::sleep_until(far_future())),
-                eof: false,
-                linger_until: None,
-                done: false,
             },
             writer: WsWriter { shared },
         }
@@ -121,7 +142,8 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     }
 
     /// Sends a message and flushes it to the socket. Waits while the write buffer is
-    /// above its limit.
+    /// above its limit. After the peer closed, returns [`Error::ConnectionClosed`];
+    /// after our own close, `Usage(SendAfterClose)`; after a failure, the failure.
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
         self.writer.send(message).await
     }
@@ -132,21 +154,20 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     /// small messages read at once go out in one write. Use it in a loop that keeps
     /// calling `recv`; otherwise flush. Waits while the write buffer is above its limit.
     pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
-        self.writer.start_send_inner(message)
+        self.writer.feed(message).await
     }
 
     /// Writes everything queued to the socket.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        poll_fn(|cx| self.writer.poll_flush_output(cx)).await
+        self.writer.flush().await
     }
 
     /// Starts the close handshake (if not started) and drives the connection until it
-    /// completes or the close timeout passes. Messages that arrive meanwhile are
-    /// discarded. Returns the timeout error if the peer never answered.
+    /// completes and the transport is closed, or the close timeout passes. Messages that
+    /// arrive meanwhile are discarded. Returns the timeout error if the peer never
+    /// answered.
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
         self.writer.start_close(frame)?;
-        poll_fn(|cx| self.writer.poll_flush_output(cx)).await?;
         while let Some(event) = self.reader.next().await {
             match event {
                 Ok(_) => {}
@@ -167,6 +188,11 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
         self.writer.lock().conn.role()
     }
 
+    /// Where the connection is in its life.
+    pub fn state(&self) -> duplex_core::State {
+        self.writer.lock().conn.state()
+    }
+
     /// True when permessage-deflate was negotiated.
     pub fn is_compressed(&self) -> bool {
         self.writer.lock().conn.is_deflate_enabled()
@@ -177,7 +203,7 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
         self.writer.lock().conn.send_uncompressed(message)?;
-        poll_fn(|cx| self.writer.poll_flush_output(cx)).await
+        poll_fn(|cx| self.writer.poll_flush_inner(cx)).await
     }
 
     /// Sends a message prepared once for many connections (broadcast), sharing its
@@ -188,7 +214,7 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     ) -> Result<(), Error> {
         poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
         self.writer.lock().conn.send_prepared(message)?;
-        poll_fn(|cx| self.writer.poll_flush_output(cx)).await
+        poll_fn(|cx| self.writer.poll_flush_inner(cx)).await
     }
 }
 
@@ -199,18 +225,41 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
     }
 }
 
+impl<S> Drop for WsReader<S> {
+    fn drop(&mut self) {
+        let mut shared = lock(&self.shared);
+        shared.reader_dropped = true;
+        // Nobody reads any more: say so to the peer, and let a waiting writer know.
+        let _ = shared
+            .conn
+            .close(Some(CloseFrame::new(CloseCode::GoingAway, "")), now());
+        shared.wakers.wake(WRITER);
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     /// Sends a message and flushes it; see [`WebSocketStream::send`].
     pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Queues a message without flushing it; see [`WebSocketStream::feed`].
+    pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.poll_ready_inner(cx)).await?;
-        self.start_send_inner(message)?;
-        poll_fn(|cx| self.poll_flush_output(cx)).await
+        self.start_send_inner(message)
+    }
+
+    /// Writes everything queued to the socket.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
     /// Sends a close frame and flushes it; the reader half sees the peer's reply.
+    /// Returns within the close timeout whatever the peer does.
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
         self.start_close(frame)?;
-        poll_fn(|cx| self.poll_flush_output(cx)).await
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared<S>> {
@@ -218,40 +267,72 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     }
 
     fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
-        self.lock().conn.close(frame, now())
+        let mut shared = self.lock();
+        shared.conn.close(frame, now())?;
+        // Another half parked on the socket or the timer must see the new deadline.
+        shared.wakers.wake(READER);
+        Ok(())
     }
 
     fn poll_ready_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let mut shared = self.lock();
-        while shared.conn.is_write_buffer_full() {
-            ready!(shared.poll_write_out(cx, WRITER))?;
+        let look_ahead = shared.reader_dropped;
+        shared.drive_background(cx, look_ahead);
+        loop {
+            shared.conn.check_open()?;
+            if shared.reader_dropped {
+                return Poll::Ready(Err(duplex_core::UsageError::SendAfterClose.into()));
+            }
+            if !shared.conn.is_write_buffer_full() {
+                return Poll::Ready(Ok(()));
+            }
+            if shared.io.is_none() {
+                return Poll::Ready(Err(shared.outcome_error()));
+            }
+            if shared.poll_write_out(cx, WRITER).is_pending() {
+                // About to wait for the peer to read: meanwhile, watch its input, so
+                // that its pings are answered and its close or failure ends the wait.
+                if !shared.drive_background(cx, true) {
+                    return Poll::Pending;
+                }
+            }
         }
-        Poll::Ready(Ok(()))
     }
 
     fn start_send_inner(&mut self, message: Message) -> Result<(), Error> {
         let mut shared = self.lock();
         match message {
-            Message::Close(frame) => shared.conn.close(frame, now()),
+            Message::Close(frame) => {
+                drop(shared);
+                self.start_close(frame)
+            }
             other => shared.conn.send(other),
         }
     }
 
-    fn poll_flush_output(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.lock().poll_write_out(cx, WRITER).map_err(Error::Io)
+    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let mut shared = self.lock();
+        let look_ahead = shared.reader_dropped;
+        shared.drive_background(cx, look_ahead);
+        loop {
+            if shared.conn.output_len() == 0 || shared.io.is_none() {
+                return Poll::Ready(shared.flush_outcome(cx));
+            }
+            if shared.poll_write_out(cx, WRITER).is_pending() && !shared.drive_background(cx, true)
+            {
+                return Poll::Pending;
+            }
+        }
     }
 }
 
-/// The tasks waiting for the socket to accept output: the reader's and the writer's.
-///
-/// The socket keeps one waker for writing, and both halves write to it; so it is given
-/// this proxy, which wakes both, and neither half's waker can replace the other's.
+/// The tasks waiting on the socket or the deadline: the reader's and the writer's.
 #[derive(Default)]
-struct WriteWakers {
+struct Wakers {
     slots: Mutex<[Option<Waker>; 2]>,
 }
 
-impl WriteWakers {
+impl Wakers {
     fn register(&self, who: usize, waker: &Waker) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if !slots[who].as_ref().is_some_and(|w| w.will_wake(waker)) {
@@ -267,32 +348,204 @@ impl WriteWakers {
     }
 }
 
-impl std::task::Wake for WriteWakers {
+impl std::task::Wake for Wakers {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        WriteWakers::wake(self, READER);
-        WriteWakers::wake(self, WRITER);
+        Wakers::wake(self, READER);
+        Wakers::wake(self, WRITER);
     }
 }
 
 impl<S: AsyncRead + AsyncWrite> Shared<S> {
+    /// Registers `who` and returns the proxy waker that wakes both halves.
+    fn proxy(&self, cx: &Context<'_>, who: usize) -> Waker {
+        self.wakers.register(who, cx.waker());
+        Waker::from(self.wakers.clone())
+    }
+
+    /// The reader's step: the next event, driving everything needed to get it.
+    fn poll_next_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+            if self.io.is_none() {
+                return Poll::Ready(None);
+            }
+            let event = self.conn.poll_event(now());
+            // Write what is queued (pongs, close replies, messages fed without a flush)
+            // without waiting for it: at once for anything but a data message, otherwise
+            // once the input is used up or a batch is full, so that the replies to many
+            // small messages read together leave in one write.
+            let batch = matches!(event, Some(Ok(ref m)) if m.is_data())
+                && self.conn.output_len() < WRITE_BATCH;
+            if !batch {
+                if let Poll::Ready(Err(error)) = self.poll_write_out(cx, READER) {
+                    if event.is_none() {
+                        return Poll::Ready(Some(Err(Error::Io(error))));
+                    }
+                }
+            }
+            if let Some(event) = event {
+                return Poll::Ready(Some(event));
+            }
+            if self.closing.is_some() || self.conn.wants_close_transport() {
+                ready!(self.poll_close_transport(cx, READER));
+                continue;
+            }
+            if self.poll_deadline(cx, READER).is_ready() {
+                continue;
+            }
+            if self.eof {
+                return Poll::Pending;
+            }
+            match self.poll_read(cx, READER) {
+                Poll::Pending => {
+                    // Idle until the socket has more: give back what buffers hold nothing
+                    // (and compression state that keeps no context).
+                    if self.conn.output_len() == 0 {
+                        self.conn.shrink_buffers();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+    }
+
+    /// The writer's share of driving the connection: deadlines and the closing of the
+    /// transport; with `look_ahead` (the writer is about to wait for the peer, or nobody
+    /// reads any more) also reading and decoding a bounded amount for the reader, so
+    /// that the peer's pings and close are seen by a task that never calls `recv`.
+    /// Decoding ahead is kept for waits: a close decoded early would refuse the replies
+    /// the application still sends to the messages before it. Never blocks; registers
+    /// the writer for what it waits on. Returns true when the connection changed in a
+    /// way the caller must look at (a deadline fired, events were decoded, the
+    /// transport closed).
+    fn drive_background(&mut self, cx: &mut Context<'_>, look_ahead: bool) -> bool {
+        let mut changed = false;
+        loop {
+            if self.io.is_none() {
+                return true;
+            }
+            if self.closing.is_some() || self.conn.wants_close_transport() {
+                return self.poll_close_transport(cx, WRITER).is_ready() || changed;
+            }
+            if self.poll_deadline(cx, WRITER).is_ready() {
+                changed = true;
+                continue;
+            }
+            let holds_data = self
+                .events
+                .iter()
+                .any(|e| e.as_ref().is_ok_and(Message::is_data));
+            if !look_ahead || self.eof || holds_data || self.events.len() >= MAX_QUEUED_EVENTS {
+                return changed;
+            }
+            let mut decoded = false;
+            while let Some(event) = self.conn.poll_event(now()) {
+                let data = event.as_ref().is_ok_and(Message::is_data);
+                self.events.push_back(event);
+                decoded = true;
+                if data || self.events.len() >= MAX_QUEUED_EVENTS {
+                    break;
+                }
+            }
+            if decoded {
+                self.wakers.wake(READER);
+                // Pongs and a close reply leave with the writer's own output.
+                changed = true;
+                continue;
+            }
+            match self.poll_read(cx, WRITER) {
+                Poll::Pending => return changed,
+                Poll::Ready(Err(error)) => {
+                    self.events.push_back(Err(error));
+                    self.wakers.wake(READER);
+                    return true;
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Runs the engine's deadlines: `Ready` when one fired (the caller looks again),
+    /// `Pending` with the timer armed for the earliest one.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<()> {
+        let now = now();
+        let due = self.conn.poll_timeout().is_some_and(|d| d <= now);
+        // Runs what is due and arms the write-stall deadline for pending output.
+        self.conn.handle_timeout(now);
+        if due {
+            return Poll::Ready(());
+        }
+        let Some(deadline) = self.conn.poll_timeout() else {
+            return Poll::Pending;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        let proxy = self.proxy(cx, who);
+        match self.sleep.as_mut().poll(&mut Context::from_waker(&proxy)) {
+            Poll::Ready(()) => {
+                self.conn
+                    .handle_timeout(tokio::time::Instant::now().into_std());
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Reads once into the engine's input buffer (no copy through a buffer of our own).
+    fn poll_read(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<Result<(), Error>> {
+        let proxy = self.proxy(cx, who);
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let input = self.conn.input_buffer(READ_CHUNK);
+        match tokio_util::io::poll_read_buf(io.as_mut(), &mut Context::from_waker(&proxy), input) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => {
+                self.eof = true;
+                self.conn.receive_eof();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(error)) => {
+                self.eof = true;
+                if self.conn.is_closed() || error.kind() == io::ErrorKind::ConnectionReset {
+                    // A reset after the close handshake is only the peer's way of
+                    // leaving; before it, the engine reports the peer as vanished.
+                    self.conn.receive_eof();
+                    return Poll::Ready(Ok(()));
+                }
+                self.conn.transport_failed(&error, now());
+                Poll::Ready(Err(Error::Io(error)))
+            }
+        }
+    }
+
     /// Writes pending output until it is all written and flushed, or the socket is full.
     fn poll_write_out(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<io::Result<()>> {
-        self.write_wakers.register(who, cx.waker());
-        let proxy = Waker::from(self.write_wakers.clone());
+        let proxy = self.proxy(cx, who);
         let mut proxy_cx = Context::from_waker(&proxy);
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
         let mut progressed = false;
         let result = loop {
             if self.conn.output_len() == 0 {
-                break Pin::new(&mut self.write).poll_flush(&mut proxy_cx);
+                break io.as_mut().poll_flush(&mut proxy_cx);
             }
             let written = {
                 let mut slices = [IoSlice::new(&[]); 16];
                 let n = self.conn.pending_output_vectored(&mut slices);
-                Pin::new(&mut self.write).poll_write_vectored(&mut proxy_cx, &slices[..n])
+                io.as_mut().poll_write_vectored(&mut proxy_cx, &slices[..n])
             };
             match written {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -306,74 +559,99 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         };
         if progressed {
             // The other half may be waiting for room that we just made.
-            self.write_wakers.wake(1 - who);
+            self.wakers.wake(1 - who);
+        }
+        if let Poll::Ready(Err(error)) = &result {
+            self.conn.transport_failed(error, now());
         }
         result
     }
 
-    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.shut_down {
-            return Poll::Ready(Ok(()));
-        }
-        self.write_wakers.register(READER, cx.waker());
-        let proxy = Waker::from(self.write_wakers.clone());
-        ready!(Pin::new(&mut self.write).poll_shutdown(&mut Context::from_waker(&proxy)))?;
-        self.shut_down = true;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite> WsReader<S> {
-    /// Shuts our side down, then discards input until end of file, an error, or the
-    /// linger time (the deadline bounds the shutdown too: a TLS `close_notify` to a peer
-    /// that reads nothing must not hang us); then ends.
-    fn poll_close_transport(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Message, Error>>> {
-        let until = *self
-            .linger_until
-            .get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
-        if self.sleep.deadline() != until {
-            self.sleep.as_mut().reset(until);
-        }
-        let finished = |this: &mut Self| {
-            this.done = true;
-            Poll::Ready(None)
-        };
-        {
-            let mut shared = lock(&self.shared);
-            // Errors closing a socket that is done anyway do not matter.
-            if shared.poll_shutdown(cx).is_pending() {
-                drop(shared);
-                if self.sleep.as_mut().poll(cx).is_ready() {
-                    return finished(self);
+    /// Closes the transport as the engine's linger policy says: shut our side down,
+    /// then discard input until end of file, the linger time or its byte cap; at once
+    /// when a deadline passed. Then drops the stream and wakes both halves.
+    fn poll_close_transport(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<()> {
+        let linger = self.conn.config().get_linger();
+        let abort = self.conn.wants_close_transport_now();
+        let closing = self.closing.get_or_insert_with(|| Closing {
+            until: tokio::time::Instant::now() + linger.time,
+            left: linger.max_bytes,
+            shut_down: false,
+        });
+        let until = closing.until;
+        let proxy = self.proxy(cx, who);
+        let mut proxy_cx = Context::from_waker(&proxy);
+        let finished = loop {
+            let (Some(io), Some(closing)) = (self.io.as_mut(), self.closing.as_mut()) else {
+                break true;
+            };
+            if abort || tokio::time::Instant::now() >= until || closing.left == 0 {
+                break true;
+            }
+            if !closing.shut_down {
+                match io.as_mut().poll_shutdown(&mut proxy_cx) {
+                    // Errors closing a socket that is done anyway do not matter.
+                    Poll::Ready(_) => closing.shut_down = true,
+                    Poll::Pending => break false,
                 }
+            }
+            if self.eof {
+                break true;
+            }
+            let mut buf = [MaybeUninit::<u8>::uninit(); 8 << 10];
+            let mut read_buf = ReadBuf::uninit(&mut buf);
+            match io.as_mut().poll_read(&mut proxy_cx, &mut read_buf) {
+                Poll::Ready(Ok(())) if !read_buf.filled().is_empty() => {
+                    closing.left = closing.left.saturating_sub(read_buf.filled().len());
+                }
+                Poll::Ready(_) => break true,
+                Poll::Pending => break false,
+            }
+        };
+        if !finished {
+            if self.sleep.deadline() != until {
+                self.sleep.as_mut().reset(until);
+            }
+            if self.sleep.as_mut().poll(&mut proxy_cx).is_pending() {
                 return Poll::Pending;
             }
         }
-        if self.eof {
-            return finished(self);
+        self.io = None;
+        self.wakers.wake(READER);
+        self.wakers.wake(WRITER);
+        Poll::Ready(())
+    }
+
+    /// Why sending is over, once the transport is gone.
+    fn outcome_error(&self) -> Error {
+        match self.conn.check_open() {
+            Err(error) => error,
+            Ok(()) => Error::ConnectionClosed,
         }
-        let mut drained = 0usize;
-        loop {
-            if tokio::time::Instant::now() >= until || drained > LINGER_MAX_BYTES {
-                return finished(self);
+    }
+
+    /// What a flush reports once nothing more can be written: `Ok` after our own close
+    /// or while open, an error if the peer closed, the connection failed, or output was
+    /// left unsent.
+    fn flush_outcome(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        if self.io.is_none() && self.conn.output_len() > 0 {
+            return Err(self.outcome_error());
+        }
+        if let Some(io) = self.io.as_mut() {
+            let proxy = Waker::from(self.wakers.clone());
+            self.wakers.register(WRITER, cx.waker());
+            if let Poll::Ready(Err(error)) =
+                io.as_mut().poll_flush(&mut Context::from_waker(&proxy))
+            {
+                self.conn.transport_failed(&error, now());
             }
-            let mut buf = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-            let mut read_buf = ReadBuf::uninit(&mut buf);
-            match Pin::new(&mut self.read).poll_read(cx, &mut read_buf) {
-                Poll::Ready(Ok(())) if !read_buf.filled().is_empty() => {
-                    drained += read_buf.filled().len();
-                }
-                Poll::Ready(_) => return finished(self),
-                Poll::Pending => {
-                    if self.sleep.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    return finished(self);
-                }
+        }
+        match self.conn.check_open() {
+            Ok(()) => Ok(()),
+            Err(Error::Usage(duplex_core::UsageError::SendAfterClose)) if !self.reader_dropped => {
+                Ok(())
             }
+            Err(error) => Err(error),
         }
     }
 }
@@ -382,82 +660,7 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            let mut shared = lock(&this.shared);
-            let event = shared.conn.poll_event(now());
-            // Write what is queued (pongs, close replies, messages fed without a flush)
-            // without waiting for it: at once for anything but a data message, otherwise
-            // once the input is used up or a batch is full, so that the replies to many
-            // small messages read together leave in one write.
-            let batch = matches!(event, Some(Ok(ref m)) if m.is_data())
-                && shared.conn.output_len() < WRITE_BATCH;
-            if !batch {
-                if let Poll::Ready(Err(error)) = shared.poll_write_out(cx, READER) {
-                    if event.is_none() {
-                        this.done = true;
-                        return Poll::Ready(Some(Err(Error::Io(error))));
-                    }
-                }
-            }
-            if let Some(event) = event {
-                return Poll::Ready(Some(event));
-            }
-            if shared.conn.wants_close_transport() {
-                drop(shared);
-                return this.poll_close_transport(cx);
-            }
-            let deadline = shared.conn.poll_timeout();
-            drop(shared);
-            if let Some(deadline) = deadline {
-                let deadline = tokio::time::Instant::from_std(deadline);
-                if this.sleep.deadline() != deadline {
-                    this.sleep.as_mut().reset(deadline);
-                }
-                if this.sleep.as_mut().poll(cx).is_ready() {
-                    lock(&this.shared).conn.handle_timeout(now());
-                    continue;
-                }
-            }
-            if this.eof {
-                return Poll::Pending;
-            }
-            // Read straight into the engine's input buffer (no copy through a buffer of
-            // our own). The lock is held only for this one non-blocking read.
-            let mut shared = lock(&this.shared);
-            let input = shared.conn.input_buffer(READ_CHUNK);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut this.read), cx, input) {
-                Poll::Pending => {
-                    // Idle until the socket has more: give back what buffers hold nothing
-                    // (and compression state that keeps no context).
-                    if shared.conn.output_len() == 0 {
-                        shared.conn.shrink_buffers();
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Ready(Err(error)) => {
-                    if shared.conn.is_closed() {
-                        // A reset after the close handshake is only the peer's way of leaving.
-                        this.done = true;
-                        return Poll::Ready(None);
-                    }
-                    shared.conn.receive_eof();
-                    this.eof = true;
-                    if error.kind() != io::ErrorKind::ConnectionReset {
-                        this.done = true;
-                        return Poll::Ready(Some(Err(Error::Io(error))));
-                    }
-                }
-                Poll::Ready(Ok(0)) => {
-                    this.eof = true;
-                    shared.conn.receive_eof();
-                }
-                Poll::Ready(Ok(_)) => {}
-            }
-        }
+        lock(&self.shared).poll_next_event(cx)
     }
 }
 
@@ -473,13 +676,13 @@ impl<S: AsyncRead + AsyncWrite> Sink<Message> for WsWriter<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.get_mut().poll_flush_output(cx)
+        self.get_mut().poll_flush_inner(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
-        this.start_close(Some(CloseFrame::new(duplex_core::CloseCode::Normal, "")))?;
-        this.poll_flush_output(cx)
+        this.start_close(Some(CloseFrame::new(CloseCode::Normal, "")))?;
+        this.poll_flush_inner(cx)
     }
 }
 
@@ -524,8 +727,8 @@ impl<S> std::fmt::Debug for WsReader<S> {
         let shared = lock(&self.shared);
         f.debug_struct("WsReader")
             .field("role", &shared.conn.role())
-            .field("closed", &shared.conn.is_closed())
-            .field("eof", &self.eof)
+            .field("state", &shared.conn.state())
+            .field("eof", &shared.eof)
             .finish_non_exhaustive()
     }
 }

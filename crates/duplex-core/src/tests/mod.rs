@@ -390,13 +390,14 @@ fn nothing_is_sent_after_close() {
     conn.receive(&client_frame(0x88, &1000u16.to_be_bytes()));
     events(&mut conn, Instant::now());
     drain(&mut conn);
+    // The peer closed: not the application's mistake, so not a usage error.
     assert!(matches!(
         conn.send(Message::text("late")),
-        Err(Error::Usage(UsageError::SendAfterClose))
+        Err(Error::ConnectionClosed)
     ));
     assert!(matches!(
         conn.send(Message::Ping(Bytes::new())),
-        Err(Error::Usage(UsageError::SendAfterClose))
+        Err(Error::ConnectionClosed)
     ));
     // A ping after the close is not answered, and frames after the close are ignored.
     conn.receive(&client_frame(0x89, b"x"));
@@ -690,7 +691,9 @@ fn keepalive_is_satisfied_by_any_frame_from_the_peer() {
 
 #[test]
 fn idle_timeout_closes_with_1001() {
-    let config = Config::default().idle_timeout(Some(Duration::from_secs(30)));
+    let config = Config::default()
+        .no_keepalive()
+        .idle_timeout(Some(Duration::from_secs(30)));
     let mut conn = Connection::new(Role::Server, config);
     let t0 = Instant::now();
     conn.poll_event(t0);
@@ -1143,14 +1146,14 @@ fn control_frames_interleave_with_a_compressed_fragmented_message() {
 }
 
 #[test]
-fn close_sent_as_a_message_times_out_from_the_next_given_time() {
+fn a_close_goes_through_close_with_the_time_not_send() {
     let mut conn = server();
-    conn.send(Message::Close(Some(CloseFrame::new(CloseCode::Normal, ""))))
-        .unwrap();
-    assert_eq!(conn.poll_timeout(), None, "no time was given yet");
-    let later = Instant::now() + Duration::from_secs(100);
-    assert!(conn.poll_event(later).is_none());
-    assert_eq!(conn.poll_timeout(), Some(later + DEFAULT_CLOSE_TIMEOUT));
+    assert!(matches!(
+        conn.send(Message::Close(Some(CloseFrame::new(CloseCode::Normal, "")))),
+        Err(Error::Usage(UsageError::CloseNeedsTime))
+    ));
+    assert_eq!(conn.state(), State::Open);
+    assert_eq!(conn.output_len(), 0);
 }
 
 #[test]
@@ -1184,3 +1187,6 @@ fn input_buffer_is_an_alternative_to_receive() {
     assert!(conn.poll_event(t1).is_none());
     assert_eq!(conn.buffered_input(), 0);
 }
+
+mod lifecycle;
+mod sim;
