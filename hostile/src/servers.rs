@@ -37,6 +37,10 @@ pub struct ServerLimits {
     pub handshake_timeout: Duration,
     /// The close handshake timeout.
     pub close_timeout: Duration,
+    /// The write-stall timeout.
+    pub write_timeout: Option<Duration>,
+    /// Keepalive interval and timeout.
+    pub keepalive: Option<(Duration, Duration)>,
     /// The handshake head limits.
     pub head: Limits,
     /// permessage-deflate policy (`None`: off).
@@ -54,6 +58,8 @@ impl Default for ServerLimits {
             write_buffer_hard: 1 << 20,
             handshake_timeout: Duration::from_secs(1),
             close_timeout: Duration::from_secs(1),
+            write_timeout: Some(duplex_core::DEFAULT_WRITE_TIMEOUT),
+            keepalive: Some(duplex_core::DEFAULT_KEEPALIVE),
             head: Limits {
                 max_head_size: 128 << 10,
                 max_headers: 64,
@@ -65,7 +71,14 @@ impl Default for ServerLimits {
 
 impl ServerLimits {
     fn engine(&self) -> duplex_core::Config {
-        duplex_core::Config::default()
+        let config = match self.keepalive {
+            Some((interval, timeout)) => {
+                duplex_core::Config::default().keepalive(interval, timeout)
+            }
+            None => duplex_core::Config::default().no_keepalive(),
+        };
+        config
+            .write_timeout(self.write_timeout)
             .max_frame_size(self.max_frame_size)
             .max_message_size(self.max_message_size)
             .max_fragments(self.max_fragments)
@@ -113,6 +126,8 @@ pub struct Stats {
     pub flood_bytes: AtomicU64,
     /// Data messages received.
     pub messages: AtomicU64,
+    /// duplex-mio connections whose `on_close` ran.
+    pub closed: AtomicUsize,
     /// The last few errors, for diagnostics.
     pub last_errors: Mutex<Vec<String>>,
 }
@@ -407,12 +422,35 @@ async fn serve_tokio(tcp: tokio::net::TcpStream, config: duplex_tokio::Config, s
             return;
         }
     };
+    if path == "/close" {
+        // Closes at once; `close` returns within the close timeout whatever the peer does.
+        let _ = ws
+            .close(Some(duplex_core::CloseFrame::new(
+                duplex_core::CloseCode::Normal,
+                "bye",
+            )))
+            .await;
+        return;
+    }
+    if path == "/split" {
+        // A writer whose reader half is dropped: its sends must fail, not park.
+        let (reader, mut writer) = ws.split();
+        drop(reader);
+        let chunk = Bytes::from(vec![0x5A; FLOOD_MESSAGE]);
+        for _ in 0..1_000_000 {
+            if writer.send(Message::Binary(chunk.clone())).await.is_err() {
+                break;
+            }
+        }
+        return;
+    }
     if path == "/flood" {
         let chunk = Bytes::from(vec![0x5A; FLOOD_MESSAGE]);
         // Bounded in count (and by the caller's timeout); `send` waits while the
         // client does not read.
         for _ in 0..1_000_000 {
-            if ws.send(Message::Binary(chunk.clone())).await.is_err() {
+            if let Err(error) = ws.send(Message::Binary(chunk.clone())).await {
+                stats.error(error.to_string());
                 break;
             }
             stats
@@ -444,14 +482,28 @@ struct MioHandler {
 }
 
 impl duplex_mio::Handler for MioHandler {
+    fn on_close(
+        &mut self,
+        _ctx: &mut duplex_mio::Context<'_>,
+        _frame: Option<duplex_core::CloseFrame>,
+    ) {
+        self.stats.closed.fetch_add(1, Ordering::AcqRel);
+    }
+
     fn on_open(
         &mut self,
         ctx: &mut duplex_mio::Context<'_>,
         request: &duplex_mio::http::Request<()>,
         offer: &duplex_mio::ClientOffer,
     ) -> Result<duplex_mio::Acceptance, duplex_mio::Rejection> {
-        if request.uri().path() == "/flood" {
-            ctx.subscribe("flood");
+        match request.uri().path() {
+            "/flood" => {
+                ctx.subscribe("flood");
+            }
+            "/close" => {
+                let _ = ctx.close(duplex_core::CloseCode::Normal, "bye");
+            }
+            _ => {}
         }
         let mut acceptance = duplex_mio::Acceptance::default();
         if let Some(protocol) = offer.select_protocol(&["chat"]) {

@@ -22,6 +22,7 @@ pub struct Config {
     pub(crate) max_message_size: usize,
     pub(crate) max_fragments: usize,
     pub(crate) max_write_buffer: usize,
+    pub(crate) write_buffer_hard_limit: usize,
     pub(crate) send_frame_size: Option<usize>,
     pub(crate) auto_pong: bool,
     pub(crate) close_timeout: Duration,
@@ -42,6 +43,8 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 pub const DEFAULT_MAX_FRAGMENTS: usize = 100_000;
 /// 1 MiB: above this much unsent output, [`send`](crate::Connection::send) refuses.
 pub const DEFAULT_MAX_WRITE_BUFFER: usize = 1 << 20;
+/// 4 MiB: the most unsent output [`send_forced`](crate::Connection::send_forced) queues.
+pub const DEFAULT_WRITE_BUFFER_HARD_LIMIT: usize = 4 << 20;
 /// Messages shorter than this are sent uncompressed even when permessage-deflate is on.
 pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 32;
 /// 5 seconds to complete the close handshake.
@@ -83,6 +86,7 @@ impl Default for Config {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_fragments: DEFAULT_MAX_FRAGMENTS,
             max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+            write_buffer_hard_limit: DEFAULT_WRITE_BUFFER_HARD_LIMIT,
             send_frame_size: None,
             auto_pong: true,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -124,6 +128,14 @@ impl Config {
     /// 1 MiB). One message larger than this is accepted when the buffer is below it.
     pub fn max_write_buffer(mut self, bytes: usize) -> Self {
         self.max_write_buffer = bytes;
+        self
+    }
+
+    /// The most unsent output that messages the sender cannot hold back (broadcasts,
+    /// messages from other threads; see [`send_forced`](crate::Connection::send_forced))
+    /// may build up (default 4 MiB); one that would pass it fails the connection.
+    pub fn write_buffer_hard_limit(mut self, bytes: usize) -> Self {
+        self.write_buffer_hard_limit = bytes;
         self
     }
 

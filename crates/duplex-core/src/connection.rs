@@ -263,14 +263,9 @@ impl Connection {
         if let Some(error) = self.pending_error.take() {
             return Some(Err(error));
         }
-        if let Some(mark) = self.input_mark.take() {
-            self.fresh_input |= self.read_buf.len() > mark;
-        }
+        self.note_input(now);
         if self.read_closed && !self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
-        }
-        if std::mem::take(&mut self.fresh_input) {
-            self.input_arrived(now);
         }
         while !self.read_closed {
             let item = match self.decoder.decode(&mut self.read_buf) {
@@ -323,6 +318,16 @@ impl Connection {
         }
     }
 
+    /// Counts bytes that arrived since the last timed call as a sign of life at `now`.
+    fn note_input(&mut self, now: Instant) {
+        if let Some(mark) = self.input_mark.take() {
+            self.fresh_input |= self.read_buf.len() > mark;
+        }
+        if std::mem::take(&mut self.fresh_input) {
+            self.input_arrived(now);
+        }
+    }
+
     /// Bytes arrived at `now`: the peer is alive and not idle.
     fn input_arrived(&mut self, now: Instant) {
         if self.state != State::Open {
@@ -337,21 +342,26 @@ impl Connection {
         }
     }
 
-    /// Arms or clears the write-stall deadline after a call that knows the time.
+    /// Arms, moves or clears the write-stall deadline after a call that knows the time:
+    /// it counts from when output became pending, or from the last time the transport
+    /// took at least `MIN_WRITE_PROGRESS` of it.
     fn tick(&mut self, now: Instant) {
         if self.output.is_empty() || self.abort {
             self.timers.clear(TimerKind::WriteStall);
         } else if let Some(timeout) = self.config.write_timeout {
-            if !self.timers.is_armed(TimerKind::WriteStall) {
+            let consumed = self.output.consumed_position();
+            if !self.timers.is_armed(TimerKind::WriteStall)
+                || consumed - self.consumed_at_stall_arm >= MIN_WRITE_PROGRESS
+            {
                 self.timers.set(TimerKind::WriteStall, now + timeout);
-                self.consumed_at_stall_arm = self.output.consumed_position();
+                self.consumed_at_stall_arm = consumed;
             }
         }
     }
 
     /// Moves to `to`, the one place the state changes. Leaving `Open` ends keepalive
     /// and idle and arms the close deadline.
-    fn become_(&mut self, to: State, now: Instant) {
+    fn become_(&mut self, to: State, now: impl Into<Option<Instant>>) {
         debug_assert!(
             self.state.may_become(to),
             "no transition {:?} -> {to:?}",
@@ -364,8 +374,11 @@ impl Connection {
             self.timers.clear(TimerKind::Keepalive);
             self.timers.clear(TimerKind::PongWait);
             self.timers.clear(TimerKind::Idle);
-            self.timers
-                .set(TimerKind::Close, now + self.config.close_timeout);
+            // Without a time the transport is being closed at once (`abort`).
+            if let Some(now) = now.into() {
+                self.timers
+                    .set(TimerKind::Close, now + self.config.close_timeout);
+            }
         }
         self.state = to;
     }
@@ -628,27 +641,85 @@ impl Connection {
 
     /// Queues a message encoded once for many connections (see [`PreparedMessage`]).
     pub fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), Error> {
-        if self.role == Role::Client || self.config.send_frame_size.is_some() {
-            return self.send(prepared.message.clone());
-        }
         self.check_open()?;
-        let frame = match &mut self.deflate {
+        let Some(frame) = self.shared_frame(prepared) else {
+            return self.send(prepared.message.clone());
+        };
+        self.check_write_buffer()?;
+        self.output.push_shared(frame);
+        Ok(())
+    }
+
+    /// The bytes of `prepared` this connection can send as they are, or `None` when it
+    /// must encode the message itself (a client masks each frame; automatic
+    /// fragmentation; a peer whose window is smaller than the shared frame's).
+    fn shared_frame(&mut self, prepared: &PreparedMessage) -> Option<Bytes> {
+        if self.role == Role::Client || self.config.send_frame_size.is_some() {
+            return None;
+        }
+        match &mut self.deflate {
             Some(deflate)
                 if deflate.can_compress()
                     && prepared.message.payload().len() >= self.config.compression_threshold =>
             {
                 if !deflate.accepts_shared_frames() {
-                    // A smaller window than the shared frame's: compress for this peer.
-                    return self.send(prepared.message.clone());
+                    return None;
                 }
                 deflate.forget_send_context();
-                prepared.compressed_frame()
+                Some(prepared.compressed_frame())
             }
-            _ => prepared.frame.clone(),
+            _ => Some(prepared.frame.clone()),
+        }
+    }
+
+    /// Queues a message the sender cannot hold back (a broadcast, a message from
+    /// another thread): accepted above `max_write_buffer`, up to
+    /// `write_buffer_hard_limit`. A data message that would take the output past the
+    /// hard limit fails the connection instead (`LimitExceeded` with
+    /// [`Limit::WriteBuffer`]; the transport is to be closed at once), so a peer that
+    /// never reads costs at most the hard limit.
+    pub fn send_forced(&mut self, message: Message) -> Result<(), Error> {
+        self.check_open()?;
+        match message {
+            Message::Text(text) => {
+                self.check_hard_limit(text.len())?;
+                self.queue_data(OpCode::Text, text.into_bytes(), true);
+                Ok(())
+            }
+            Message::Binary(data) => {
+                self.check_hard_limit(data.len())?;
+                self.queue_data(OpCode::Binary, data, true);
+                Ok(())
+            }
+            other => self.send(other),
+        }
+    }
+
+    /// [`send_prepared`](Self::send_prepared) with the hard-limit rule of
+    /// [`send_forced`](Self::send_forced).
+    pub fn send_prepared_forced(&mut self, prepared: &PreparedMessage) -> Result<(), Error> {
+        self.check_open()?;
+        let Some(frame) = self.shared_frame(prepared) else {
+            return self.send_forced(prepared.message.clone());
         };
-        self.check_write_buffer()?;
+        self.check_hard_limit(frame.len())?;
         self.output.push_shared(frame);
         Ok(())
+    }
+
+    /// True while the adapter should read from the transport: the output is within
+    /// `max_write_buffer`. Above it the peer is not reading our replies; reading more
+    /// of its requests would only queue more.
+    pub fn wants_read(&self) -> bool {
+        !self.read_closed && self.output.len() <= self.config.max_write_buffer
+    }
+
+    /// True when the adapter should write before handling more input: half the unsent
+    /// pongs a ping burst may queue are waiting (so each ping of a burst gets its pong
+    /// without a write per ping), or the output passed `max_write_buffer`.
+    pub fn wants_flush(&self) -> bool {
+        self.pongs_in_flight.len() >= MAX_QUEUED_PONGS / 2
+            || self.output.len() > self.config.max_write_buffer
     }
 
     /// Starts the close handshake with `frame` (or an empty close frame) at `now`, which
@@ -701,6 +772,32 @@ impl Connection {
         may_compress: bool,
     ) -> Result<(), Error> {
         self.check_write_buffer()?;
+        self.queue_data(opcode, payload, may_compress);
+        Ok(())
+    }
+
+    /// Fails the connection if queuing `len` more bytes would take the output past the
+    /// hard limit (one message is always accepted into an empty output).
+    fn check_hard_limit(&mut self, len: usize) -> Result<(), Error> {
+        let buffered = self.output.len();
+        let limit = self.config.write_buffer_hard_limit;
+        if buffered == 0 || buffered.saturating_add(len) <= limit {
+            return Ok(());
+        }
+        let error = Error::LimitExceeded(LimitError {
+            limit: Limit::WriteBuffer,
+            actual: buffered.saturating_add(len) as u64,
+            max: limit as u64,
+        });
+        // The peer reads nothing: nothing more is written, the transport closes now.
+        self.abort = true;
+        self.read_closed = true;
+        self.failure = Some(error.duplicate());
+        self.become_(State::Failed, None);
+        Err(error)
+    }
+
+    fn queue_data(&mut self, opcode: OpCode, payload: Bytes, may_compress: bool) {
         let (payload, compressed) = match &mut self.deflate {
             Some(deflate)
                 if may_compress
@@ -714,7 +811,7 @@ impl Connection {
         let frame_size = self.config.send_frame_size.unwrap_or(usize::MAX);
         if payload.len() <= frame_size {
             self.write_frame_rsv1(opcode, true, compressed, payload);
-            return Ok(());
+            return;
         }
         let mut start = 0;
         let mut opcode = opcode;
@@ -731,7 +828,6 @@ impl Connection {
             rsv1 = false;
             start = end;
         }
-        Ok(())
     }
 
     fn send_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), Error> {
@@ -833,6 +929,13 @@ impl Connection {
     pub fn consume_output(&mut self, n: usize) {
         self.output.consume(n);
         self.queue_pong();
+        if self.output.is_empty()
+            || self.output.consumed_position() - self.consumed_at_stall_arm >= MIN_WRITE_PROGRESS
+        {
+            // Written out, or moving: the write-stall deadline starts again from the next
+            // call that takes the time (adapters make one after every write attempt).
+            self.timers.clear(TimerKind::WriteStall);
+        }
         if self.state == State::CloseReceived
             && self.output.consumed_position() >= self.close_frame_end
         {
@@ -956,6 +1059,8 @@ impl Connection {
     /// handshake), then arms the write-stall deadline if output is pending.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.start_clock(now);
+        // Bytes received but not yet decoded are signs of life too.
+        self.note_input(now);
         while !self.abort {
             let Some(kind) = self.timers.expired(now) else {
                 break;

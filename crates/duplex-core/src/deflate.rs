@@ -91,7 +91,16 @@ pub(crate) struct Deflate {
     level: Compression,
     compressor: Option<Compress>,
     decompressor: Option<Decompress>,
+    /// With receive context takeover, once the peer ended a message's deflate stream
+    /// with a BFINAL block: the last 32 KiB it sent, the window its next message may
+    /// refer to (restarting the stream loses zlib's own). Kept only for such peers.
+    receive_history: Option<Vec<u8>>,
+    /// The message in progress ended its deflate stream with a BFINAL block.
+    receive_ended: bool,
 }
+
+/// The decompression window: the most a back-reference reaches (15-bit windows).
+const WINDOW: usize = 1 << 15;
 
 impl std::fmt::Debug for Deflate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -140,6 +149,8 @@ impl Deflate {
             level: Compression::new(level.min(9)),
             compressor: None,
             decompressor: None,
+            receive_history: None,
+            receive_ended: false,
         }
     }
 
@@ -186,12 +197,30 @@ impl Deflate {
         let decompressor = self
             .decompressor
             .get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
-        inflate_into(decompressor, input, out, limit)?;
+        if !self.receive_ended {
+            // What follows a BFINAL block in a message is not deflate data.
+            self.receive_ended = inflate_into(decompressor, input, out, limit)?;
+        }
         if last {
-            inflate_into(decompressor, &TRAILER, out, limit)?;
-            if self.receive_no_context_takeover {
+            if !self.receive_ended {
+                inflate_into(decompressor, &TRAILER, out, limit)?;
+            }
+            let context = !self.receive_no_context_takeover;
+            if self.receive_ended || !context {
                 decompressor.reset(false);
             }
+            if context && (self.receive_ended || self.receive_history.is_some()) {
+                // The peer's next message may refer to this window (section 7.2.2); a
+                // restarted stream only has it as a dictionary.
+                let history = self.receive_history.get_or_insert_with(Vec::new);
+                remember_window(history, out);
+                if self.receive_ended {
+                    decompressor
+                        .set_dictionary(history)
+                        .map_err(|_| InflateError::Corrupt(CorruptData))?;
+                }
+            }
+            self.receive_ended = false;
         }
         Ok(())
     }
@@ -232,12 +261,26 @@ fn compress_with(compressor: &mut Compress, payload: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// Keeps the last `WINDOW` bytes of `history` followed by `more`.
+fn remember_window(history: &mut Vec<u8>, more: &[u8]) {
+    if more.len() >= WINDOW {
+        history.clear();
+        history.extend_from_slice(&more[more.len() - WINDOW..]);
+        return;
+    }
+    let excess = (history.len() + more.len()).saturating_sub(WINDOW);
+    history.drain(..excess);
+    history.extend_from_slice(more);
+}
+
+/// Inflates `input` onto `out`; true when a BFINAL block ended the deflate stream
+/// (what follows it is ignored).
 fn inflate_into(
     decompressor: &mut Decompress,
     mut input: &[u8],
     out: &mut Vec<u8>,
     limit: usize,
-) -> Result<(), InflateError> {
+) -> Result<bool, InflateError> {
     const STEP: usize = 32 << 10;
     loop {
         if out.len() > limit {
@@ -267,20 +310,15 @@ fn inflate_into(
         }
         let output_full = produced == spare_before;
         if matches!(status, Status::StreamEnd) {
-            // A block with BFINAL ends the deflate stream (RFC 7692 section 7.2.3.4); what
-            // follows, such as the appended empty stored block, starts a new one.
-            decompressor.reset(false);
-            if input.is_empty() {
-                return Ok(());
-            }
-            continue;
+            // A block with BFINAL ends the deflate stream (RFC 7692 section 7.2.3.4).
+            return Ok(true);
         }
         if input.is_empty() && !output_full {
-            return Ok(());
+            return Ok(false);
         }
         if consumed == 0 && produced == 0 {
             if matches!(status, Status::BufError) && input.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             if !output_full {
                 return Err(InflateError::Corrupt(CorruptData));
@@ -392,6 +430,39 @@ mod tests {
             &server.compress(b"Hello")[..],
             &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
         );
+    }
+
+    /// A peer that ends every message with a BFINAL block but keeps its window (it
+    /// restarts its compressor with the data so far as the dictionary), as section
+    /// 7.2.2 allows with context takeover.
+    fn bfinal_message(history: &[u8], message: &[u8]) -> Vec<u8> {
+        let mut compressor = Compress::new_with_window_bits(Compression::new(6), false, 15);
+        if !history.is_empty() {
+            compressor.set_dictionary(history).unwrap();
+        }
+        let mut out = Vec::with_capacity(message.len() + 64);
+        compressor
+            .compress_vec(message, &mut out, FlushCompress::Finish)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_bfinal_block_with_context_takeover_keeps_the_window_for_the_next_message() {
+        let mut client = Deflate::new(Role::Client, DeflateParams::default(), 6);
+        let first = b"the quick brown fox jumps over the lazy dog; ".repeat(3);
+        let second = b"the lazy dog jumps over the quick brown fox; ".repeat(2);
+        let third = [&first[..20], &second[..20], b"!"].concat();
+        let mut sent = Vec::new();
+        for message in [&first[..], &second[..], &third[..]] {
+            let wire = bfinal_message(&sent, message);
+            let mut out = Vec::new();
+            assert!(client.inflate(&wire, true, &mut out, 1 << 20).is_ok());
+            assert_eq!(out, message);
+            sent.extend_from_slice(message);
+        }
+        // The compressor referred back across messages (it is shorter than the text).
+        assert!(bfinal_message(&first, &second).len() < second.len() / 2);
     }
 
     #[test]

@@ -114,13 +114,15 @@ pub enum Limit {
     Fragments,
     /// `max_decompressed_size`.
     DecompressedSize,
+    /// `write_buffer_hard_limit`: the peer does not read what we send.
+    WriteBuffer,
 }
 
 impl LimitError {
     /// 1009 for sizes, 1008 (policy) for the fragment count.
     pub fn close_code(&self) -> CloseCode {
         match self.limit {
-            Limit::Fragments => CloseCode::PolicyViolation,
+            Limit::Fragments | Limit::WriteBuffer => CloseCode::PolicyViolation,
             Limit::FrameSize | Limit::MessageSize | Limit::DecompressedSize => {
                 CloseCode::MessageTooBig
             }
@@ -336,6 +338,12 @@ impl fmt::Display for LimitError {
                 f,
                 "message inflates to more than max_decompressed_size {} bytes",
                 self.max
+            ),
+            Limit::WriteBuffer => write!(
+                f,
+                "peer does not read: {} bytes of output would pass write_buffer_hard_limit {} \
+                 bytes",
+                self.actual, self.max
             ),
         }
     }

@@ -174,7 +174,7 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
         let handshake = ClientHandshake {
             expected_accept: accept_key(key.as_bytes()),
             protocols: self.protocols.clone(),
-            extensions_offered: !self.extensions.is_empty(),
+            extensions_offered: self.extensions.clone(),
             deflate: self.deflate,
             reader: HeadReader::new(self.limits.max_head_size),
             max_headers: self.limits.max_headers,
@@ -188,7 +188,8 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
 pub struct ClientHandshake {
     expected_accept: String,
     protocols: Vec<String>,
-    extensions_offered: bool,
+    /// The other extension offers of the request (full header values).
+    extensions_offered: Vec<String>,
     deflate: Option<DeflateConfig>,
     reader: HeadReader,
     max_headers: usize,
@@ -258,11 +259,18 @@ impl ClientHandshake {
         let mut deflate = None;
         if let Some(first) = extensions.first() {
             match self.deflate {
-                Some(config) if !self.extensions_offered => {
-                    deflate = config.accept_response(&extensions)?;
+                Some(config) => {
+                    // Other extensions the request offered are the application's.
+                    let others: Vec<&str> = self
+                        .extensions_offered
+                        .iter()
+                        .flat_map(|offer| offer.split(','))
+                        .filter_map(|element| element.split(';').next())
+                        .map(str::trim)
+                        .collect();
+                    deflate = config.accept_response_among(&extensions, &others)?;
                 }
-                Some(_) => {}
-                None if !self.extensions_offered => {
+                None if self.extensions_offered.is_empty() => {
                     return Err(HandshakeError::UnofferedExtension(first.clone()));
                 }
                 None => {}
@@ -452,5 +460,50 @@ Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate; client
         let (_, negotiated, _) = handshake.feed(wire.as_bytes()).unwrap().unwrap();
         let params = negotiated.deflate.unwrap();
         assert_eq!(params.client_max_window_bits, 10);
+    }
+}
+
+#[cfg(test)]
+mod mixed_extension_tests {
+    use super::*;
+
+    fn respond(request: ClientRequest, extensions: &str) -> Result<Negotiated, HandshakeError> {
+        let (bytes, mut handshake) = request.encode();
+        let text = String::from_utf8(bytes).unwrap();
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap();
+        let wire = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: {extensions}\r\n\r\n",
+            accept_key(key.as_bytes())
+        );
+        handshake.feed(wire.as_bytes()).map(|done| done.unwrap().1)
+    }
+
+    fn request() -> ClientRequest {
+        ClientRequest::new("ws://a/")
+            .unwrap()
+            .deflate(Some(DeflateConfig::default()))
+            .extension("x-trace; level=2")
+    }
+
+    #[test]
+    fn deflate_accepted_next_to_another_offered_extension_is_kept() {
+        let negotiated = respond(request(), "permessage-deflate, x-trace").unwrap();
+        assert!(negotiated.deflate.is_some(), "deflate must not be lost");
+        let negotiated = respond(request(), "x-trace; level=2").unwrap();
+        assert!(negotiated.deflate.is_none());
+        assert_eq!(negotiated.extensions, ["x-trace; level=2"]);
+    }
+
+    #[test]
+    fn an_extension_that_was_never_offered_still_fails_the_handshake() {
+        assert!(matches!(
+            respond(request(), "permessage-deflate, x-other"),
+            Err(HandshakeError::UnofferedExtension(name)) if name == "x-other"
+        ));
+        assert!(respond(request(), "permessage-deflate, permessage-deflate").is_err());
     }
 }

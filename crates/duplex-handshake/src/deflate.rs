@@ -149,14 +149,33 @@ impl DeflateConfig {
         &self,
         header_values: &[String],
     ) -> Result<Option<DeflateParams>, HandshakeError> {
+        self.accept_response_among(header_values, &[])
+    }
+
+    /// Like [`accept_response`](Self::accept_response), for a client that offered other
+    /// extensions besides permessage-deflate: elements named in `others` are left to the
+    /// application; any other unoffered extension, or permessage-deflate accepted twice,
+    /// fails the handshake.
+    pub fn accept_response_among(
+        &self,
+        header_values: &[String],
+        others: &[&str],
+    ) -> Result<Option<DeflateParams>, HandshakeError> {
         let invalid = |why: &str| HandshakeError::InvalidExtension(why.to_owned());
         let elements = parse_elements(header_values)
             .map_err(|_| invalid("unparsable Sec-WebSocket-Extensions"))?;
-        let element = match elements.as_slice() {
-            [] => return Ok(None),
-            [one] if one.name.eq_ignore_ascii_case(NAME) => one,
-            [one] => return Err(HandshakeError::UnofferedExtension(one.name.clone())),
-            _ => return Err(invalid("more than one extension accepted")),
+        let mut ours = None;
+        for element in &elements {
+            if element.name.eq_ignore_ascii_case(NAME) {
+                if ours.replace(element).is_some() {
+                    return Err(invalid("permessage-deflate accepted twice"));
+                }
+            } else if !others.iter().any(|o| o.eq_ignore_ascii_case(&element.name)) {
+                return Err(HandshakeError::UnofferedExtension(element.name.clone()));
+            }
+        }
+        let Some(element) = ours else {
+            return Ok(None);
         };
         let parsed = parse_params(&element.params).map_err(|why| invalid(&why))?;
         if self.server_no_context_takeover && !parsed.server_no_context_takeover {

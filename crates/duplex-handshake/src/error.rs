@@ -67,14 +67,8 @@ impl HandshakeError {
     /// The full rejection response for this error: its status, a plain-text body that
     /// says what was wrong, `Sec-WebSocket-Version: 13` with 426, `Allow: GET` with 405.
     pub fn response(&self) -> Response<String> {
-        let mut response = Response::new(format!("{self}\n"));
-        *response.status_mut() = self.status();
+        let mut response = crate::decision::plain_response(self.status(), self.to_string());
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         match self {
             Self::UnsupportedVersion(_) => {
                 headers.insert(

@@ -29,6 +29,7 @@
 //! ```
 
 mod client;
+mod decision;
 mod deflate;
 mod error;
 mod head;
@@ -39,6 +40,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use sha1::{Digest, Sha1};
 
 pub use client::{ClientHandshake, ClientRequest, Negotiated, parse_response};
+pub use decision::{Accepted, Decision, Refused, ServerError, decide};
 pub use deflate::DeflateConfig;
 pub use duplex_core::DeflateParams;
 pub use error::HandshakeError;

@@ -104,8 +104,12 @@ impl ClientOffer {
     /// Validates the headers of a request whose method and version were already checked
     /// (for HTTP servers that hand over a request of their own type).
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, HandshakeError> {
-        if !headers.contains_key(header::HOST) {
-            return Err(HandshakeError::MissingHeader("Host"));
+        let mut hosts = headers.get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (Some(_), None) => {}
+            (None, _) => return Err(HandshakeError::MissingHeader("Host")),
+            // RFC 9112 section 3.2: a request with more than one Host is answered 400.
+            (Some(_), Some(_)) => return Err(HandshakeError::DuplicateHeader("Host")),
         }
         if !header_tokens(headers, &header::UPGRADE).any(|t| t.eq_ignore_ascii_case("websocket")) {
             return Err(HandshakeError::MissingHeader("Upgrade: websocket"));
@@ -271,13 +275,7 @@ pub struct Rejection(Box<Response<String>>);
 impl Rejection {
     /// A plain-text rejection with `status` and `body`.
     pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
-        let mut response = Response::new(body.into());
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        Self(Box::new(response))
+        Self(Box::new(crate::decision::plain_response(status, body)))
     }
 
     /// The response to send.
@@ -455,6 +453,14 @@ sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nsec-websocket-protocol: ch
             let error = validate(&request_with(line, "")).unwrap_err();
             assert_eq!(error, HandshakeError::MissingHeader(name));
         }
+    }
+
+    #[test]
+    fn two_host_headers_get_400() {
+        let error =
+            validate(&request_with("Origin:", "Host: evil.example\r\nOrigin:")).unwrap_err();
+        assert_eq!(error, HandshakeError::DuplicateHeader("Host"));
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

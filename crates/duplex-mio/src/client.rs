@@ -190,6 +190,8 @@ pub fn connect_with(
         buf,
         read_timeout: None,
         socket_timeout: Some(Duration::ZERO),
+        write_timeout: None,
+        socket_write_timeout: Some(Duration::ZERO),
         response,
         protocol: negotiated.protocol,
         closed: false,
@@ -207,6 +209,10 @@ pub struct WebSocket {
     read_timeout: Option<Duration>,
     /// The read timeout currently set on the socket (to avoid a syscall per read).
     socket_timeout: Option<Duration>,
+    /// How long one `send` may block, as the application set it.
+    write_timeout: Option<Duration>,
+    /// The write timeout currently set on the socket.
+    socket_write_timeout: Option<Duration>,
     response: Response<()>,
     protocol: Option<String>,
     closed: bool,
@@ -224,11 +230,17 @@ impl fmt::Debug for WebSocket {
 
 impl WebSocket {
     /// Sends a message and writes it (and anything owed, like pongs) to the socket.
+    /// After the server closed, this returns [`Error::ConnectionClosed`]; after our own
+    /// close, `Usage(SendAfterClose)`; after a failure (a timeout, a protocol error), that
+    /// failure.
     pub fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        match message.into() {
+            Message::Close(frame) => return self.close(frame),
+            message => self.conn.send(message)?,
+        }
         if self.closed {
             return Err(Error::ConnectionClosed);
         }
-        self.conn.send(message.into())?;
         self.flush()
     }
 
@@ -292,9 +304,19 @@ impl WebSocket {
         Ok(())
     }
 
-    /// How long [`send`](Self::send) may block on a server that does not read.
+    /// How long one [`send`](Self::send) may block on a server that does not read
+    /// before it returns `Error::Io` of kind `TimedOut` (default: no limit of its own).
+    /// Whatever it is, the engine's write timeout fails a connection whose server reads
+    /// (almost) nothing for that long.
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.set_write_timeout(timeout)
+        if timeout == Some(Duration::ZERO) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a zero write timeout is not allowed",
+            ));
+        }
+        self.write_timeout = timeout;
+        Ok(())
     }
 
     /// The server's 101 response.
@@ -361,15 +383,41 @@ impl WebSocket {
             Err(error) if is_timeout(&error) || error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {
                 self.closed = true;
+                self.conn.transport_failed(&error, Instant::now());
                 return Err(Error::Io(error));
             }
         }
         Ok(None)
     }
 
-    /// Writes all pending output.
+    /// Writes all pending output, blocking no longer than the engine's deadlines (write
+    /// stall, close) and the application's write timeout allow.
     fn flush(&mut self) -> Result<(), Error> {
+        let started = Instant::now();
         while self.conn.output_len() > 0 {
+            let now = Instant::now();
+            // Runs what is due and arms the write-stall deadline for pending output.
+            self.conn.handle_timeout(now);
+            if self.conn.wants_close_transport_now() {
+                self.closed = true;
+                return Err(self.conn.failure().unwrap_or(Error::ConnectionClosed));
+            }
+            let user = self.write_timeout.map(|t| started + t);
+            if user.is_some_and(|d| d <= now) {
+                return Err(Error::Io(io::Error::from(io::ErrorKind::TimedOut)));
+            }
+            let wait = [user, self.conn.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|d| {
+                    d.saturating_duration_since(now)
+                        .max(Duration::from_millis(1))
+                });
+            if self.socket_write_timeout != wait {
+                self.stream.set_write_timeout(wait)?;
+                self.socket_write_timeout = wait;
+            }
             let written = {
                 let mut slices = [IoSlice::new(&[]); 16];
                 let n = self.conn.pending_output_vectored(&mut slices);
@@ -378,8 +426,11 @@ impl WebSocket {
             match written {
                 Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => self.conn.consume_output(n),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(Error::Io(error)),
+                Err(error) if is_timeout(&error) || error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    self.conn.transport_failed(&error, Instant::now());
+                    return Err(Error::Io(error));
+                }
             }
         }
         Ok(())
@@ -416,16 +467,25 @@ impl WebSocket {
             }
         }
         self.closed = true;
+        if self.conn.wants_close_transport_now() || self.conn.output_len() > 0 {
+            // A deadline passed: the server is not answering or not reading.
+            let _ = self.stream.shutdown(Shutdown::Both);
+            return;
+        }
         let _ = self.stream.shutdown(Shutdown::Write);
-        // Discard what is still in flight, briefly, so the close is not a reset.
-        let drain_until = Instant::now() + Duration::from_millis(100);
-        let _ = self
-            .stream
-            .set_read_timeout(Some(Duration::from_millis(20)));
-        while Instant::now() < drain_until {
+        // Discard what is still in flight, as the engine's linger policy says, so that
+        // the close is not a reset.
+        let linger = self.conn.config().get_linger();
+        let drain_until = Instant::now() + linger.time;
+        let mut left = linger.max_bytes;
+        while left > 0 {
+            let wait = drain_until.saturating_duration_since(Instant::now());
+            if wait.is_zero() || self.stream.set_read_timeout(Some(wait)).is_err() {
+                break;
+            }
             match self.stream.read(&mut self.buf) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(n) => left = left.saturating_sub(n),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }

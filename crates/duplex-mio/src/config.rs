@@ -35,7 +35,9 @@ use duplex_handshake::{DeflateConfig, Limits};
 ///   [`ConnectionError::WriteBufferOverflow`](crate::ConnectionError::WriteBufferOverflow)
 ///   to its handler, so a peer that never reads costs at most the hard limit.
 ///
-/// The engine's own `max_write_buffer` is set to the hard limit.
+/// The engine applies both (its `max_write_buffer` and `write_buffer_hard_limit` are
+/// set from them); on top of them its write timeout fails a connection whose peer reads
+/// (almost) nothing for that long.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub(crate) workers: usize,
@@ -178,8 +180,8 @@ impl ServerConfig {
     }
 
     /// The WebSocket engine's limits and timers (message and frame sizes, keepalive,
-    /// idle timeout, close timeout). Its `max_write_buffer` is replaced by the hard
-    /// write buffer limit.
+    /// idle timeout, close timeout). Its write buffer limits are replaced by the
+    /// server's [`write_buffer_limits`](Self::write_buffer_limits).
     pub fn websocket(mut self, config: Config) -> Self {
         self.websocket = config;
         self
@@ -227,6 +229,7 @@ impl ServerConfig {
     pub(crate) fn engine_config(&self) -> Config {
         self.websocket
             .clone()
-            .max_write_buffer(self.write_buffer_hard)
+            .max_write_buffer(self.write_buffer_soft)
+            .write_buffer_hard_limit(self.write_buffer_hard)
     }
 }

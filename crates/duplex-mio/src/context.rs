@@ -64,18 +64,11 @@ impl<'a> Context<'a> {
     /// limit.
     pub fn send(&mut self, message: impl Into<Message>) -> Result<(), SendError> {
         let message = message.into();
-        let soft = self.local.soft;
         let conn = self.conn()?;
         if let Message::Close(frame) = message {
             conn.close(frame, Instant::now())?;
             self.local.mark_dirty(self.slot);
             return Ok(());
-        }
-        if message.is_data() && conn.output_len() > soft {
-            return Err(SendError::WriteBufferFull {
-                buffered: conn.output_len(),
-                limit: soft,
-            });
         }
         conn.send(message)?;
         self.local.mark_dirty(self.slot);
@@ -85,14 +78,7 @@ impl<'a> Context<'a> {
     /// Queues a message encoded once for many connections, with the soft-limit rule of
     /// [`send`](Self::send).
     pub fn send_prepared(&mut self, prepared: &PreparedMessage) -> Result<(), SendError> {
-        let soft = self.local.soft;
         let conn = self.conn()?;
-        if conn.output_len() > soft {
-            return Err(SendError::WriteBufferFull {
-                buffered: conn.output_len(),
-                limit: soft,
-            });
-        }
         conn.send_prepared(prepared)?;
         self.local.mark_dirty(self.slot);
         Ok(())

@@ -2,7 +2,7 @@
 
 use std::{fmt, io};
 
-use duplex_handshake::HandshakeError;
+use duplex_handshake::ServerError;
 
 /// Why a message could not be queued.
 #[derive(Debug)]
@@ -62,6 +62,10 @@ impl From<duplex_core::Error> for SendError {
         match error {
             duplex_core::Error::Usage(duplex_core::UsageError::SendAfterClose)
             | duplex_core::Error::ConnectionClosed => Self::Closed,
+            duplex_core::Error::Usage(duplex_core::UsageError::WriteBufferFull {
+                buffered,
+                limit,
+            }) => Self::WriteBufferFull { buffered, limit },
             other => Self::WebSocket(other),
         }
     }
@@ -82,14 +86,14 @@ pub enum ConnectionError {
     /// The peer did not read: a message would have taken its unsent output past the
     /// hard limit, so the connection was dropped.
     WriteBufferOverflow {
-        /// Bytes that were waiting to be written.
+        /// Bytes that would have been waiting, with the message.
         buffered: usize,
         /// The hard limit.
         limit: usize,
     },
-    /// The 101 response could not be built from the handler's `Acceptance` (it chose a
-    /// subprotocol the client did not offer); the client got `500`.
-    Handshake(HandshakeError),
+    /// The handler's decision could not be carried out (its `Acceptance` chose a
+    /// subprotocol the client did not offer, or `on_open` panicked); the client got 500.
+    Handshake(ServerError),
 }
 
 impl fmt::Display for ConnectionError {

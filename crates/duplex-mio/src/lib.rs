@@ -95,6 +95,8 @@ pub use context::Context;
 pub use error::{ConnectionError, SendError};
 pub use server::{ConnectionId, Handler, Sender, Server, ShutdownHandle};
 
+/// The protocol engine, for its configuration, state and error types.
+pub use duplex_core as core;
 /// `Bytes`, the payload type of every message.
 pub use duplex_core::Bytes;
 pub use duplex_core::{
@@ -103,4 +105,6 @@ pub use duplex_core::{
 };
 /// Re-export of the `http` crate, whose request and response types the handshake uses.
 pub use duplex_handshake::http;
-pub use duplex_handshake::{Acceptance, ClientOffer, HandshakeError, Limits, Rejection};
+pub use duplex_handshake::{
+    Acceptance, ClientOffer, HandshakeError, Limits, Rejection, ServerError,
+};

@@ -37,6 +37,76 @@
 //! ws.close(None).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Broadcast and slow consumers
+//!
+//! A broadcaster must not wait for its slowest client. Encode each message once
+//! ([`PreparedMessage`]) and give every client a small bounded queue served by its own
+//! task; when a client's queue is full, that client is too slow: drop it (or skip the
+//! message) instead of waiting. Without a queue, [`WsWriter::try_send_prepared`] gives
+//! the same signal straight from the connection's write buffer, and
+//! [`WebSocketStream::buffered_amount`] tells how far behind a client is. Whatever the
+//! application does, a client that stops reading is failed by the write timeout.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use duplex_tokio::{accept, connect, Message, PreparedMessage};
+//! use tokio::net::{TcpListener, TcpStream};
+//! use tokio::sync::mpsc;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! // Two clients: one reads everything, one never reads.
+//! let url = format!("ws://{addr}/");
+//! let fast = tokio::spawn(async move { connect(&url).await });
+//! let mut slow = TcpStream::connect(addr).await?;
+//! slow.writable().await?;
+//! let request = format!(
+//!     "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+//!      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+//! );
+//! tokio::io::AsyncWriteExt::write_all(&mut slow, request.as_bytes()).await?;
+//!
+//! // The server: a bounded queue and a task per client.
+//! let mut queues = HashMap::new();
+//! for id in 0..2 {
+//!     let (tcp, _) = listener.accept().await?;
+//!     let mut ws = accept(tcp).await?;
+//!     let (tx, mut rx) = mpsc::channel::<PreparedMessage>(32);
+//!     tokio::spawn(async move {
+//!         while let Some(message) = rx.recv().await {
+//!             if ws.send_prepared(&message).await.is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     });
+//!     queues.insert(id, tx);
+//! }
+//! let (mut fast, _) = fast.await??;
+//! let chunk = Message::binary(vec![7u8; 64 << 10]);
+//! let mut dropped = Vec::new();
+//! for _ in 0..400 {
+//!     let prepared = PreparedMessage::new(chunk.clone())?;
+//!     queues.retain(|id, queue| match queue.try_send(prepared.clone()) {
+//!         Ok(()) => true,
+//!         Err(_) => {
+//!             dropped.push(*id); // too slow (or gone): drop it, do not wait
+//!             false
+//!         }
+//!     });
+//!     // Let the per-client tasks run, as a real server's other work would.
+//!     tokio::task::yield_now().await;
+//!     // The fast client keeps reading.
+//!     while let Ok(Some(Ok(_))) =
+//!         tokio::time::timeout(std::time::Duration::from_millis(1), fast.recv()).await
+//!     {}
+//! }
+//! assert_eq!(dropped.len(), 1, "only the client that never reads is dropped");
+//! # drop(slow);
+//! # Ok(()) }
+//! ```
 
 /// The README's examples, compiled and run as doctests (they use the `hyper` feature;
 /// CI tests with `--all-features`).
@@ -60,7 +130,7 @@ pub use config::{Config, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use error::HandshakeError;
 pub use maybe_tls::MaybeTlsStream;
 pub use server::{accept, accept_with};
-pub use stream::{WebSocketStream, WsReader, WsWriter};
+pub use stream::{ReuniteError, TrySendError, WebSocketStream, WsReader, WsWriter};
 
 pub use duplex_core::{
     CloseCode, CloseFrame, DeflateParams, Error, Message, PreparedMessage, Role, Utf8Bytes,

@@ -183,27 +183,53 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
         (self.reader, self.writer)
     }
 
+    /// Puts halves from [`split`](Self::split) back together; gives them back if they
+    /// are not halves of the same stream.
+    pub fn reunite(reader: WsReader<S>, writer: WsWriter<S>) -> Result<Self, ReuniteError<S>> {
+        if Arc::ptr_eq(&reader.shared, &writer.shared) {
+            Ok(Self { reader, writer })
+        } else {
+            Err(ReuniteError { reader, writer })
+        }
+    }
+
     /// This connection's role.
     pub fn role(&self) -> Role {
-        self.writer.lock().conn.role()
+        self.writer.role()
     }
 
     /// Where the connection is in its life.
     pub fn state(&self) -> duplex_core::State {
-        self.writer.lock().conn.state()
+        self.writer.state()
     }
 
     /// True when permessage-deflate was negotiated.
     pub fn is_compressed(&self) -> bool {
-        self.writer.lock().conn.is_deflate_enabled()
+        self.writer.is_compressed()
+    }
+
+    /// Bytes queued and not yet taken by the socket (the `bufferedAmount` of browsers).
+    pub fn buffered_amount(&self) -> usize {
+        self.writer.buffered_amount()
+    }
+
+    /// Queues a message without waiting; see [`WsWriter::try_send`].
+    pub fn try_send(&mut self, message: Message) -> Result<(), TrySendError<Message>> {
+        self.writer.try_send(message)
+    }
+
+    /// Queues a prepared message without waiting; see [`WsWriter::try_send`].
+    pub fn try_send_prepared(
+        &mut self,
+        message: &duplex_core::PreparedMessage,
+    ) -> Result<(), TrySendError<()>> {
+        self.writer.try_send_prepared(message)
     }
 
     /// Sends a text or binary message without compressing it, even when
     /// permessage-deflate is on.
     pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
-        self.writer.lock().conn.send_uncompressed(message)?;
-        poll_fn(|cx| self.writer.poll_flush_inner(cx)).await
+        self.writer.send_uncompressed(message).await
     }
 
     /// Sends a message prepared once for many connections (broadcast), sharing its
@@ -212,9 +238,67 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
         &mut self,
         message: &duplex_core::PreparedMessage,
     ) -> Result<(), Error> {
-        poll_fn(|cx| self.writer.poll_ready_inner(cx)).await?;
-        self.writer.lock().conn.send_prepared(message)?;
-        poll_fn(|cx| self.writer.poll_flush_inner(cx)).await
+        self.writer.send_prepared(message).await
+    }
+}
+
+/// Halves of different streams given to [`WebSocketStream::reunite`].
+pub struct ReuniteError<S> {
+    /// The reader given.
+    pub reader: WsReader<S>,
+    /// The writer given.
+    pub writer: WsWriter<S>,
+}
+
+impl<S> std::fmt::Debug for ReuniteError<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReuniteError(halves of different streams)")
+    }
+}
+
+impl<S> std::fmt::Display for ReuniteError<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the reader and writer are halves of different streams")
+    }
+}
+
+impl<S> std::error::Error for ReuniteError<S> {}
+
+/// Why [`WsWriter::try_send`] did not queue a message.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TrySendError<M> {
+    /// The write buffer is above `max_write_buffer`: the peer reads slower than we send.
+    /// The message is given back.
+    WriteBufferFull {
+        /// The message, not queued.
+        message: M,
+        /// Bytes waiting to be written.
+        buffered: usize,
+    },
+    /// The connection cannot take messages any more (closed, failed, or refused this
+    /// one); the same errors as [`WsWriter::send`].
+    Error(Error),
+}
+
+impl<M> std::fmt::Display for TrySendError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::WriteBufferFull { buffered, .. } => write!(
+                f,
+                "write buffer full ({buffered} bytes waiting): the peer reads slower than we send"
+            ),
+            Self::Error(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl<M: std::fmt::Debug> std::error::Error for TrySendError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Error(error) => Some(error),
+            Self::WriteBufferFull { .. } => None,
+        }
     }
 }
 
@@ -260,6 +344,88 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
         self.start_close(frame)?;
         poll_fn(|cx| self.poll_flush_inner(cx)).await
+    }
+
+    /// Queues a message without waiting, and writes as much as the socket takes now;
+    /// the rest leaves with the next call on either half. Refused with the message given
+    /// back while the write buffer is above `max_write_buffer`, so a broadcaster can skip
+    /// or drop a slow client instead of waiting for it.
+    pub fn try_send(&mut self, message: Message) -> Result<(), TrySendError<Message>> {
+        let mut shared = self.lock();
+        if let Err(error) = shared.conn.check_open() {
+            return Err(TrySendError::Error(error));
+        }
+        if shared.conn.is_write_buffer_full() {
+            let buffered = shared.conn.output_len();
+            return Err(TrySendError::WriteBufferFull { message, buffered });
+        }
+        let queued = match message {
+            Message::Close(frame) => shared.conn.close(frame, now()),
+            other => shared.conn.send(other),
+        };
+        queued.map_err(TrySendError::Error)?;
+        shared.write_now();
+        Ok(())
+    }
+
+    /// [`try_send`](Self::try_send) for a prepared message (nothing to give back).
+    pub fn try_send_prepared(
+        &mut self,
+        message: &duplex_core::PreparedMessage,
+    ) -> Result<(), TrySendError<()>> {
+        let mut shared = self.lock();
+        match shared.conn.send_prepared(message) {
+            Ok(()) => {
+                shared.write_now();
+                Ok(())
+            }
+            Err(Error::Usage(duplex_core::UsageError::WriteBufferFull { buffered, .. })) => {
+                Err(TrySendError::WriteBufferFull {
+                    message: (),
+                    buffered,
+                })
+            }
+            Err(error) => Err(TrySendError::Error(error)),
+        }
+    }
+
+    /// Sends a text or binary message without compressing it, even when
+    /// permessage-deflate is on.
+    pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
+        self.lock().conn.send_uncompressed(message)?;
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    }
+
+    /// Sends a message prepared once for many connections (broadcast), sharing its
+    /// encoded bytes.
+    pub async fn send_prepared(
+        &mut self,
+        message: &duplex_core::PreparedMessage,
+    ) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
+        self.lock().conn.send_prepared(message)?;
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    }
+
+    /// Bytes queued and not yet taken by the socket.
+    pub fn buffered_amount(&self) -> usize {
+        self.lock().conn.output_len()
+    }
+
+    /// This connection's role.
+    pub fn role(&self) -> Role {
+        self.lock().conn.role()
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> duplex_core::State {
+        self.lock().conn.state()
+    }
+
+    /// True when permessage-deflate was negotiated.
+    pub fn is_compressed(&self) -> bool {
+        self.lock().conn.is_deflate_enabled()
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared<S>> {
@@ -317,6 +483,10 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
         loop {
             if shared.conn.output_len() == 0 || shared.io.is_none() {
                 return Poll::Ready(shared.flush_outcome(cx));
+            }
+            if shared.reader_dropped {
+                // Nobody reads: the connection is being abandoned, do not wait for it.
+                return Poll::Ready(Err(duplex_core::UsageError::SendAfterClose.into()));
             }
             if shared.poll_write_out(cx, WRITER).is_pending() && !shared.drive_background(cx, true)
             {
@@ -417,12 +587,14 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         }
     }
 
-    /// The writer's share of driving the connection: deadlines and the closing of the
-    /// transport; with `look_ahead` (the writer is about to wait for the peer, or nobody
-    /// reads any more) also reading and decoding a bounded amount for the reader, so
-    /// that the peer's pings and close are seen by a task that never calls `recv`.
-    /// Decoding ahead is kept for waits: a close decoded early would refuse the replies
-    /// the application still sends to the messages before it. Never blocks; registers
+    /// The writer's share of driving the connection: deadlines, the closing of the
+    /// transport, and reading what has arrived (up to 64 KiB held for the reader), so
+    /// that the peer's bytes count as signs of life for a task that never calls `recv`.
+    /// With `look_ahead` (the writer is about to wait for the peer, or nobody reads any
+    /// more) it also decodes a bounded amount for the reader, so that the peer's pings
+    /// are answered and its close ends the wait. Decoding ahead is kept for waits: a
+    /// close decoded early would refuse the replies the application still sends to the
+    /// messages before it. Never blocks; registers
     /// the writer for what it waits on. Returns true when the connection changed in a
     /// way the caller must look at (a deadline fired, events were decoded, the
     /// transport closed).
@@ -439,27 +611,36 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 changed = true;
                 continue;
             }
-            let holds_data = self
-                .events
-                .iter()
-                .any(|e| e.as_ref().is_ok_and(Message::is_data));
-            if !look_ahead || self.eof || holds_data || self.events.len() >= MAX_QUEUED_EVENTS {
+            if self.eof {
                 return changed;
             }
-            let mut decoded = false;
-            while let Some(event) = self.conn.poll_event(now()) {
-                let data = event.as_ref().is_ok_and(Message::is_data);
-                self.events.push_back(event);
-                decoded = true;
-                if data || self.events.len() >= MAX_QUEUED_EVENTS {
-                    break;
+            if look_ahead {
+                let holds_data = self
+                    .events
+                    .iter()
+                    .any(|e| e.as_ref().is_ok_and(Message::is_data));
+                if holds_data || self.events.len() >= MAX_QUEUED_EVENTS {
+                    return changed;
                 }
-            }
-            if decoded {
-                self.wakers.wake(READER);
-                // Pongs and a close reply leave with the writer's own output.
-                changed = true;
-                continue;
+                let mut decoded = false;
+                while let Some(event) = self.conn.poll_event(now()) {
+                    let data = event.as_ref().is_ok_and(Message::is_data);
+                    self.events.push_back(event);
+                    decoded = true;
+                    if data || self.events.len() >= MAX_QUEUED_EVENTS {
+                        break;
+                    }
+                }
+                if decoded {
+                    self.wakers.wake(READER);
+                    // Pongs and a close reply leave with the writer's own output.
+                    changed = true;
+                    continue;
+                }
+            } else if self.conn.buffered_input() >= READ_CHUNK {
+                // Enough waits for the reader; the peer's pongs still count as signs of
+                // life once read, so a send-only task keeps a live peer.
+                return changed;
             }
             match self.poll_read(cx, WRITER) {
                 Poll::Pending => return changed,
@@ -468,7 +649,9 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                     self.wakers.wake(READER);
                     return true;
                 }
-                Poll::Ready(Ok(())) => {}
+                // The bytes are the reader's to decode: wake it (the readiness it may be
+                // parked on was just used up here).
+                Poll::Ready(Ok(())) => self.wakers.wake(READER),
             }
         }
     }
@@ -530,22 +713,40 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         }
     }
 
+    /// Writes what the socket takes now, without registering a task (for `try_send`):
+    /// the socket keeps the proxy waker, which wakes whichever half waits.
+    fn write_now(&mut self) {
+        let proxy = Waker::from(self.wakers.clone());
+        let _ = self.write_with(&proxy);
+        self.conn.handle_timeout(now());
+    }
+
     /// Writes pending output until it is all written and flushed, or the socket is full.
     fn poll_write_out(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<io::Result<()>> {
         let proxy = self.proxy(cx, who);
-        let mut proxy_cx = Context::from_waker(&proxy);
+        let (result, progressed) = self.write_with(&proxy);
+        if progressed {
+            // The other half may be waiting for room that we just made.
+            self.wakers.wake(1 - who);
+        }
+        result
+    }
+
+    /// The write loop, with `waker` left on the socket; also says whether any byte left.
+    fn write_with(&mut self, waker: &Waker) -> (Poll<io::Result<()>>, bool) {
+        let mut cx = Context::from_waker(waker);
         let Some(io) = self.io.as_mut() else {
-            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+            return (Poll::Ready(Err(io::ErrorKind::NotConnected.into())), false);
         };
         let mut progressed = false;
         let result = loop {
             if self.conn.output_len() == 0 {
-                break io.as_mut().poll_flush(&mut proxy_cx);
+                break io.as_mut().poll_flush(&mut cx);
             }
             let written = {
                 let mut slices = [IoSlice::new(&[]); 16];
                 let n = self.conn.pending_output_vectored(&mut slices);
-                io.as_mut().poll_write_vectored(&mut proxy_cx, &slices[..n])
+                io.as_mut().poll_write_vectored(&mut cx, &slices[..n])
             };
             match written {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -557,14 +758,10 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 Poll::Pending => break Poll::Pending,
             }
         };
-        if progressed {
-            // The other half may be waiting for room that we just made.
-            self.wakers.wake(1 - who);
-        }
         if let Poll::Ready(Err(error)) = &result {
             self.conn.transport_failed(error, now());
         }
-        result
+        (result, progressed)
     }
 
     /// Closes the transport as the engine's linger policy says: shut our side down,

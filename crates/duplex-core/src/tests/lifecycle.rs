@@ -389,3 +389,51 @@ fn a_small_message_does_not_keep_the_read_buffer_alive() {
     assert_eq!(message.payload().len(), 64 << 10);
     assert!((start..start + capacity).contains(&(message.payload().as_ptr() as usize)));
 }
+
+#[test]
+fn forced_output_goes_past_the_soft_limit_up_to_the_hard_one_then_fails_the_connection() {
+    for role in ROLES {
+        let config = Config::default()
+            .max_write_buffer(10_000)
+            .write_buffer_hard_limit(30_000);
+        let mut conn = Connection::new(role, config);
+        let chunk = || Message::binary(vec![0u8; 8_000]);
+        conn.send(chunk()).unwrap();
+        conn.send(chunk()).unwrap();
+        assert!(!conn.wants_read(), "{role:?}: over the soft limit");
+        assert!(matches!(
+            conn.send(chunk()),
+            Err(Error::Usage(UsageError::WriteBufferFull { .. }))
+        ));
+        conn.send_forced(chunk()).unwrap();
+        let error = conn.send_forced(chunk()).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                Error::LimitExceeded(LimitError {
+                    limit: Limit::WriteBuffer,
+                    max: 30_000,
+                    ..
+                })
+            ),
+            "{role:?}: {error}"
+        );
+        assert_eq!(conn.state(), State::Failed);
+        assert!(conn.wants_close_transport_now());
+        assert!(matches!(
+            conn.send_forced(Message::text("more")),
+            Err(Error::LimitExceeded(_))
+        ));
+    }
+}
+
+#[test]
+fn a_ping_burst_asks_for_a_write_before_pongs_would_collapse() {
+    let mut pair = Pair::new(config(), config());
+    pair.client.reads_per_step = Some(0);
+    for n in 1..=8 {
+        pair.server.conn.receive(&[0x89, 0x81, 0, 0, 0, 0, n as u8]);
+        pair.server.conn.poll_event(pair.now);
+        assert_eq!(pair.server.conn.wants_flush(), n >= 8, "after {n} pings");
+    }
+}

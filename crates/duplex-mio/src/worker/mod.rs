@@ -1,19 +1,20 @@
 //! One worker thread: a `mio::Poll` over its connections, their timers, and the
-//! commands other threads send it.
+//! commands other threads send it. This file is the event loop and each connection's
+//! turn (read, dispatch to the handler, write, settle, timers, shutdown); `local.rs`
+//! holds the connection table and topics, `handshake.rs` the opening handshake phase,
+//! `guard.rs` the panic guards around handler code.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use duplex_core::{CloseCode, CloseFrame, Connection, Message, PreparedMessage, Role};
-use duplex_handshake::http::{Request, Response, StatusCode, header};
-use duplex_handshake::{ClientOffer, ServerHandshake, write_response};
-use mio::net::TcpStream;
+use duplex_core::{CloseCode, CloseFrame, Message};
+use duplex_handshake::ServerHandshake;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::config::ServerConfig;
@@ -22,267 +23,12 @@ use crate::error::ConnectionError;
 use crate::server::{Accepted, Command, ConnectionId, Handler, Shared, WORKER_WAKER, WorkerSetup};
 use crate::timer::Timers;
 
-/// Pongs written as soon as they are queued, per batch of input; the rest go out with
-/// the batch's other output.
-const MAX_EARLY_PONG_WRITES: usize = 16;
+mod guard;
+mod handshake;
+mod local;
 
-/// Where a connection is in its life.
-pub(crate) enum State {
-    /// Reading the opening request.
-    Handshake {
-        reader: ServerHandshake,
-        deadline: Instant,
-    },
-    /// Accepted: the engine runs it.
-    Open { conn: Box<Connection> },
-    /// Writing a rejection response; then `Draining`.
-    Rejecting { deadline: Instant },
-    /// Our side is shut down: reading and discarding until the peer closes, the
-    /// deadline passes or `left` more bytes were discarded (the engine's linger policy).
-    Draining { deadline: Instant, left: usize },
-}
-
-/// One socket a worker holds.
-pub(crate) struct Entry {
-    socket: TcpStream,
-    pub(crate) peer: SocketAddr,
-    pub(crate) state: State,
-    /// HTTP response bytes not yet written; they go before the engine's output.
-    response: Vec<u8>,
-    /// Readiness not consumed yet (mio is edge-triggered): read until `WouldBlock`.
-    readable: bool,
-    /// The last write hit `WouldBlock`: wait for a writable event.
-    write_blocked: bool,
-    /// The peer closed its sending side.
-    eof: bool,
-    /// In the ready queue.
-    queued: bool,
-    /// In the dirty list.
-    dirty: bool,
-    /// Over the connection limit: answer with 503.
-    reject: bool,
-    /// A message would have passed the hard write limit: (buffered, limit).
-    overflow: Option<(usize, usize)>,
-    pub(crate) topics: Vec<Arc<str>>,
-    /// The deadline this entry has in the timer heap.
-    timer: Option<Instant>,
-}
-
-impl Entry {
-    /// Whether reading from the socket is wanted now.
-    fn can_read(&self, soft: usize) -> bool {
-        match &self.state {
-            State::Handshake { .. } | State::Draining { .. } => true,
-            State::Open { conn, .. } => self.overflow.is_none() && conn.output_len() <= soft,
-            State::Rejecting { .. } => false,
-        }
-    }
-
-    pub(crate) fn conn_mut(&mut self) -> Option<&mut Connection> {
-        match &mut self.state {
-            State::Open { conn, .. } => Some(conn),
-            _ => None,
-        }
-    }
-}
-
-struct Slot {
-    generation: u32,
-    entry: Option<Entry>,
-}
-
-/// The connections of a worker and their topics: what a [`Context`] reaches.
-pub(crate) struct Local {
-    pub(crate) worker: usize,
-    slots: Vec<Slot>,
-    free: Vec<usize>,
-    count: usize,
-    pub(crate) topics: HashMap<Arc<str>, HashSet<usize>>,
-    /// Connections given output (or an overflow) outside their own turn.
-    dirty: Vec<usize>,
-    pub(crate) soft: usize,
-    pub(crate) hard: usize,
-}
-
-impl Local {
-    pub(crate) fn entry(&self, slot: usize) -> Option<&Entry> {
-        self.slots.get(slot).and_then(|s| s.entry.as_ref())
-    }
-
-    pub(crate) fn entry_mut(&mut self, slot: usize) -> Option<&mut Entry> {
-        self.slots.get_mut(slot).and_then(|s| s.entry.as_mut())
-    }
-
-    /// The entry `id` names, if it still exists.
-    fn lookup(&self, id: ConnectionId) -> Option<usize> {
-        let slot = id.slot as usize;
-        let s = self.slots.get(slot)?;
-        (s.generation == id.generation && s.entry.is_some() && id.worker as usize == self.worker)
-            .then_some(slot)
-    }
-
-    pub(crate) fn id(&self, slot: usize) -> ConnectionId {
-        ConnectionId {
-            worker: self.worker as u32,
-            slot: slot as u32,
-            generation: self.slots.get(slot).map_or(0, |s| s.generation),
-        }
-    }
-
-    fn insert(&mut self, entry: Entry) -> usize {
-        self.count += 1;
-        match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot].entry = Some(entry);
-                slot
-            }
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    entry: Some(entry),
-                });
-                self.slots.len() - 1
-            }
-        }
-    }
-
-    fn remove(&mut self, slot: usize) -> Option<Entry> {
-        let s = self.slots.get_mut(slot)?;
-        let entry = s.entry.take()?;
-        s.generation = s.generation.wrapping_add(1);
-        self.free.push(slot);
-        self.count -= 1;
-        Some(entry)
-    }
-
-    pub(crate) fn mark_dirty(&mut self, slot: usize) {
-        if let Some(entry) = self.entry_mut(slot) {
-            if !entry.dirty {
-                entry.dirty = true;
-                self.dirty.push(slot);
-            }
-        }
-    }
-
-    /// Queues a message the sender cannot hold back (broadcast, `Sender`): up to the
-    /// hard limit, past which the connection is marked for closing.
-    pub(crate) fn queue_forced(&mut self, slot: usize, message: Message) {
-        let hard = self.hard;
-        let Some(entry) = self.entry_mut(slot) else {
-            return;
-        };
-        if entry.overflow.is_some() {
-            return;
-        }
-        let Some(conn) = entry.conn_mut() else {
-            return;
-        };
-        let buffered = conn.output_len();
-        if message.is_data() && buffered > 0 && buffered + message.payload().len() > hard {
-            entry.overflow = Some((buffered, hard));
-        } else {
-            let _ = conn.send(message);
-        }
-        self.mark_dirty(slot);
-    }
-
-    /// Queues a prepared frame, with the same hard-limit rule as [`Self::queue_forced`].
-    pub(crate) fn queue_prepared(&mut self, slot: usize, prepared: &PreparedMessage) {
-        let hard = self.hard;
-        let Some(entry) = self.entry_mut(slot) else {
-            return;
-        };
-        if entry.overflow.is_some() {
-            return;
-        }
-        let Some(conn) = entry.conn_mut() else {
-            return;
-        };
-        if conn.is_close_sent() {
-            return;
-        }
-        let buffered = conn.output_len();
-        if buffered > 0 && buffered + prepared.frame().len() > hard {
-            entry.overflow = Some((buffered, hard));
-        } else {
-            let _ = conn.send_prepared(prepared);
-        }
-        self.mark_dirty(slot);
-    }
-
-    /// Queues a prepared frame on this worker's open connections (or a topic's).
-    pub(crate) fn broadcast_local(&mut self, prepared: &PreparedMessage, topic: Option<&str>) {
-        match topic {
-            Some(topic) => {
-                let slots: Vec<usize> = match self.topics.get(topic) {
-                    Some(set) => set.iter().copied().collect(),
-                    None => return,
-                };
-                for slot in slots {
-                    self.queue_prepared(slot, prepared);
-                }
-            }
-            None => {
-                for slot in 0..self.slots.len() {
-                    self.queue_prepared(slot, prepared);
-                }
-            }
-        }
-    }
-
-    pub(crate) fn subscribe(&mut self, slot: usize, topic: &str) -> bool {
-        let Some(entry) = self.entry_mut(slot) else {
-            return false;
-        };
-        if !matches!(entry.state, State::Open { .. }) {
-            return false;
-        }
-        if entry.topics.iter().any(|t| &**t == topic) {
-            return true;
-        }
-        let name: Arc<str> = match self.topics.get_key_value(topic) {
-            Some((name, _)) => name.clone(),
-            None => Arc::from(topic),
-        };
-        if let Some(entry) = self.entry_mut(slot) {
-            entry.topics.push(name.clone());
-        }
-        self.topics.entry(name).or_default().insert(slot);
-        true
-    }
-
-    pub(crate) fn unsubscribe(&mut self, slot: usize, topic: &str) -> bool {
-        let Some(entry) = self.entry_mut(slot) else {
-            return false;
-        };
-        let Some(at) = entry.topics.iter().position(|t| &**t == topic) else {
-            return false;
-        };
-        entry.topics.swap_remove(at);
-        if let Some(set) = self.topics.get_mut(topic) {
-            set.remove(&slot);
-            if set.is_empty() {
-                self.topics.remove(topic);
-            }
-        }
-        true
-    }
-
-    fn unsubscribe_all(&mut self, slot: usize) {
-        let topics = match self.entry_mut(slot) {
-            Some(entry) => std::mem::take(&mut entry.topics),
-            None => return,
-        };
-        for topic in topics {
-            if let Some(set) = self.topics.get_mut(&topic) {
-                set.remove(&slot);
-                if set.is_empty() {
-                    self.topics.remove(&topic);
-                }
-            }
-        }
-    }
-}
+use guard::{drop_handler, guarded};
+pub(crate) use local::{Entry, Local, State};
 
 /// A worker thread's event loop.
 pub(crate) struct Worker<'a, F, H> {
@@ -330,8 +76,6 @@ where
                 count: 0,
                 topics: HashMap::new(),
                 dirty: Vec::new(),
-                soft: config.write_buffer_soft,
-                hard: config.write_buffer_hard,
             },
             handlers: Vec::new(),
             read_buf: vec![0u8; config.read_buffer_size].into_boxed_slice(),
@@ -555,12 +299,8 @@ where
         let mut budget = self.config.read_budget;
         let mut first = true;
         let mut buf = std::mem::take(&mut self.read_buf);
-        loop {
-            let soft = self.local.soft;
-            let Some(entry) = self.local.entry_mut(slot) else {
-                break;
-            };
-            if !entry.readable || !entry.can_read(soft) {
+        while let Some(entry) = self.local.entry_mut(slot) {
+            if !entry.readable || !entry.can_read() {
                 break;
             }
             if budget == 0 && !first {
@@ -601,7 +341,7 @@ where
             State::Handshake { reader, .. } => match reader.feed(data) {
                 Ok(None) => {}
                 Ok(Some((request, rest))) => self.on_request(slot, request, &rest),
-                Err(error) => self.reject(slot, error.response()),
+                Err(error) => self.reject(slot, duplex_handshake::Decision::peer_error(error)),
             },
             State::Open { conn, .. } => {
                 conn.receive(data);
@@ -631,90 +371,6 @@ where
         }
     }
 
-    fn on_request(&mut self, slot: usize, request: Request<()>, rest: &[u8]) {
-        let offer = match ClientOffer::from_request(&request) {
-            Ok(offer) => offer,
-            Err(error) => return self.reject(slot, error.response()),
-        };
-        let Some(entry) = self.local.entry_mut(slot) else {
-            return;
-        };
-        if entry.reject || self.shutdown_deadline.is_some() {
-            return self.reject(slot, plain_response(StatusCode::SERVICE_UNAVAILABLE));
-        }
-        entry.state = State::Open {
-            conn: Box::new(Connection::new(Role::Server, self.engine.clone())),
-        };
-        let id = self.local.id(slot);
-        let factory = self.factory;
-        let opened = guarded(id, "its factory or on_open", || {
-            let mut handler = factory(id);
-            let mut ctx = Context::new(&mut self.local, &self.shared, slot);
-            let decision = handler.on_open(&mut ctx, &request, &offer);
-            (handler, decision)
-        });
-        let Some((mut handler, decision)) = opened else {
-            // The connection never opened: answer as an HTTP server does.
-            self.local.unsubscribe_all(slot);
-            return self.reject(slot, plain_response(StatusCode::INTERNAL_SERVER_ERROR));
-        };
-        let (response, deflate) = match decision {
-            Ok(acceptance) => match offer
-                .accept_negotiated(&acceptance, self.config.deflate.as_ref())
-            {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    guarded(id, "on_error", || {
-                        let mut ctx = Context::new(&mut self.local, &self.shared, slot);
-                        handler.on_error(&mut ctx, &ConnectionError::Handshake(error));
-                    });
-                    drop_handler(id, handler);
-                    self.local.unsubscribe_all(slot);
-                    return self.reject(slot, plain_response(StatusCode::INTERNAL_SERVER_ERROR));
-                }
-            },
-            Err(rejection) => {
-                drop_handler(id, handler);
-                self.local.unsubscribe_all(slot);
-                let mut response = rejection.into_response();
-                response.headers_mut().insert(
-                    header::CONNECTION,
-                    header::HeaderValue::from_static("close"),
-                );
-                return self.reject(slot, response);
-            }
-        };
-        self.handlers[slot] = Some(handler);
-        let Some(entry) = self.local.entry_mut(slot) else {
-            return;
-        };
-        let mut head = Vec::new();
-        write_response(&response, &mut head);
-        entry.response = head;
-        if let Some(conn) = entry.conn_mut() {
-            if let Some(params) = deflate {
-                conn.enable_deflate(params);
-            }
-            conn.receive(rest);
-        }
-        self.dispatch(slot);
-    }
-
-    /// Answers with `response` and closes (the connection never opened).
-    fn reject(&mut self, slot: usize, response: Response<String>) {
-        let deadline = Instant::now() + self.config.handshake_timeout;
-        let Some(entry) = self.local.entry_mut(slot) else {
-            return;
-        };
-        let mut bytes = Vec::new();
-        write_response(&response, &mut bytes);
-        entry.response = bytes;
-        entry.state = State::Rejecting { deadline };
-        if let Some(handler) = self.handlers.get_mut(slot).and_then(Option::take) {
-            drop_handler(self.local.id(slot), handler);
-        }
-    }
-
     /// A callback of an open connection's handler panicked: the handler is dropped
     /// (no more calls, no `on_close`) and the connection closes with 1011.
     fn handler_panicked(&mut self, slot: usize) {
@@ -733,8 +389,6 @@ where
     /// Takes every event out of the engine and hands it to the handler.
     fn dispatch(&mut self, slot: usize) {
         let now = Instant::now();
-        // Writes made early for pongs, bounded so a ping flood costs few syscalls.
-        let mut pong_writes = 0;
         loop {
             let Some(entry) = self.local.entry_mut(slot) else {
                 return;
@@ -753,7 +407,6 @@ where
                 continue;
             };
             let id = self.local.id(slot);
-            let ping = matches!(event, Ok(Message::Ping(_)));
             let called = guarded(id, "a callback", || {
                 let mut ctx = Context::new(&mut self.local, &self.shared, slot);
                 match event {
@@ -767,20 +420,14 @@ where
                 self.handler_panicked(slot);
                 continue;
             }
-            // Keep replies flowing during a burst of small messages. Pongs of a burst of
-            // pings are written at once (a few per read), so that an engine that holds
-            // few unsent pongs still answers each ping of a short burst.
-            let soft = self.local.soft;
-            let over = self
+            // Keep replies flowing during a burst: the engine says when pongs or
+            // replies should leave before more input is handled.
+            if self
                 .local
                 .entry_mut(slot)
                 .and_then(Entry::conn_mut)
-                .is_some_and(|conn| conn.output_len() > soft);
-            let early_pong = ping && pong_writes < MAX_EARLY_PONG_WRITES;
-            if early_pong {
-                pong_writes += 1;
-            }
-            if over || early_pong {
+                .is_some_and(|conn| conn.wants_flush())
+            {
                 self.flush(slot);
             }
         }
@@ -832,7 +479,6 @@ where
     fn settle(&mut self, slot: usize) {
         let now = Instant::now();
         let linger = self.engine.get_linger();
-        let soft = self.local.soft;
         if let Some(conn) = self.local.entry_mut(slot).and_then(Entry::conn_mut) {
             // Runs what is due and arms the write-stall deadline for pending output.
             conn.handle_timeout(now);
@@ -871,7 +517,7 @@ where
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
         };
-        if entry.readable && entry.can_read(soft) {
+        if entry.readable && entry.can_read() {
             self.enqueue(slot);
         }
         self.schedule(slot);
@@ -1090,164 +736,4 @@ fn slot_token(slot: usize, generation: u32) -> Token {
 
 fn token_slot(token: Token) -> (usize, u32) {
     (token.0 & 0xFFFF_FFFF, (token.0 >> 32) as u32)
-}
-
-/// Runs handler code (a callback, the factory), catching a panic so that it does not
-/// take the worker thread and its other connections down. A panic is written to
-/// stderr (after the panic hook's own message) and gives `None`.
-fn guarded<R>(id: ConnectionId, what: &str, f: impl FnOnce() -> R) -> Option<R> {
-    match panic::catch_unwind(AssertUnwindSafe(f)) {
-        Ok(value) => Some(value),
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("(not a string)");
-            eprintln!(
-                "duplex-mio: the handler of connection {id} panicked in {what}: {message}; \
-                 the handler is dropped and the connection closed"
-            );
-            // A payload whose destructor panics must not escape either.
-            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
-            None
-        }
-    }
-}
-
-/// Drops a handler, catching a panic in its destructor.
-fn drop_handler<H>(id: ConnectionId, handler: H) {
-    guarded(id, "its destructor", move || drop(handler));
-}
-
-/// A plain-text response with `status` that closes the connection.
-fn plain_response(status: StatusCode) -> Response<String> {
-    let mut response = Response::new(format!(
-        "{}\n",
-        status.canonical_reason().unwrap_or("error")
-    ));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn local_with_open_connections(n: usize) -> (Local, Vec<std::net::TcpStream>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut local = Local {
-            worker: 0,
-            slots: Vec::new(),
-            free: Vec::new(),
-            count: 0,
-            topics: HashMap::new(),
-            dirty: Vec::new(),
-            soft: 1 << 20,
-            hard: 4 << 20,
-        };
-        let mut peers = Vec::new();
-        for _ in 0..n {
-            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (server, peer) = listener.accept().unwrap();
-            server.set_nonblocking(true).unwrap();
-            local.insert(Entry {
-                socket: TcpStream::from_std(server),
-                peer,
-                state: State::Open {
-                    conn: Box::new(Connection::new(
-                        Role::Server,
-                        duplex_core::Config::default(),
-                    )),
-                },
-                response: Vec::new(),
-                readable: false,
-                write_blocked: false,
-                eof: false,
-                queued: false,
-                dirty: false,
-                reject: false,
-                overflow: None,
-                topics: Vec::new(),
-                timer: None,
-            });
-            peers.push(client);
-        }
-        (local, peers)
-    }
-
-    /// The address of the first pending output slice of a connection.
-    fn first_slice(local: &mut Local, slot: usize) -> (*const u8, usize) {
-        let conn = local.entry_mut(slot).and_then(Entry::conn_mut).unwrap();
-        let mut slices = [IoSlice::new(&[]); 4];
-        assert_eq!(conn.pending_output_vectored(&mut slices), 1);
-        (slices[0].as_ptr(), slices[0].len())
-    }
-
-    #[test]
-    fn broadcast_shares_one_encoded_frame_among_receivers() {
-        let (mut local, _peers) = local_with_open_connections(3);
-        let prepared = PreparedMessage::new(Message::binary(vec![5u8; 4096])).unwrap();
-        local.broadcast_local(&prepared, None);
-        let frame = (prepared.frame().as_ptr(), prepared.frame().len());
-        for slot in 0..3 {
-            assert_eq!(
-                first_slice(&mut local, slot),
-                frame,
-                "slot {slot} copied the frame"
-            );
-        }
-        assert_eq!(local.dirty.len(), 3);
-    }
-
-    #[test]
-    fn topics_are_left_on_unsubscribe_and_publish_reaches_only_subscribers() {
-        let (mut local, _peers) = local_with_open_connections(3);
-        assert!(local.subscribe(0, "a"));
-        assert!(local.subscribe(1, "a"));
-        assert!(local.subscribe(1, "a"), "subscribing twice is harmless");
-        assert_eq!(local.topics["a"].len(), 2);
-        assert!(local.unsubscribe(0, "a"));
-        assert!(!local.unsubscribe(0, "a"));
-        let prepared = PreparedMessage::new(Message::text("t")).unwrap();
-        local.broadcast_local(&prepared, Some("a"));
-        let lens: Vec<usize> = (0..3)
-            .map(|s| {
-                local
-                    .entry_mut(s)
-                    .and_then(Entry::conn_mut)
-                    .unwrap()
-                    .output_len()
-            })
-            .collect();
-        assert_eq!(lens, [0, 3, 0]);
-        local.unsubscribe_all(1);
-        assert!(local.topics.is_empty());
-    }
-
-    #[test]
-    fn forced_messages_stop_at_the_hard_limit() {
-        let (mut local, _peers) = local_with_open_connections(1);
-        local.hard = 10_000;
-        let chunk = PreparedMessage::new(Message::binary(vec![0u8; 4000])).unwrap();
-        local.queue_prepared(0, &chunk);
-        local.queue_prepared(0, &chunk);
-        assert!(local.entry(0).unwrap().overflow.is_none());
-        local.queue_prepared(0, &chunk);
-        let entry = local.entry(0).unwrap();
-        assert_eq!(entry.overflow, Some((8008, 10_000)));
-        // Nothing more is queued once it overflowed.
-        local.queue_forced(0, Message::binary(vec![0u8; 10]));
-        let conn = local.entry_mut(0).and_then(Entry::conn_mut).unwrap();
-        assert_eq!(conn.output_len(), 8008);
-    }
 }

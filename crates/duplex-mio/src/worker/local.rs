@@ -1,0 +1,376 @@
+//! The connections of a worker: a slab of entries with generations, their states,
+//! their topics, and the engine's write-limit rule applied to output that other
+//! connections or threads queue.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use duplex_core::{Connection, Message, PreparedMessage};
+use duplex_handshake::ServerHandshake;
+use mio::net::TcpStream;
+
+use crate::server::ConnectionId;
+
+/// Where a connection is in its life.
+pub(crate) enum State {
+    /// Reading the opening request.
+    Handshake {
+        reader: ServerHandshake,
+        deadline: Instant,
+    },
+    /// Accepted: the engine runs it.
+    Open { conn: Box<Connection> },
+    /// Writing a rejection response; then `Draining`.
+    Rejecting { deadline: Instant },
+    /// Our side is shut down: reading and discarding until the peer closes, the
+    /// deadline passes or `left` more bytes were discarded (the engine's linger policy).
+    Draining { deadline: Instant, left: usize },
+}
+
+/// One socket a worker holds.
+pub(crate) struct Entry {
+    pub(super) socket: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) state: State,
+    /// HTTP response bytes not yet written; they go before the engine's output.
+    pub(super) response: Vec<u8>,
+    /// Readiness not consumed yet (mio is edge-triggered): read until `WouldBlock`.
+    pub(super) readable: bool,
+    /// The last write hit `WouldBlock`: wait for a writable event.
+    pub(super) write_blocked: bool,
+    /// The peer closed its sending side.
+    pub(super) eof: bool,
+    /// In the ready queue.
+    pub(super) queued: bool,
+    /// In the dirty list.
+    pub(super) dirty: bool,
+    /// Over the connection limit: answer with 503.
+    pub(super) reject: bool,
+    /// A message would have passed the hard write limit: (buffered, limit).
+    pub(super) overflow: Option<(usize, usize)>,
+    pub(crate) topics: Vec<Arc<str>>,
+    /// The deadline this entry has in the timer heap.
+    pub(super) timer: Option<Instant>,
+}
+
+impl Entry {
+    /// Whether reading from the socket is wanted now.
+    pub(super) fn can_read(&self) -> bool {
+        match &self.state {
+            State::Handshake { .. } | State::Draining { .. } => true,
+            State::Open { conn, .. } => self.overflow.is_none() && conn.wants_read(),
+            State::Rejecting { .. } => false,
+        }
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> Option<&mut Connection> {
+        match &mut self.state {
+            State::Open { conn, .. } => Some(conn),
+            _ => None,
+        }
+    }
+}
+
+pub(super) struct Slot {
+    pub(super) generation: u32,
+    pub(super) entry: Option<Entry>,
+}
+
+/// The connections of a worker and their topics: what a [`Context`] reaches.
+pub(crate) struct Local {
+    pub(crate) worker: usize,
+    pub(super) slots: Vec<Slot>,
+    pub(super) free: Vec<usize>,
+    pub(super) count: usize,
+    pub(crate) topics: HashMap<Arc<str>, HashSet<usize>>,
+    /// Connections given output (or an overflow) outside their own turn.
+    pub(super) dirty: Vec<usize>,
+}
+
+impl Local {
+    pub(crate) fn entry(&self, slot: usize) -> Option<&Entry> {
+        self.slots.get(slot).and_then(|s| s.entry.as_ref())
+    }
+
+    pub(crate) fn entry_mut(&mut self, slot: usize) -> Option<&mut Entry> {
+        self.slots.get_mut(slot).and_then(|s| s.entry.as_mut())
+    }
+
+    /// The entry `id` names, if it still exists.
+    pub(super) fn lookup(&self, id: ConnectionId) -> Option<usize> {
+        let slot = id.slot as usize;
+        let s = self.slots.get(slot)?;
+        (s.generation == id.generation && s.entry.is_some() && id.worker as usize == self.worker)
+            .then_some(slot)
+    }
+
+    pub(crate) fn id(&self, slot: usize) -> ConnectionId {
+        ConnectionId {
+            worker: self.worker as u32,
+            slot: slot as u32,
+            generation: self.slots.get(slot).map_or(0, |s| s.generation),
+        }
+    }
+
+    pub(super) fn insert(&mut self, entry: Entry) -> usize {
+        self.count += 1;
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot].entry = Some(entry);
+                slot
+            }
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    entry: Some(entry),
+                });
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    pub(super) fn remove(&mut self, slot: usize) -> Option<Entry> {
+        let s = self.slots.get_mut(slot)?;
+        let entry = s.entry.take()?;
+        s.generation = s.generation.wrapping_add(1);
+        self.free.push(slot);
+        self.count -= 1;
+        Some(entry)
+    }
+
+    pub(crate) fn mark_dirty(&mut self, slot: usize) {
+        if let Some(entry) = self.entry_mut(slot) {
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    /// Queues a message the sender cannot hold back (broadcast, `Sender`) under the
+    /// engine's hard-limit rule; a connection that passes it is marked for closing.
+    pub(crate) fn queue_forced(&mut self, slot: usize, message: Message) {
+        self.queue_with(slot, |conn| conn.send_forced(message));
+    }
+
+    /// Queues a prepared frame, under the same rule as [`Self::queue_forced`].
+    pub(crate) fn queue_prepared(&mut self, slot: usize, prepared: &PreparedMessage) {
+        self.queue_with(slot, |conn| conn.send_prepared_forced(prepared));
+    }
+
+    pub(super) fn queue_with(
+        &mut self,
+        slot: usize,
+        queue: impl FnOnce(&mut Connection) -> Result<(), duplex_core::Error>,
+    ) {
+        let Some(entry) = self.entry_mut(slot) else {
+            return;
+        };
+        if entry.overflow.is_some() {
+            return;
+        }
+        let Some(conn) = entry.conn_mut() else {
+            return;
+        };
+        if let Err(duplex_core::Error::LimitExceeded(error)) = queue(conn) {
+            // The engine failed the connection: its peer does not read.
+            entry.overflow = Some((error.actual as usize, error.max as usize));
+        }
+        self.mark_dirty(slot);
+    }
+
+    /// Queues a prepared frame on this worker's open connections (or a topic's).
+    pub(crate) fn broadcast_local(&mut self, prepared: &PreparedMessage, topic: Option<&str>) {
+        match topic {
+            Some(topic) => {
+                let slots: Vec<usize> = match self.topics.get(topic) {
+                    Some(set) => set.iter().copied().collect(),
+                    None => return,
+                };
+                for slot in slots {
+                    self.queue_prepared(slot, prepared);
+                }
+            }
+            None => {
+                for slot in 0..self.slots.len() {
+                    self.queue_prepared(slot, prepared);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn subscribe(&mut self, slot: usize, topic: &str) -> bool {
+        let Some(entry) = self.entry_mut(slot) else {
+            return false;
+        };
+        if !matches!(entry.state, State::Open { .. }) {
+            return false;
+        }
+        if entry.topics.iter().any(|t| &**t == topic) {
+            return true;
+        }
+        let name: Arc<str> = match self.topics.get_key_value(topic) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(topic),
+        };
+        if let Some(entry) = self.entry_mut(slot) {
+            entry.topics.push(name.clone());
+        }
+        self.topics.entry(name).or_default().insert(slot);
+        true
+    }
+
+    pub(crate) fn unsubscribe(&mut self, slot: usize, topic: &str) -> bool {
+        let Some(entry) = self.entry_mut(slot) else {
+            return false;
+        };
+        let Some(at) = entry.topics.iter().position(|t| &**t == topic) else {
+            return false;
+        };
+        entry.topics.swap_remove(at);
+        if let Some(set) = self.topics.get_mut(topic) {
+            set.remove(&slot);
+            if set.is_empty() {
+                self.topics.remove(topic);
+            }
+        }
+        true
+    }
+
+    pub(super) fn unsubscribe_all(&mut self, slot: usize) {
+        let topics = match self.entry_mut(slot) {
+            Some(entry) => std::mem::take(&mut entry.topics),
+            None => return,
+        };
+        for topic in topics {
+            if let Some(set) = self.topics.get_mut(&topic) {
+                set.remove(&slot);
+                if set.is_empty() {
+                    self.topics.remove(&topic);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+
+    use duplex_core::Role;
+
+    use super::*;
+
+    fn local_with_open_connections(n: usize) -> (Local, Vec<std::net::TcpStream>) {
+        local_with_config(n, duplex_core::Config::default())
+    }
+
+    fn local_with_config(
+        n: usize,
+        config: duplex_core::Config,
+    ) -> (Local, Vec<std::net::TcpStream>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut local = Local {
+            worker: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            count: 0,
+            topics: HashMap::new(),
+            dirty: Vec::new(),
+        };
+        let mut peers = Vec::new();
+        for _ in 0..n {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (server, peer) = listener.accept().unwrap();
+            server.set_nonblocking(true).unwrap();
+            local.insert(Entry {
+                socket: TcpStream::from_std(server),
+                peer,
+                state: State::Open {
+                    conn: Box::new(Connection::new(Role::Server, config.clone())),
+                },
+                response: Vec::new(),
+                readable: false,
+                write_blocked: false,
+                eof: false,
+                queued: false,
+                dirty: false,
+                reject: false,
+                overflow: None,
+                topics: Vec::new(),
+                timer: None,
+            });
+            peers.push(client);
+        }
+        (local, peers)
+    }
+
+    /// The address of the first pending output slice of a connection.
+    fn first_slice(local: &mut Local, slot: usize) -> (*const u8, usize) {
+        let conn = local.entry_mut(slot).and_then(Entry::conn_mut).unwrap();
+        let mut slices = [IoSlice::new(&[]); 4];
+        assert_eq!(conn.pending_output_vectored(&mut slices), 1);
+        (slices[0].as_ptr(), slices[0].len())
+    }
+
+    #[test]
+    fn broadcast_shares_one_encoded_frame_among_receivers() {
+        let (mut local, _peers) = local_with_open_connections(3);
+        let prepared = PreparedMessage::new(Message::binary(vec![5u8; 4096])).unwrap();
+        local.broadcast_local(&prepared, None);
+        let frame = (prepared.frame().as_ptr(), prepared.frame().len());
+        for slot in 0..3 {
+            assert_eq!(
+                first_slice(&mut local, slot),
+                frame,
+                "slot {slot} copied the frame"
+            );
+        }
+        assert_eq!(local.dirty.len(), 3);
+    }
+
+    #[test]
+    fn topics_are_left_on_unsubscribe_and_publish_reaches_only_subscribers() {
+        let (mut local, _peers) = local_with_open_connections(3);
+        assert!(local.subscribe(0, "a"));
+        assert!(local.subscribe(1, "a"));
+        assert!(local.subscribe(1, "a"), "subscribing twice is harmless");
+        assert_eq!(local.topics["a"].len(), 2);
+        assert!(local.unsubscribe(0, "a"));
+        assert!(!local.unsubscribe(0, "a"));
+        let prepared = PreparedMessage::new(Message::text("t")).unwrap();
+        local.broadcast_local(&prepared, Some("a"));
+        let lens: Vec<usize> = (0..3)
+            .map(|s| {
+                local
+                    .entry_mut(s)
+                    .and_then(Entry::conn_mut)
+                    .unwrap()
+                    .output_len()
+            })
+            .collect();
+        assert_eq!(lens, [0, 3, 0]);
+        local.unsubscribe_all(1);
+        assert!(local.topics.is_empty());
+    }
+
+    #[test]
+    fn forced_messages_stop_at_the_hard_limit() {
+        let config = duplex_core::Config::default().write_buffer_hard_limit(10_000);
+        let (mut local, _peers) = local_with_config(1, config);
+        let chunk = PreparedMessage::new(Message::binary(vec![0u8; 4000])).unwrap();
+        local.queue_prepared(0, &chunk);
+        local.queue_prepared(0, &chunk);
+        assert!(local.entry(0).unwrap().overflow.is_none());
+        local.queue_prepared(0, &chunk);
+        let entry = local.entry(0).unwrap();
+        // 8,008 queued plus the next 4,004-byte frame would pass 10,000.
+        assert_eq!(entry.overflow, Some((12_012, 10_000)));
+        // Nothing more is queued once it overflowed.
+        local.queue_forced(0, Message::binary(vec![0u8; 10]));
+        let conn = local.entry_mut(0).and_then(Entry::conn_mut).unwrap();
+        assert_eq!(conn.output_len(), 8008);
+    }
+}
