@@ -10,62 +10,19 @@
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { createInterface } from "node:readline";
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import zlib from "node:zlib";
 import { chromium } from "playwright-core";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const TARGET = path.resolve(ROOT, process.env.CARGO_TARGET_DIR || "target");
-const SERVER = path.join(TARGET, "debug", "examples", "chat-web");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+import { ROOT, CHROMIUM, CHROMIUM_ARGS, startServer, stopServer } from "./common.mjs";
+
 const SCREENSHOT = path.resolve(ROOT, process.env.SCREENSHOT || "docs/chat.png");
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  "--disable-quic",
-];
 const ROOM = `ci-${process.pid}`;
 const MIB = 1 << 20;
 const WAIT = 15_000;
-
-/** Starts the chat server on `addr` and resolves with its `listening on` address. */
-function startServer(addr = "127.0.0.1:0") {
-  if (!existsSync(SERVER)) {
-    throw new Error(`${SERVER} is missing: cargo build -p duplex-tokio --features hyper --example chat-web`);
-  }
-  const child = spawn(SERVER, [addr], { stdio: ["ignore", "pipe", "inherit"] });
-  const lines = createInterface({ input: child.stdout });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("no `listening on` line within 30 s")), 30_000);
-    child.once("error", reject);
-    child.once("exit", (code) => reject(new Error(`chat-web exited with ${code} before listening`)));
-    lines.once("line", (line) => {
-      clearTimeout(timer);
-      const match = /^listening on (\S+)$/.exec(line);
-      if (!match) return reject(new Error(`unexpected first line: ${line}`));
-      child.removeAllListeners("exit");
-      resolve({ child, addr: match[1] });
-    });
-  });
-}
-
-function stopServer(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once("exit", () => resolve());
-    child.kill("SIGTERM");
-  });
-}
 
 /** The same bytes in the page and here: text-like runs (compressible) and noise. */
 function makePayload(n) {
@@ -168,10 +125,15 @@ describe("chat-web in Chromium", () => {
       assert.match(c.extensions_offered ?? "", /permessage-deflate/);
       assert.match(c.extensions_negotiated ?? "", /^permessage-deflate/);
       assert.equal(c.deflate, true);
+      assert.equal(c.http, "HTTP/1.1");
       assert.ok(c.text_received >= 1, `${nick} sent no text`);
       assert.ok(c.compressed_messages_received >= 1, `no compressed message from ${nick}'s page`);
       assert.ok(c.compressed_messages_sent >= 1, `no compressed message to ${nick}'s page`);
     }
+    // duplex-tokio's own counters agree.
+    const server = (await stats(base)).server;
+    console.log(`# ServerStats: ${JSON.stringify(server)}`);
+    assert.ok(server.open >= 2 && server.messages_received >= 2 && server.bytes_received > 0);
     const ua = (await connectionOf(base, "alice")).user_agent;
     assert.match(ua, /Chrome\/\d+/);
   });

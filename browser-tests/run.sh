@@ -4,9 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+chromium="${CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ]; then
+    why="the browser tests need Chromium at $chromium (Debian: bash browser-tests/install.sh, or set CHROMIUM)"
+    if [ -n "${CI:-}" ]; then
+        echo "error: $why" >&2
+        exit 1
+    fi
+    echo "skipped: $why"
+    exit 0
+fi
+
 cargo build -p duplex-tokio --features hyper --example chat-web
 if [ ! -d browser-tests/node_modules/playwright-core ]; then
     (cd browser-tests && npm ci --no-audit --no-fund)
 fi
 cd browser-tests
-node --test --test-reporter=spec chat.test.mjs
+node --test --test-reporter=spec chat.test.mjs chat-h2.test.mjs

@@ -127,7 +127,7 @@ impl Decision {
     /// 500: the application's decision failed (`what` says how; it is not sent).
     pub fn application_error(what: impl Into<String>) -> Self {
         Self::Refuse(Refused {
-            response: plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+            response: plain_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"),
             error: ServerError::Application(what.into()),
         })
     }
@@ -135,7 +135,7 @@ impl Decision {
     /// 503: the server cannot take the connection now.
     pub fn unavailable() -> Self {
         Self::Refuse(Refused {
-            response: plain_response(StatusCode::SERVICE_UNAVAILABLE, "try again later"),
+            response: plain_response(StatusCode::SERVICE_UNAVAILABLE, "try again later\n"),
             error: ServerError::Unavailable,
         })
     }
@@ -154,17 +154,20 @@ impl Decision {
 /// A plain-text response with `status` and `body` that closes the connection: the one
 /// shape of every error answer of the handshake.
 pub(crate) fn plain_response(status: StatusCode, body: impl Into<String>) -> Response<String> {
-    let mut body = body.into();
-    if !body.ends_with('\n') {
-        body.push('\n');
-    }
-    let mut response = Response::new(body);
+    let mut response = text_response(status, body);
+    closing(&mut response);
+    response
+}
+
+/// A plain-text response with `status` and `body` (for an application's rejection,
+/// which an HTTP server may send on a connection it keeps, or over HTTP/2).
+pub(crate) fn text_response(status: StatusCode, body: impl Into<String>) -> Response<String> {
+    let mut response = Response::new(body.into());
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    closing(&mut response);
     response
 }
 

@@ -67,7 +67,7 @@ impl HandshakeError {
     /// The full rejection response for this error: its status, a plain-text body that
     /// says what was wrong, `Sec-WebSocket-Version: 13` with 426, `Allow: GET` with 405.
     pub fn response(&self) -> Response<String> {
-        let mut response = crate::decision::plain_response(self.status(), self.to_string());
+        let mut response = crate::decision::plain_response(self.status(), format!("{self}\n"));
         let headers = response.headers_mut();
         match self {
             Self::UnsupportedVersion(_) => {

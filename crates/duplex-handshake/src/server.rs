@@ -275,7 +275,7 @@ pub struct Rejection(Box<Response<String>>);
 impl Rejection {
     /// A plain-text rejection with `status` and `body`.
     pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
-        Self(Box::new(crate::decision::plain_response(status, body)))
+        Self(Box::new(crate::decision::text_response(status, body)))
     }
 
     /// The response to send.

@@ -4,7 +4,10 @@
 //!
 //! Prints `listening on ADDR` as its first line. `/` answers with a line of text;
 //! `/ws` echoes every message, and `/ws` with `Sec-WebSocket-Protocol: echo.v1` gets
-//! that subprotocol chosen.
+//! that subprotocol chosen. Over HTTP/1.1 (Upgrade) and HTTP/2 (RFC 8441 extended
+//! CONNECT: `axum::serve` with axum's `http2` feature enables it); `cargo xtask
+//! conformance --h2` tests it over HTTP/2, so the limits are the suite's (64 MiB
+//! messages, 2^20 fragments).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use duplex_tokio::hyper::upgrade_with;
 use duplex_tokio::{Acceptance, Config};
 
@@ -21,16 +24,21 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:3000".into());
-    let config = Config::default()
-        .protocol(duplex_tokio::core::Config::default().max_message_size(16 << 20));
+    let protocol = duplex_tokio::core::Config::default()
+        .max_message_size(64 << 20)
+        .max_frame_size(64 << 20)
+        .max_fragments(1 << 20)
+        .max_write_buffer(16 << 20);
+    let config = Config::default().protocol(protocol);
     let app = Router::new()
         .route("/", get(|| async { "duplex on axum: connect to /ws\n" }))
-        .route("/ws", get(websocket))
+        // `any`: an HTTP/2 WebSocket is a CONNECT, not a GET.
+        .route("/ws", any(websocket))
         .with_state(Arc::new(config));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    // `axum::serve` serves HTTP/1.1 connections with upgrades enabled.
+    // `axum::serve` serves HTTP/1.1 with upgrades and HTTP/2 with extended CONNECT.
     axum::serve(listener, app).await
 }
 
@@ -52,7 +60,7 @@ async fn websocket(State(config): State<Arc<Config>>, mut request: Request) -> R
     tokio::spawn(async move {
         let Ok(mut ws) = websocket.await else { return };
         while let Some(Ok(message)) = ws.recv().await {
-            if message.is_data() && ws.send(message).await.is_err() {
+            if message.is_data() && ws.feed(message).await.is_err() {
                 break;
             }
         }

@@ -1,6 +1,12 @@
 //! A chat for browsers on one hyper server:
-//! `cargo run -p duplex-tokio --features hyper --example chat-web -- [ADDR]`
+//! `cargo run -p duplex-tokio --features hyper --example chat-web -- [ADDR] [--tls]`
 //! (default 127.0.0.1:8080), then open `http://ADDR/` in two tabs.
+//!
+//! With `--tls` it serves HTTPS with a self-signed certificate made at start (rcgen, for
+//! `localhost` and `127.0.0.1`), offering HTTP/2 and HTTP/1.1 by ALPN; over HTTP/2 it
+//! enables extended CONNECT, so a browser that loaded the page over HTTP/2 opens the
+//! WebSocket as a stream of that same connection (RFC 8441). Without it, plain
+//! HTTP/1.1.
 //!
 //! - `GET /` is the page (`chat-web/index.html`, embedded): pick a nickname and a room,
 //!   chat; it shows the connection state and reconnects with exponential backoff.
@@ -12,7 +18,10 @@
 //! - `GET /stats` is JSON about every connection seen: the `Sec-WebSocket-Extensions`
 //!   the browser offered and what was negotiated, message counts, the largest message,
 //!   and how many messages went compressed in each direction (read from the frame
-//!   headers on the wire, RSV1).
+//!   headers on the wire, RSV1); the HTTP version of each WebSocket's handshake and
+//!   the transport connection it came on (`http`, `conn`), and the same for the last
+//!   page loads (`pages`); and duplex-tokio's `ServerStats` over all WebSockets
+//!   (`server`: open connections, messages and bytes each way, closes by code).
 //!
 //! Prints `listening on ADDR` as its first line. Everything the server sends is JSON
 //! written by hand, to keep the example's dependencies to duplex and hyper.
@@ -29,13 +38,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use duplex_tokio::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use duplex_tokio::hyper::{Full, HyperWebSocket, upgrade_with};
+use duplex_tokio::tokio_rustls::TlsAcceptor;
 use duplex_tokio::{
-    Acceptance, CloseCode, CloseFrame, Config, Message, PreparedMessage, Rejection,
+    Acceptance, CloseCode, CloseFrame, Config, Message, PreparedMessage, Rejection, ServerStats,
 };
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -52,9 +63,15 @@ const MAX_STATS: usize = 1000;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let mut addr = "127.0.0.1:8080".to_owned();
+    let mut tls = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--tls" => tls = true,
+            _ => addr = arg,
+        }
+    }
+    let acceptor = if tls { Some(tls_acceptor()?) } else { None };
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
@@ -67,32 +84,95 @@ async fn main() -> std::io::Result<()> {
         config: Config::default().protocol(protocol),
         rooms: Mutex::default(),
         stats: Mutex::default(),
+        pages: Mutex::default(),
+        server: ServerStats::new(),
         next_id: AtomicU64::new(1),
     });
+    let mut next_conn = 0u64;
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
+        next_conn += 1;
+        let conn = next_conn;
         let chat = chat.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let chat = chat.clone();
-                async move { Ok::<_, Infallible>(chat.route(request)) }
+                async move { Ok::<_, Infallible>(chat.route(request, conn)) }
             });
-            let connection = http1::Builder::new()
+            let Some(acceptor) = acceptor else {
+                let connection = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades();
+                let _ = connection.await;
+                return;
+            };
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            // HTTP/1.1 or HTTP/2 as ALPN chose; extended CONNECT only on HTTP/2, where
+            // `/ws` handles it.
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            let _ = connection.await;
+                .header_read_timeout(Duration::from_secs(10));
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .enable_connect_protocol();
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await;
         });
     }
 }
+
+/// A TLS acceptor with a fresh self-signed certificate for `localhost` and `127.0.0.1`,
+/// offering HTTP/2 and HTTP/1.1.
+fn tls_acceptor() -> std::io::Result<TlsAcceptor> {
+    use duplex_tokio::tokio_rustls::rustls::{self, pki_types};
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(std::io::Error::other)?;
+    let cert = certified.cert.der().clone();
+    let key = pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key.into())
+        .map_err(std::io::Error::other)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Page loads kept for `/stats`.
+const MAX_PAGES: usize = 100;
 
 struct Chat {
     config: Config,
     rooms: Mutex<HashMap<String, Room>>,
     stats: Mutex<VecDeque<Arc<ConnStats>>>,
+    /// The last page loads: the transport connection and HTTP version of each.
+    pages: Mutex<VecDeque<(u64, &'static str)>>,
+    /// duplex-tokio's counters over every WebSocket of this server.
+    server: ServerStats,
     next_id: AtomicU64,
+}
+
+fn http_name(version: duplex_tokio::http::Version) -> &'static str {
+    match version {
+        duplex_tokio::http::Version::HTTP_2 => "HTTP/2",
+        duplex_tokio::http::Version::HTTP_11 => "HTTP/1.1",
+        _ => "other",
+    }
 }
 
 #[derive(Default)]
@@ -113,12 +193,23 @@ struct Join {
 }
 
 impl Chat {
-    fn route(self: &Arc<Self>, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+    fn route(self: &Arc<Self>, mut request: Request<Incoming>, conn: u64) -> Response<Full<Bytes>> {
+        if request.uri().path() == "/ws" {
+            // GET for an HTTP/1.1 upgrade, CONNECT over HTTP/2; `upgrade_with` checks.
+            return self.upgrade(&mut request, conn);
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         }
         match request.uri().path() {
             "/" => {
+                {
+                    let mut pages = self.pages.lock().unwrap();
+                    if pages.len() == MAX_PAGES {
+                        pages.pop_front();
+                    }
+                    pages.push_back((conn, http_name(request.version())));
+                }
                 let mut response = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
                 let headers = response.headers_mut();
                 headers.insert(
@@ -136,13 +227,16 @@ impl Chat {
                 );
                 response
             }
-            "/ws" => self.upgrade(&mut request),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 
     /// Answers the handshake and spawns the connection's task.
-    fn upgrade(self: &Arc<Self>, request: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+    fn upgrade(
+        self: &Arc<Self>,
+        request: &mut Request<Incoming>,
+        conn: u64,
+    ) -> Response<Full<Bytes>> {
         let mut join = None;
         let upgraded = upgrade_with(request, &self.config, |request, _offer| {
             join = Some(parse_join(request.uri().query().unwrap_or(""))?);
@@ -172,6 +266,12 @@ impl Chat {
                 response.headers().get(header::SEC_WEBSOCKET_EXTENSIONS),
             ),
             deflate: websocket.deflate().is_some(),
+            http: if websocket.is_http2() {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            },
+            conn,
             open: AtomicBool::new(false),
             counters: Counters::default(),
         });
@@ -197,6 +297,7 @@ impl Chat {
             return;
         };
         stats.open.store(true, Relaxed);
+        self.server.attach(&ws);
         let (queue, mut broadcasts) = mpsc::channel(QUEUE);
         let requested = stats.nick.lock().unwrap().clone();
         let (nick, members, history) = self.join(stats.id, &stats.room, &requested, queue);
@@ -375,16 +476,45 @@ impl Chat {
             json_opt(&mut out, s.extensions_negotiated.as_deref());
             let _ = write!(
                 out,
-                r#","deflate":{},"open":{}"#,
+                r#","deflate":{},"open":{},"http":"{}","conn":{}"#,
                 s.deflate,
-                s.open.load(Relaxed)
+                s.open.load(Relaxed),
+                s.http,
+                s.conn
             );
             for (name, counter) in c.named() {
                 let _ = write!(out, r#","{name}":{}"#, counter.load(Relaxed));
             }
             out.push('}');
         }
-        let _ = write!(out, r#"],"largest_message":{largest}}}"#);
+        let _ = write!(out, r#"],"largest_message":{largest},"pages":["#);
+        for (i, (conn, http)) in self.pages.lock().unwrap().iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, r#"{{"conn":{conn},"http":"{http}"}}"#);
+        }
+        let server = self.server.snapshot();
+        let _ = write!(
+            out,
+            r#"],"server":{{"opened":{},"open":{},"messages_received":{},"messages_sent":{},"bytes_received":{},"bytes_sent":{},"closed_without_close_frame":{},"closes_received":{{"#,
+            server.opened,
+            server.open,
+            server.messages_received,
+            server.messages_sent,
+            server.bytes_received,
+            server.bytes_sent,
+            server.closed_without_close_frame
+        );
+        let codes = |out: &mut String, codes: &std::collections::BTreeMap<u16, u64>| {
+            for (i, (code, n)) in codes.iter().enumerate() {
+                let _ = write!(out, r#"{}"{code}":{n}"#, if i > 0 { "," } else { "" });
+            }
+        };
+        codes(&mut out, &server.closes_received);
+        out.push_str(r#"},"closes_sent":{"#);
+        codes(&mut out, &server.closes_sent);
+        out.push_str("}}}");
         out
     }
 }
@@ -542,6 +672,10 @@ struct ConnStats {
     /// The response's `Sec-WebSocket-Extensions`.
     extensions_negotiated: Option<String>,
     deflate: bool,
+    /// The handshake's HTTP version: an HTTP/1.1 upgrade or an HTTP/2 CONNECT.
+    http: &'static str,
+    /// The transport (TCP or TLS) connection the handshake came on.
+    conn: u64,
     open: AtomicBool,
     counters: Counters,
 }

@@ -4,7 +4,6 @@ use duplex_core::Role;
 use duplex_handshake::http::Response;
 use duplex_handshake::{ClientRequest, Negotiated};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::config::Config;
 use crate::error::HandshakeError;
@@ -21,7 +20,8 @@ pub struct ClientResponse {
 }
 
 /// Connects to a `ws://` or `wss://` URL: DNS, TCP, TLS (for `wss`, with the `tls`
-/// feature, against the web PKI roots), then the opening handshake.
+/// feature, against the web PKI roots), then the opening handshake. Direct, over
+/// HTTP/1.1; [`connect_with`] takes a [`Config`] for proxies and HTTP/2.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,15 +41,23 @@ pub async fn connect(
     connect_with(ClientRequest::new(url)?, Config::default()).await
 }
 
-/// Connects with a prepared request (subprotocols, headers) and configuration.
+/// Connects with a prepared request (subprotocols, headers) and configuration: through
+/// the configured proxy if any, and over HTTP/2 when [`Config::http2`] asks for it and
+/// the `wss://` server allows it (the `http2` feature).
 pub async fn connect_with(
     request: ClientRequest,
     config: Config,
 ) -> Result<(WebSocketStream<MaybeTlsStream>, ClientResponse), HandshakeError> {
+    #[cfg(feature = "http2")]
+    if config.http2 && request.is_tls() {
+        if let Some(done) = connect_h2(&request, &config).await? {
+            return Ok(done);
+        }
+    }
     let timeout = config.handshake_timeout;
     let connecting = async {
-        let tcp = TcpStream::connect((request.host(), request.port())).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = crate::proxy::dial_for(&config, request.is_tls(), request.host(), request.port())
+            .await?;
         if request.is_tls() {
             crate::maybe_tls::wrap_tls(tcp, request.host(), config.tls_client()).await
         } else {
@@ -60,6 +68,49 @@ pub async fn connect_with(
         .await
         .map_err(|_| HandshakeError::Timeout)??;
     client_with(request, stream, config).await
+}
+
+/// Tries RFC 8441: TLS offering `h2` and `http/1.1`. Gives the WebSocket over HTTP/2,
+/// or over HTTP/1.1 on the same connection when the server chose `http/1.1`, or `None`
+/// when the server chose `h2` without extended CONNECT (the caller reconnects).
+#[cfg(feature = "http2")]
+async fn connect_h2(
+    request: &ClientRequest,
+    config: &Config,
+) -> Result<Option<(WebSocketStream<MaybeTlsStream>, ClientResponse)>, HandshakeError> {
+    let connecting = async {
+        let tcp = crate::proxy::dial(config, request.host(), request.port()).await?;
+        crate::maybe_tls::tls_handshake(
+            tcp,
+            request.host(),
+            config.tls_client(),
+            &[b"h2", b"http/1.1"],
+        )
+        .await
+    };
+    let tls = tokio::time::timeout(config.handshake_timeout, connecting)
+        .await
+        .map_err(|_| HandshakeError::Timeout)??;
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        let stream = MaybeTlsStream::Tls(Box::new(tls));
+        return client_with(request.clone(), stream, config.clone())
+            .await
+            .map(Some);
+    }
+    let connection = crate::h2::Http2Connection::handshake(tls, config).await?;
+    if !connection.supports_websocket() {
+        return Ok(None);
+    }
+    let (stream, response, deflate) = connection.open(request.clone(), config).await?;
+    let ws = WebSocketStream::from_raw(
+        MaybeTlsStream::H2(Box::new(stream)),
+        Role::Client,
+        config.protocol.clone(),
+        deflate,
+        &[],
+    );
+    ws.set_span(crate::h2::client_span(&response));
+    Ok(Some((ws, response)))
 }
 
 /// Runs the client handshake over a stream the caller already has (TCP, TLS, a Unix
@@ -77,6 +128,12 @@ where
         None => request.deflate(config.deflate),
     };
     let (bytes, mut handshake) = request.limits(config.limits).encode();
+    // For the span: the target of the request line `GET <path> HTTP/1.1`.
+    let path = std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|text| text.split(' ').nth(1))
+        .unwrap_or("/")
+        .to_owned();
     let exchange = async {
         stream.write_all(&bytes).await?;
         stream.flush().await?;
@@ -96,7 +153,10 @@ where
     };
     let (response, negotiated, leftover) = tokio::time::timeout(config.handshake_timeout, exchange)
         .await
-        .map_err(|_| HandshakeError::Timeout)??;
+        .map_err(|_| {
+            crate::trace::handshake_timeout(Role::Client);
+            HandshakeError::Timeout
+        })??;
     let ws = WebSocketStream::from_raw(
         stream,
         Role::Client,
@@ -104,6 +164,12 @@ where
         negotiated.deflate,
         &leftover,
     );
+    ws.set_span(crate::trace::connection(
+        Role::Client,
+        &path,
+        negotiated.extensions.first().map(String::as_str),
+        "HTTP/1.1",
+    ));
     Ok((
         ws,
         ClientResponse {

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use duplex_handshake::{DeflateConfig, Limits};
 
+use crate::proxy::Proxy;
+
 /// Protocol limits (from `duplex-core`) plus what only the adapter needs: handshake
 /// limits and timeout.
 ///
@@ -24,6 +26,21 @@ pub struct Config {
     pub(crate) deflate: Option<DeflateConfig>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+    pub(crate) proxy: ProxySetting,
+    #[cfg(feature = "http2")]
+    pub(crate) http2: bool,
+}
+
+/// Where the client's TCP connections go.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum ProxySetting {
+    /// Straight to the server.
+    #[default]
+    Direct,
+    /// Through this proxy.
+    Explicit(Proxy),
+    /// Through the proxy the environment names for each URL (or straight).
+    FromEnv,
 }
 
 /// 10 seconds to complete the opening handshake.
@@ -41,6 +58,9 @@ impl Default for Config {
             }),
             #[cfg(feature = "tls")]
             tls: None,
+            proxy: ProxySetting::Direct,
+            #[cfg(feature = "http2")]
+            http2: false,
         }
     }
 }
@@ -90,6 +110,40 @@ impl Config {
         config: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
     ) -> Self {
         self.tls = Some(config);
+        self
+    }
+
+    /// Connects through `proxy` (HTTP CONNECT or SOCKS5) for every URL. The default is
+    /// a direct connection; the environment is only read after
+    /// [`proxy_from_env`](Self::proxy_from_env).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = ProxySetting::Explicit(proxy);
+        self
+    }
+
+    /// Connects through the proxy that `HTTPS_PROXY` (`wss://`), `HTTP_PROXY` (`ws://`)
+    /// or `ALL_PROXY` name, unless `NO_PROXY` lists the host (see
+    /// [`Proxy::for_url_from`]); read at each connect.
+    pub fn proxy_from_env(mut self) -> Self {
+        self.proxy = ProxySetting::FromEnv;
+        self
+    }
+
+    /// Connects straight to the server (the default).
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxySetting::Direct;
+        self
+    }
+
+    /// With `true`, [`connect_with`](crate::connect_with) offers HTTP/2 for `wss://`
+    /// (ALPN `h2`, then `http/1.1`) and opens the WebSocket as an RFC 8441 extended
+    /// CONNECT when the server chooses `h2` and allows it; otherwise it falls back to an
+    /// HTTP/1.1 upgrade (on a new connection when the server chose `h2` without
+    /// extended CONNECT). `ws://` always uses HTTP/1.1. Default `false`. To share one
+    /// HTTP/2 connection between WebSockets, use [`crate::h2::Http2Connection`].
+    #[cfg(feature = "http2")]
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.http2 = enabled;
         self
     }
 

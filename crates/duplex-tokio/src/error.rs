@@ -16,6 +16,8 @@ pub enum HandshakeError {
     Protocol(duplex_handshake::HandshakeError),
     /// The server's accept callback rejected the request with this status.
     Rejected(StatusCode),
+    /// The proxy did not open a tunnel, or the proxy setting is invalid.
+    Proxy(crate::proxy::ProxyError),
 }
 
 use duplex_handshake::http;
@@ -27,6 +29,7 @@ impl fmt::Display for HandshakeError {
             Self::Timeout => f.write_str("the WebSocket handshake timed out"),
             Self::Protocol(error) => write!(f, "WebSocket handshake failed: {error}"),
             Self::Rejected(status) => write!(f, "the request was rejected with {status}"),
+            Self::Proxy(error) => write!(f, "proxy failure: {error}"),
         }
     }
 }
@@ -36,6 +39,7 @@ impl std::error::Error for HandshakeError {
         match self {
             Self::Io(error) => Some(error),
             Self::Protocol(error) => Some(error),
+            Self::Proxy(error) => Some(error),
             _ => None,
         }
     }
@@ -50,5 +54,11 @@ impl From<io::Error> for HandshakeError {
 impl From<duplex_handshake::HandshakeError> for HandshakeError {
     fn from(error: duplex_handshake::HandshakeError) -> Self {
         Self::Protocol(error)
+    }
+}
+
+impl From<crate::proxy::ProxyError> for HandshakeError {
+    fn from(error: crate::proxy::ProxyError) -> Self {
+        Self::Proxy(error)
     }
 }

@@ -14,7 +14,23 @@
 //!
 //! The hyper connection must be served with upgrades enabled
 //! (`http1::Builder::serve_connection(..).with_upgrades()`; `axum::serve` does it).
-//! WebSockets over HTTP/2 (RFC 8441) are not supported: such requests get 400.
+//!
+//! ## HTTP/2 (RFC 8441)
+//!
+//! The same calls accept a WebSocket over HTTP/2: an extended CONNECT request
+//! (`:method = CONNECT`, `:protocol = websocket`, `Sec-WebSocket-Version: 13`, no key) is
+//! validated, the callback and the [`Config`] (subprotocols, permessage-deflate, limits)
+//! apply as over HTTP/1.1, and the response is `200` instead of `101`, without
+//! `Sec-WebSocket-Accept`. The WebSocket then runs over that one HTTP/2 stream: its
+//! flow control is the backpressure, and the WebSocket close ends the stream, not the
+//! HTTP/2 connection, which goes on serving other requests and WebSockets.
+//!
+//! A client only sends extended CONNECT to a server that advertised
+//! `SETTINGS_ENABLE_CONNECT_PROTOCOL`, which hyper does when the HTTP/2 connection is
+//! built with `enable_connect_protocol()` (on `hyper::server::conn::http2::Builder`, or
+//! on `hyper_util::server::conn::auto::Builder::http2()` to serve both versions):
+//! enable it only where requests reach [`upgrade`]. [`HyperWebSocket::is_http2`] tells
+//! the two kinds apart.
 //!
 //! ```no_run
 //! use std::convert::Infallible;
@@ -65,7 +81,9 @@ use std::task::{Context, Poll, ready};
 use ::hyper::upgrade::{OnUpgrade, Upgraded};
 use bytes::Bytes;
 use duplex_core::{DeflateParams, Role};
-use duplex_handshake::http::{self, HeaderValue, Request, Response, StatusCode, Version, header};
+use duplex_handshake::http::{
+    self, HeaderValue, Method, Request, Response, StatusCode, Version, header,
+};
 use duplex_handshake::{Acceptance, ClientOffer, Rejection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -78,8 +96,9 @@ pub use http_body_util::Full;
 /// The upgraded connection as a tokio `AsyncRead + AsyncWrite` stream.
 pub type UpgradedIo = TokioIo<Upgraded>;
 
-/// True when `request` asks for a WebSocket (`Upgrade: websocket`, any case), for
-/// routing one path to a page or a WebSocket. It does not validate the handshake:
+/// True when `request` asks for a WebSocket (`Upgrade: websocket`, any case, or an
+/// HTTP/2 extended CONNECT with `:protocol = websocket`), for routing one path to a
+/// page or a WebSocket. It does not validate the handshake:
 /// [`upgrade`] does.
 ///
 /// ```
@@ -91,13 +110,14 @@ pub type UpgradedIo = TokioIo<Upgraded>;
 /// assert!(duplex_tokio::hyper::is_upgrade_request(&socket));
 /// ```
 pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get_all(header::UPGRADE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
+    is_extended_connect(request)
+        || request
+            .headers()
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// Accepts `request` as a WebSocket handshake with no subprotocol, negotiating
@@ -170,12 +190,42 @@ pub fn upgrade_with<B, F>(
 where
     F: FnOnce(&Request<B>, &ClientOffer) -> Result<Acceptance, Rejection>,
 {
-    let offer = ClientOffer::from_request(request)?;
-    if request.version() != Version::HTTP_11 {
-        return Err(duplex_handshake::HandshakeError::UnsupportedHttpVersion.into());
+    let result = upgrade_inner(request, config, callback);
+    if let Err(error) = &result {
+        crate::trace::rejected(error.status(), error);
     }
+    result
+}
+
+fn upgrade_inner<B, F>(
+    request: &mut Request<B>,
+    config: &Config,
+    callback: F,
+) -> Result<(Response<Full<Bytes>>, HyperWebSocket), UpgradeError>
+where
+    F: FnOnce(&Request<B>, &ClientOffer) -> Result<Acceptance, Rejection>,
+{
+    let http2 = request.version() == Version::HTTP_2 && request.method() == Method::CONNECT;
+    let offer = if http2 {
+        extended_connect_offer(request)?
+    } else {
+        let offer = ClientOffer::from_request(request)?;
+        if request.version() != Version::HTTP_11 {
+            return Err(duplex_handshake::HandshakeError::UnsupportedHttpVersion.into());
+        }
+        offer
+    };
     let acceptance = callback(request, &offer).map_err(UpgradeError::Rejected)?;
-    let (response, deflate) = offer.accept_negotiated(&acceptance, config.deflate.as_ref())?;
+    let (mut response, deflate) = offer.accept_negotiated(&acceptance, config.deflate.as_ref())?;
+    if http2 {
+        // RFC 8441 section 5: a 2xx answers the CONNECT; there is no key to answer, and
+        // HTTP/2 has no Upgrade or Connection headers.
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.remove(header::UPGRADE);
+        headers.remove(header::CONNECTION);
+        headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+    }
     let on_upgrade = request
         .extensions_mut()
         .remove::<OnUpgrade>()
@@ -185,6 +235,13 @@ where
         config: config.protocol.clone(),
         deflate,
         protocol: acceptance.chosen_protocol().map(str::to_owned),
+        http2,
+        path: request.uri().path().to_owned(),
+        extensions: response
+            .headers()
+            .get(header::SEC_WEBSOCKET_EXTENSIONS)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     Ok((response.map(|()| Full::new(Bytes::new())), websocket))
 }
@@ -203,9 +260,65 @@ pub struct HyperWebSocket {
     config: duplex_core::Config,
     deflate: Option<DeflateParams>,
     protocol: Option<String>,
+    http2: bool,
+    /// For the connection's span (the `tracing` feature).
+    path: String,
+    extensions: Option<String>,
+}
+
+/// True for an HTTP/2 extended CONNECT asking for a WebSocket (RFC 8441 section 4).
+fn is_extended_connect<B>(request: &Request<B>) -> bool {
+    request.method() == Method::CONNECT
+        && request
+            .extensions()
+            .get::<::hyper::ext::Protocol>()
+            .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Validates an HTTP/2 CONNECT as a WebSocket handshake (RFC 8441 sections 4 and 5):
+/// `:protocol = websocket`, a `:path` and `:authority`, version 13, and whatever
+/// subprotocols and extensions it offers. The RFC 6455 checks are reused on a copy of
+/// the headers completed with what HTTP/2 carries elsewhere or leaves out (Host from
+/// `:authority`, Upgrade and Connection, a placeholder key, which nothing answers).
+fn extended_connect_offer<B>(request: &Request<B>) -> Result<ClientOffer, UpgradeError> {
+    use duplex_handshake::HandshakeError as Bad;
+    if !is_extended_connect(request) {
+        return Err(Bad::MissingHeader(":protocol = websocket").into());
+    }
+    let authority = request
+        .uri()
+        .authority()
+        .ok_or(Bad::MissingHeader(":authority"))?;
+    if request.uri().path().is_empty() {
+        return Err(Bad::MissingHeader(":path").into());
+    }
+    let mut headers = request.headers().clone();
+    if !headers.contains_key(header::HOST) {
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| Bad::Malformed("invalid :authority".into()))?;
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        header::SEC_WEBSOCKET_KEY,
+        HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA=="),
+    );
+    Ok(ClientOffer::from_headers(&headers)?)
 }
 
 impl HyperWebSocket {
+    fn span(&self) -> crate::trace::Span {
+        let http = if self.http2 { "HTTP/2" } else { "HTTP/1.1" };
+        crate::trace::connection(Role::Server, &self.path, self.extensions.as_deref(), http)
+    }
+
+    /// True when the WebSocket came as an HTTP/2 extended CONNECT (RFC 8441) and runs
+    /// over one stream of an HTTP/2 connection; false for an HTTP/1.1 upgrade.
+    pub fn is_http2(&self) -> bool {
+        self.http2
+    }
+
     /// The subprotocol chosen in the 101 response, if any.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
@@ -224,6 +337,7 @@ impl HyperWebSocket {
         S: AsyncRead + AsyncWrite,
         F: FnOnce(UpgradedIo) -> S,
     {
+        let span = self.span();
         let Self {
             on_upgrade,
             config,
@@ -233,13 +347,9 @@ impl HyperWebSocket {
         let io = TokioIo::new(on_upgrade.await?);
         // hyper keeps bytes that arrived after the request head inside `Upgraded` and
         // returns them first, so there is no leftover to pass on.
-        Ok(WebSocketStream::from_raw(
-            wrap(io),
-            Role::Server,
-            config,
-            deflate,
-            &[],
-        ))
+        let ws = WebSocketStream::from_raw(wrap(io), Role::Server, config, deflate, &[]);
+        ws.set_span(span);
+        Ok(ws)
     }
 }
 
@@ -249,13 +359,15 @@ impl Future for HyperWebSocket {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx))?;
-        Poll::Ready(Ok(WebSocketStream::from_raw(
+        let ws = WebSocketStream::from_raw(
             TokioIo::new(upgraded),
             Role::Server,
             this.config.clone(),
             this.deflate,
             &[],
-        )))
+        );
+        ws.set_span(this.span());
+        Poll::Ready(Ok(ws))
     }
 }
 
@@ -268,8 +380,9 @@ pub enum UpgradeError {
     Handshake(duplex_handshake::HandshakeError),
     /// The [`upgrade_with`] callback refused the request.
     Rejected(Rejection),
-    /// The request carries no hyper upgrade handle: it was not read by a hyper 1
-    /// HTTP/1.1 server connection, or the handle was taken before. Answered with 500.
+    /// The request carries no hyper upgrade handle: it was not read by a hyper 1 server
+    /// connection (HTTP/1.1, or HTTP/2 with extended CONNECT enabled), or the handle was
+    /// taken before. Answered with 500.
     NotUpgradable,
 }
 
@@ -314,7 +427,7 @@ impl fmt::Display for UpgradeError {
                 rejection.response().status()
             ),
             Self::NotUpgradable => f.write_str(
-                "the request cannot be upgraded: it was not read by a hyper HTTP/1.1 \
+                "the request cannot be upgraded: it was not read by a hyper server \
                  connection, or its upgrade was taken already",
             ),
         }

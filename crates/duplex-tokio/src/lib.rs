@@ -107,21 +107,43 @@
 //! # drop(slow);
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//!
+//! - `tls` (default): `wss://` for the client, with rustls (`ring`) and the web PKI roots.
+//! - `hyper`: [`hyper::upgrade`] for WebSocket requests served by hyper 1 or axum, as
+//!   HTTP/1.1 upgrades or HTTP/2 extended CONNECT (RFC 8441).
+//! - `http2`: the client over HTTP/2 (RFC 8441): [`h2::Http2Connection`] and
+//!   [`Config::http2`].
+//!
+//! - `tracing`: a span per connection and events for handshake rejections, errors and
+//!   close codes (see `WebSocketStream::span`).
+//!
+//! Proxies ([`Proxy`]: HTTP CONNECT and SOCKS5), graceful shutdown ([`Shutdown`]) and
+//! counters ([`ServerStats`]) need no feature.
 
-/// The README's examples, compiled and run as doctests (they use the `hyper` feature;
-/// CI tests with `--all-features`).
-#[cfg(all(doctest, feature = "hyper"))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's examples, compiled and run as doctests (they use the `hyper` and `http2`
+/// features; CI tests with `--all-features`).
+#[cfg(all(doctest, feature = "hyper", feature = "http2"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "http2")]
+pub mod h2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod maybe_tls;
+pub mod proxy;
 mod server;
+mod shutdown;
+mod stats;
 mod stream;
+mod trace;
 
 #[cfg(feature = "hyper")]
 pub use self::hyper::{HyperWebSocket, UpgradeError};
@@ -129,8 +151,11 @@ pub use client::{ClientResponse, client_with, connect, connect_with};
 pub use config::{Config, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use error::HandshakeError;
 pub use maybe_tls::MaybeTlsStream;
+pub use proxy::{Proxy, ProxyError};
 pub use server::{accept, accept_with};
-pub use stream::{ReuniteError, TrySendError, WebSocketStream, WsReader, WsWriter};
+pub use shutdown::{Shutdown, ShutdownReport, Tracked};
+pub use stats::{ServerStats, StatsSnapshot};
+pub use stream::{CloseHandle, ReuniteError, TrySendError, WebSocketStream, WsReader, WsWriter};
 
 pub use duplex_core::{
     CloseCode, CloseFrame, DeflateParams, Error, Message, PreparedMessage, Role, Utf8Bytes,

@@ -1,4 +1,4 @@
-//! A TCP stream that may be wrapped in TLS.
+//! A TCP stream that may be wrapped in TLS (or be one stream of an HTTP/2 connection).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use crate::error::HandshakeError;
 
 /// The transport [`connect`](crate::connect) makes: plain TCP for `ws://`, TLS over TCP
-/// for `wss://`.
+/// for `wss://` (either possibly through a proxy), or an HTTP/2 stream.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MaybeTlsStream {
@@ -19,6 +19,10 @@ pub enum MaybeTlsStream {
     /// `wss://`.
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// `wss://` over one stream of an HTTP/2 connection (RFC 8441), with the `http2`
+    /// feature and [`Config::http2`](crate::Config::http2).
+    #[cfg(feature = "http2")]
+    H2(Box<crate::h2::H2Stream>),
 }
 
 /// Wraps `tcp` in TLS for `host`, with `config` or the web PKI roots.
@@ -28,8 +32,21 @@ pub(crate) async fn wrap_tls(
     host: &str,
     config: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
 ) -> Result<MaybeTlsStream, HandshakeError> {
+    let tls = tls_handshake(tcp, host, config, &[]).await?;
+    Ok(MaybeTlsStream::Tls(Box::new(tls)))
+}
+
+/// The TLS handshake for `host` with `config` (or the web PKI roots), offering `alpn`
+/// (none when empty; otherwise these replace the configuration's).
+#[cfg(feature = "tls")]
+pub(crate) async fn tls_handshake(
+    tcp: TcpStream,
+    host: &str,
+    config: Option<std::sync::Arc<tokio_rustls::rustls::ClientConfig>>,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HandshakeError> {
     use tokio_rustls::rustls;
-    let config = config.unwrap_or_else(|| {
+    let mut config = config.unwrap_or_else(|| {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         std::sync::Arc::new(
@@ -38,12 +55,18 @@ pub(crate) async fn wrap_tls(
                 .with_no_client_auth(),
         )
     });
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+    if !alpn.is_empty() {
+        let mut with_alpn = (*config).clone();
+        with_alpn.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config = std::sync::Arc::new(with_alpn);
+    }
+    // An IPv6 literal comes bracketed from the URL.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(bare.to_owned())
         .map_err(|e| HandshakeError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    let tls = tokio_rustls::TlsConnector::from(config)
+    Ok(tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
-        .await?;
-    Ok(MaybeTlsStream::Tls(Box::new(tls)))
+        .await?)
 }
 
 /// Without the `tls` feature, `wss://` is refused.
@@ -69,6 +92,11 @@ macro_rules! each {
             }
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::H2($s) => {
                 let $s = Pin::new($s.as_mut());
                 $e
             }
@@ -108,6 +136,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             Self::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "http2")]
+            Self::H2(s) => s.is_write_vectored(),
         }
     }
 

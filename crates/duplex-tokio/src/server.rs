@@ -86,18 +86,23 @@ where
         write_response(&response, &mut bytes);
         stream.write_all(&bytes).await?;
         stream.flush().await?;
-        Ok((leftover, deflate))
+        let extensions = response
+            .headers()
+            .get(duplex_handshake::http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .and_then(|v| v.to_str().ok());
+        let span =
+            crate::trace::connection(Role::Server, request.uri().path(), extensions, "HTTP/1.1");
+        Ok((leftover, deflate, span))
     };
-    let (leftover, deflate) = tokio::time::timeout(config.handshake_timeout, handshake)
+    let (leftover, deflate, span) = tokio::time::timeout(config.handshake_timeout, handshake)
         .await
-        .map_err(|_| HandshakeError::Timeout)??;
-    Ok(WebSocketStream::from_raw(
-        stream,
-        Role::Server,
-        config.protocol,
-        deflate,
-        &leftover,
-    ))
+        .map_err(|_| {
+            crate::trace::handshake_timeout(Role::Server);
+            HandshakeError::Timeout
+        })??;
+    let ws = WebSocketStream::from_raw(stream, Role::Server, config.protocol, deflate, &leftover);
+    ws.set_span(span);
+    Ok(ws)
 }
 
 async fn read_request<S>(
@@ -132,6 +137,7 @@ async fn reject<S>(
 where
     S: AsyncWrite + Unpin,
 {
+    crate::trace::rejected(response.status(), &error);
     let mut bytes = Vec::new();
     write_response(response, &mut bytes);
     let _ = stream.write_all(&bytes).await;

@@ -91,6 +91,10 @@ struct Shared<S> {
     /// The transport is being closed: shut down, then drained until this deadline.
     closing: Option<Closing>,
     reader_dropped: bool,
+    /// The server counters this connection adds to, if any (`ServerStats::attach`).
+    counters: Option<Arc<crate::stats::Counters>>,
+    /// The connection's span (the `tracing` feature), when the handshake made one.
+    span: Option<crate::trace::Span>,
 }
 
 struct Closing {
@@ -126,6 +130,8 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
             events: VecDeque::new(),
             closing: None,
             reader_dropped: false,
+            counters: None,
+            span: None,
         }));
         Self {
             reader: WsReader {
@@ -361,7 +367,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
         }
         let queued = match message {
             Message::Close(frame) => shared.conn.close(frame, now()),
-            other => shared.conn.send(other),
+            other => shared.send_counted(|conn| conn.send(other)),
         };
         queued.map_err(TrySendError::Error)?;
         shared.write_now();
@@ -374,7 +380,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
         message: &duplex_core::PreparedMessage,
     ) -> Result<(), TrySendError<()>> {
         let mut shared = self.lock();
-        match shared.conn.send_prepared(message) {
+        match shared.send_counted(|conn| conn.send_prepared(message)) {
             Ok(()) => {
                 shared.write_now();
                 Ok(())
@@ -393,7 +399,8 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     /// permessage-deflate is on.
     pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
         poll_fn(|cx| self.poll_ready_inner(cx)).await?;
-        self.lock().conn.send_uncompressed(message)?;
+        self.lock()
+            .send_counted(|conn| conn.send_uncompressed(message))?;
         poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
@@ -404,7 +411,8 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
         message: &duplex_core::PreparedMessage,
     ) -> Result<(), Error> {
         poll_fn(|cx| self.poll_ready_inner(cx)).await?;
-        self.lock().conn.send_prepared(message)?;
+        self.lock()
+            .send_counted(|conn| conn.send_prepared(message))?;
         poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
@@ -472,7 +480,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
                 drop(shared);
                 self.start_close(frame)
             }
-            other => shared.conn.send(other),
+            other => shared.send_counted(|conn| conn.send(other)),
         }
     }
 
@@ -698,7 +706,12 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 self.conn.receive_eof();
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(n)) => {
+                if let Some(counters) = &self.counters {
+                    counters.read(n);
+                }
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Err(error)) => {
                 self.eof = true;
                 if self.conn.is_closed() || error.kind() == io::ErrorKind::ConnectionReset {
@@ -752,6 +765,9 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.conn.consume_output(n);
+                    if let Some(counters) = &self.counters {
+                        counters.written(n);
+                    }
                     progressed = true;
                 }
                 Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
@@ -857,7 +873,22 @@ impl<S: AsyncRead + AsyncWrite> Stream for WsReader<S> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        lock(&self.shared).poll_next_event(cx)
+        let mut shared = lock(&self.shared);
+        let event = shared.poll_next_event(cx);
+        match &event {
+            Poll::Ready(Some(Ok(message))) => {
+                if let Some(counters) = &shared.counters {
+                    counters.received(message);
+                }
+            }
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(span) = &shared.span {
+                    crate::trace::error(span, error);
+                }
+            }
+            _ => {}
+        }
+        event
     }
 }
 
@@ -956,4 +987,138 @@ fn now() -> Instant {
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(86400 * 365)
+}
+
+/// A handle on a connection for another task: start its close handshake, drop its
+/// transport, see whether it is over. Made by [`WebSocketStream::close_handle`]; used by
+/// [`Shutdown`](crate::Shutdown). Cloning is cheap; the handle does not keep the
+/// transport open once the stream's halves are gone.
+#[derive(Clone)]
+pub struct CloseHandle {
+    /// Weak: the transport closes when the stream's halves are dropped, as without a
+    /// handle.
+    shared: std::sync::Weak<dyn Remote>,
+}
+
+/// What a [`CloseHandle`] can do to a connection, whatever its transport type.
+trait Remote: Send + Sync {
+    fn start_close(&self, frame: CloseFrame);
+    fn abort(&self);
+    fn is_finished(&self) -> bool;
+}
+
+impl<S: Send> Remote for Mutex<Shared<S>> {
+    fn start_close(&self, frame: CloseFrame) {
+        let mut shared = lock(self);
+        // Already closing, closed or failed: nothing to start.
+        let _ = shared.conn.close(Some(frame), now());
+        // Whichever half is parked writes the close frame and arms its deadline.
+        shared.wakers.wake(READER);
+        shared.wakers.wake(WRITER);
+    }
+
+    fn abort(&self) {
+        let mut shared = lock(self);
+        let error = io::Error::new(io::ErrorKind::ConnectionAborted, "dropped at shutdown");
+        shared.conn.transport_failed(&error, now());
+        shared.io = None;
+        shared.wakers.wake(READER);
+        shared.wakers.wake(WRITER);
+    }
+
+    fn is_finished(&self) -> bool {
+        let shared = lock(self);
+        shared.io.is_none()
+    }
+}
+
+impl CloseHandle {
+    /// Starts the close handshake with `frame` (for example 1001, going away) unless
+    /// the connection is already closing; the task that owns the stream drives it.
+    pub fn start_close(&self, frame: CloseFrame) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.start_close(frame);
+        }
+    }
+
+    /// Drops the transport at once; the owner's next call sees the connection failed.
+    pub fn abort(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.abort();
+        }
+    }
+
+    /// True once the transport is closed (after the close handshake, a failure or
+    /// [`abort`](Self::abort)) or the stream was dropped.
+    pub fn is_finished(&self) -> bool {
+        self.shared
+            .upgrade()
+            .is_none_or(|shared| shared.is_finished())
+    }
+}
+
+impl std::fmt::Debug for CloseHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloseHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> WebSocketStream<S> {
+    /// A [`CloseHandle`] for this connection, to close it from another task.
+    pub fn close_handle(&self) -> CloseHandle {
+        let shared: Arc<dyn Remote> = self.writer.shared.clone();
+        CloseHandle {
+            shared: Arc::downgrade(&shared),
+        }
+    }
+}
+
+impl<S> Shared<S> {
+    /// Queues a data message with `send`, counting it when it was accepted.
+    fn send_counted(
+        &mut self,
+        send: impl FnOnce(&mut Connection) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        send(&mut self.conn)?;
+        if let Some(counters) = &self.counters {
+            counters.sent();
+        }
+        Ok(())
+    }
+}
+
+impl<S> Drop for Shared<S> {
+    fn drop(&mut self) {
+        if let Some(counters) = self.counters.take() {
+            counters.ended(&self.conn);
+        }
+        if let Some(span) = self.span.take() {
+            crate::trace::closed(&span, &self.conn);
+        }
+    }
+}
+
+impl<S> WebSocketStream<S> {
+    /// Adds this connection to `counters` (see `ServerStats::attach`).
+    pub(crate) fn set_counters(&self, counters: Arc<crate::stats::Counters>) {
+        lock(&self.writer.shared).counters = Some(counters);
+    }
+
+    /// Gives the connection the span its handshake made.
+    pub(crate) fn set_span(&self, span: crate::trace::Span) {
+        lock(&self.writer.shared).span = Some(span);
+    }
+
+    /// The connection's `tracing` span: `websocket` with `role`, `path`, `extensions`,
+    /// `http`, and an empty `peer` to record (`span.record("peer", ...)`). A span that is
+    /// disabled when the stream was not made by this crate's handshakes.
+    #[cfg(feature = "tracing")]
+    pub fn span(&self) -> tracing::Span {
+        lock(&self.writer.shared)
+            .span
+            .clone()
+            .unwrap_or_else(tracing::Span::none)
+    }
 }

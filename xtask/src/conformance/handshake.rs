@@ -72,7 +72,6 @@ impl WsUrl {
     }
 
     /// The URL with `path` replaced.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn with_path(&self, path: &str) -> WsUrl {
         WsUrl {
             host: self.host.clone(),

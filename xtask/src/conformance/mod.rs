@@ -4,6 +4,7 @@
 mod cases;
 mod deflate;
 mod frame;
+mod h2;
 pub(crate) mod handshake;
 mod report;
 mod runner;
@@ -25,7 +26,7 @@ use tokio::sync::Semaphore;
 use cases::Case;
 use handshake::WsUrl;
 use report::{AgentReport, Expectations};
-use runner::CaseResult;
+use runner::{CaseResult, Transport};
 
 /// The crates whose examples are tested by default.
 const OUR_PACKAGES: [&str; 2] = ["duplex-tokio", "duplex-mio"];
@@ -57,6 +58,9 @@ Options:
                              or accepted permessage-deflate somewhere)
   --full-compression         12/13 with Autobahn's 1000 messages per case and
                              its time limits (default: at most 8 MiB per case)
+  --h2                       reach servers over HTTP/2 (RFC 8441: h2c with prior
+                             knowledge, extended CONNECT); the built-in agent is
+                             duplex-tokio's axum example (hyper), at /ws
   -h, --help                 this help
 ";
 
@@ -74,6 +78,7 @@ struct Options {
     expectations: PathBuf,
     require_compression: bool,
     full_compression: bool,
+    h2: bool,
 }
 
 fn workspace_root() -> PathBuf {
@@ -99,6 +104,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         expectations: root.join("xtask").join("conformance-expectations.json"),
         require_compression: false,
         full_compression: false,
+        h2: false,
     };
     let mut it = args.iter().peekable();
     while let Some(a) = it.next() {
@@ -130,6 +136,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             "--no-build" => o.build = false,
             "--require-compression" => o.require_compression = true,
             "--full-compression" => o.full_compression = true,
+            "--h2" => o.h2 = true,
             "--servers-only" => o.clients = false,
             "--clients-only" => o.servers = false,
             other => return Err(format!("unknown option {other:?}")),
@@ -190,11 +197,18 @@ async fn run(o: Options) -> Result<bool, String> {
     if let Some(addr) = &o.serve {
         return serve(addr, cases, &o).await;
     }
+    let transport = if o.h2 {
+        Transport::Http2
+    } else {
+        Transport::Http1
+    };
     let mut agents = Vec::new();
     if let Some(url) = &o.url {
         let u = WsUrl::parse(url)?;
         let name = o.agent.clone().unwrap_or_else(|| u.addr());
-        agents.push(test_server(&name, &u, &cases, o.jobs).await);
+        agents.push(test_server(&name, &u, &cases, o.jobs, transport).await);
+    } else if o.h2 {
+        agents = test_builtin_h2(&o, &cases).await?;
     } else {
         agents = test_builtin(&o, &cases).await?;
     }
@@ -223,9 +237,19 @@ async fn run(o: Options) -> Result<bool, String> {
 
 /// Runs all cases against one server: non-timing cases concurrently
 /// (bounded), then the timing cases (category 9) one at a time.
-async fn test_server(name: &str, url: &WsUrl, cases: &[Case], jobs: usize) -> AgentReport {
+async fn test_server(
+    name: &str,
+    url: &WsUrl,
+    cases: &[Case],
+    jobs: usize,
+    transport: Transport,
+) -> AgentReport {
+    let over = match transport {
+        Transport::Http1 => "",
+        Transport::Http2 => " over HTTP/2",
+    };
     println!(
-        "== testing server {name} at ws://{}{} ({} cases)",
+        "== testing server {name} at ws://{}{}{over} ({} cases)",
         url.addr(),
         url.path,
         cases.len()
@@ -240,7 +264,7 @@ async fn test_server(name: &str, url: &WsUrl, cases: &[Case], jobs: usize) -> Ag
         let (c, url, sem, failures) = (c.clone(), url.clone(), sem.clone(), failures.clone());
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            run_guarded(&url, &c, jobs > 1, &failures).await
+            run_guarded(&url, &c, jobs > 1, &failures, transport).await
         });
     }
     while let Some(r) = set.join_next().await {
@@ -249,7 +273,7 @@ async fn test_server(name: &str, url: &WsUrl, cases: &[Case], jobs: usize) -> Ag
         }
     }
     for c in seq {
-        let r = run_guarded(url, c, false, &failures).await;
+        let r = run_guarded(url, c, false, &failures, transport).await;
         if let Some(t) = &r.timing {
             let figures: Vec<String> = t.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!(
@@ -265,7 +289,7 @@ async fn test_server(name: &str, url: &WsUrl, cases: &[Case], jobs: usize) -> Ag
     AgentReport {
         name: name.to_string(),
         kind: "server",
-        target: format!("ws://{}{}", url.addr(), url.path),
+        target: format!("ws://{}{}{over}", url.addr(), url.path),
         cases: results,
     }
 }
@@ -275,6 +299,7 @@ async fn run_guarded(
     c: &Case,
     concurrent: bool,
     failures: &AtomicUsize,
+    transport: Transport,
 ) -> CaseResult {
     if failures.load(Ordering::Relaxed) >= UNREACHABLE_AFTER {
         return CaseResult::not_opened(
@@ -284,7 +309,7 @@ async fn run_guarded(
             concurrent,
         );
     }
-    let r = runner::run_against_server(url, c, concurrent).await;
+    let r = runner::run_against_server(url, c, concurrent, transport).await;
     // A server that answered the handshake (even with an invalid extension
     // answer) is reachable.
     if r.close.opened || r.negotiated_extensions.is_some() {
@@ -340,11 +365,26 @@ async fn build_example(
     target: &Path,
     build: bool,
 ) -> Result<PathBuf, String> {
+    build_example_with(pkg, example, &[], target, build).await
+}
+
+async fn build_example_with(
+    pkg: &str,
+    example: &str,
+    features: &[&str],
+    target: &Path,
+    build: bool,
+) -> Result<PathBuf, String> {
     if build {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        println!("-- cargo build --release -p {pkg} --example {example}");
+        let mut args = vec!["build", "--release", "-p", pkg, "--example", example];
+        let features = features.join(",");
+        if !features.is_empty() {
+            args.extend(["--features", &features]);
+        }
+        println!("-- cargo {}", args.join(" "));
         let st = Command::new(cargo)
-            .args(["build", "--release", "-p", pkg, "--example", example])
+            .args(&args)
             .current_dir(workspace_root())
             .status()
             .await
@@ -379,7 +419,9 @@ async fn test_builtin(o: &Options, cases: &[Case]) -> Result<Vec<AgentReport>, S
                         .await
                     {
                         Ok((mut child, url)) => {
-                            agents.push(test_server(pkg, &url, cases, o.jobs).await);
+                            agents.push(
+                                test_server(pkg, &url, cases, o.jobs, Transport::Http1).await,
+                            );
                             let _ = child.start_kill();
                             let _ = child.wait().await;
                         }
@@ -414,6 +456,36 @@ async fn test_builtin(o: &Options, cases: &[Case]) -> Result<Vec<AgentReport>, S
         }
     }
     Ok(agents)
+}
+
+/// `--h2` without `--url`: duplex-tokio's axum example (a hyper server with
+/// extended CONNECT enabled), its `/ws` route reached over HTTP/2.
+async fn test_builtin_h2(o: &Options, cases: &[Case]) -> Result<Vec<AgentReport>, String> {
+    const PKG: &str = "duplex-tokio";
+    const NAME: &str = "duplex-tokio-hyper-h2";
+    let (_, target) = metadata().await?;
+    let logs = o.report.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
+    let bin = match build_example_with(PKG, "axum", &["hyper"], &target, o.build).await {
+        Ok(bin) => bin,
+        Err(e) => {
+            println!("error: {e}");
+            return Ok(vec![failed_agent(NAME, "server", &e, cases)]);
+        }
+    };
+    match start_echo_server(&bin, &logs.join(format!("{NAME}.log"))).await {
+        Ok((mut child, url)) => {
+            let url = url.with_path("/ws");
+            let report = test_server(NAME, &url, cases, o.jobs, Transport::Http2).await;
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            Ok(vec![report])
+        }
+        Err(e) => {
+            println!("error: {NAME}: {e}");
+            Ok(vec![failed_agent(NAME, "server", &e, cases)])
+        }
+    }
 }
 
 fn failed_agent(name: &str, kind: &'static str, why: &str, cases: &[Case]) -> AgentReport {

@@ -147,9 +147,49 @@ fn label(b: Behavior) -> &'static str {
     b.label()
 }
 
+/// How the suite reaches a server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP and an HTTP/1.1 Upgrade (RFC 6455).
+    Http1,
+    /// One stream of an HTTP/2 connection, opened with extended CONNECT (RFC 8441).
+    Http2,
+}
+
 /// Connects to a server under test and runs `case` against it.
-pub async fn run_against_server(url: &WsUrl, case: &Case, concurrent: bool) -> CaseResult {
+pub async fn run_against_server(
+    url: &WsUrl,
+    case: &Case,
+    concurrent: bool,
+    transport: Transport,
+) -> CaseResult {
     let started = Instant::now();
+    let offers: &[deflate::Offer] = match &case.kind {
+        CaseKind::Compressed(c) => &c.offers,
+        _ => &[],
+    };
+    let offer = (!offers.is_empty()).then(|| deflate::Offer::header_list(offers));
+    if transport == Transport::Http2 {
+        let opened = match super::h2::open(url, Duration::from_secs(5), offer.as_deref()).await {
+            Ok(opened) => opened,
+            Err(e) => return CaseResult::not_opened(case, &e, started, concurrent),
+        };
+        let answer = opened.extensions;
+        let session = |agreement: Option<_>| {
+            let mut s = Session::from_halves(
+                opened.reader,
+                opened.writer,
+                Role::Client,
+                Vec::new(),
+                started,
+            );
+            if let Some(a) = agreement {
+                s.enable_deflate(a);
+            }
+            s
+        };
+        return finish_client_case(case, concurrent, started, offers, offer, answer, session).await;
+    }
     let connect =
         tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(url.addr())).await;
     let mut stream = match connect {
@@ -170,11 +210,6 @@ pub async fn run_against_server(url: &WsUrl, case: &Case, concurrent: bool) -> C
         seed ^= seed << 17;
         (seed >> 24) as u8
     });
-    let offers: &[deflate::Offer] = match &case.kind {
-        CaseKind::Compressed(c) => &c.offers,
-        _ => &[],
-    };
-    let offer = (!offers.is_empty()).then(|| deflate::Offer::header_list(offers));
     let hs = handshake::client(
         &mut stream,
         url,
@@ -187,6 +222,27 @@ pub async fn run_against_server(url: &WsUrl, case: &Case, concurrent: bool) -> C
         Ok(x) => x,
         Err(e) => return CaseResult::not_opened(case, &e, started, concurrent),
     };
+    let session = |agreement: Option<_>| {
+        let mut s = Session::new(stream, Role::Client, early, started);
+        if let Some(a) = agreement {
+            s.enable_deflate(a);
+        }
+        s
+    };
+    finish_client_case(case, concurrent, started, offers, offer, answer, session).await
+}
+
+/// Checks the server's extension answer and runs the case on the session
+/// `open` makes with the agreement.
+async fn finish_client_case(
+    case: &Case,
+    concurrent: bool,
+    started: Instant,
+    offers: &[deflate::Offer],
+    offer: Option<String>,
+    answer: Option<String>,
+    open: impl FnOnce(Option<deflate::Agreement>) -> Session,
+) -> CaseResult {
     let agreement = match deflate::check_response(answer.as_deref(), offers) {
         Ok(a) => a,
         Err(e) => {
@@ -202,10 +258,7 @@ pub async fn run_against_server(url: &WsUrl, case: &Case, concurrent: bool) -> C
             return r;
         }
     };
-    let mut s = Session::new(stream, Role::Client, early, started);
-    if let Some(a) = agreement {
-        s.enable_deflate(a);
-    }
+    let mut s = open(agreement);
     let mut r = run_on_session(&mut s, case, Role::Client, started, concurrent).await;
     r.offered_extensions = offer;
     r.negotiated_extensions = answer;
@@ -847,7 +900,7 @@ mod tests {
         }
         for id in ["12.4.3", "13.5.3", "13.6.3"] {
             let url = deflate_peer(accept_as_offered).await;
-            let r = run_against_server(&url, &find(id), true).await;
+            let r = run_against_server(&url, &find(id), true, Transport::Http1).await;
             assert_eq!(r.verdict, Behavior::Ok, "{id}: {r:#?}");
             let t = r.timing.as_ref().unwrap();
             assert!(t["tx_ratio"] > 0.0 && t["tx_ratio"] < 1.0, "{t:?}");
@@ -855,13 +908,13 @@ mod tests {
             assert!(r.peer_speaks_deflate(false));
         }
         let url = deflate_peer(|_| None).await;
-        let r = run_against_server(&url, &find("12.1.1"), true).await;
+        let r = run_against_server(&url, &find("12.1.1"), true, Transport::Http1).await;
         assert_eq!(r.verdict, Behavior::Unimplemented, "{r:#?}");
         assert_eq!(r.behavior_close, CloseBehavior::Ok);
         // An answer that does not fit the offer fails the case.
         let url =
             deflate_peer(|_| Some("permessage-deflate; server_max_window_bits=9".into())).await;
-        let r = run_against_server(&url, &find("13.3.1"), true).await;
+        let r = run_against_server(&url, &find("13.3.1"), true, Transport::Http1).await;
         assert_eq!(r.verdict, Behavior::Failed, "{r:#?}");
         assert!(r.result.contains("does not accept"), "{}", r.result);
     }
@@ -869,7 +922,7 @@ mod tests {
     #[tokio::test]
     async fn echoing_peer_passes_framing_case() {
         let url = peer(echo, true).await;
-        let r = run_against_server(&url, &find("1.1.2"), false).await;
+        let r = run_against_server(&url, &find("1.1.2"), false, Transport::Http1).await;
         assert_eq!(r.behavior, Behavior::Ok, "{r:#?}");
         assert_eq!(r.behavior_close, CloseBehavior::Ok, "{r:#?}");
         assert_eq!(r.close.remote_code, Some(1000));
@@ -880,7 +933,7 @@ mod tests {
     async fn peer_ignoring_rsv_fails() {
         // Echoes even the RSV frame and never fails the connection.
         let url = peer(echo, true).await;
-        let r = run_against_server(&url, &find("3.1"), false).await;
+        let r = run_against_server(&url, &find("3.1"), false, Transport::Http1).await;
         assert_eq!(r.behavior, Behavior::Failed, "{r:#?}");
         assert_eq!(r.behavior_close, CloseBehavior::Failed);
         assert_eq!(r.verdict, Behavior::Failed);
@@ -899,7 +952,7 @@ mod tests {
             }
         }
         let url = peer(strict, true).await;
-        let r = run_against_server(&url, &find("3.1"), false).await;
+        let r = run_against_server(&url, &find("3.1"), false, Transport::Http1).await;
         assert_eq!(
             (r.behavior, r.behavior_close),
             (Behavior::Ok, CloseBehavior::Ok),
@@ -921,7 +974,7 @@ mod tests {
             }
         }
         let url = peer(wrong, true).await;
-        let r = run_against_server(&url, &find("3.1"), false).await;
+        let r = run_against_server(&url, &find("3.1"), false, Transport::Http1).await;
         assert_eq!(r.behavior_close, CloseBehavior::WrongCode, "{r:#?}");
         assert_eq!(r.verdict, Behavior::Failed);
     }
@@ -937,7 +990,7 @@ mod tests {
             }
         }
         let url = peer(garbage, false).await;
-        let r = run_against_server(&url, &find("1.1.2"), false).await;
+        let r = run_against_server(&url, &find("1.1.2"), false, Transport::Http1).await;
         assert_eq!(r.verdict, Behavior::Failed);
         assert!(r.received.iter().any(|e| e.contains("violation")), "{r:#?}");
     }
@@ -948,7 +1001,7 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         drop(l);
         let url = WsUrl::parse(&format!("ws://127.0.0.1:{port}/")).unwrap();
-        let r = run_against_server(&url, &find("1.1.1"), false).await;
+        let r = run_against_server(&url, &find("1.1.1"), false, Transport::Http1).await;
         assert_eq!(r.verdict, Behavior::Failed);
         assert!(r.result.contains("could not be opened"));
     }

@@ -6,9 +6,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
 use super::deflate::{Agreement, Deflater, Inflater};
@@ -125,7 +124,7 @@ pub struct Pmd {
 /// A live fuzzing connection.
 pub struct Session {
     role: Role,
-    rd: Option<OwnedReadHalf>,
+    rd: Option<Reader>,
     tx: Option<mpsc::UnboundedSender<WriteCmd>>,
     writer: Option<tokio::task::JoinHandle<()>>,
     write_errors: Arc<Mutex<Vec<String>>>,
@@ -156,12 +155,31 @@ pub struct Session {
     log_on: bool,
 }
 
+/// The read side of the transport (a TCP connection, or an HTTP/2 stream).
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// The write side of the transport; shutting it down ends the transport's
+/// sending direction (TCP FIN, or END_STREAM on HTTP/2).
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
 impl Session {
     /// Wraps an upgraded connection. `early` holds bytes read past the
     /// handshake.
     pub fn new(stream: TcpStream, role: Role, early: Vec<u8>, started: Instant) -> Session {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
+        Session::from_halves(Box::new(rd), Box::new(wr), role, early, started)
+    }
+
+    /// Wraps the two halves of any transport that carries the WebSocket
+    /// (here: one HTTP/2 stream, RFC 8441). "TCP" in the notes and the close
+    /// observation then means that transport.
+    pub fn from_halves(
+        rd: Reader,
+        wr: Writer,
+        role: Role,
+        early: Vec<u8>,
+        started: Instant,
+    ) -> Session {
         let (tx, rx) = mpsc::unbounded_channel();
         let write_errors = Arc::new(Mutex::new(Vec::new()));
         let writer = tokio::spawn(write_loop(wr, rx, write_errors.clone()));
@@ -690,7 +708,7 @@ impl Drop for Session {
 }
 
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: Writer,
     mut rx: mpsc::UnboundedReceiver<WriteCmd>,
     errors: Arc<Mutex<Vec<String>>>,
 ) {
@@ -710,8 +728,12 @@ async fn write_loop(
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
-                if res.is_ok() && sync {
+                // A no-op on TCP; an HTTP/2 stream sends what it gathered, once no
+                // other command waits (or the command asks for it).
+                if res.is_ok() && (sync || rx.is_empty()) {
                     res = wr.flush().await;
+                }
+                if res.is_ok() && sync {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 res
