@@ -61,7 +61,7 @@ fn on_open_can_reject_and_choose_a_subprotocol() {
     let error = duplex_mio::client::connect(&server.url("/forbidden")).unwrap_err();
     assert!(matches!(
         error,
-        ConnectError::Handshake(HandshakeError::NotSwitchingProtocols(status)) if status == 403
+        ConnectError::Handshake(HandshakeError::Refused(response)) if response.status == 403
     ));
     let request = ClientRequest::new(&server.url("/"))
         .unwrap()
@@ -225,7 +225,8 @@ fn a_panicking_handler_closes_its_connection_with_1011_and_the_worker_goes_on() 
     }
     // A panic in `on_open` refuses that client with 500; new clients are served.
     match duplex_mio::client::connect(&server.url("/panic")) {
-        Err(ConnectError::Handshake(HandshakeError::NotSwitchingProtocols(status))) => {
+        Err(ConnectError::Handshake(HandshakeError::Refused(response))) => {
+            let status = response.status;
             assert_eq!(status, 500)
         }
         other => panic!("expected 500, got {other:?}"),
@@ -515,7 +516,8 @@ fn connections_over_the_limit_get_503() {
     let mut a = client(&server.url("/"));
     let _b = client(&server.url("/"));
     match duplex_mio::client::connect(&server.url("/")) {
-        Err(ConnectError::Handshake(HandshakeError::NotSwitchingProtocols(status))) => {
+        Err(ConnectError::Handshake(HandshakeError::Refused(response))) => {
+            let status = response.status;
             assert_eq!(status, 503)
         }
         other => panic!("expected 503, got {other:?}"),

@@ -142,21 +142,26 @@ where
         loop {
             let n = stream.read(&mut buf).await?;
             if n == 0 {
-                return Err(HandshakeError::Protocol(
-                    duplex_handshake::HandshakeError::Incomplete,
-                ));
+                // A refusal's body may end with the connection.
+                return Err(HandshakeError::Protocol(handshake.finish()));
             }
             if let Some(done) = handshake.feed(&buf[..n])? {
                 return Ok(done);
             }
         }
     };
-    let (response, negotiated, leftover) = tokio::time::timeout(config.handshake_timeout, exchange)
-        .await
-        .map_err(|_| {
+    let exchanged = tokio::time::timeout(config.handshake_timeout, exchange).await;
+    let (response, negotiated, leftover) = match exchanged {
+        Ok(result) => result?,
+        Err(_) => {
             crate::trace::handshake_timeout(Role::Client);
-            HandshakeError::Timeout
-        })??;
+            // A refusal whose body did not finish in time is still the server's answer.
+            return Err(match handshake.finish() {
+                duplex_handshake::HandshakeError::Incomplete => HandshakeError::Timeout,
+                refused => HandshakeError::Protocol(refused),
+            });
+        }
+    };
     let ws = WebSocketStream::from_raw(
         stream,
         Role::Client,

@@ -161,8 +161,13 @@ pub use duplex_core::{
     CloseCode, CloseFrame, DeflateParams, Error, Message, PreparedMessage, Role, Utf8Bytes,
 };
 pub use duplex_handshake::{
-    Acceptance, ClientOffer, ClientRequest, DeflateConfig, Limits, Rejection, http,
+    Acceptance, ClientOffer, ClientRequest, DeflateConfig, Limits, RefusedResponse, Rejection,
+    ServerError, http,
 };
+
+/// The opening handshake, for its error type (`handshake::HandshakeError`, inside
+/// [`HandshakeError::Protocol`]) and lower-level pieces.
+pub use duplex_handshake as handshake;
 
 /// The protocol engine, for its configuration and error types.
 pub use duplex_core as core;
