@@ -52,7 +52,10 @@ impl Default for Config {
             engine: duplex_core::Config::default(),
             limits: Limits::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            deflate: Some(DeflateConfig::default()),
+            deflate: Some(DeflateConfig {
+                server_no_context_takeover: true,
+                ..DeflateConfig::default()
+            }),
             #[cfg(feature = "tls")]
             tls: None,
             proxy: ProxySetting::Direct,
@@ -84,10 +87,15 @@ impl Config {
     }
 
     /// The permessage-deflate policy: what a client offers and what a server accepts
-    /// (default: on, with context takeover and 15-bit windows). `None` turns it off.
-    /// With context takeover a connection keeps its compressor (about 256 KiB) and
-    /// decompressor (about 40 KiB) between messages; `no_context_takeover` frees them
-    /// after each message.
+    /// (default: on, 15-bit windows, `server_no_context_takeover`: the server keeps no
+    /// compression context between the messages it sends, and a client asks for that).
+    /// `None` turns it off. A side that keeps its compression context owns a compressor
+    /// (about 370 KiB with zlib-rs) from its first compressed message on; one that does
+    /// not compresses with a compressor shared by the connections of its thread, so a
+    /// server connection that used compression holds only its decompressor (about
+    /// 46 KiB with a 15-bit window, freed between messages when the peer keeps no
+    /// context either). The ratio this gives up on similar consecutive messages is in
+    /// `docs/BENCHMARKS.md` (deflate memory).
     pub fn deflate(mut self, policy: Option<DeflateConfig>) -> Self {
         self.deflate = policy;
         self

@@ -379,7 +379,7 @@ async fn permessage_deflate_is_negotiated_by_default_and_round_trips() {
     assert!(ws.is_compressed());
     assert_eq!(
         response.response.headers()["sec-websocket-extensions"],
-        "permessage-deflate"
+        "permessage-deflate; server_no_context_takeover"
     );
     let text = "compressible text, compressible text, ".repeat(5000);
     for _ in 0..3 {
