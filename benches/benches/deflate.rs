@@ -9,29 +9,6 @@ use std::time::Instant;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use duplex_core::{Config, Connection, DeflateParams, Message, Role};
 
-/// A text-heavy message: a batch of stock quotes as JSON, as a ticker would send.
-/// Different `seed`s give different prices, so repeated messages are alike but not equal.
-fn quotes(count: usize, seed: usize) -> String {
-    let mut out = String::from("[");
-    for j in 0..count {
-        let i = j + seed * 7919;
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            r#"{{"symbol":"SYM{:03}","price":{}.{:02},"change":-0.{:02},"volume":{},"ts":17000000{:05}}}"#,
-            j % 50,
-            100 + (i * 7) % 300,
-            (i * 13) % 100,
-            (i * 31) % 100,
-            1000 + (i * 977) % 100_000,
-            seed * count + j
-        ));
-    }
-    out.push(']');
-    out
-}
-
 fn pair(params: Option<DeflateParams>) -> (Connection, Connection) {
     let mut server = Connection::new(Role::Server, Config::default());
     let mut client = Connection::new(Role::Client, Config::default());
@@ -75,7 +52,7 @@ fn deflate(c: &mut Criterion) {
     for count in [4usize, 64] {
         // A feed of 16 different batches, sent in turn.
         let feed: Vec<Message> = (0..16)
-            .map(|seed| Message::text(quotes(count, seed)))
+            .map(|seed| Message::text(duplex_benches::ticker_quotes(count, seed)))
             .collect();
         let bytes: usize = feed.iter().map(|m| m.payload().len()).sum::<usize>() / feed.len();
         group.throughput(Throughput::Bytes(bytes as u64));

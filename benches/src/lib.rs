@@ -10,7 +10,8 @@
 //! - [`RepeatingStream`], an in-memory `Read + Write` stream that serves the same bytes
 //!   forever, for peers (tungstenite) that read from a socket;
 //! - [`receive_one`], which feeds one message to a duplex [`Connection`] and returns it;
-//! - [`serve_each`], the accept loop of the peer echo servers in `src/bin/`.
+//! - [`serve_each`], the accept loop of the peer echo servers in `src/bin/`;
+//! - text payloads for permessage-deflate: [`ticker_quotes`] and [`chat_message`].
 //!
 //! ```
 //! use std::time::Instant;
@@ -238,6 +239,60 @@ where
         tcp.set_nodelay(true)?;
         tokio::spawn(connection(tcp));
     }
+}
+
+/// A ticker message: a batch of `count` stock quotes as JSON. Different `seed`s give
+/// different prices, so repeated messages are alike but not equal.
+pub fn ticker_quotes(count: usize, seed: usize) -> String {
+    let mut out = String::from("[");
+    for j in 0..count {
+        let i = j + seed * 7919;
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!(
+            r#"{{"symbol":"SYM{:03}","price":{}.{:02},"change":-0.{:02},"volume":{},"ts":17000000{:05}}}"#,
+            j % 50,
+            100 + (i * 7) % 300,
+            (i * 13) % 100,
+            (i * 31) % 100,
+            1000 + (i * 977) % 100_000,
+            seed * count + j
+        ));
+    }
+    out.push(']');
+    out
+}
+
+/// A chat message (JSON, 80 to 300 bytes): room, user, time and a sentence drawn from a
+/// small vocabulary; `seed` picks them deterministically.
+pub fn chat_message(seed: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "the", "meeting", "is", "moved", "to", "tomorrow", "morning", "please", "check", "your",
+        "calendar", "and", "let", "me", "know", "if", "that", "works", "for", "everyone", "deploy",
+        "finished", "without", "errors", "lunch", "anyone", "new", "release", "notes", "are",
+        "ready", "thanks",
+    ];
+    const USERS: [&str; 8] = [
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+    ];
+    let mut state = (seed as u32).wrapping_mul(0x9E37_79B9) | 1;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state as usize
+    };
+    let words = 6 + next() % 36;
+    let text: Vec<&str> = (0..words).map(|_| WORDS[next() % WORDS.len()]).collect();
+    format!(
+        r#"{{"type":"message","room":"general-{}","user":"{}","id":{},"ts":{},"text":"{}"}}"#,
+        next() % 4,
+        USERS[next() % USERS.len()],
+        100_000 + seed,
+        1_700_000_000_000u64 + seed as u64 * 1_337,
+        text.join(" ")
+    )
 }
 
 #[cfg(test)]

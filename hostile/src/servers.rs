@@ -215,7 +215,7 @@ impl TestServer {
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
         let config = duplex_tokio::Config::default()
-            .protocol(limits.engine())
+            .engine(limits.engine())
             .handshake_limits(limits.head)
             .handshake_timeout(limits.handshake_timeout)
             .deflate(limits.deflate);

@@ -4,7 +4,18 @@
 //! honours window sizes). zlib cannot produce a raw deflate stream with an 8-bit window
 //! (it silently uses 9), so when the negotiated window for our side is 8 we never
 //! compress outgoing messages (sending uncompressed messages is always allowed).
+//!
 //! Decompression always uses a 15-bit window, which decodes any smaller window.
+//!
+//! Memory: a zlib-rs compressor holds about 260 to 370 KiB (a fixed 128 KiB hash table
+//! whatever the window, the window and its chain, the pending buffers), a decompressor
+//! about 46 KiB (zlib-rs always allocates a 32 KiB window, so a smaller negotiated
+//! window saves nothing there). So a connection that keeps no compression context
+//! between the messages it sends (`no_context_takeover` on our side) owns no compressor
+//! at all: it borrows one shared by every connection on the thread ([`SHARED`]), reset
+//! after each message.
+
+use std::cell::RefCell;
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -38,9 +49,40 @@ impl Default for DeflateParams {
 /// The trailer a sync flush ends with, removed when sending and restored when receiving.
 const TRAILER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// Compression state of one connection. Compressor and decompressor are created on first
-/// use; without context takeover they are dropped after each message (an idle
-/// connection holds neither).
+thread_local! {
+    /// Compressors shared by the connections of this thread that keep no context between
+    /// the messages they send (and by [`compress_fresh`]), one per (level, window bits);
+    /// each is reset after every message, so no message sees another's data.
+    static SHARED: RefCell<Vec<(u32, u8, Compress)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Compresses `payload` with this thread's shared compressor for `level` and `window`,
+/// from an empty context.
+fn compress_shared(level: Compression, window: u8, payload: &[u8]) -> Bytes {
+    SHARED.with(|shared| {
+        let mut shared = shared.borrow_mut();
+        let index = match shared
+            .iter()
+            .position(|(l, w, _)| *l == level.level() && *w == window)
+        {
+            Some(index) => index,
+            None => {
+                let compressor = Compress::new_with_window_bits(level, false, window);
+                shared.push((level.level(), window, compressor));
+                shared.len() - 1
+            }
+        };
+        let compressor = &mut shared[index].2;
+        let out = compress_with(compressor, payload);
+        compressor.reset();
+        out
+    })
+}
+
+/// Compression state of one connection. The decompressor is created on first use; the
+/// compressor too, and only when we keep context between the messages we send (else the
+/// thread's shared one is used). Without context takeover the decompressor is dropped
+/// after each message (an idle connection holds neither).
 pub(crate) struct Deflate {
     /// Our window bits for compressing, `None` when we never compress (8 bits).
     send_window: Option<u8>,
@@ -126,14 +168,13 @@ impl Deflate {
     pub(crate) fn compress(&mut self, payload: &[u8]) -> Bytes {
         let window = self.send_window.unwrap_or(15);
         let level = self.level;
+        if self.send_no_context_takeover {
+            return compress_shared(level, window, payload);
+        }
         let compressor = self
             .compressor
             .get_or_insert_with(|| Compress::new_with_window_bits(level, false, window));
-        let out = compress_with(compressor, payload);
-        if self.send_no_context_takeover {
-            compressor.reset();
-        }
-        out
+        compress_with(compressor, payload)
     }
 
     /// After a message compressed elsewhere (a shared frame) went out, our own context no
@@ -289,8 +330,7 @@ fn inflate_into(
 /// Appends the compressed form of `payload` to `out` using a fresh context (for frames
 /// shared between connections).
 pub(crate) fn compress_fresh(payload: &[u8], level: u32) -> Bytes {
-    let mut compressor = Compress::new_with_window_bits(Compression::new(level.min(9)), false, 15);
-    compress_with(&mut compressor, payload)
+    compress_shared(Compression::new(level.min(9)), 15, payload)
 }
 
 #[cfg(test)]
@@ -306,6 +346,36 @@ mod tests {
             assert!(client.inflate(&compressed, true, &mut out, 1 << 20).is_ok());
             assert_eq!(&out[..], *message);
         }
+    }
+
+    #[test]
+    fn connections_sharing_the_thread_compressor_stay_independent() {
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            ..DeflateParams::default()
+        };
+        let mut servers: Vec<Deflate> = (0..3)
+            .map(|_| Deflate::new(Role::Server, params, 6))
+            .collect();
+        let mut clients: Vec<Deflate> = (0..3)
+            .map(|_| Deflate::new(Role::Client, params, 6))
+            .collect();
+        for round in 0..4 {
+            for (i, (server, client)) in servers.iter_mut().zip(&mut clients).enumerate() {
+                let message = format!("connection {i}, message {round}: ").repeat(20 + i);
+                let compressed = server.compress(message.as_bytes());
+                assert!(compressed.len() < message.len());
+                assert!(server.compressor.is_none(), "no compressor of its own");
+                let mut out = Vec::new();
+                assert!(client.inflate(&compressed, true, &mut out, 1 << 20).is_ok());
+                assert_eq!(out, message.as_bytes());
+            }
+        }
+        // The same message compresses to the same bytes every time: each starts afresh.
+        let a = servers[0].compress(b"Hello Hello Hello Hello");
+        let b = servers[1].compress(b"Hello Hello Hello Hello");
+        assert_eq!(a, b);
+        assert_eq!(a, compress_fresh(b"Hello Hello Hello Hello", 6));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub struct ClientRequest {
     host: String,
     tls: bool,
     protocols: Vec<String>,
+    require_protocol: bool,
     extensions: Vec<String>,
     headers: HeaderMap,
     limits: Limits,
@@ -70,6 +71,7 @@ impl ClientRequest {
             uri,
             tls,
             protocols: Vec::new(),
+            require_protocol: false,
             extensions: Vec::new(),
             headers: HeaderMap::new(),
             limits: Limits::default(),
@@ -97,6 +99,14 @@ impl ClientRequest {
     /// Offers a subprotocol (call again for more, in order of preference).
     pub fn protocol(mut self, name: impl Into<String>) -> Self {
         self.protocols.push(name.into());
+        self
+    }
+
+    /// Refuses a server that chooses none of the offered subprotocols (RFC 6455 lets
+    /// it; by default the connection then goes ahead with none): the handshake fails
+    /// with [`HandshakeError::NoSubprotocolChosen`].
+    pub fn require_protocol(mut self, required: bool) -> Self {
+        self.require_protocol = required;
         self
     }
 
@@ -174,10 +184,13 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
         let handshake = ClientHandshake {
             expected_accept: accept_key(key.as_bytes()),
             protocols: self.protocols.clone(),
+            require_protocol: self.require_protocol && !self.protocols.is_empty(),
             extensions_offered: self.extensions.clone(),
             deflate: self.deflate,
             reader: HeadReader::new(self.limits.max_head_size),
             max_headers: self.limits.max_headers,
+            refusal: None,
+            max_refusal_body: DEFAULT_MAX_REFUSAL_BODY,
         };
         (out, handshake)
     }
@@ -188,11 +201,49 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
 pub struct ClientHandshake {
     expected_accept: String,
     protocols: Vec<String>,
+    require_protocol: bool,
     /// The other extension offers of the request (full header values).
     extensions_offered: Vec<String>,
     deflate: Option<DeflateConfig>,
     reader: HeadReader,
     max_headers: usize,
+    /// A refusal whose body is still arriving.
+    refusal: Option<Refusal>,
+    max_refusal_body: usize,
+}
+
+/// A non-101 answer being read.
+#[derive(Debug)]
+struct Refusal {
+    response: RefusedResponse,
+    /// The body's length as `Content-Length` announced it, if it did.
+    announced: Option<usize>,
+}
+
+/// The most of a refusal's body a client keeps by default (64 KiB).
+pub const DEFAULT_MAX_REFUSAL_BODY: usize = 64 << 10;
+
+/// A server's answer other than 101: status, headers and (the start of) the body, for
+/// a client to show why it was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers (`WWW-Authenticate`, `Retry-After`, ...).
+    pub headers: http::HeaderMap,
+    /// The body as sent (not decoded from chunked encoding), at most the refusal body
+    /// limit.
+    pub body: Bytes,
+    /// The body is whole: it ended, or `Content-Length` said so. False when it was
+    /// cut at the limit, or the transport ended or the time ran out first.
+    pub complete: bool,
+}
+
+impl RefusedResponse {
+    /// The body as text, if it is UTF-8.
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.body).ok()
+    }
 }
 
 /// What the server agreed to.
@@ -209,22 +260,98 @@ pub struct Negotiated {
 impl ClientHandshake {
     /// Feeds bytes of the response. Returns the validated response once complete, what
     /// was negotiated, and the bytes that followed the head (frames may follow at once).
+    ///
+    /// A status other than 101 is a refusal: its body is read too (up to the
+    /// `Content-Length` it announces, or the limit, see
+    /// [`max_refusal_body`](Self::max_refusal_body)), and then
+    /// [`HandshakeError::Refused`] carries status, headers and body. When the transport
+    /// ends (or the time runs out) first, call [`finish`](Self::finish).
     pub fn feed(
         &mut self,
         data: &[u8],
     ) -> Result<Option<(Response<()>, Negotiated, Bytes)>, HandshakeError> {
+        if self.refusal.is_some() {
+            return self.refusal_body(data);
+        }
         let Some((head, rest)) = self.reader.push(data)? else {
             return Ok(None);
         };
         let response = parse_response(&head, self.max_headers)?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let announced = response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let (parts, ()) = response.into_parts();
+            self.refusal = Some(Refusal {
+                response: RefusedResponse {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: Bytes::new(),
+                    complete: false,
+                },
+                announced,
+            });
+            return self.refusal_body(&rest);
+        }
         let negotiated = self.validate(&response)?;
         Ok(Some((response, negotiated, rest)))
+    }
+
+    /// The most of a refusal's body kept (default [`DEFAULT_MAX_REFUSAL_BODY`]).
+    pub fn max_refusal_body(&mut self, bytes: usize) -> &mut Self {
+        self.max_refusal_body = bytes;
+        self
+    }
+
+    /// The transport ended, or the handshake's time ran out: the refusal read so far if
+    /// a non-101 head arrived, or [`HandshakeError::Incomplete`].
+    pub fn finish(&mut self) -> HandshakeError {
+        match self.refusal.take() {
+            Some(refusal) => HandshakeError::Refused(Box::new(refusal.response)),
+            None => HandshakeError::Incomplete,
+        }
+    }
+
+    fn refusal_body(
+        &mut self,
+        data: &[u8],
+    ) -> Result<Option<(Response<()>, Negotiated, Bytes)>, HandshakeError> {
+        let Some(refusal) = self.refusal.as_mut() else {
+            return Ok(None);
+        };
+        let limit = refusal
+            .announced
+            .unwrap_or(usize::MAX)
+            .min(self.max_refusal_body);
+        let body = &mut refusal.response.body;
+        let take = data.len().min(limit.saturating_sub(body.len()));
+        if take > 0 {
+            let mut joined = Vec::with_capacity(body.len() + take);
+            joined.extend_from_slice(body);
+            joined.extend_from_slice(&data[..take]);
+            *body = Bytes::from(joined);
+        }
+        let whole = refusal.announced.is_some_and(|n| body.len() >= n);
+        if whole || body.len() >= limit {
+            let mut response = self.refusal.take().expect("checked above").response;
+            response.complete = whole;
+            return Err(HandshakeError::Refused(Box::new(response)));
+        }
+        Ok(None)
     }
 
     /// Validates a response (RFC 6455 section 4.2.2, client side).
     pub fn validate(&self, response: &Response<()>) -> Result<Negotiated, HandshakeError> {
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            return Err(HandshakeError::NotSwitchingProtocols(response.status()));
+            let (parts, ()) = response.clone().into_parts();
+            return Err(HandshakeError::Refused(Box::new(RefusedResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body: Bytes::new(),
+                complete: false,
+            })));
         }
         let headers = response.headers();
         if !header_tokens(headers, &header::UPGRADE).any(|t| t.eq_ignore_ascii_case("websocket")) {
@@ -241,6 +368,7 @@ impl ClientHandshake {
         let mut chosen: Vec<&str> =
             header_tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL).collect();
         let protocol = match chosen.len() {
+            0 if self.require_protocol => return Err(HandshakeError::NoSubprotocolChosen),
             0 => None,
             1 => {
                 let name = chosen.remove(0);
@@ -405,13 +533,53 @@ Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
             ))
         );
         let (_, mut handshake) = request.encode();
-        let error = handshake
-            .feed(b"HTTP/1.1 403 Forbidden\r\n\r\n")
-            .unwrap_err();
+        // No Content-Length: the body lasts until the transport ends.
+        assert!(matches!(
+            handshake.feed(b"HTTP/1.1 403 Forbidden\r\n\r\n"),
+            Ok(None)
+        ));
+        match handshake.finish() {
+            HandshakeError::Refused(response) => {
+                assert_eq!(response.status, StatusCode::FORBIDDEN);
+                assert!(response.body.is_empty() && !response.complete);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusal_keeps_status_headers_and_body() {
+        let (_, mut handshake) = ClientRequest::new("ws://a/").unwrap().encode();
+        let head = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n\
+                    Content-Length: 18\r\n\r\norigin not ";
+        assert!(matches!(handshake.feed(head.as_bytes()), Ok(None)));
+        let error = handshake.feed(b"allowed").unwrap_err();
+        let HandshakeError::Refused(response) = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(response.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers["www-authenticate"], "Bearer");
+        assert_eq!(response.text(), Some("origin not allowed"));
+        assert!(response.complete);
         assert_eq!(
-            error,
-            HandshakeError::NotSwitchingProtocols(StatusCode::FORBIDDEN)
+            error.to_string(),
+            "server answered 401 Unauthorized instead of 101 Switching Protocols: \
+             origin not allowed"
         );
+    }
+
+    #[test]
+    fn a_refusal_body_is_cut_at_the_limit() {
+        let (_, mut handshake) = ClientRequest::new("ws://a/").unwrap().encode();
+        handshake.max_refusal_body(10);
+        let error = handshake
+            .feed(b"HTTP/1.1 500 Oops\r\n\r\n0123456789abcdef")
+            .unwrap_err();
+        let HandshakeError::Refused(response) = error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(&response.body[..], b"0123456789");
+        assert!(!response.complete);
     }
 
     #[test]
@@ -496,6 +664,18 @@ mod mixed_extension_tests {
         let negotiated = respond(request(), "x-trace; level=2").unwrap();
         assert!(negotiated.deflate.is_none());
         assert_eq!(negotiated.extensions, ["x-trace; level=2"]);
+    }
+
+    #[test]
+    fn a_client_may_require_one_of_its_subprotocols() {
+        let request = ClientRequest::new("ws://a/")
+            .unwrap()
+            .protocol("chat")
+            .require_protocol(true);
+        assert!(matches!(
+            respond(request, "permessage-deflate"),
+            Err(HandshakeError::NoSubprotocolChosen)
+        ));
     }
 
     #[test]

@@ -84,11 +84,21 @@ pub fn decide<B>(
     deflate: Option<&DeflateConfig>,
     callback: impl FnOnce(&Request<B>, &ClientOffer) -> Result<Acceptance, Rejection>,
 ) -> Decision {
-    let offer = match ClientOffer::from_request(request) {
-        Ok(offer) => offer,
-        Err(error) => return Decision::peer_error(error),
-    };
-    let acceptance = match callback(request, &offer) {
+    match ClientOffer::from_request(request) {
+        Ok(offer) => decide_offer(request, &offer, deflate, callback),
+        Err(error) => Decision::peer_error(error),
+    }
+}
+
+/// [`decide`] for a request whose offer was validated another way (an HTTP/2 extended
+/// CONNECT, RFC 8441, has no key and no `Upgrade` header).
+pub fn decide_offer<B>(
+    request: &Request<B>,
+    offer: &ClientOffer,
+    deflate: Option<&DeflateConfig>,
+    callback: impl FnOnce(&Request<B>, &ClientOffer) -> Result<Acceptance, Rejection>,
+) -> Decision {
+    let acceptance = match callback(request, offer) {
         Ok(acceptance) => acceptance,
         Err(rejection) => return Decision::rejected(rejection),
     };

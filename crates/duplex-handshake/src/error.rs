@@ -37,12 +37,14 @@ pub enum HandshakeError {
     UnsupportedVersion(String),
     /// `Sec-WebSocket-Key` is not the base64 encoding of 16 bytes.
     InvalidKey,
-    /// The server answered with a status other than 101.
-    NotSwitchingProtocols(StatusCode),
+    /// The server answered with a status other than 101: its status, headers and body.
+    Refused(Box<crate::client::RefusedResponse>),
     /// `Sec-WebSocket-Accept` does not match the key we sent.
     AcceptMismatch,
     /// The server chose a subprotocol we did not offer.
     UnofferedSubprotocol(String),
+    /// The server chose none of our subprotocols, and the request required one.
+    NoSubprotocolChosen,
     /// The server answered with an extension we did not offer.
     UnofferedExtension(String),
     /// The URL cannot be used for a WebSocket connection.
@@ -113,17 +115,27 @@ impl fmt::Display for HandshakeError {
             Self::InvalidKey => {
                 f.write_str("Sec-WebSocket-Key is not the base64 encoding of 16 bytes")
             }
-            Self::NotSwitchingProtocols(status) => {
+            Self::Refused(response) => {
                 write!(
                     f,
-                    "server answered {status} instead of 101 Switching Protocols"
-                )
+                    "server answered {} instead of 101 Switching Protocols",
+                    response.status
+                )?;
+                // What the server said, on one line and not too long.
+                if let Some(text) = response.text().map(str::trim).filter(|t| !t.is_empty()) {
+                    let line: String = text.chars().take(200).collect();
+                    write!(f, ": {}", line.replace(['\r', '\n'], " "))?;
+                }
+                Ok(())
             }
             Self::AcceptMismatch => {
                 f.write_str("Sec-WebSocket-Accept does not match the key we sent")
             }
             Self::UnofferedSubprotocol(name) => {
                 write!(f, "server chose subprotocol {name:?} that we did not offer")
+            }
+            Self::NoSubprotocolChosen => {
+                f.write_str("server chose none of the offered subprotocols, and one is required")
             }
             Self::UnofferedExtension(name) => {
                 write!(

@@ -39,8 +39,11 @@ use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sha1::{Digest, Sha1};
 
-pub use client::{ClientHandshake, ClientRequest, Negotiated, parse_response};
-pub use decision::{Accepted, Decision, Refused, ServerError, decide};
+pub use client::{
+    ClientHandshake, ClientRequest, DEFAULT_MAX_REFUSAL_BODY, Negotiated, RefusedResponse,
+    parse_response,
+};
+pub use decision::{Accepted, Decision, Refused, ServerError, decide, decide_offer};
 pub use deflate::DeflateConfig;
 pub use duplex_core::DeflateParams;
 pub use error::HandshakeError;

@@ -95,7 +95,8 @@ impl ClientOffer {
         if request.method() != Method::GET {
             return Err(HandshakeError::MethodNotGet(request.method().to_string()));
         }
-        if request.version() < Version::HTTP_11 {
+        // The upgrade exists in HTTP/1.1 only (HTTP/2 uses extended CONNECT instead).
+        if request.version() != Version::HTTP_11 {
             return Err(HandshakeError::UnsupportedHttpVersion);
         }
         Self::from_headers(request.headers())

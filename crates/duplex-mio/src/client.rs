@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use duplex_core::{CloseFrame, Config, Connection, Error, Message, Role};
 use duplex_handshake::http::Response;
-use duplex_handshake::{DeflateConfig, HandshakeError};
+use duplex_handshake::{ClientHandshake, DeflateConfig, HandshakeError};
 
 /// The client's opening request (subprotocols, headers), for [`connect_with`].
 pub use duplex_handshake::ClientRequest;
@@ -86,7 +86,7 @@ pub enum ConnectError {
     /// timeout is `io::ErrorKind::TimedOut`).
     Io(io::Error),
     /// The URL or the server's response is not a valid WebSocket handshake (a refusal
-    /// is `HandshakeError::NotSwitchingProtocols` with the server's status).
+    /// is `HandshakeError::Refused` with the server's status, headers and body).
     Handshake(HandshakeError),
     /// `wss://` URLs need TLS, which this client does not do.
     TlsNotSupported,
@@ -162,16 +162,20 @@ pub fn connect_with(
     let mut buf = vec![0u8; config.read_buffer_size].into_boxed_slice();
     let (response, negotiated, rest) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
+        // A refusal whose body did not finish in time is still the server's answer.
+        let timed_out = |handshake: &mut ClientHandshake| match handshake.finish() {
+            HandshakeError::Incomplete => io::Error::from(io::ErrorKind::TimedOut).into(),
+            refused => ConnectError::Handshake(refused),
+        };
         if left.is_zero() {
-            return Err(io::Error::from(io::ErrorKind::TimedOut).into());
+            return Err(timed_out(&mut handshake));
         }
         stream.set_read_timeout(Some(left))?;
         let n = match stream.read(&mut buf) {
-            Ok(0) => return Err(HandshakeError::Incomplete.into()),
+            // A refusal's body may end with the connection.
+            Ok(0) => return Err(handshake.finish().into()),
             Ok(n) => n,
-            Err(error) if is_timeout(&error) => {
-                return Err(io::Error::from(io::ErrorKind::TimedOut).into());
-            }
+            Err(error) if is_timeout(&error) => return Err(timed_out(&mut handshake)),
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error.into()),
         };

@@ -61,7 +61,7 @@ fn on_open_can_reject_and_choose_a_subprotocol() {
     let error = duplex_mio::client::connect(&server.url("/forbidden")).unwrap_err();
     assert!(matches!(
         error,
-        ConnectError::Handshake(HandshakeError::NotSwitchingProtocols(status)) if status == 403
+        ConnectError::Handshake(HandshakeError::Refused(response)) if response.status == 403
     ));
     let request = ClientRequest::new(&server.url("/"))
         .unwrap()
@@ -225,7 +225,8 @@ fn a_panicking_handler_closes_its_connection_with_1011_and_the_worker_goes_on() 
     }
     // A panic in `on_open` refuses that client with 500; new clients are served.
     match duplex_mio::client::connect(&server.url("/panic")) {
-        Err(ConnectError::Handshake(HandshakeError::NotSwitchingProtocols(status))) => {
+        Err(ConnectError::Handshake(HandshakeError::Refused(response))) => {
+            let status = response.status;
             assert_eq!(status, 500)
         }
         other => panic!("expected 500, got {other:?}"),
@@ -515,7 +516,8 @@ fn connections_over_the_limit_get_503() {
     let mut a = client(&server.url("/"));
     let _b = client(&server.url("/"));
     match duplex_mio::client::connect(&server.url("/")) {
-        Err(ConnectError::Handshake(HandshakeError::NotSwitchingProtocols(status))) => {
+        Err(ConnectError::Handshake(HandshakeError::Refused(response))) => {
+            let status = response.status;
             assert_eq!(status, 503)
         }
         other => panic!("expected 503, got {other:?}"),
@@ -614,4 +616,43 @@ fn duplex_core_linger(ms: u64) -> duplex_mio::Linger {
         time: Duration::from_millis(ms),
         max_bytes: 1 << 20,
     }
+}
+
+#[test]
+fn a_close_sent_through_a_sender_ends_a_peer_that_never_answers_at_the_close_timeout() {
+    let close_timeout = Duration::from_millis(500);
+    let server = start(
+        config().websocket(
+            Config::default()
+                .close_timeout(close_timeout)
+                .linger(duplex_core_linger(300)),
+        ),
+    );
+    // A client that completes the handshake and then never reads nor answers.
+    let raw = raw_client(server.addr);
+    let id = server.wait_for(|r| match r {
+        Report::Opened(id) => Some(id),
+        _ => None,
+    });
+    let sent = Instant::now();
+    server
+        .sender
+        .send(
+            id,
+            Message::Close(Some(duplex_mio::CloseFrame::new(CloseCode::Normal, "bye"))),
+        )
+        .unwrap();
+    // The connection ends at the close timeout (plus a turn of the worker).
+    server.wait_for(|r| match r {
+        Report::Closed(closed, _) if closed == id => Some(()),
+        _ => None,
+    });
+    let took = sent.elapsed();
+    assert!(
+        took >= close_timeout && took < close_timeout + Duration::from_secs(1),
+        "{took:?}"
+    );
+    server.wait_for_count(0, Duration::from_secs(2));
+    drop(raw);
+    server.stop();
 }

@@ -18,7 +18,7 @@ async fn main() -> Result<(), BoxError> {
         .max_frame_size(64 << 20)
         .max_fragments(1 << 20)
         .max_write_buffer(16 << 20);
-    let config = Config::default().protocol(protocol);
+    let config = Config::default().engine(protocol);
 
     let (mut ws, _) = connect_with(
         ClientRequest::new(&format!("{base}/getCaseCount"))?,

@@ -29,7 +29,7 @@ async fn main() -> std::io::Result<()> {
         .max_frame_size(64 << 20)
         .max_fragments(1 << 20)
         .max_write_buffer(16 << 20);
-    let config = Config::default().protocol(protocol);
+    let config = Config::default().engine(protocol);
     let app = Router::new()
         .route("/", get(|| async { "duplex on axum: connect to /ws\n" }))
         // `any`: an HTTP/2 WebSocket is a CONNECT, not a GET.

@@ -81,7 +81,7 @@ async fn main() -> std::io::Result<()> {
         .max_frame_size(16 << 20)
         .keepalive(Duration::from_secs(30), Duration::from_secs(30));
     let chat = Arc::new(Chat {
-        config: Config::default().protocol(protocol),
+        config: Config::default().engine(protocol),
         rooms: Mutex::default(),
         stats: Mutex::default(),
         pages: Mutex::default(),

@@ -22,7 +22,7 @@ async fn main() -> std::io::Result<()> {
         .max_frame_size(64 << 20)
         .max_fragments(1 << 20)
         .max_write_buffer(16 << 20);
-    let config = Config::default().protocol(protocol);
+    let config = Config::default().engine(protocol);
     loop {
         let (tcp, _) = listener.accept().await?;
         tcp.set_nodelay(true)?;

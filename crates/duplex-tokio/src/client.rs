@@ -105,7 +105,7 @@ async fn connect_h2(
     let ws = WebSocketStream::from_raw(
         MaybeTlsStream::H2(Box::new(stream)),
         Role::Client,
-        config.protocol.clone(),
+        config.engine.clone(),
         deflate,
         &[],
     );
@@ -142,25 +142,30 @@ where
         loop {
             let n = stream.read(&mut buf).await?;
             if n == 0 {
-                return Err(HandshakeError::Protocol(
-                    duplex_handshake::HandshakeError::Incomplete,
-                ));
+                // A refusal's body may end with the connection.
+                return Err(HandshakeError::Protocol(handshake.finish()));
             }
             if let Some(done) = handshake.feed(&buf[..n])? {
                 return Ok(done);
             }
         }
     };
-    let (response, negotiated, leftover) = tokio::time::timeout(config.handshake_timeout, exchange)
-        .await
-        .map_err(|_| {
+    let exchanged = tokio::time::timeout(config.handshake_timeout, exchange).await;
+    let (response, negotiated, leftover) = match exchanged {
+        Ok(result) => result?,
+        Err(_) => {
             crate::trace::handshake_timeout(Role::Client);
-            HandshakeError::Timeout
-        })??;
+            // A refusal whose body did not finish in time is still the server's answer.
+            return Err(match handshake.finish() {
+                duplex_handshake::HandshakeError::Incomplete => HandshakeError::Timeout,
+                refused => HandshakeError::Protocol(refused),
+            });
+        }
+    };
     let ws = WebSocketStream::from_raw(
         stream,
         Role::Client,
-        config.protocol,
+        config.engine,
         negotiated.deflate,
         &leftover,
     );

@@ -15,12 +15,12 @@ use crate::proxy::Proxy;
 ///
 /// let config = Config::default()
 ///     .handshake_timeout(Duration::from_secs(5))
-///     .protocol(duplex_tokio::core::Config::default().max_message_size(1 << 20));
+///     .engine(duplex_tokio::EngineConfig::default().max_message_size(1 << 20));
 /// assert_eq!(config.get_handshake_timeout(), Duration::from_secs(5));
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub(crate) protocol: duplex_core::Config,
+    pub(crate) engine: duplex_core::Config,
     pub(crate) limits: Limits,
     pub(crate) handshake_timeout: Duration,
     pub(crate) deflate: Option<DeflateConfig>,
@@ -49,10 +49,13 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 impl Default for Config {
     fn default() -> Self {
         Self {
-            protocol: duplex_core::Config::default(),
+            engine: duplex_core::Config::default(),
             limits: Limits::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            deflate: Some(DeflateConfig::default()),
+            deflate: Some(DeflateConfig {
+                server_no_context_takeover: true,
+                ..DeflateConfig::default()
+            }),
             #[cfg(feature = "tls")]
             tls: None,
             proxy: ProxySetting::Direct,
@@ -65,8 +68,8 @@ impl Default for Config {
 impl Config {
     /// The protocol engine's limits and behaviour (message and frame sizes, write buffer,
     /// close timeout, keepalive, idle timeout, automatic fragmentation).
-    pub fn protocol(mut self, protocol: duplex_core::Config) -> Self {
-        self.protocol = protocol;
+    pub fn engine(mut self, engine: duplex_core::Config) -> Self {
+        self.engine = engine;
         self
     }
 
@@ -84,10 +87,15 @@ impl Config {
     }
 
     /// The permessage-deflate policy: what a client offers and what a server accepts
-    /// (default: on, with context takeover and 15-bit windows). `None` turns it off.
-    /// With context takeover a connection keeps its compressor (about 256 KiB) and
-    /// decompressor (about 40 KiB) between messages; `no_context_takeover` frees them
-    /// after each message.
+    /// (default: on, 15-bit windows, `server_no_context_takeover`: the server keeps no
+    /// compression context between the messages it sends, and a client asks for that).
+    /// `None` turns it off. A side that keeps its compression context owns a compressor
+    /// (about 370 KiB with zlib-rs) from its first compressed message on; one that does
+    /// not compresses with a compressor shared by the connections of its thread, so a
+    /// server connection that used compression holds only its decompressor (about
+    /// 46 KiB with a 15-bit window, freed between messages when the peer keeps no
+    /// context either). The ratio this gives up on similar consecutive messages is in
+    /// `docs/BENCHMARKS.md` (deflate memory).
     pub fn deflate(mut self, policy: Option<DeflateConfig>) -> Self {
         self.deflate = policy;
         self
@@ -145,8 +153,13 @@ impl Config {
     }
 
     /// The protocol engine's configuration.
-    pub fn get_protocol(&self) -> &duplex_core::Config {
-        &self.protocol
+    pub fn engine_config(&self) -> &duplex_core::Config {
+        &self.engine
+    }
+
+    /// The permessage-deflate policy (`None`: off).
+    pub fn deflate_config(&self) -> Option<&DeflateConfig> {
+        self.deflate.as_ref()
     }
 }
 

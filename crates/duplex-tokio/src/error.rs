@@ -2,8 +2,6 @@
 
 use std::{fmt, io};
 
-use http::StatusCode;
-
 /// Why `accept` or `connect` did not produce a WebSocket.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -12,15 +10,27 @@ pub enum HandshakeError {
     Io(io::Error),
     /// The handshake did not complete within the handshake timeout.
     Timeout,
-    /// The peer's HTTP head broke the rules of RFC 6455 section 4, or a limit.
+    /// Client side: the server's answer broke the rules of RFC 6455 section 4 (or was
+    /// not a 101), or a limit.
     Protocol(duplex_handshake::HandshakeError),
-    /// The server's accept callback rejected the request with this status.
-    Rejected(StatusCode),
+    /// Server side: the request was refused, and the client was answered; the
+    /// [`ServerError`](duplex_handshake::ServerError) says whose doing it was (a bad
+    /// request, the application's rejection or mistake, no capacity).
+    Refused(duplex_handshake::ServerError),
     /// The proxy did not open a tunnel, or the proxy setting is invalid.
     Proxy(crate::proxy::ProxyError),
 }
 
-use duplex_handshake::http;
+impl HandshakeError {
+    /// Client side: the server's answer when it refused the connection (status,
+    /// headers, body), if that is what happened.
+    pub fn refused(&self) -> Option<&duplex_handshake::RefusedResponse> {
+        match self {
+            Self::Protocol(duplex_handshake::HandshakeError::Refused(response)) => Some(response),
+            _ => None,
+        }
+    }
+}
 
 impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -28,7 +38,7 @@ impl fmt::Display for HandshakeError {
             Self::Io(error) => write!(f, "I/O error during the WebSocket handshake: {error}"),
             Self::Timeout => f.write_str("the WebSocket handshake timed out"),
             Self::Protocol(error) => write!(f, "WebSocket handshake failed: {error}"),
-            Self::Rejected(status) => write!(f, "the request was rejected with {status}"),
+            Self::Refused(error) => write!(f, "WebSocket request refused: {error}"),
             Self::Proxy(error) => write!(f, "proxy failure: {error}"),
         }
     }
@@ -40,7 +50,8 @@ impl std::error::Error for HandshakeError {
             Self::Io(error) => Some(error),
             Self::Protocol(error) => Some(error),
             Self::Proxy(error) => Some(error),
-            _ => None,
+            Self::Refused(error) => Some(error),
+            Self::Timeout => None,
         }
     }
 }

@@ -255,7 +255,7 @@ impl Http2Connection {
         config: Config,
     ) -> Result<(WebSocketStream<H2Stream>, ClientResponse), HandshakeError> {
         let (stream, response, deflate) = self.open(request, &config).await?;
-        let ws = WebSocketStream::from_raw(stream, Role::Client, config.protocol, deflate, &[]);
+        let ws = WebSocketStream::from_raw(stream, Role::Client, config.engine, deflate, &[]);
         ws.set_span(client_span(&response));
         Ok((ws, response))
     }
@@ -322,7 +322,15 @@ impl Http2Connection {
             .map_err(|_| HandshakeError::Timeout)??;
         let (parts, recv) = response.into_parts();
         if !parts.status.is_success() {
-            return Err(BadHandshake::NotSwitchingProtocols(parts.status).into());
+            return Err(
+                BadHandshake::Refused(Box::new(duplex_handshake::RefusedResponse {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: bytes::Bytes::new(),
+                    complete: false,
+                }))
+                .into(),
+            );
         }
         // The same checks as for a 101: subprotocol and extensions must be among the
         // offers, and permessage-deflate parameters valid.

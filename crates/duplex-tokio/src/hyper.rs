@@ -84,7 +84,10 @@ use duplex_core::{DeflateParams, Role};
 use duplex_handshake::http::{
     self, HeaderValue, Method, Request, Response, StatusCode, Version, header,
 };
-use duplex_handshake::{Acceptance, ClientOffer, Rejection};
+use duplex_handshake::{
+    Acceptance, Accepted, ClientOffer, Decision, Refused, Rejection, ServerError, decide,
+    decide_offer,
+};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -149,7 +152,7 @@ pub fn upgrade<B>(
 /// Like [`upgrade`], with a `callback` that sees the request and the client's offer and
 /// decides: accept, choosing a subprotocol and extra response headers through
 /// [`Acceptance`], or refuse with a [`Rejection`] (returned as
-/// [`UpgradeError::Rejected`], whose response is the rejection's).
+/// [`UpgradeError::Refused`], whose response is the rejection's).
 ///
 /// ```no_run
 /// use duplex_tokio::hyper::{upgrade_with, Full};
@@ -206,17 +209,35 @@ where
     F: FnOnce(&Request<B>, &ClientOffer) -> Result<Acceptance, Rejection>,
 {
     let http2 = request.version() == Version::HTTP_2 && request.method() == Method::CONNECT;
-    let offer = if http2 {
-        extended_connect_offer(request)?
-    } else {
-        let offer = ClientOffer::from_request(request)?;
-        if request.version() != Version::HTTP_11 {
-            return Err(duplex_handshake::HandshakeError::UnsupportedHttpVersion.into());
+    let deflate = config.deflate.as_ref();
+    let decision = if http2 {
+        match extended_connect_offer(request) {
+            Ok(offer) => decide_offer(request, &offer, deflate, callback),
+            Err(error) => Decision::peer_error(error),
         }
-        offer
+    } else {
+        decide(request, deflate, callback)
     };
-    let acceptance = callback(request, &offer).map_err(UpgradeError::Rejected)?;
-    let (mut response, deflate) = offer.accept_negotiated(&acceptance, config.deflate.as_ref())?;
+    let Accepted {
+        mut response,
+        protocol,
+        deflate,
+    } = match decision {
+        Decision::Accept(accepted) => accepted,
+        Decision::Refuse(Refused {
+            mut response,
+            error,
+        }) => {
+            if http2 {
+                // HTTP/2 has no Connection header; the stream ends with the answer.
+                response.headers_mut().remove(header::CONNECTION);
+            }
+            return Err(UpgradeError::Refused {
+                response: Box::new(response),
+                error,
+            });
+        }
+    };
     if http2 {
         // RFC 8441 section 5: a 2xx answers the CONNECT; there is no key to answer, and
         // HTTP/2 has no Upgrade or Connection headers.
@@ -232,9 +253,9 @@ where
         .ok_or(UpgradeError::NotUpgradable)?;
     let websocket = HyperWebSocket {
         on_upgrade,
-        config: config.protocol.clone(),
+        config: config.engine.clone(),
         deflate,
-        protocol: acceptance.chosen_protocol().map(str::to_owned),
+        protocol,
         http2,
         path: request.uri().path().to_owned(),
         extensions: response
@@ -280,17 +301,19 @@ fn is_extended_connect<B>(request: &Request<B>) -> bool {
 /// subprotocols and extensions it offers. The RFC 6455 checks are reused on a copy of
 /// the headers completed with what HTTP/2 carries elsewhere or leaves out (Host from
 /// `:authority`, Upgrade and Connection, a placeholder key, which nothing answers).
-fn extended_connect_offer<B>(request: &Request<B>) -> Result<ClientOffer, UpgradeError> {
+fn extended_connect_offer<B>(
+    request: &Request<B>,
+) -> Result<ClientOffer, duplex_handshake::HandshakeError> {
     use duplex_handshake::HandshakeError as Bad;
     if !is_extended_connect(request) {
-        return Err(Bad::MissingHeader(":protocol = websocket").into());
+        return Err(Bad::MissingHeader(":protocol = websocket"));
     }
     let authority = request
         .uri()
         .authority()
         .ok_or(Bad::MissingHeader(":authority"))?;
     if request.uri().path().is_empty() {
-        return Err(Bad::MissingHeader(":path").into());
+        return Err(Bad::MissingHeader(":path"));
     }
     let mut headers = request.headers().clone();
     if !headers.contains_key(header::HOST) {
@@ -304,7 +327,7 @@ fn extended_connect_offer<B>(request: &Request<B>) -> Result<ClientOffer, Upgrad
         header::SEC_WEBSOCKET_KEY,
         HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA=="),
     );
-    Ok(ClientOffer::from_headers(&headers)?)
+    ClientOffer::from_headers(&headers)
 }
 
 impl HyperWebSocket {
@@ -375,11 +398,15 @@ impl Future for HyperWebSocket {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum UpgradeError {
-    /// The request is not a valid WebSocket handshake (or asked for something we cannot
-    /// give, such as an unoffered subprotocol chosen by the callback).
-    Handshake(duplex_handshake::HandshakeError),
-    /// The [`upgrade_with`] callback refused the request.
-    Rejected(Rejection),
+    /// The request was refused: a bad handshake (400, 405, 426, 431), the
+    /// [`upgrade_with`] callback's [`Rejection`], or the callback's own mistake (500).
+    /// `error` says whose doing it was; `response` is the answer.
+    Refused {
+        /// The response to send instead of the upgrade.
+        response: Box<Response<String>>,
+        /// Why, by whose doing.
+        error: ServerError,
+    },
     /// The request carries no hyper upgrade handle: it was not read by a hyper 1 server
     /// connection (HTTP/1.1, or HTTP/2 with extended CONNECT enabled), or the handle was
     /// taken before. Answered with 500.
@@ -390,27 +417,18 @@ impl UpgradeError {
     /// The status of the response.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Handshake(error) => error.status(),
-            Self::Rejected(rejection) => rejection.response().status(),
+            Self::Refused { response, .. } => response.status(),
             Self::NotUpgradable => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// The response to send instead of 101: for a bad handshake its status (400, 405,
-    /// 426 with `Sec-WebSocket-Version: 13`) with a plain-text reason and
-    /// `Connection: close`; for a rejection, the rejection's response.
+    /// The response to send instead of the upgrade.
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let response = match self {
-            Self::Handshake(error) => error.response(),
-            Self::Rejected(rejection) => rejection.into_response(),
+            Self::Refused { response, .. } => *response,
             Self::NotUpgradable => {
-                let mut response = Response::new(format!("{}\n", Self::NotUpgradable));
-                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                response
+                Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "not upgradable\n")
+                    .into_response()
             }
         };
         response.map(|body| Full::new(Bytes::from(body)))
@@ -420,12 +438,7 @@ impl UpgradeError {
 impl fmt::Display for UpgradeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Handshake(error) => write!(f, "WebSocket handshake failed: {error}"),
-            Self::Rejected(rejection) => write!(
-                f,
-                "the request was rejected with {}",
-                rejection.response().status()
-            ),
+            Self::Refused { error, .. } => write!(f, "WebSocket request refused: {error}"),
             Self::NotUpgradable => f.write_str(
                 "the request cannot be upgraded: it was not read by a hyper server \
                  connection, or its upgrade was taken already",
@@ -437,15 +450,9 @@ impl fmt::Display for UpgradeError {
 impl std::error::Error for UpgradeError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Handshake(error) => Some(error),
-            _ => None,
+            Self::Refused { error, .. } => Some(error),
+            Self::NotUpgradable => None,
         }
-    }
-}
-
-impl From<duplex_handshake::HandshakeError> for UpgradeError {
-    fn from(error: duplex_handshake::HandshakeError) -> Self {
-        Self::Handshake(error)
     }
 }
 

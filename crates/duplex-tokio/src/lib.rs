@@ -161,11 +161,18 @@ pub use duplex_core::{
     CloseCode, CloseFrame, DeflateParams, Error, Message, PreparedMessage, Role, Utf8Bytes,
 };
 pub use duplex_handshake::{
-    Acceptance, ClientOffer, ClientRequest, DeflateConfig, Limits, Rejection, http,
+    Acceptance, ClientOffer, ClientRequest, DeflateConfig, Limits, RefusedResponse, Rejection,
+    ServerError, http,
 };
+
+/// The opening handshake, for its error type (`handshake::HandshakeError`, inside
+/// [`HandshakeError::Protocol`]) and lower-level pieces.
+pub use duplex_handshake as handshake;
 
 /// The protocol engine, for its configuration and error types.
 pub use duplex_core as core;
+/// The engine's configuration (limits, deadlines), set with [`Config::engine`].
+pub use duplex_core::Config as EngineConfig;
 
 /// The TLS library used for `wss://`, for building a custom `ClientConfig` or a
 /// `TlsAcceptor` for servers.

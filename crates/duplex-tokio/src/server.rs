@@ -1,8 +1,10 @@
 //! Accepting WebSocket connections.
 
 use duplex_core::Role;
-use duplex_handshake::http::{Request, Response};
-use duplex_handshake::{Acceptance, ClientOffer, Rejection, ServerHandshake, write_response};
+use duplex_handshake::http::Request;
+use duplex_handshake::{
+    Acceptance, ClientOffer, Decision, Refused, Rejection, ServerHandshake, decide,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Config;
@@ -49,6 +51,52 @@ where
 /// .await?;
 /// # Ok(()) }
 /// ```
+///
+/// The callback cannot await. To await something before deciding (a token check
+/// against a service), read the head yourself, await, then answer with
+/// `duplex_handshake::decide` and wrap the stream:
+///
+/// ```no_run
+/// use duplex_tokio::handshake::{Decision, Limits, ServerHandshake, decide};
+/// use duplex_tokio::{Acceptance, Config, Rejection, Role, WebSocketStream};
+/// use duplex_tokio::http::StatusCode;
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// async fn token_is_valid(_token: Option<&str>) -> bool {
+///     true // ask your session store
+/// }
+///
+/// # async fn run(mut tcp: tokio::net::TcpStream) -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config::default();
+/// let mut reader = ServerHandshake::new(Limits::default());
+/// let mut buf = vec![0u8; 4096];
+/// let (request, leftover) = loop {
+///     let n = tcp.read(&mut buf).await?;
+///     if let Some(done) = reader.feed(&buf[..n])? {
+///         break done;
+///     }
+/// };
+/// let token = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+/// let allowed = token_is_valid(token).await;
+/// let decision = decide(&request, config.deflate_config(), |_, _| {
+///     if allowed {
+///         Ok(Acceptance::default())
+///     } else {
+///         Err(Rejection::new(StatusCode::UNAUTHORIZED, "log in first"))
+///     }
+/// });
+/// tcp.write_all(&decision.response_bytes()).await?;
+/// let Decision::Accept(accepted) = decision else { return Ok(()) };
+/// let ws = WebSocketStream::from_raw(
+///     tcp,
+///     Role::Server,
+///     config.engine_config().clone(),
+///     accepted.deflate,
+///     &leftover,
+/// );
+/// # drop(ws);
+/// # Ok(()) }
+/// ```
 pub async fn accept_with<S, F>(
     mut stream: S,
     config: Config,
@@ -60,39 +108,22 @@ where
 {
     let handshake = async {
         let (request, leftover) = read_request(&mut stream, &config).await?;
-        let offer = match ClientOffer::from_request(&request) {
-            Ok(offer) => offer,
-            Err(error) => return Err(reject(&mut stream, &error.response(), error.into()).await),
+        let decision = decide(&request, config.deflate.as_ref(), callback);
+        let bytes = decision.response_bytes();
+        let accepted = match decision {
+            Decision::Accept(accepted) => accepted,
+            Decision::Refuse(refused) => return Err(refuse(&mut stream, &bytes, refused).await),
         };
-        let acceptance = match callback(&request, &offer) {
-            Ok(acceptance) => acceptance,
-            Err(rejection) => {
-                let status = rejection.response().status();
-                return Err(reject(
-                    &mut stream,
-                    rejection.response(),
-                    HandshakeError::Rejected(status),
-                )
-                .await);
-            }
-        };
-        let (response, deflate) = match offer
-            .accept_negotiated(&acceptance, config.deflate.as_ref())
-        {
-            Ok(accepted) => accepted,
-            Err(error) => return Err(reject(&mut stream, &error.response(), error.into()).await),
-        };
-        let mut bytes = Vec::with_capacity(256);
-        write_response(&response, &mut bytes);
         stream.write_all(&bytes).await?;
         stream.flush().await?;
-        let extensions = response
+        let extensions = accepted
+            .response
             .headers()
             .get(duplex_handshake::http::header::SEC_WEBSOCKET_EXTENSIONS)
             .and_then(|v| v.to_str().ok());
         let span =
             crate::trace::connection(Role::Server, request.uri().path(), extensions, "HTTP/1.1");
-        Ok((leftover, deflate, span))
+        Ok((leftover, accepted.deflate, span))
     };
     let (leftover, deflate, span) = tokio::time::timeout(config.handshake_timeout, handshake)
         .await
@@ -100,7 +131,7 @@ where
             crate::trace::handshake_timeout(Role::Server);
             HandshakeError::Timeout
         })??;
-    let ws = WebSocketStream::from_raw(stream, Role::Server, config.protocol, deflate, &leftover);
+    let ws = WebSocketStream::from_raw(stream, Role::Server, config.engine, deflate, &leftover);
     ws.set_span(span);
     Ok(ws)
 }
@@ -123,24 +154,25 @@ where
         match reader.feed(&buf[..n]) {
             Ok(Some(done)) => return Ok(done),
             Ok(None) => {}
-            Err(error) => return Err(reject(stream, &error.response(), error.into()).await),
+            Err(error) => {
+                let decision = Decision::peer_error(error);
+                let bytes = decision.response_bytes();
+                let Decision::Refuse(refused) = decision else {
+                    unreachable!("a peer error is a refusal");
+                };
+                return Err(refuse(stream, &bytes, refused).await);
+            }
         }
     }
 }
 
-/// Writes a rejection response (best effort) and returns `error`.
-async fn reject<S>(
-    stream: &mut S,
-    response: &Response<String>,
-    error: HandshakeError,
-) -> HandshakeError
+/// Writes a refusal (best effort), closes, and returns its error.
+async fn refuse<S>(stream: &mut S, bytes: &[u8], refused: Refused) -> HandshakeError
 where
     S: AsyncWrite + Unpin,
 {
-    crate::trace::rejected(response.status(), &error);
-    let mut bytes = Vec::new();
-    write_response(response, &mut bytes);
-    let _ = stream.write_all(&bytes).await;
+    crate::trace::rejected(refused.response.status(), &refused.error);
+    let _ = stream.write_all(bytes).await;
     let _ = stream.shutdown().await;
-    error
+    HandshakeError::Refused(refused.error)
 }

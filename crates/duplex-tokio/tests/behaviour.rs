@@ -88,7 +88,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn big_limits() -> Config {
-    Config::default().protocol(
+    Config::default().engine(
         CoreConfig::default()
             .max_message_size(32 << 20)
             .max_frame_size(32 << 20),
@@ -152,9 +152,8 @@ async fn fragmented_messages_arrive_whole() {
     let _memory = MEMORY.read().await;
     // The server refuses frames over 1000 bytes: the test fails unless the client
     // really splits its messages.
-    let server_config = Config::default().protocol(CoreConfig::default().max_frame_size(1000));
-    let client_config =
-        Config::default().protocol(CoreConfig::default().send_frame_size(Some(1000)));
+    let server_config = Config::default().engine(CoreConfig::default().max_frame_size(1000));
+    let client_config = Config::default().engine(CoreConfig::default().send_frame_size(Some(1000)));
     let (listener, url) = bind().await;
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
@@ -338,7 +337,7 @@ async fn send_pends_when_the_peer_does_not_read_and_memory_stays_bounded() {
     // The client completes the handshake and then reads nothing.
     tcp.write_all(RAW_HANDSHAKE).await.unwrap();
     let (server_tcp, _) = listener.accept().await.unwrap();
-    let config = Config::default().protocol(CoreConfig::default().max_write_buffer(64 << 10));
+    let config = Config::default().engine(CoreConfig::default().max_write_buffer(64 << 10));
     let mut ws = timeout(
         LIMIT,
         accept_with(server_tcp, config, |_, _| Ok(Acceptance::default())),

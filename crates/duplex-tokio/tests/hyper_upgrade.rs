@@ -100,7 +100,7 @@ async fn duplex_client_round_trip_with_deflate_and_a_subprotocol() {
     assert!(response.negotiated.deflate.is_some());
     assert_eq!(
         response.response.headers()["sec-websocket-extensions"],
-        "permessage-deflate"
+        "permessage-deflate; server_no_context_takeover"
     );
     assert!(ws.is_compressed());
     let server_side = timeout(LIMIT, seen.recv()).await.unwrap().unwrap();

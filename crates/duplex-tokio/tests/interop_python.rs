@@ -84,7 +84,7 @@ async fn round_trip_against_python(policy: DeflateConfig, expected: DeflateParam
     let (_server, url) = python_echo_server().await;
     for frame_size in [None, Some(1000)] {
         let request = ClientRequest::new(&url).unwrap().deflate(Some(policy));
-        let config = Config::default().protocol(CoreConfig::default().send_frame_size(frame_size));
+        let config = Config::default().engine(CoreConfig::default().send_frame_size(frame_size));
         let (mut ws, response) = timeout(LIMIT, connect_with(request, config))
             .await
             .unwrap()

@@ -51,7 +51,7 @@ where
 }
 
 fn config(engine: CoreConfig) -> Config {
-    Config::default().protocol(engine).deflate(None)
+    Config::default().engine(engine).deflate(None)
 }
 
 /// Keeps the socket open without reading, for longer than any test waits.

@@ -285,7 +285,7 @@ async fn keepalive_closes_a_peer_that_stops_answering() {
         let (tcp, _) = listener.accept().await.unwrap();
         let protocol =
             CoreConfig::default().keepalive(Duration::from_millis(100), Duration::from_millis(100));
-        let mut ws = accept_with(tcp, Config::default().protocol(protocol), |_, _| {
+        let mut ws = accept_with(tcp, Config::default().engine(protocol), |_, _| {
             Ok(Acceptance::default())
         })
         .await
@@ -379,7 +379,7 @@ async fn permessage_deflate_is_negotiated_by_default_and_round_trips() {
     assert!(ws.is_compressed());
     assert_eq!(
         response.response.headers()["sec-websocket-extensions"],
-        "permessage-deflate"
+        "permessage-deflate; server_no_context_takeover"
     );
     let text = "compressible text, compressible text, ".repeat(5000);
     for _ in 0..3 {

@@ -94,7 +94,7 @@ async fn wss_round_trip_with_deflate_and_clean_close() {
     assert!(ws.is_compressed());
     assert_eq!(
         response.response.headers()["sec-websocket-extensions"],
-        "permessage-deflate"
+        "permessage-deflate; server_no_context_takeover"
     );
 
     let text = "over TLS, compressed; ".repeat(10_000);

@@ -1,5 +1,6 @@
-//! `cargo xtask load --compare`: builds our two echo servers, the tokio-tungstenite
-//! and fastwebsockets peers and the raw TCP echo (release), pins them to one core and
+//! `cargo xtask load --compare`: builds our two echo servers, the tokio-tungstenite,
+//! fastwebsockets and sockudo-ws peers and the raw TCP echo (release), installs the
+//! Bun and Node `ws` peers (`benches/js/install.sh`), pins every server to one core and
 //! the generator to another, and runs the same matrix against each in turn,
 //! interleaved, for several rounds; medians go to `docs/BENCHMARKS.md`.
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::fanout::{FanoutSettings, run_fanout};
 use super::report::{Machine, Results};
 use super::wire::WsUrl;
 use super::{EchoSettings, run_echo, run_handshakes, run_idle, sys};
@@ -23,6 +25,8 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// Idle connections for the memory row (default 10,000, 1,000 with `quick`).
     pub idle: Option<usize>,
+    /// Subscribers of the fan-out cells (default 10,000, 1,000 with `quick`; 0: none).
+    pub fanout: Option<usize>,
     /// Subset of servers, by name; empty for all.
     pub servers: Vec<String>,
     /// Report path (default `docs/BENCHMARKS.md`).
@@ -41,6 +45,7 @@ impl Default for Options {
             rounds: 3,
             duration: None,
             idle: None,
+            fanout: None,
             servers: Vec::new(),
             out: None,
             quick: false,
@@ -57,6 +62,10 @@ enum Build {
     Example(&'static str),
     /// `cargo build --release -p duplex-benches --bin NAME`.
     Bench(&'static str),
+    /// `node benches/js/FILE`, after `benches/js/install.sh`.
+    Node(&'static str),
+    /// `benches/js/node_modules/bun/bin/bun.exe benches/js/FILE`, after `install.sh`.
+    Bun(&'static str),
 }
 
 /// A server of the comparison.
@@ -73,8 +82,8 @@ pub struct Server {
     build: Build,
 }
 
-/// Every server, in report order. The two peers come before raw TCP.
-pub const SERVERS: [Server; 5] = [
+/// Every server, in report order. The peers come before raw TCP.
+pub const SERVERS: [Server; 8] = [
     Server {
         name: "duplex-tokio",
         label: "duplex-tokio",
@@ -104,6 +113,27 @@ pub const SERVERS: [Server; 5] = [
         build: Build::Bench("fastwebsockets-echo"),
     },
     Server {
+        name: "sockudo",
+        label: "sockudo-ws",
+        about: "`benches/src/bin/sockudo-echo.rs`: sockudo-ws 3.1 (`WebSocketStream`, tokio multi-thread runtime, task per connection)",
+        ours: false,
+        build: Build::Bench("sockudo-echo"),
+    },
+    Server {
+        name: "bun",
+        label: "Bun",
+        about: "`benches/js/bun-echo.js`: `Bun.serve` (Bun 1.4, its WebSocket server is uWebSockets), `ws.send` of each message",
+        ours: false,
+        build: Build::Bun("bun-echo.js"),
+    },
+    Server {
+        name: "node-ws",
+        label: "Node ws",
+        about: "`benches/js/ws-echo.js`: Node's `ws` 8 on Node 20, `ws.send` of each message",
+        ours: false,
+        build: Build::Node("ws-echo.js"),
+    },
+    Server {
         name: "raw-tcp",
         label: "raw TCP",
         about: "`benches/src/bin/raw-echo.rs`: a 101 response, then every byte sent back untouched (the limit)",
@@ -111,6 +141,50 @@ pub const SERVERS: [Server; 5] = [
         build: Build::Bench("raw-echo"),
     },
 ];
+
+/// The fan-out servers, by the name of the echo server of the same library (their
+/// binaries land in `<target>/load/bin/fanout-NAME`).
+pub const FANOUT_SERVERS: [Server; 4] = [
+    Server {
+        name: "duplex-tokio",
+        label: "duplex-tokio",
+        about: "`benches/src/bin/fanout-duplex-tokio.rs`: `PreparedMessage` queued to every connection's task, `send_prepared`",
+        ours: true,
+        build: Build::Bench("fanout-duplex-tokio"),
+    },
+    Server {
+        name: "duplex-mio",
+        label: "duplex-mio",
+        about: "`benches/src/bin/fanout-duplex-mio.rs`: `Context::publish` to a topic every connection subscribed to",
+        ours: true,
+        build: Build::Bench("fanout-duplex-mio"),
+    },
+    Server {
+        name: "tungstenite",
+        label: "tokio-tungstenite",
+        about: "`benches/src/bin/fanout-tungstenite.rs`: the message queued to every connection's task, one `send` each (no permessage-deflate)",
+        ours: false,
+        build: Build::Bench("fanout-tungstenite"),
+    },
+    Server {
+        name: "bun",
+        label: "Bun",
+        about: "`benches/js/bun-fanout.js`: `server.publish` to a topic every connection subscribed to (uWebSockets pub/sub)",
+        ours: false,
+        build: Build::Bun("bun-fanout.js"),
+    },
+];
+
+/// Payload sizes of the fan-out cells (each without and with permessage-deflate).
+pub const FANOUT_SIZES: [usize; 2] = [100, 1024];
+
+/// The fan-out cells: (size, deflate offered).
+pub fn fanout_cells() -> Vec<(usize, bool)> {
+    FANOUT_SIZES
+        .iter()
+        .flat_map(|&s| [(s, false), (s, true)])
+        .collect()
+}
 
 /// Connections x sizes of the echo matrix.
 pub const CONNECTIONS: [usize; 3] = [1, 64, 1000];
@@ -173,28 +247,82 @@ fn cargo_build(root: &Path, args: &[&str]) -> Result<BTreeMap<String, PathBuf>, 
     Ok(out)
 }
 
+/// How to start a built server: a program and the arguments before the address.
+#[derive(Debug, Clone)]
+struct Launch {
+    program: PathBuf,
+    args: Vec<PathBuf>,
+}
+
+/// Installs the JavaScript peers' npm packages (`benches/js/install.sh`).
+fn install_js(root: &Path) -> Result<(), String> {
+    let script = root.join("benches").join("js").join("install.sh");
+    eprintln!("installing: bash benches/js/install.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    if !status.success() {
+        return Err("benches/js/install.sh failed (node and npm are needed for the JavaScript peers; leave them out with --servers)".into());
+    }
+    Ok(())
+}
+
 /// Builds every selected server and copies each binary to `<target>/load/bin/NAME`
-/// (both examples are called `echo-server` and land on the same path).
-fn build_servers(root: &Path, servers: &[Server], build: bool) -> Result<Vec<PathBuf>, String> {
+/// (both examples are called `echo-server` and land on the same path); installs the
+/// JavaScript peers' packages if any is selected.
+fn build_servers(
+    root: &Path,
+    servers: &[Server],
+    build: bool,
+    prefix: &str,
+) -> Result<Vec<Launch>, String> {
     let bin_dir = target_dir(root).join("load").join("bin");
     std::fs::create_dir_all(&bin_dir).map_err(|e| format!("{}: {e}", bin_dir.display()))?;
+    let js = root.join("benches").join("js");
+    let bun = js
+        .join("node_modules")
+        .join("bun")
+        .join("bin")
+        .join("bun.exe");
     let mut bench_bins: Option<BTreeMap<String, PathBuf>> = None;
-    let mut paths = Vec::new();
+    let mut js_installed = false;
+    let mut launches = Vec::new();
     for s in servers {
-        let dest = bin_dir.join(s.name);
+        let dest = bin_dir.join(format!("{prefix}{}", s.name));
+        let built = match s.build {
+            Build::Example(package) if build => {
+                cargo_build(root, &["-p", package, "--example", "echo-server"])?
+                    .remove("echo-server")
+            }
+            Build::Bench(bin) if build => {
+                if bench_bins.is_none() {
+                    bench_bins = Some(cargo_build(root, &["-p", "duplex-benches", "--bins"])?);
+                }
+                bench_bins.as_ref().and_then(|b| b.get(bin).cloned())
+            }
+            Build::Example(_) | Build::Bench(_) => None,
+            Build::Node(file) | Build::Bun(file) => {
+                if !js_installed
+                    && (build || !bun.exists() || !js.join("node_modules").join("ws").exists())
+                {
+                    install_js(root)?;
+                    js_installed = true;
+                }
+                let program = match s.build {
+                    Build::Bun(_) => bun.clone(),
+                    _ => PathBuf::from("node"),
+                };
+                launches.push(Launch {
+                    program,
+                    args: vec![js.join(file)],
+                });
+                continue;
+            }
+        };
         if build {
-            let built = match s.build {
-                Build::Example(package) => {
-                    cargo_build(root, &["-p", package, "--example", "echo-server"])?
-                        .remove("echo-server")
-                }
-                Build::Bench(bin) => {
-                    if bench_bins.is_none() {
-                        bench_bins = Some(cargo_build(root, &["-p", "duplex-benches", "--bins"])?);
-                    }
-                    bench_bins.as_ref().and_then(|b| b.get(bin).cloned())
-                }
-            };
             let built = built.ok_or_else(|| format!("cargo built no binary for {}", s.name))?;
             // Copy right away: the other example overwrites the same path.
             std::fs::copy(&built, &dest).map_err(|e| format!("copy {}: {e}", s.name))?;
@@ -204,9 +332,12 @@ fn build_servers(root: &Path, servers: &[Server], build: bool) -> Result<Vec<Pat
                 dest.display()
             ));
         }
-        paths.push(dest);
+        launches.push(Launch {
+            program: dest,
+            args: Vec::new(),
+        });
     }
-    Ok(paths)
+    Ok(launches)
 }
 
 /// A running server process.
@@ -229,10 +360,16 @@ impl Drop for Running {
 }
 
 /// Starts a server on 127.0.0.1:0, pinned to `cpu`, and waits for `listening on`.
-fn start(server: &Server, path: &Path, cpu: Option<usize>, log: &Path) -> Result<Running, String> {
+fn start(
+    server: &Server,
+    launch: &Launch,
+    cpu: Option<usize>,
+    log: &Path,
+) -> Result<Running, String> {
     let log = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let mut command = Command::new(path);
+    let mut command = Command::new(&launch.program);
     command
+        .args(&launch.args)
         .arg("127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -297,10 +434,21 @@ pub fn run(o: &Options) -> Result<(), String> {
     });
     let warmup = Duration::from_millis(if o.quick { 300 } else { 500 });
     let idle_n = o.idle.unwrap_or(if o.quick { 1000 } else { 10_000 });
-    let paths = build_servers(&root, &servers, o.build)?;
+    let paths = build_servers(&root, &servers, o.build, "")?;
+    let fanout_n = o.fanout.unwrap_or(if o.quick { 1000 } else { 10_000 });
+    let fanout_servers: Vec<Server> = if fanout_n == 0 {
+        Vec::new()
+    } else {
+        FANOUT_SERVERS
+            .iter()
+            .filter(|f| o.servers.is_empty() || o.servers.iter().any(|n| n == f.name))
+            .copied()
+            .collect()
+    };
+    let fanout_paths = build_servers(&root, &fanout_servers, o.build, "fanout-")?;
 
     // Every server's connections plus ours, with room to spare.
-    let nofile = sys::raise_nofile(idle_n as u64 * 2 + 4096);
+    let nofile = sys::raise_nofile(idle_n.max(fanout_n) as u64 * 2 + 4096);
     if nofile < idle_n as u64 + 1100 {
         return Err(format!(
             "open files limited to {nofile}; {idle_n} idle connections need more"
@@ -325,6 +473,8 @@ pub fn run(o: &Options) -> Result<(), String> {
     let rt = super::runtime(1).map_err(|e| e.to_string())?;
     let log_dir = target_dir(&root).join("load");
     let mut results = Results::new(&servers, o.command.clone(), rounds, duration, idle_n);
+    results.fanout_servers = fanout_servers.clone();
+    results.fanout_subscribers = fanout_n;
     let pause = Duration::from_millis(300);
 
     for round in 0..rounds {
@@ -368,24 +518,25 @@ pub fn run(o: &Options) -> Result<(), String> {
             }
             std::thread::sleep(pause);
         }
-        for (cell, (connections, size)) in cells().into_iter().enumerate() {
+        for (cell, (connections, size, in_flight)) in cells().into_iter().enumerate() {
             for &i in &order {
                 let (s, r) = (&servers[i], &running[i]);
                 let settings = EchoSettings {
                     connections,
                     size,
-                    in_flight: in_flight_for(size),
+                    in_flight,
                     duration,
                     warmup,
                 };
                 match rt.block_on(run_echo(&r.url, &settings, Some(r.pid()))) {
                     Ok(report) => {
                         eprintln!(
-                            "round {}: {:<14} {:>4} x {:>5} B: {:>9.0} msg/s, p99 {:>7.0} us, server {:>5.2} us/msg, generator {:>3.0}%{}",
+                            "round {}: {:<14} {:>4} x {:>5} B x {:>2}: {:>9.0} msg/s, p99 {:>7.0} us, server {:>5.2} us/msg, generator {:>3.0}%{}",
                             round + 1,
                             s.name,
                             connections,
                             size,
+                            in_flight,
                             report.msgs_per_s,
                             report.p99_us,
                             report.server_us_per_msg.unwrap_or(f64::NAN),
@@ -403,17 +554,79 @@ pub fn run(o: &Options) -> Result<(), String> {
                     }
                     Err(e) => {
                         eprintln!(
-                            "round {}: {} {connections} x {size} B: {e}",
+                            "round {}: {} {connections} x {size} B x {in_flight}: {e}",
                             round + 1,
                             s.name
                         );
-                        results.error(s.name, &format!("{connections} x {size} B"), e);
+                        results.error(
+                            s.name,
+                            &format!("{connections} x {size} B, {in_flight} in flight"),
+                            e,
+                        );
                     }
                 }
                 std::thread::sleep(pause);
             }
         }
         drop(running);
+
+        // Fan-out: each server started fresh for each cell (10,000 connections apiece).
+        for (cell, (size, deflate)) in fanout_cells().into_iter().enumerate() {
+            let mut order: Vec<usize> = (0..fanout_servers.len()).collect();
+            order.rotate_left(round % fanout_servers.len().max(1));
+            for &i in &order {
+                let s = &fanout_servers[i];
+                let log = log_dir.join(format!("fanout-{}.log", s.name));
+                let r = match start(s, &fanout_paths[i], server_cpu, &log) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        results.error(s.name, "fan-out start", e);
+                        continue;
+                    }
+                };
+                std::thread::sleep(pause);
+                let settings = FanoutSettings {
+                    subscribers: fanout_n,
+                    size,
+                    deflate,
+                    window: 1,
+                    duration,
+                    warmup,
+                };
+                match rt.block_on(run_fanout(&r.url, &settings, Some(r.pid()))) {
+                    Ok(report) => {
+                        eprintln!(
+                            "round {}: fan-out {:<13} {fanout_n} x {:>4} B{}: {:>9.0} deliveries/s, p50 {:>7.0} us, server {:>5.2} us/delivery, generator {:>3.0}%{}",
+                            round + 1,
+                            s.name,
+                            size,
+                            if deflate { " deflate" } else { "" },
+                            report.deliveries_per_s,
+                            report.p50_us,
+                            report.server_us_per_delivery.unwrap_or(f64::NAN),
+                            report.generator_cpu_pct,
+                            if report.errors + report.mismatches > 0 {
+                                format!(
+                                    " ({} errors, {} mismatches; {})",
+                                    report.errors,
+                                    report.mismatches,
+                                    report.first_error.as_deref().unwrap_or("")
+                                )
+                            } else {
+                                String::new()
+                            }
+                        );
+                        results.fanout(s.name, cell, report);
+                    }
+                    Err(e) => {
+                        eprintln!("round {}: fan-out {} {size} B: {e}", round + 1, s.name);
+                        results.error(s.name, &format!("fan-out {size} B"), e);
+                    }
+                }
+                drop(r);
+                std::thread::sleep(pause);
+            }
+        }
     }
 
     let machine = machine.finish(began.elapsed());
@@ -445,11 +658,19 @@ pub fn run(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
-/// The echo matrix, connections-major.
-pub fn cells() -> Vec<(usize, usize)> {
-    CONNECTIONS
-        .iter()
-        .flat_map(|&c| SIZES.iter().map(move |&s| (c, s)))
+/// The echo matrix as (connections, size, messages in flight per connection): first
+/// every cell at 1 in flight (request/response, the headline), then every cell at
+/// [`in_flight_for`] its size; connections-major within each.
+pub fn cells() -> Vec<(usize, usize, usize)> {
+    [false, true]
+        .into_iter()
+        .flat_map(|many| {
+            CONNECTIONS.iter().flat_map(move |&c| {
+                SIZES
+                    .iter()
+                    .map(move |&s| (c, s, if many { in_flight_for(s) } else { 1 }))
+            })
+        })
         .collect()
 }
 
@@ -459,9 +680,11 @@ mod tests {
 
     #[test]
     fn matrix_and_servers() {
-        assert_eq!(cells().len(), 9);
-        assert_eq!(cells()[0], (1, 16));
-        assert_eq!(cells()[8], (1000, 65536));
+        assert_eq!(cells().len(), 18);
+        assert_eq!(cells()[0], (1, 16, 1));
+        assert_eq!(cells()[8], (1000, 65536, 1));
+        assert_eq!(cells()[9], (1, 16, 16));
+        assert_eq!(cells()[17], (1000, 65536, 4));
         assert_eq!(in_flight_for(16), 16);
         assert_eq!(in_flight_for(65536), 4);
         let names: Vec<_> = SERVERS.iter().map(|s| s.name).collect();

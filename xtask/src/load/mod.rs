@@ -1,7 +1,7 @@
 //! `cargo xtask load`: a WebSocket echo load generator in the style of uWebSockets'
 //! `load_test`, and `--compare`, which runs it against our echo servers, peers built
-//! on tokio-tungstenite and fastwebsockets, and a raw TCP echo (see
-//! `docs/BENCHMARKS.md`).
+//! on tokio-tungstenite, fastwebsockets and sockudo-ws, Bun and Node's `ws`, and a raw
+//! TCP echo (see `docs/BENCHMARKS.md`).
 //!
 //! The generator is meant not to be the bottleneck: every message's frame is built
 //! and masked once (fixed key) and written from that shared copy; echoes are checked
@@ -11,6 +11,7 @@
 
 mod client;
 mod compare;
+mod fanout;
 mod hist;
 mod report;
 mod sys;
@@ -48,6 +49,12 @@ Options:
   --idle N                   open N connections (one small round trip each), hold
                              them and report the server's RSS growth per connection
   --hold SECS                with --idle: keep them open this long (default 1)
+  --fanout N                 fan-out instead: N subscriber connections and one
+                             publisher against a fan-out server (benches/src/bin/
+                             fanout-*.rs), --size bytes per message
+  --deflate                  with --fanout: subscribers offer permessage-deflate
+  --window W                 with --fanout: messages published and not yet delivered
+                             to every subscriber, at most (default 1)
   --json                     print the result as JSON
 
   --compare                  build and run every server in turn (see below)
@@ -56,8 +63,11 @@ Options:
   --rounds N                 rounds, interleaved; medians are reported (default 3)
   --duration SECS            per cell (default 3)
   --idle N                   idle connections for the memory row (default 10000)
+  --fanout N                 subscribers of the fan-out cells (default 10000)
+  --no-fanout                leave the fan-out cells out
   --servers LIST             comma-separated subset of: duplex-tokio,duplex-mio,
-                             tungstenite,fastwebsockets,raw-tcp
+                             tungstenite,fastwebsockets,sockudo,bun,node-ws,raw-tcp
+                             (bun and node-ws run benches/js/install.sh: npm)
   --out FILE                 report (default docs/BENCHMARKS.md; its part between
                              the load markers is replaced, the rest kept)
   --quick                    1 round, 1 s cells, 1,000 idle connections (a try-out)
@@ -330,6 +340,9 @@ struct Options {
     idle: Option<usize>,
     hold: Duration,
     json: bool,
+    fanout: Option<usize>,
+    deflate: bool,
+    window: usize,
     compare: bool,
     compare_opts: compare::Options,
 }
@@ -373,6 +386,9 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         idle: None,
         hold: Duration::from_secs(1),
         json: false,
+        fanout: None,
+        deflate: false,
+        window: 1,
         compare: false,
         compare_opts: compare::Options::default(),
     };
@@ -405,6 +421,10 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             "--idle" => o.idle = Some(number(value()?)?),
             "--hold" => o.hold = parse_secs(&value()?)?,
             "--json" => o.json = true,
+            "--fanout" => o.fanout = Some(number(value()?)?.max(1)),
+            "--deflate" => o.deflate = true,
+            "--window" => o.window = number(value()?)?.max(1),
+            "--no-fanout" => o.compare_opts.fanout = Some(0),
             "--compare" => o.compare = true,
             "--rounds" => o.compare_opts.rounds = number(value()?)?.max(1),
             "--servers" => {
@@ -421,6 +441,11 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
     }
     if let Some(n) = o.idle {
         o.compare_opts.idle = Some(n);
+    }
+    if let Some(n) = o.fanout
+        && o.compare_opts.fanout.is_none()
+    {
+        o.compare_opts.fanout = Some(n);
     }
     o.compare_opts.command = std::iter::once("cargo xtask load".to_string())
         .chain(args.iter().cloned())
@@ -478,13 +503,67 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 /// One run against `--url`; `Ok(false)` if echoes were wrong or connections failed.
 fn single(o: &Options) -> Result<bool, String> {
     let url = WsUrl::parse(&o.url)?;
-    let want = o.idle.unwrap_or(o.settings.connections) as u64 + 256;
+    let want = o.idle.or(o.fanout).unwrap_or(o.settings.connections) as u64 + 256;
     let limit = sys::raise_nofile(want);
     if limit < want {
         eprintln!("warning: open files limited to {limit}");
     }
     let rt = runtime(o.threads).map_err(|e| e.to_string())?;
     let s = &o.settings;
+    if let Some(n) = o.fanout {
+        let settings = fanout::FanoutSettings {
+            subscribers: n,
+            size: s.size,
+            deflate: o.deflate,
+            window: o.window,
+            duration: s.duration,
+            warmup: s.warmup,
+        };
+        let r = rt.block_on(fanout::run_fanout(&url, &settings, o.pid))?;
+        if o.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "mode": "fanout", "subscribers": n, "size": s.size, "deflate": o.deflate,
+                    "window": o.window, "published": r.published,
+                    "deliveries_per_s": r.deliveries_per_s, "p50_us": r.p50_us,
+                    "p99_us": r.p99_us, "max_us": r.max_us, "mismatches": r.mismatches,
+                    "errors": r.errors, "server_us_per_delivery": r.server_us_per_delivery,
+                    "server_cpu_pct": r.server_cpu_pct, "generator_cpu_pct": r.generator_cpu_pct,
+                    "extensions": r.extensions, "wire_bytes_per_delivery": r.wire_bytes_per_delivery,
+                })
+            );
+        } else {
+            println!(
+                "{n} subscribers x {} B{}: {} published, {:.0} deliveries/s, publish to last receive p50 {:.0} us p99 {:.0} us max {:.0} us, {:.0} wire bytes per delivery",
+                s.size,
+                if o.deflate { " (deflate offered)" } else { "" },
+                r.published,
+                r.deliveries_per_s,
+                r.p50_us,
+                r.p99_us,
+                r.max_us,
+                r.wire_bytes_per_delivery
+            );
+            println!(
+                "extensions: {}; {} mismatches, {} failed connections{}",
+                r.extensions.as_deref().unwrap_or("none"),
+                r.mismatches,
+                r.errors,
+                r.first_error
+                    .as_ref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default()
+            );
+            print_cpu(
+                r.server_us_per_delivery,
+                r.server_cpu_pct,
+                r.generator_cpu_pct,
+                "delivery",
+            );
+        }
+        return Ok(r.errors == 0 && r.mismatches == 0);
+    }
     if let Some(n) = o.idle {
         let r = rt.block_on(run_idle(&url, n, o.pid, Duration::from_millis(500), o.hold))?;
         if o.json {

@@ -81,7 +81,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<Accepted>, String> {
 }
 
 /// The header of a frame: FIN, opcode, mask bit and key, shortest length form.
-fn header(opcode: u8, len: usize, mask: Option<[u8; 4]>) -> Vec<u8> {
+pub fn header(opcode: u8, len: usize, mask: Option<[u8; 4]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(14);
     out.push(0x80 | opcode);
     let bit = if mask.is_some() { 0x80 } else { 0 };

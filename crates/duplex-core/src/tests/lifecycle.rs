@@ -86,14 +86,7 @@ fn a_peer_that_never_answers_our_close_is_dropped_at_the_close_timeout() {
         let now = pair.now;
         pair.ends(us).0.conn.close(None, now).unwrap();
         let took = pair
-            .run_until(SECOND / 10, 10 * SECOND, |p| {
-                match us {
-                    Role::Client => &p.client,
-                    Role::Server => &p.server,
-                }
-                .transport_closed
-                .is_some()
-            })
+            .run_until(SECOND / 10, 10 * SECOND, Pair::closed(us))
             .expect("the transport is closed");
         assert_eq!(took, Duration::from_secs(3), "{us:?}");
         let (me, _) = pair.ends(us);
@@ -123,14 +116,7 @@ fn a_peer_that_sends_close_and_never_reads_is_dropped_at_the_close_timeout() {
         pair.step();
         assert_eq!(pair.ends(us).0.conn.state(), State::CloseReceived, "{us:?}");
         let took = pair
-            .run_until(SECOND / 10, 10 * SECOND, |p| {
-                match us {
-                    Role::Client => &p.client,
-                    Role::Server => &p.server,
-                }
-                .transport_closed
-                .is_some()
-            })
+            .run_until(SECOND / 10, 10 * SECOND, Pair::closed(us))
             .expect("the transport is closed");
         assert_eq!(took, Duration::from_secs(3), "{us:?}");
         assert!(pair.ends(us).0.conn.output_len() > 0, "left unsent");
@@ -156,14 +142,7 @@ fn a_peer_that_stops_reading_stalls_the_output_and_fails_the_connection() {
         let now = pair.now;
         pair.ends(us).0.conn.handle_timeout(now);
         let took = pair
-            .run_until(SECOND, 60 * SECOND, |p| {
-                match us {
-                    Role::Client => &p.client,
-                    Role::Server => &p.server,
-                }
-                .transport_closed
-                .is_some()
-            })
+            .run_until(SECOND, 60 * SECOND, Pair::closed(us))
             .expect("the transport is closed");
         assert_eq!(took, Duration::from_secs(10), "{us:?}");
         let (me, _) = pair.ends(us);
@@ -190,14 +169,7 @@ fn a_peer_that_reads_one_byte_a_second_is_a_stall_too() {
             .unwrap();
         let now = pair.now;
         pair.ends(us).0.conn.handle_timeout(now);
-        let took = pair.run_until(SECOND, 60 * SECOND, |p| {
-            match us {
-                Role::Client => &p.client,
-                Role::Server => &p.server,
-            }
-            .transport_closed
-            .is_some()
-        });
+        let took = pair.run_until(SECOND, 60 * SECOND, Pair::closed(us));
         // Deadlines are met at the simulator's one-second steps.
         assert!(
             took.is_some_and(|t| t <= Duration::from_secs(11)),
@@ -235,14 +207,7 @@ fn keepalive_ends_a_silent_peer_even_while_output_is_stuck() {
             .conn
             .send(Message::binary(vec![0u8; 4 << 20]))
             .unwrap();
-        let took = pair.run_until(SECOND / 10, 10 * SECOND, |p| {
-            match us {
-                Role::Client => &p.client,
-                Role::Server => &p.server,
-            }
-            .transport_closed
-            .is_some()
-        });
+        let took = pair.run_until(SECOND / 10, 10 * SECOND, Pair::closed(us));
         assert_eq!(took, Some(3 * SECOND), "{us:?}");
         assert!(matches!(
             pair.ends(us).0.errors()[..],
@@ -327,14 +292,7 @@ fn a_failed_connection_is_closed_within_the_close_timeout_even_if_the_peer_never
         pair.ends(us).0.conn.receive(bad);
         pair.step();
         assert_eq!(pair.ends(us).0.conn.state(), State::Failed);
-        let took = pair.run_until(SECOND / 10, 10 * SECOND, |p| {
-            match us {
-                Role::Client => &p.client,
-                Role::Server => &p.server,
-            }
-            .transport_closed
-            .is_some()
-        });
+        let took = pair.run_until(SECOND / 10, 10 * SECOND, Pair::closed(us));
         assert_eq!(took, Some(Duration::from_secs(3)), "{us:?}");
     }
 }

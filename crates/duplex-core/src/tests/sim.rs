@@ -77,6 +77,19 @@ impl Pair {
         pair
     }
 
+    /// The end of `role`.
+    pub fn end(&self, role: Role) -> &End {
+        match role {
+            Role::Client => &self.client,
+            Role::Server => &self.server,
+        }
+    }
+
+    /// True once `role`'s transport is closed (for [`Pair::run_until`]).
+    pub fn closed(role: Role) -> impl FnMut(&Pair) -> bool {
+        move |pair| pair.end(role).transport_closed.is_some()
+    }
+
     /// The end of `role`, and the other one.
     pub fn ends(&mut self, role: Role) -> (&mut End, &mut End) {
         match role {
