@@ -217,8 +217,11 @@ impl Registry {
         let Some(entry) = self.get(topic) else {
             return;
         };
-        let mut st = lock(&entry.state);
         let pos = stored.position;
+        if pos.offset == 0 || pos.epoch == 0 {
+            return; // not a message position (offsets start at 1, epochs are never 0)
+        }
+        let mut st = lock(&entry.state);
         if let Some(last) = st.last {
             if pos.epoch == last.epoch && pos.offset <= last.offset {
                 return; // a repeat (our own echo, or a message replayed already)
