@@ -7,22 +7,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+use wire_kit::{
+    accept_key, base64, header_value, header_values, response_101, upgrade_request_with_key,
+};
+
 const MAX_HEAD: usize = 16 * 1024;
-
-/// Standard base64 with padding.
-pub fn base64(data: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
-
-/// The `Sec-WebSocket-Accept` value for a `Sec-WebSocket-Key`.
-pub fn accept_key(key: &str) -> String {
-    use sha1::Digest as _;
-    base64(&sha1::Sha1::digest(
-        format!("{}{}", key.trim(), WS_GUID).as_bytes(),
-    ))
-}
 
 /// A parsed `ws://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,26 +97,6 @@ async fn read_head(stream: &mut TcpStream) -> Result<(String, Vec<u8>), String> 
     }
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// All values of a header that may be repeated, joined with `, `.
-fn header_all(head: &str, name: &str) -> Option<String> {
-    let vals: Vec<&str> = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-        .collect();
-    (!vals.is_empty()).then(|| vals.join(", "))
-}
-
 /// Client side: sends the upgrade request (with `extensions` offered, if
 /// any) and checks the 101 answer. Returns bytes received after the
 /// response head (early frames) and the `Sec-WebSocket-Extensions` answer.
@@ -142,14 +111,15 @@ pub async fn client(
     let ext = extensions
         .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
         .unwrap_or_default();
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{ext}User-Agent: duplex-xtask-conformance\r\n\r\n",
-        url.path, url.host, url.port, key
+    let req = upgrade_request_with_key(
+        &url.path,
+        &url.addr(),
+        &key,
+        &format!("{ext}User-Agent: duplex-xtask-conformance\r\n"),
     );
     let fut = async {
         stream
-            .write_all(req.as_bytes())
+            .write_all(&req)
             .await
             .map_err(|e| format!("sending handshake: {e}"))?;
         read_head(stream).await
@@ -163,15 +133,15 @@ pub async fn client(
         return Err(format!("expected HTTP/1.1 101, got {status:?}"));
     }
     let want = accept_key(&key);
-    match header(&head, "sec-websocket-accept") {
+    match header_value(&head, "sec-websocket-accept") {
         Some(v) if v == want => {}
         Some(v) => return Err(format!("Sec-WebSocket-Accept {v:?}, expected {want:?}")),
         None => return Err("no Sec-WebSocket-Accept header".into()),
     }
-    if !header(&head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+    if !header_value(&head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
         return Err("missing or wrong Upgrade header".into());
     }
-    Ok((rest, header_all(&head, "sec-websocket-extensions")))
+    Ok((rest, header_values(&head, "sec-websocket-extensions")))
 }
 
 /// What a client asked for in its upgrade request.
@@ -261,8 +231,9 @@ pub async fn server(
     let line = head.lines().next().unwrap_or("");
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next(), parts.next());
-    let key = header(&head, "sec-websocket-key");
-    let upgrade = header(&head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = header_value(&head, "sec-websocket-key");
+    let upgrade =
+        header_value(&head, "upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let (Some("GET"), Some(target), Some(key), true) = (method, target, key, upgrade) else {
         let body =
             "This is the duplex conformance fuzzing server; connect with a WebSocket client.\n";
@@ -275,19 +246,18 @@ pub async fn server(
         return Err(format!("not a WebSocket upgrade request: {line:?}"));
     };
     let request = parse_target(target);
-    let offered = header_all(&head, "sec-websocket-extensions");
+    let offered = header_values(&head, "sec-websocket-extensions");
     let accepted = extensions(&request, offered.as_deref());
     let ext = accepted
         .as_ref()
         .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
         .unwrap_or_default();
-    let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n{ext}Server: duplex-xtask-conformance\r\n\r\n",
-        accept_key(key)
+    let resp = response_101(
+        &accept_key(key),
+        &format!("{ext}Server: duplex-xtask-conformance\r\n"),
     );
     stream
-        .write_all(resp.as_bytes())
+        .write_all(&resp)
         .await
         .map_err(|e| format!("sending handshake response: {e}"))?;
     Ok(Upgrade {
@@ -301,23 +271,6 @@ pub async fn server(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_vectors() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    }
-
-    #[test]
-    fn rfc6455_accept_example() {
-        assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
 
     #[test]
     fn parses_urls_and_targets() {

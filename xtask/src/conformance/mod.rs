@@ -3,7 +3,6 @@
 
 mod cases;
 mod deflate;
-mod frame;
 mod h2;
 pub(crate) mod handshake;
 mod report;

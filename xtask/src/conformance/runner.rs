@@ -8,13 +8,13 @@ use tokio::net::TcpStream;
 
 use super::cases::{Action, Case, CaseKind, Compressed, Perf, Post, Script};
 use super::deflate;
-use super::frame::{self, OP_BINARY, OP_TEXT};
 use super::handshake::{self, WsUrl};
 use super::session::{Role, Session};
 use super::verdict::{
     self, Behavior, CloseBehavior, CloseObservation, Event, ExpectedClose, judge_close,
     judge_events,
 };
+use wire_kit::{self as frame, OP_BINARY, OP_TEXT};
 
 /// The expected close, as reported.
 #[derive(Debug, Clone, Serialize)]
@@ -807,9 +807,9 @@ async fn run_perf(s: &mut Session, p: &Perf, deadline: Instant) -> PerfOutcome {
 mod tests {
     use super::*;
     use crate::conformance::cases;
-    use crate::conformance::frame::{FrameReader, FrameSpec, OP_CLOSE, OP_PING, OP_PONG};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use wire_kit::{FrameReader, FrameSpec, OP_CLOSE, OP_PING, OP_PONG};
 
     /// A scripted in-process peer (server side) for runner tests.
     async fn peer(behave: fn(&frame::Frame) -> Vec<FrameSpec>, close_tcp_on_close: bool) -> WsUrl {

@@ -14,10 +14,10 @@ use tokio::sync::Notify;
 
 use super::cases::{Case, CaseKind};
 use super::deflate;
-use super::frame::{FrameSpec, OP_TEXT};
 use super::handshake;
 use super::runner::{self, CaseResult};
 use super::session::{Role, Session};
+use wire_kit::{FrameSpec, OP_TEXT};
 
 /// Results by agent, then by case id.
 pub type Results = BTreeMap<String, BTreeMap<String, CaseResult>>;
@@ -184,10 +184,10 @@ async fn handle(mut stream: TcpStream, srv: Arc<FuzzServer>) {
 mod tests {
     use super::*;
     use crate::conformance::cases;
-    use crate::conformance::frame::{self, FrameReader, OP_CLOSE, OP_PING, OP_PONG};
     use crate::conformance::handshake::WsUrl;
     use crate::conformance::verdict::Behavior;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use wire_kit::{self as frame, FrameReader, OP_CLOSE, OP_PING, OP_PONG};
 
     /// A minimal echo client driven by the Autobahn client protocol.
     async fn client_conn(url: &WsUrl, path: &str) -> Option<String> {

@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::deflate::{Agreement, Deflater, Inflater};
-use super::frame::{self, FrameReader, FrameSpec, OP_CLOSE, OP_CONT, OP_PING, OP_PONG};
 use super::verdict::{CloseObservation, Event, TcpCloser};
+use wire_kit::{self as frame, FrameReader, FrameSpec, OP_CLOSE, OP_CONT, OP_PING, OP_PONG};
 
 /// Largest frame or message accepted from the peer.
 const MAX_INBOUND: u64 = 64 << 20;

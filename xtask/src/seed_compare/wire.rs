@@ -9,7 +9,7 @@ use flate2::{Decompress, FlushDecompress, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use crate::conformance::handshake::{accept_key, base64};
+pub use wire_kit::{accept_key, base64};
 
 /// The most a response head or a message may take.
 const LIMIT: usize = 1 << 20;

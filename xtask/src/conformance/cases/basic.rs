@@ -2,8 +2,8 @@
 //! 4 (opcodes) and 5 (fragmentation).
 
 use super::{Action, Case, Script};
-use crate::conformance::frame::{FrameSpec, OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
 use crate::conformance::verdict::{Event, ExpectedClose};
+use wire_kit::{FrameSpec, OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT};
 
 const HELLO: &[u8] = b"Hello, world!";
 const BIN8: &[u8] = b"\x00\xff\xfe\xfd\xfc\xfb\x00\xff";

@@ -1,8 +1,8 @@
 //! Category 7: close handling (all fuzzer-initiated, as in Autobahn).
 
 use super::{Action, Case, Post, Script};
-use crate::conformance::frame::{FrameSpec, OP_CONT, OP_PING, OP_TEXT};
 use crate::conformance::verdict::{Event, ExpectedClose};
+use wire_kit::{FrameSpec, OP_CONT, OP_PING, OP_TEXT};
 
 fn close(code: Option<u16>, reason: &[u8]) -> Action {
     Action::Close {

@@ -1,8 +1,8 @@
 //! Category 9 (limits and performance, timed) and 10 (auto-fragmentation).
 
 use super::{Action, Case, CaseKind, Perf, Post, Script};
-use crate::conformance::frame::OP_TEXT;
 use crate::conformance::verdict::Event;
+use wire_kit::OP_TEXT;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 pub use compression::Compressed;
 
-use super::frame::FrameSpec;
 use super::verdict::{Behavior, Event, ExpectedClose};
+use wire_kit::FrameSpec;
 
 /// One step of a scripted case.
 #[derive(Debug, Clone)]

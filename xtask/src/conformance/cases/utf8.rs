@@ -3,8 +3,8 @@
 //! Kuhn's UTF-8 decoder stress test, in Autobahn's numbering).
 
 use super::{Action, Case, Script};
-use crate::conformance::frame::{FrameSpec, OP_CONT, OP_TEXT};
 use crate::conformance::verdict::{Event, ExpectedClose};
+use wire_kit::{FrameSpec, OP_CONT, OP_TEXT};
 
 /// "κόσμε" in UTF-8.
 const KOSME: &[u8] = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5";

@@ -1,10 +1,7 @@
-//! A deliberately small, independent WebSocket frame writer and reader.
-//!
-//! The writer can produce frames that are broken on purpose (reserved bits,
-//! reserved opcodes, oversized control frames, non-minimal length encodings,
-//! missing or unexpected masks). The reader is an incremental parser used to
-//! judge what the peer under test sends back; it never panics on bad input
-//! and reports problems as [`ReadError`].
+//! Frames: a writer that can also produce frames broken on purpose (reserved bits,
+//! reserved opcodes, oversized control frames, non-minimal length encodings, missing
+//! or unexpected masks), and an incremental reader used to judge what a peer sends
+//! back; the reader never panics on bad input and reports problems as [`ReadError`].
 
 /// Continuation frame opcode.
 pub const OP_CONT: u8 = 0x0;
@@ -18,6 +15,60 @@ pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 /// Pong frame opcode.
 pub const OP_PONG: u8 = 0xA;
+
+/// The FIN bit of the first header byte, to be or-ed with an opcode for [`frame`].
+pub const FIN: u8 = 0x80;
+/// The RSV1 bit of the first header byte (permessage-deflate's "compressed").
+pub const RSV1: u8 = 0x40;
+
+/// The masking key of [`client_frame`] (fixed, so that seeds and tests are
+/// reproducible).
+pub const CLIENT_MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A frame with `first` as its first byte (FIN, RSV and opcode bits, any value), the
+/// shortest length form, and `mask` applied when given.
+pub fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = header(first, payload.len() as u64, mask, false);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = mask {
+        apply_mask(&mut out[start..], key);
+    }
+    out
+}
+
+/// A frame header alone declaring `len` payload bytes; `long` forces the 64-bit length
+/// form (which may then declare anything up to 2^64-1, valid or not).
+pub fn header(first: u8, len: u64, mask: Option<[u8; 4]>, long: bool) -> Vec<u8> {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut out = Vec::with_capacity(14);
+    out.push(first);
+    if long || len > 0xFFFF {
+        out.push(mask_bit | 127);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else if len > 125 {
+        out.push(mask_bit | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(mask_bit | len as u8);
+    }
+    if let Some(key) = mask {
+        out.extend_from_slice(&key);
+    }
+    out
+}
+
+/// A masked client frame with [`CLIENT_MASK`].
+pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    frame(first, payload, Some(CLIENT_MASK))
+}
+
+/// XORs `data` with `key`, the key starting at byte 0 (masking and unmasking alike).
+pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b ^= key[i & 3];
+    }
+}
 
 /// How the payload length is written on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,14 +124,12 @@ impl FrameSpec {
     }
 
     /// Sets the masking key.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn masked(mut self, mask: Option<[u8; 4]>) -> Self {
         self.mask = mask;
         self
     }
 
     /// Sets the length encoding.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn len_form(mut self, form: LenForm) -> Self {
         self.len_form = form;
         self
@@ -110,12 +159,13 @@ impl FrameSpec {
                 out.extend_from_slice(&(len as u64).to_be_bytes());
             }
         }
-        match self.mask {
-            Some(key) => {
-                out.extend_from_slice(&key);
-                out.extend(self.payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-            }
-            None => out.extend_from_slice(&self.payload),
+        if let Some(key) = self.mask {
+            out.extend_from_slice(&key);
+        }
+        let start = out.len();
+        out.extend_from_slice(&self.payload);
+        if let Some(key) = self.mask {
+            apply_mask(&mut out[start..], key);
         }
         out
     }
@@ -173,6 +223,18 @@ pub struct Frame {
     pub payload: Vec<u8>,
 }
 
+impl Frame {
+    /// Whether RSV1 is set (a compressed message under permessage-deflate).
+    pub fn rsv1(&self) -> bool {
+        self.rsv & 0b100 != 0
+    }
+
+    /// The close code of a close frame's payload (`None` when it has none).
+    pub fn close_code(&self) -> Option<u16> {
+        (self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
 /// A frame the reader refuses to parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadError {
@@ -222,7 +284,6 @@ impl FrameReader {
     }
 
     /// Number of buffered, not yet parsed bytes.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
@@ -279,9 +340,7 @@ impl FrameReader {
         }
         let mut payload = b[pos..pos + len].to_vec();
         if masked {
-            for (i, x) in payload.iter_mut().enumerate() {
-                *x ^= key[i % 4];
-            }
+            apply_mask(&mut payload, key);
         }
         self.start += pos + len;
         Ok(Some(Frame {
@@ -294,6 +353,35 @@ impl FrameReader {
     }
 }
 
+/// The frames in `bytes` read at once (any masking accepted, fragments not joined), and
+/// whether the bytes ended cleanly (`Err` with what broke: a partial frame at the end,
+/// or a frame the reader refuses).
+pub fn frames(bytes: &[u8]) -> (Vec<Frame>, Result<(), String>) {
+    let mut reader = FrameReader::new(u64::MAX);
+    reader.push(bytes);
+    let mut out = Vec::new();
+    loop {
+        match reader.next_frame() {
+            Ok(Some(frame)) => out.push(frame),
+            Ok(None) if reader.buffered() == 0 => return (out, Ok(())),
+            Ok(None) => {
+                let partial = reader.buffered();
+                return (out, Err(format!("{partial} bytes of a partial frame")));
+            }
+            Err(error) => return (out, Err(error.to_string())),
+        }
+    }
+}
+
+/// The code of the first close frame among `frames` (`Some(None)` for a close frame
+/// without a code, `None` without a close frame).
+pub fn close_code(frames: &[Frame]) -> Option<Option<u16>> {
+    frames
+        .iter()
+        .find(|f| f.opcode == OP_CLOSE)
+        .map(Frame::close_code)
+}
+
 /// Whether `code` may appear in a close frame on the wire (RFC 6455 7.4,
 /// plus the IANA-registered 1012-1014).
 pub fn close_code_is_valid(code: u16) -> bool {
@@ -303,6 +391,84 @@ pub fn close_code_is_valid(code: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HELLO_MASKED: [u8; 11] = [
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ];
+
+    /// The examples of RFC 6455 section 5.7, byte for byte, through every writer.
+    #[test]
+    fn rfc6455_section_5_7_examples() {
+        let hello_text = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        assert_eq!(
+            FrameSpec::new(OP_TEXT, b"Hello".to_vec()).encode(),
+            hello_text
+        );
+        assert_eq!(frame(FIN | OP_TEXT, b"Hello", None), hello_text);
+
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let masked = FrameSpec::new(OP_TEXT, b"Hello".to_vec()).masked(Some(key));
+        assert_eq!(masked.encode(), HELLO_MASKED);
+        assert_eq!(client_frame(FIN | OP_TEXT, b"Hello"), HELLO_MASKED);
+
+        let fragments: Vec<Vec<u8>> = fragment(OP_TEXT, b"Hello", 3)
+            .iter()
+            .map(FrameSpec::encode)
+            .collect();
+        assert_eq!(fragments[0], [0x01, 0x03, 0x48, 0x65, 0x6c]);
+        assert_eq!(fragments[1], [0x80, 0x02, 0x6c, 0x6f]);
+
+        let ping = [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        assert_eq!(frame(FIN | OP_PING, b"Hello", None), ping);
+        let mut pong = HELLO_MASKED;
+        pong[0] = 0x8a;
+        assert_eq!(frame(FIN | OP_PONG, b"Hello", Some(key)), pong);
+
+        let big = frame(FIN | OP_BINARY, &[7u8; 256], None);
+        assert_eq!(&big[..4], &[0x82, 0x7E, 0x01, 0x00]);
+        assert_eq!(big.len(), 4 + 256);
+        let huge = frame(FIN | OP_BINARY, &vec![7u8; 65536], None);
+        assert_eq!(&huge[..10], &[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(huge.len(), 10 + 65536);
+    }
+
+    #[test]
+    fn reads_the_rfc_examples_back() {
+        let mut wire = HELLO_MASKED.to_vec();
+        wire.extend([0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f]);
+        wire.extend(frame(
+            FIN | OP_CLOSE,
+            &close_payload(Some(1001), b"away"),
+            None,
+        ));
+        let (got, ended) = frames(&wire);
+        assert_eq!(ended, Ok(()));
+        assert_eq!(got.len(), 4);
+        assert!(got[0].masked && got[0].fin);
+        assert_eq!(got[0].payload, b"Hello");
+        assert_eq!((got[1].fin, got[1].opcode), (false, OP_TEXT));
+        assert_eq!((got[2].fin, got[2].opcode), (true, OP_CONT));
+        assert_eq!(close_code(&got), Some(Some(1001)));
+        assert_eq!(close_code(&got[..3]), None);
+        let (got, ended) = frames(&wire[..5]);
+        assert!(got.is_empty());
+        assert_eq!(ended, Err("5 bytes of a partial frame".to_string()));
+    }
+
+    #[test]
+    fn odd_headers_on_purpose() {
+        // Any first byte, the 64-bit form for a tiny length, a length with the top bit.
+        assert_eq!(
+            header(0xFF, 1, None, true),
+            [0xFF, 127, 0, 0, 0, 0, 0, 0, 0, 1]
+        );
+        assert_eq!(header(0x82, u64::MAX, None, false)[1], 127);
+        assert_eq!(&header(0x82, u64::MAX, None, false)[2..], &[0xFF; 8]);
+        let h = header(FIN | RSV1 | OP_BINARY, 200, Some([1, 2, 3, 4]), false);
+        assert_eq!(h, [0xC2, 0xFE, 0, 200, 1, 2, 3, 4]);
+        let (got, _) = frames(&frame(FIN | RSV1 | OP_BINARY, b"z", None));
+        assert!(got[0].rsv1());
+    }
 
     #[test]
     fn encodes_small_unmasked_text() {
