@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features \
     -p duplex-codec -p duplex-core -p duplex-handshake -p duplex-tokio -p duplex-mio -p duplex-hub
 cargo publish --workspace --dry-run --no-verify --allow-dirty \
-    --exclude duplex-benches --exclude xtask --exclude duplex-hostile
+    --exclude duplex-benches --exclude xtask --exclude duplex-hostile --exclude duplex-wire-kit

@@ -28,15 +28,14 @@
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use bytes::BytesMut;
-use duplex_codec::{FrameHeader, OpCode, encode_frame};
+use duplex_codec::OpCode;
 use duplex_core::{Connection, Message};
 
 /// The masking key every benchmark frame uses (the one of RFC 6455 section 5.7).
-pub const MASK_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+pub const MASK_KEY: [u8; 4] = wire_kit::CLIENT_MASK;
 
 /// The `Sec-WebSocket-Key` of [`handshake_request`] (the one of RFC 6455 section 1.3).
-pub const HANDSHAKE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const HANDSHAKE_KEY: &str = wire_kit::KEY;
 
 /// `len` bytes of a deterministic, non-repeating-looking binary pattern.
 pub fn binary_payload(len: usize) -> Vec<u8> {
@@ -93,41 +92,23 @@ pub fn masked_message(opcode: OpCode, payload: &[u8], fragments: usize, key: [u8
         fragments == 1 || fragments <= payload.len(),
         "more fragments than payload bytes"
     );
-    let mut wire = BytesMut::new();
     let piece = payload.len().div_ceil(fragments).max(1);
-    let mut chunks: Vec<&[u8]> = payload.chunks(piece).collect();
-    if chunks.is_empty() {
-        chunks.push(&[]);
-    }
-    let last = chunks.len() - 1;
-    for (i, chunk) in chunks.iter().enumerate() {
-        let mut header = FrameHeader::new(
-            if i == 0 { opcode } else { OpCode::Continuation },
-            chunk.len() as u64,
-        );
-        header.fin = i == last;
-        header.mask = Some(key);
-        encode_frame(&header, chunk, &mut wire);
-    }
-    wire.to_vec()
+    wire_kit::fragment(opcode.as_u8(), payload, piece)
+        .into_iter()
+        .flat_map(|frame| frame.masked(Some(key)).encode())
+        .collect()
 }
 
 /// The opening handshake request of a client, as bytes, with [`HANDSHAKE_KEY`] and a
 /// few ordinary browser-like headers.
 pub fn handshake_request() -> Vec<u8> {
-    format!(
-        "GET /chat?room=1 HTTP/1.1\r\n\
-         Host: server.example.com\r\n\
-         User-Agent: duplex-benches/0.1\r\n\
-         Accept: */*\r\n\
-         Origin: http://example.com\r\n\
-         Upgrade: websocket\r\n\
-         Connection: Upgrade\r\n\
-         Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\n\
-         Sec-WebSocket-Version: 13\r\n\
-         Cache-Control: no-cache\r\n\r\n"
+    wire_kit::upgrade_request_with_key(
+        "/chat?room=1",
+        "server.example.com",
+        HANDSHAKE_KEY,
+        "User-Agent: duplex-benches/0.1\r\nAccept: */*\r\nOrigin: http://example.com\r\n\
+         Cache-Control: no-cache\r\n",
     )
-    .into_bytes()
 }
 
 /// Feeds `wire` (one whole message) to `connection` and returns the message.

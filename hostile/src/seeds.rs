@@ -50,7 +50,7 @@ fn client_conversation(masked: bool) -> Vec<u8> {
         &(0..300u16).map(|i| i as u8).collect::<Vec<_>>(),
     ));
     out.extend(f(FIN | PONG, b"unsolicited"));
-    out.extend(f(FIN | CLOSE, &close_payload(1000, "bye")));
+    out.extend(f(FIN | CLOSE, &close_payload(Some(1000), b"bye")));
     out
 }
 
@@ -166,7 +166,7 @@ pub fn seeds() -> Vec<Seed> {
         "core",
         "close-code-1005",
         &[2, 5, 5, 31, 0, 0, 0, 0, 0],
-        &client_frame(FIN | CLOSE, &close_payload(1005, "")),
+        &client_frame(FIN | CLOSE, &close_payload(Some(1005), b"")),
     ));
     out.push(seed(
         "core",

@@ -637,7 +637,7 @@ pub struct Ending {
 
 impl Ending {
     /// The frames in [`bytes`](Self::bytes) after `skip` bytes.
-    pub fn frames(&self) -> Vec<wire::ServerFrame> {
+    pub fn frames(&self) -> Vec<wire::Frame> {
         wire::frames(&self.bytes).0
     }
 

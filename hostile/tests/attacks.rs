@@ -342,7 +342,7 @@ fn deflated_zeros(len: usize) -> Vec<u8> {
     let (frames, result) = duplex_hostile::wire::frames(&out);
     result.expect("one whole frame");
     assert_eq!(frames.len(), 1);
-    assert!(frames[0].header.rsv1, "compressed");
+    assert!(frames[0].rsv1(), "compressed");
     frames.into_iter().next().unwrap().payload
 }
 
@@ -800,7 +800,7 @@ fn malformed_handshakes(kind: Kind) {
             let mut got = rest;
             let ending = {
                 stream
-                    .write_all(&client_frame(FIN | CLOSE, &close_payload(1000, "")))
+                    .write_all(&client_frame(FIN | CLOSE, &close_payload(Some(1000), b"")))
                     .unwrap();
                 read_until_end(&stream, Duration::from_secs(5))
             };
@@ -855,7 +855,7 @@ fn abrupt_disconnects(kind: Kind) {
         ("between fragments", client_frame(TEXT, b"part one"), true),
         (
             "during the close handshake",
-            client_frame(FIN | CLOSE, &close_payload(1000, "bye")),
+            client_frame(FIN | CLOSE, &close_payload(Some(1000), b"bye")),
             true,
         ),
         (

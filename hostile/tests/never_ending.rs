@@ -91,7 +91,8 @@ impl Peer {
                         break;
                     }
                 }
-                let _ = stream.write_all(&client_frame(FIN | CLOSE, &close_payload(1000, "")));
+                let _ =
+                    stream.write_all(&client_frame(FIN | CLOSE, &close_payload(Some(1000), b"")));
             }
             Self::StopsMidFrame => {
                 let mut half = header(FIN | BINARY, 1000, Some([1, 2, 3, 4]), false);

@@ -288,6 +288,34 @@ impl FrameReader {
         self.buf.len() - self.start
     }
 
+    /// How many more bytes the next frame needs at least (`0` once it is complete): a
+    /// raw-socket test reads exactly this many, in turn, so that it never reads past
+    /// the frame.
+    pub fn wanted(&self) -> usize {
+        let b = &self.buf[self.start..];
+        let mut need = 2usize;
+        if b.len() >= 2 {
+            let len7 = b[1] & 0x7F;
+            need += match len7 {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            if b[1] & 0x80 != 0 {
+                need += 4;
+            }
+            if b.len() >= need {
+                let len = match len7 {
+                    126 => u64::from(u16::from_be_bytes([b[2], b[3]])),
+                    127 => u64::from_be_bytes(b[2..10].try_into().unwrap_or([0xFF; 8])),
+                    n => u64::from(n),
+                };
+                need = need.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+            }
+        }
+        need.saturating_sub(b.len())
+    }
+
     /// Returns the next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ReadError> {
         let b = &self.buf[self.start..];
@@ -541,6 +569,25 @@ mod tests {
         assert_eq!(frames[1].opcode, OP_PING);
         assert_eq!(frames[2].rsv, 4);
         assert_eq!(frames[2].payload, b"c");
+    }
+
+    #[test]
+    fn reader_says_how_many_bytes_it_wants() {
+        let wire = frame(FIN | OP_BINARY, &[5u8; 300], Some([9, 8, 7, 6]));
+        let mut r = FrameReader::new(u64::MAX);
+        let mut steps = Vec::new();
+        let mut fed = 0;
+        while r.wanted() > 0 {
+            let n = r.wanted();
+            steps.push(n);
+            r.push(&wire[fed..fed + n]);
+            fed += n;
+        }
+        // Two bytes, the 16-bit length and the key, then the payload: nothing more.
+        assert_eq!(steps, [2, 6, 300]);
+        assert_eq!(fed, wire.len());
+        assert_eq!(r.next_frame().unwrap().unwrap().payload, [5u8; 300]);
+        assert_eq!(r.wanted(), 2);
     }
 
     #[test]

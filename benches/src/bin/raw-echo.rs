@@ -6,30 +6,16 @@
 //! The client therefore gets its own masked frames back (the load generator accepts
 //! that when the key is its own).
 
-use base64::Engine;
-use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use wire_kit::{accept_key, header_value, response_101};
 
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const MAX_HEAD: usize = 16 * 1024;
-
-fn accept_key(key: &str) -> String {
-    let mut sha = Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(GUID.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
-}
 
 /// The value of `Sec-WebSocket-Key` in a request head.
 fn websocket_key(head: &[u8]) -> Option<String> {
     let head = std::str::from_utf8(head).ok()?;
-    head.split("\r\n").find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("sec-websocket-key")
-            .then(|| value.trim().to_owned())
-    })
+    header_value(head, "sec-websocket-key").map(str::to_owned)
 }
 
 async fn serve(mut tcp: TcpStream) -> std::io::Result<()> {
@@ -53,11 +39,7 @@ async fn serve(mut tcp: TcpStream) -> std::io::Result<()> {
             .await?;
         return Ok(());
     };
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {}\r\n\r\n",
-        accept_key(&key)
-    );
-    tcp.write_all(response.as_bytes()).await?;
+    tcp.write_all(&response_101(&accept_key(&key), "")).await?;
     tcp.write_all(&buf[end..filled]).await?;
     // The echo buffer only once there is something to echo, so that a connection
     // that is opened and dropped costs what a handshake costs.

@@ -42,10 +42,7 @@ fn a_client_that_stops_reading_costs_bounded_memory() {
     // 1. It sends echo requests and never reads the echoes: the server stops reading
     //    it once a soft limit of replies waits, so its writes stall.
     raw.set_nonblocking(true).unwrap();
-    let mut frame = vec![0x82, 0x80 | 126];
-    frame.extend_from_slice(&(60_000u16).to_be_bytes());
-    frame.extend_from_slice(&[0, 0, 0, 0]);
-    frame.extend_from_slice(&[7u8; 60_000]);
+    let frame = masked_frame(0x82, &[7u8; 60_000]);
     let started = Instant::now();
     let mut sent = 0usize;
     let mut stalled_since: Option<Instant> = None;

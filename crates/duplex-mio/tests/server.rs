@@ -309,7 +309,7 @@ fn abrupt_disconnects_mid_handshake_and_mid_frame_free_the_connection() {
 
         // A frame header and part of its payload.
         let mut stream = raw_client(server.addr);
-        let mut frame = masked_binary(&[9u8; 1000]);
+        let mut frame = masked_frame(0x82, &[9u8; 1000]);
         frame.truncate(200);
         stream.write_all(&frame).unwrap();
         server.wait_for_count(2, TIMEOUT);
@@ -324,9 +324,7 @@ fn abrupt_disconnects_mid_handshake_and_mid_frame_free_the_connection() {
 
         // 64 KiB into a 16 MiB frame.
         let mut stream = raw_client(server.addr);
-        let mut header = vec![0x82, 0x80 | 127];
-        header.extend_from_slice(&(16u64 << 20).to_be_bytes());
-        header.extend_from_slice(&[0, 0, 0, 0]);
+        let header = wire_kit::header(0x82, 16 << 20, ZERO_MASK, false);
         stream.write_all(&header).unwrap();
         stream.write_all(&vec![1u8; 64 << 10]).unwrap();
         end(stream);
@@ -428,7 +426,7 @@ fn a_client_that_never_reads_is_no_longer_read() {
     let server = start(config().workers(1).write_buffer_limits(32 << 10, 64 << 10));
     let mut raw = raw_client(server.addr);
     raw.set_nonblocking(true).unwrap();
-    let frame = masked_binary(&vec![0u8; 8 << 10]);
+    let frame = masked_frame(0x82, &vec![0u8; 8 << 10]);
     let started = Instant::now();
     let mut sent = 0usize;
     let mut stalled_since: Option<Instant> = None;
@@ -474,7 +472,7 @@ fn a_flooding_client_does_not_starve_another() {
     let flood = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let frame = masked_binary(&vec![0u8; 60 << 10]);
+            let frame = masked_frame(0x82, &vec![0u8; 60 << 10]);
             let started = Instant::now();
             let mut sent = 0usize;
             while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(8) {
@@ -589,25 +587,6 @@ fn keepalive_pings_an_idle_client() {
         other => panic!("expected a keepalive ping, got {other:?}"),
     }
     server.stop();
-}
-
-/// A masked binary frame of any length (mask key zero).
-fn masked_binary(payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0x82];
-    match payload.len() {
-        n if n < 126 => frame.push(0x80 | n as u8),
-        n if n < 65536 => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&[0, 0, 0, 0]);
-    frame.extend_from_slice(payload);
-    frame
 }
 
 /// A short linger, so that tests do not wait for clients they left open.

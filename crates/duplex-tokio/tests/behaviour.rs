@@ -2,10 +2,12 @@
 //! pings inside fragmented messages, server-initiated close, backpressure, split halves
 //! from two tasks, and cancel-safety of `recv`.
 
+mod common;
+
 use std::time::Duration;
 
-use bytes::BytesMut;
-use duplex_codec::{FrameHeader, OpCode, encode_frame};
+use common::{client_frame, read_101, read_frame};
+
 use duplex_tokio::core::Config as CoreConfig;
 use duplex_tokio::{
     Acceptance, ClientRequest, CloseCode, CloseFrame, Config, Message, WebSocketStream, accept,
@@ -15,15 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::RwLock;
 use tokio::time::timeout;
+use wire_kit::{OP_BINARY, OP_CLOSE, OP_CONT, OP_PING};
 
 /// The bound on every await that waits for the peer.
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A valid client handshake for a raw socket (the RFC's sample key), offering no
-/// extension.
-const RAW_HANDSHAKE: &[u8] =
-    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 /// The backpressure test measures the process's resident memory: it takes this lock
 /// for writing and every other test takes it for reading, so that it runs alone.
@@ -184,37 +181,11 @@ async fn fragmented_messages_arrive_whole() {
     assert_eq!(received, vec![binary, text]);
 }
 
-/// Appends one masked client frame.
-fn client_frame(out: &mut BytesMut, opcode: OpCode, fin: bool, payload: &[u8]) {
-    let mut header = FrameHeader::new(opcode, payload.len() as u64);
-    header.fin = fin;
-    header.mask = Some([0x12, 0x34, 0x56, 0x78]);
-    encode_frame(&header, payload, out);
-}
-
-/// Reads one unmasked server frame from a raw socket: (fin, opcode byte, payload).
+/// Reads one unmasked server frame from a raw socket: (fin, opcode, payload).
 async fn read_server_frame(tcp: &mut TcpStream) -> (bool, u8, Vec<u8>) {
-    let mut head = [0u8; 2];
-    tcp.read_exact(&mut head).await.unwrap();
-    assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
-    let len = match head[1] & 0x7F {
-        126 => u64::from(tcp.read_u16().await.unwrap()),
-        127 => tcp.read_u64().await.unwrap(),
-        n => u64::from(n),
-    };
-    let mut payload = vec![0u8; len as usize];
-    tcp.read_exact(&mut payload).await.unwrap();
-    (head[0] & 0x80 != 0, head[0] & 0x0F, payload)
-}
-
-/// Reads the HTTP response head of the handshake and checks it is a 101.
-async fn read_101(tcp: &mut TcpStream) {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(tcp.read_u8().await.unwrap());
-        assert!(head.len() < 4096, "response head too long");
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101 "), "{head:?}");
+    let frame = read_frame(tcp).await;
+    assert!(!frame.masked, "server frames are not masked");
+    (frame.fin, frame.opcode, frame.payload)
 }
 
 #[tokio::test]
@@ -231,11 +202,10 @@ async fn ping_between_fragments_is_answered_before_the_message_ends() {
     let (middle, last) = rest.split_at(64 << 10);
 
     // The handshake and the first two fragments, then a ping.
-    let mut out = BytesMut::new();
-    out.extend_from_slice(RAW_HANDSHAKE);
-    client_frame(&mut out, OpCode::Binary, false, first);
-    client_frame(&mut out, OpCode::Continuation, false, middle);
-    client_frame(&mut out, OpCode::Ping, true, b"between fragments");
+    let mut out = wire_kit::upgrade_request("/", "x", "");
+    out.extend(client_frame(false, OP_BINARY, first));
+    out.extend(client_frame(false, OP_CONT, middle));
+    out.extend(client_frame(true, OP_PING, b"between fragments"));
     timeout(LIMIT, tcp.write_all(&out)).await.unwrap().unwrap();
     timeout(LIMIT, read_101(&mut tcp)).await.unwrap();
 
@@ -249,8 +219,8 @@ async fn ping_between_fragments_is_answered_before_the_message_ends() {
     assert_eq!(pong, b"between fragments");
 
     // Finish the message; its echo comes back whole, in one frame.
-    let mut out = BytesMut::new();
-    client_frame(&mut out, OpCode::Continuation, true, last);
+    let mut out = Vec::new();
+    out.extend(client_frame(true, OP_CONT, last));
     timeout(LIMIT, tcp.write_all(&out)).await.unwrap().unwrap();
     let (fin, opcode, echoed) = timeout(LIMIT, read_server_frame(&mut tcp)).await.unwrap();
     assert!(fin);
@@ -261,8 +231,8 @@ async fn ping_between_fragments_is_answered_before_the_message_ends() {
     );
 
     // Close; the server answers with the same code.
-    let mut out = BytesMut::new();
-    client_frame(&mut out, OpCode::Close, true, &[0x03, 0xE8]);
+    let mut out = Vec::new();
+    out.extend(client_frame(true, OP_CLOSE, &[0x03, 0xE8]));
     timeout(LIMIT, tcp.write_all(&out)).await.unwrap().unwrap();
     let (_, opcode, body) = timeout(LIMIT, read_server_frame(&mut tcp)).await.unwrap();
     assert_eq!((opcode, &body[..]), (0x8, &[0x03, 0xE8][..]));
@@ -335,7 +305,9 @@ async fn send_pends_when_the_peer_does_not_read_and_memory_stays_bounded() {
         .await
         .unwrap();
     // The client completes the handshake and then reads nothing.
-    tcp.write_all(RAW_HANDSHAKE).await.unwrap();
+    tcp.write_all(&wire_kit::upgrade_request("/", "x", ""))
+        .await
+        .unwrap();
     let (server_tcp, _) = listener.accept().await.unwrap();
     let config = Config::default().engine(CoreConfig::default().max_write_buffer(64 << 10));
     let mut ws = timeout(

@@ -2,12 +2,17 @@
 //! an axum server; peers that answer the 1001, a peer in the middle of a fragmented
 //! message, and a peer that never answers (dropped at the deadline).
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::{client_frame, raw_client, read_frame};
 
 use duplex_tokio::{CloseCode, Message, Shutdown, accept, connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::timeout;
+use wire_kit::Frame;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
@@ -38,52 +43,6 @@ async fn echo_server(shutdown: Shutdown) -> String {
     addr
 }
 
-/// Opens a WebSocket by hand (the tests then write frames as they like).
-async fn raw_client(addr: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(timeout(LIMIT, tcp.read_u8()).await.unwrap().unwrap());
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    tcp
-}
-
-/// A masked client frame (the zero mask, so the payload stays readable).
-fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mut out = vec![
-        u8::from(fin) << 7 | opcode,
-        0x80 | payload.len() as u8,
-        0,
-        0,
-        0,
-        0,
-    ];
-    out.extend_from_slice(payload);
-    out
-}
-
-/// Reads one unmasked server frame: (opcode, payload).
-async fn read_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0u8; 2];
-    tcp.read_exact(&mut head).await.unwrap();
-    let len = usize::from(head[1] & 0x7f);
-    assert!(len < 126);
-    let mut payload = vec![0; len];
-    tcp.read_exact(&mut payload).await.unwrap();
-    (head[0] & 0x0f, payload)
-}
-
 #[tokio::test]
 async fn shutdown_closes_with_1001_and_drops_peers_that_never_answer() {
     let shutdown = Shutdown::new();
@@ -109,13 +68,15 @@ async fn shutdown_closes_with_1001_and_drops_peers_that_never_answer() {
     // A client in the middle of a fragmented message, which answers the close.
     let mut midway = raw_client(&addr).await;
     midway
-        .write_all(&frame(false, 1, b"half of a mess"))
+        .write_all(&client_frame(false, 1, b"half of a mess"))
         .await
         .unwrap();
     let midway = tokio::spawn(async move {
-        let (opcode, payload) = timeout(LIMIT, read_frame(&mut midway)).await.unwrap();
+        let Frame {
+            opcode, payload, ..
+        } = timeout(LIMIT, read_frame(&mut midway)).await.unwrap();
         midway
-            .write_all(&frame(true, 8, &payload[..2]))
+            .write_all(&client_frame(true, 8, &payload[..2]))
             .await
             .unwrap();
         let mut rest = Vec::new();
@@ -151,7 +112,9 @@ async fn shutdown_closes_with_1001_and_drops_peers_that_never_answer() {
     assert_eq!((opcode, &payload[..2]), (8, &1001u16.to_be_bytes()[..]));
 
     // The silent client got the 1001 too, then its transport was dropped.
-    let (opcode, payload) = timeout(LIMIT, read_frame(&mut silent)).await.unwrap();
+    let Frame {
+        opcode, payload, ..
+    } = timeout(LIMIT, read_frame(&mut silent)).await.unwrap();
     assert_eq!((opcode, &payload[..2]), (8, &1001u16.to_be_bytes()[..]));
     let mut rest = Vec::new();
     let _ = timeout(LIMIT, silent.read_to_end(&mut rest)).await.unwrap();

@@ -271,10 +271,10 @@ pub fn read_some(stream: &mut TcpStream, n: usize) -> Vec<u8> {
     out
 }
 
-/// A masked client frame (mask key zero, so the payload is plain).
+/// The masking key of the frames written by hand: zero, so the payload stays plain.
+pub const ZERO_MASK: Option<[u8; 4]> = Some([0; 4]);
+
+/// A masked client frame of any length, `first` its first byte (mask key zero).
 pub fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mut frame = vec![first, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-    frame.extend_from_slice(payload);
-    frame
+    wire_kit::frame(first, payload, ZERO_MASK)
 }
