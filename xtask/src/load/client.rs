@@ -428,62 +428,28 @@ pub mod tests {
             }
         };
         assert!(String::from_utf8_lossy(&buf[..end]).contains(KEY));
-        let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
-        );
-        tcp.write_all(response.as_bytes()).await?;
+        tcp.write_all(&wire_kit::response_101(ACCEPT, "")).await?;
         buf.drain(..end);
+        let mut frames = wire_kit::FrameReader::new(u64::MAX);
         let (mut rd, mut wr) = tcp.split();
         loop {
             if raw {
                 wr.write_all(&buf).await?;
                 buf.clear();
             } else {
-                while let Some((frame, used)) = parse_client_frame(&buf) {
-                    wr.write_all(&frame).await?;
-                    buf.drain(..used);
+                frames.push(&buf);
+                buf.clear();
+                // Unmasked, each frame as it came (fragments stay fragments).
+                while let Some(frame) = frames.next_frame().unwrap() {
+                    let first = u8::from(frame.fin) << 7 | frame.rsv << 4 | frame.opcode;
+                    wr.write_all(&wire_kit::frame(first, &frame.payload, None))
+                        .await?;
                 }
             }
             if rd.read_buf(&mut buf).await? == 0 {
                 return Ok(());
             }
         }
-    }
-
-    /// One masked client frame from the start of `buf`, re-encoded unmasked.
-    fn parse_client_frame(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
-        if buf.len() < 2 {
-            return None;
-        }
-        let (len, mut at) = match buf[1] & 0x7f {
-            126 => (
-                u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
-                4,
-            ),
-            127 => (
-                u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
-                10,
-            ),
-            n => (n as usize, 2),
-        };
-        let key: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
-        at += 4;
-        let mut payload = buf.get(at..at + len)?.to_vec();
-        super::super::wire::mask(&mut payload, key);
-        let mut frame = vec![buf[0]];
-        match len {
-            0..=125 => frame.push(len as u8),
-            126..=0xffff => {
-                frame.push(126);
-                frame.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            _ => {
-                frame.push(127);
-                frame.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&payload);
-        Some((frame, at + len))
     }
 
     async fn run_echo(addr: SocketAddr, size: usize, connections: usize) -> EchoStats {
@@ -545,13 +511,13 @@ pub mod tests {
             while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
                 tcp.read_buf(&mut buf).await.unwrap();
             }
-            let response = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
-            );
-            tcp.write_all(response.as_bytes()).await.unwrap();
+            tcp.write_all(&wire_kit::response_101(ACCEPT, ""))
+                .await
+                .unwrap();
             let mut frame = vec![0u8; 22];
             tcp.read_exact(&mut frame).await.unwrap();
-            let (_, mut out) = parse_client_frame(&frame).map(|(f, _)| ((), f)).unwrap();
+            let (got, _) = wire_kit::frames(&frame);
+            let mut out = wire_kit::frame(0x80 | got[0].opcode, &got[0].payload, None);
             out[5] ^= 0xff;
             tcp.write_all(&out).await.unwrap();
             tokio::time::sleep(Duration::from_secs(1)).await;

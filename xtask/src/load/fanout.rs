@@ -26,6 +26,7 @@ use super::client::{self, Opened};
 use super::hist::Histogram;
 use super::wire::{self, WsUrl};
 use super::{CpuSample, micros, resolve};
+use wire_kit::FrameReader;
 
 /// How long a message may take to reach every subscriber before the run fails.
 const STALL: Duration = Duration::from_secs(10);
@@ -106,16 +107,7 @@ impl Payloads {
                 bytes
             })
             .collect();
-        let frames = payloads
-            .iter()
-            .map(|p| {
-                let mut masked = p.clone();
-                wire::mask(&mut masked, wire::MASK);
-                let mut frame = wire::header(0x2, p.len(), Some(wire::MASK));
-                frame.extend_from_slice(&masked);
-                frame
-            })
-            .collect();
+        let frames = payloads.iter().map(|p| wire::client_binary(p)).collect();
         Payloads { payloads, frames }
     }
 }
@@ -169,41 +161,21 @@ impl Shared {
 /// A subscriber's frame reader: server frames (unmasked), messages inflated when RSV1
 /// is set, pings and pongs skipped.
 struct Reader {
-    buf: Vec<u8>,
+    frames: FrameReader,
     message: Vec<u8>,
     compressed: bool,
     inflater: Option<(Decompress, bool)>,
 }
 
 impl Reader {
-    /// Takes every complete message out of the buffer.
+    /// Takes every complete message out of the buffered bytes.
     fn messages(&mut self, mut each: impl FnMut(&[u8])) -> Result<(), String> {
-        let mut at = 0;
-        loop {
-            let rest = &self.buf[at..];
-            if rest.len() < 2 {
-                break;
-            }
-            let (b0, b1) = (rest[0], rest[1]);
-            if b1 & 0x80 != 0 {
+        while let Some(frame) = self.frames.next_frame().map_err(|e| e.to_string())? {
+            if frame.masked {
                 return Err("masked frame from the server".into());
             }
-            let (len, head) = match b1 & 0x7f {
-                126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-                127 if rest.len() >= 10 => {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&rest[2..10]);
-                    (u64::from_be_bytes(b) as usize, 10)
-                }
-                126 | 127 => break,
-                n => (n as usize, 2),
-            };
-            if rest.len() < head + len {
-                break;
-            }
-            let payload = &rest[head..head + len];
-            at += head + len;
-            let (fin, rsv1, opcode) = (b0 & 0x80 != 0, b0 & 0x40 != 0, b0 & 0x0f);
+            let (fin, rsv1, opcode, payload) =
+                (frame.fin, frame.rsv1(), frame.opcode, frame.payload);
             match opcode {
                 0x8 => return Err("the server closed the connection".into()),
                 0x9 | 0xa => continue,
@@ -214,7 +186,7 @@ impl Reader {
                 0x0 => {}
                 other => return Err(format!("opcode {other}")),
             }
-            self.message.extend_from_slice(payload);
+            self.message.extend_from_slice(&payload);
             if !fin {
                 continue;
             }
@@ -247,7 +219,6 @@ impl Reader {
                 each(&self.message);
             }
         }
-        self.buf.drain(..at);
         Ok(())
     }
 }
@@ -274,14 +245,17 @@ async fn subscriber(
             extensions.contains("server_no_context_takeover"),
         )
     });
+    let mut frames = FrameReader::new(u64::MAX);
+    frames.push(&opened.leftover);
     let mut reader = Reader {
-        buf: opened.leftover,
+        frames,
         message: Vec::new(),
         compressed: false,
         inflater,
     };
     let mut tcp = opened.tcp;
     let mut seq = 0u64;
+    let mut chunk = vec![0u8; 64 << 10];
     let stopped = stop.notified();
     tokio::pin!(stopped);
     loop {
@@ -297,14 +271,16 @@ async fn subscriber(
             stats.error = Some(e);
             break;
         }
-        reader.buf.reserve(4096);
         tokio::select! {
-            read = tcp.read_buf(&mut reader.buf) => match read {
+            read = tcp.read(&mut chunk) => match read {
                 Ok(0) => {
                     stats.error = Some("the server closed the connection".into());
                     break;
                 }
-                Ok(n) => stats.wire_bytes += n as u64,
+                Ok(n) => {
+                    stats.wire_bytes += n as u64;
+                    reader.frames.push(&chunk[..n]);
+                }
                 Err(e) => {
                     stats.error = Some(format!("read: {e}"));
                     break;
@@ -467,10 +443,7 @@ mod tests {
     use flate2::{Compress, Compression, FlushCompress};
 
     fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = wire::header(first & 0x0f, payload.len(), None);
-        f[0] = first;
-        f.extend_from_slice(payload);
-        f
+        wire_kit::frame(first, payload, None)
     }
 
     #[test]
@@ -492,7 +465,7 @@ mod tests {
         let big = vec![7u8; 70_000];
         bytes.extend(frame(0x82, &big));
         let mut reader = Reader {
-            buf: Vec::new(),
+            frames: FrameReader::new(u64::MAX),
             message: Vec::new(),
             compressed: false,
             inflater: Some((Decompress::new_with_window_bits(false, 15), true)),
@@ -500,7 +473,7 @@ mod tests {
         let mut got: Vec<Vec<u8>> = Vec::new();
         // Fed in small pieces, as reads would deliver them.
         for piece in bytes.chunks(7) {
-            reader.buf.extend_from_slice(piece);
+            reader.frames.push(piece);
             reader.messages(|m| got.push(m.to_vec())).unwrap();
         }
         assert_eq!(got.len(), 4);
@@ -508,10 +481,12 @@ mod tests {
         assert_eq!(got[1], b"fragment");
         assert_eq!(got[2], text);
         assert_eq!(got[3], big);
-        assert!(reader.buf.is_empty());
+        assert_eq!(reader.frames.buffered(), 0);
 
+        let mut closing_frames = FrameReader::new(u64::MAX);
+        closing_frames.push(&frame(0x88, &[0x03, 0xe8]));
         let mut closing = Reader {
-            buf: frame(0x88, &[0x03, 0xe8]),
+            frames: closing_frames,
             message: Vec::new(),
             compressed: false,
             inflater: None,

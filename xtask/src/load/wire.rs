@@ -6,10 +6,9 @@
 
 use std::collections::VecDeque;
 
-/// The `Sec-WebSocket-Key` every connection sends (RFC 6455 section 1.3).
-pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-/// The `Sec-WebSocket-Accept` that [`KEY`] must get back.
-pub const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+/// The `Sec-WebSocket-Key` every connection sends (RFC 6455 section 1.3) and the
+/// `Sec-WebSocket-Accept` it must get back.
+pub use wire_kit::{ACCEPT, KEY};
 /// The fixed masking key of every frame the generator sends.
 pub const MASK: [u8; 4] = [0x5a, 0xc3, 0x1e, 0x97];
 /// How many different payloads are sent in turn, so that a lost, duplicated or
@@ -23,13 +22,7 @@ pub use crate::conformance::handshake::WsUrl;
 /// The upgrade request for `url`: fixed key, no extensions offered (so
 /// permessage-deflate is never negotiated), no subprotocol.
 pub fn upgrade_request(url: &WsUrl) -> Vec<u8> {
-    format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        url.path,
-        url.addr()
-    )
-    .into_bytes()
+    wire_kit::upgrade_request(&url.path, &url.addr(), "")
 }
 
 /// A complete, valid `101` response head.
@@ -44,67 +37,32 @@ pub struct Accepted {
 /// Parses the server's response head from the start of `buf`: `Ok(None)` while it is
 /// incomplete, an error unless it is a `101` with the right accept value.
 pub fn parse_response(buf: &[u8]) -> Result<Option<Accepted>, String> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some((head, _)) = wire_kit::split_head(buf) else {
         if buf.len() > MAX_HEAD {
             return Err("response head over 16 KiB".into());
         }
         return Ok(None);
     };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| "response head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or_default();
-    let mut parts = status.split(' ');
-    if !parts.next().unwrap_or_default().starts_with("HTTP/1.") || parts.next() != Some("101") {
-        return Err(format!("expected 101 Switching Protocols, got {status:?}"));
+    let parsed = wire_kit::Head::parse(head)?;
+    if parsed.status != 101 {
+        return Err(format!(
+            "expected 101 Switching Protocols, got {}",
+            parsed.status
+        ));
     }
-    let mut accept = None;
-    let mut extensions = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(format!("malformed header line {line:?}"));
-        };
-        let name = name.trim();
-        if name.eq_ignore_ascii_case("sec-websocket-accept") {
-            accept = Some(value.trim());
-        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
-            extensions = Some(value.trim().to_string());
-        }
-    }
-    match accept {
+    match parsed.get("sec-websocket-accept") {
         Some(ACCEPT) => Ok(Some(Accepted {
-            head_len: end + 4,
-            extensions,
+            head_len: head.len(),
+            extensions: parsed.get("sec-websocket-extensions").map(str::to_owned),
         })),
         Some(other) => Err(format!("wrong Sec-WebSocket-Accept {other:?}")),
         None => Err("no Sec-WebSocket-Accept".into()),
     }
 }
 
-/// The header of a frame: FIN, opcode, mask bit and key, shortest length form.
-pub fn header(opcode: u8, len: usize, mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(14);
-    out.push(0x80 | opcode);
-    let bit = if mask.is_some() { 0x80 } else { 0 };
-    if len < 126 {
-        out.push(bit | len as u8);
-    } else if len <= 0xffff {
-        out.push(bit | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(bit | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    if let Some(key) = mask {
-        out.extend_from_slice(&key);
-    }
-    out
-}
-
-/// XORs `data` with `key`, the key starting at byte 0.
-pub fn mask(data: &mut [u8], key: [u8; 4]) {
-    for (i, b) in data.iter_mut().enumerate() {
-        *b ^= key[i & 3];
-    }
+/// The masked binary frame of one whole message, with [`MASK`].
+pub fn client_binary(payload: &[u8]) -> Vec<u8> {
+    wire_kit::frame(wire_kit::FIN | wire_kit::OP_BINARY, payload, Some(MASK))
 }
 
 /// One message the generator sends: its payload, the complete masked frame and the
@@ -142,10 +100,8 @@ impl Messages {
                         (state >> 24) as u8
                     })
                     .collect();
-                let mut masked = payload.clone();
-                mask(&mut masked, MASK);
-                let mut frame = header(0x2, size, Some(MASK));
-                frame.extend_from_slice(&masked);
+                let frame = client_binary(&payload);
+                let masked = frame[frame.len() - size..].to_vec();
                 Variant {
                     payload,
                     masked,
@@ -402,12 +358,7 @@ impl EchoReader {
 /// The frame a server would send back for `payload` (unmasked), for tests.
 #[cfg(test)]
 pub fn server_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-    let mut out = header(opcode, payload.len(), None);
-    if !fin {
-        out[0] &= 0x7f;
-    }
-    out.extend_from_slice(payload);
-    out
+    wire_kit::frame(u8::from(fin) << 7 | opcode, payload, None)
 }
 
 #[cfg(test)]
@@ -483,7 +434,7 @@ mod tests {
             assert_eq!(v.frame[0], 0x82);
             assert_eq!(&v.frame[head - 4..head], &MASK);
             let mut unmasked = v.frame[head..].to_vec();
-            mask(&mut unmasked, MASK);
+            wire_kit::apply_mask(&mut unmasked, MASK);
             assert_eq!(unmasked, v.payload);
         }
         let m = Messages::new(16);

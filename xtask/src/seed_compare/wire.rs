@@ -9,7 +9,8 @@ use flate2::{Decompress, FlushDecompress, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use wire_kit::{accept_key, base64};
+use wire_kit::FrameReader;
+pub use wire_kit::{Head, accept_key, base64};
 
 /// The most a response head or a message may take.
 const LIMIT: usize = 1 << 20;
@@ -22,31 +23,6 @@ pub struct Conn {
     buf: Vec<u8>,
     pub up: u64,
     pub down: u64,
-}
-
-/// A response's status line and headers.
-#[derive(Debug)]
-pub struct Head {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-}
-
-impl Head {
-    /// The first value of header `name` (any case).
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .flat_map(|(_, v)| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
 }
 
 fn invalid(what: impl Into<String>) -> io::Error {
@@ -111,26 +87,16 @@ impl Conn {
 
     /// Reads a response head.
     pub async fn read_head(&mut self) -> io::Result<Head> {
-        let status_line = String::from_utf8(self.line().await?).map_err(|_| invalid("status"))?;
-        let mut parts = status_line.splitn(3, ' ');
-        let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
-            return Err(invalid(format!("bad status line {status_line:?}")));
-        };
-        if !version.starts_with("HTTP/1.") {
-            return Err(invalid(format!("bad status line {status_line:?}")));
-        }
-        let status = code.parse().map_err(|_| invalid("bad status code"))?;
-        let mut headers = Vec::new();
+        let mut head = Vec::new();
         loop {
             let line = self.line().await?;
             if line.is_empty() {
                 break;
             }
-            let line = String::from_utf8(line).map_err(|_| invalid("header"))?;
-            let (name, value) = line.split_once(':').ok_or_else(|| invalid("header"))?;
-            headers.push((name.trim().to_owned(), value.trim().to_owned()));
+            head.extend_from_slice(&line);
+            head.extend_from_slice(b"\r\n");
         }
-        Ok(Head { status, headers })
+        Head::parse(&head).map_err(invalid)
     }
 
     /// A whole response: head and body (Content-Length or chunked).
@@ -272,26 +238,20 @@ impl WsClient {
     pub async fn next_message(&mut self) -> io::Result<Option<Vec<u8>>> {
         let mut message: Option<(bool, Vec<u8>)> = None; // (compressed, payload so far)
         loop {
-            let header = self.conn.take(2).await?;
-            let (fin, rsv1, opcode) = (
-                header[0] & 0x80 != 0,
-                header[0] & 0x40 != 0,
-                header[0] & 0x0f,
-            );
-            if header[1] & 0x80 != 0 {
+            // Exactly one frame's bytes, so nothing after it is read early.
+            let mut frames = FrameReader::new(LIMIT as u64);
+            let frame = loop {
+                if let Some(frame) = frames.next_frame().map_err(|e| invalid(e.to_string()))? {
+                    break frame;
+                }
+                let bytes = self.conn.take(frames.wanted()).await?;
+                frames.push(&bytes);
+            };
+            if frame.masked {
                 return Err(invalid("a masked frame from the server"));
             }
-            let length = match header[1] & 0x7f {
-                126 => u64::from(u16::from_be_bytes(
-                    self.conn.take(2).await?[..].try_into().unwrap(),
-                )),
-                127 => u64::from_be_bytes(self.conn.take(8).await?[..].try_into().unwrap()),
-                n => u64::from(n),
-            };
-            if length > LIMIT as u64 {
-                return Err(invalid("frame over 1 MiB"));
-            }
-            let payload = self.conn.take(length as usize).await?;
+            let (fin, rsv1, opcode, payload) =
+                (frame.fin, frame.rsv1(), frame.opcode, frame.payload);
             match opcode {
                 0x9 => self.send_frame(0xA, &payload).await?,
                 0xA => {}
@@ -321,21 +281,8 @@ impl WsClient {
 
     /// Sends one masked frame.
     pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
-        let mut frame = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n < 65536 => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
         let mask = (xorshift(&mut self.rng) as u32).to_be_bytes();
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let frame = wire_kit::frame(0x80 | opcode, payload, Some(mask));
         self.conn.send(&frame).await
     }
 
@@ -392,16 +339,6 @@ pub fn xorshift(state: &mut u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc_6455_accept_key() {
-        assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-    }
 
     #[test]
     fn sse_events_split_across_reads() {
