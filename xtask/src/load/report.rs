@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
+
 use std::time::Duration;
+use wire_kit::svg::Svg;
 
 use super::compare::{HANDSHAKE_CONCURRENCY, Server, cells};
 use super::fanout::FanoutReport;
@@ -886,26 +888,24 @@ impl Results {
         let group_w = plot_w / cells.len() as f64;
         let n = self.servers.len().max(1) as f64;
         let bar_w = group_w * 0.8 / n;
-        let mut o = String::new();
-        let _ = writeln!(
-            o,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"11\">"
-        );
-        let _ = writeln!(o, "<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>");
-        let _ = writeln!(
-            o,
-            "<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">Echo throughput, % of the fastest server in each row (median of {} rounds)</text>",
+        let mut o = Svg::new(w, h, 11);
+        o.text(
             w / 2.0,
-            self.rounds
+            22.0,
+            r#"text-anchor="middle" font-size="15""#,
+            &format!(
+                "Echo throughput, % of the fastest server in each row (median of {} rounds)",
+                self.rounds
+            ),
         );
         for pct in [0, 25, 50, 75, 100] {
             let y = top + plot_h * (1.0 - pct as f64 / 100.0);
-            let _ = writeln!(
-                o,
-                "<line x1=\"{left}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{pct}%</text>",
-                w - right,
+            o.line((left, y), (w - right, y), "#ddd");
+            o.text(
                 left - 6.0,
-                y + 4.0
+                y + 4.0,
+                r#"text-anchor="end""#,
+                &format!("{pct}%"),
             );
         }
         for (cell, (c, size, k)) in cells.iter().enumerate() {
@@ -920,42 +920,34 @@ impl Results {
                 let Some(v) = v else { continue };
                 let frac = if max > 0.0 { v / max } else { 0.0 };
                 let bh = plot_h * frac;
-                let x = x0 + bar_w * i as f64;
-                let _ = writeln!(
-                    o,
-                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{}\"><title>{}: {} msg/s</title></rect>",
+                let title = format!("{}: {} msg/s", self.servers[i].label, si(*v));
+                o.rect(
+                    x0 + bar_w * i as f64,
                     top + plot_h - bh,
                     bar_w * 0.9,
+                    bh,
                     COLORS[i % COLORS.len()],
-                    self.servers[i].label,
-                    si(*v)
+                    Some(&title),
                 );
             }
             let cx = left + group_w * (cell as f64 + 0.5);
-            let _ = writeln!(
-                o,
-                "<text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{c}×{} ({k})</text><text x=\"{cx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">best {}/s</text>",
-                top + plot_h + 16.0,
-                size_label(*size),
+            let label = format!("{c}×{} ({k})", size_label(*size));
+            o.text(cx, top + plot_h + 16.0, r#"text-anchor="middle""#, &label);
+            o.text(
+                cx,
                 top + plot_h + 31.0,
-                si(max)
+                r##"text-anchor="middle" fill="#555""##,
+                &format!("best {}/s", si(max)),
             );
         }
         let mut lx = left;
         for (i, s) in self.servers.iter().enumerate() {
             let ly = h - 25.0;
-            let _ = writeln!(
-                o,
-                "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{ly:.1}\">{}</text>",
-                ly - 10.0,
-                COLORS[i % COLORS.len()],
-                lx + 16.0,
-                s.label
-            );
+            o.rect(lx, ly - 10.0, 12.0, 12.0, COLORS[i % COLORS.len()], None);
+            o.text(lx + 16.0, ly, "", s.label);
             lx += 30.0 + 8.0 * s.label.len() as f64;
         }
-        o.push_str("</svg>\n");
-        o
+        o.finish()
     }
 
     /// Everything, per round, as JSON.

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use serde_json::json;
+use wire_kit::svg::Svg;
 
 use super::{Headers, Measurement, Options};
 
@@ -197,30 +198,35 @@ impl Run {
         let plot_w = width - label_w - 150.0;
         let panel_h = 34.0 + rows.len() as f64 * (bar_h + gap) + 26.0;
         let height = 52.0 + 3.0 * panel_h;
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"##
-        );
-        let _ = writeln!(
-            s,
-            r##"<rect width="100%" height="100%" fill="#fff"/><text x="10" y="22" font-size="15" font-weight="bold">One ticker feed, {} clients, {} updates/s: polling vs streaming vs WebSocket</text>"##,
-            self.options.clients, self.rate
+        let mut s = Svg::new(width, height, 12);
+        s.text(
+            10.0,
+            22.0,
+            r#"font-size="15" font-weight="bold""#,
+            &format!(
+                "One ticker feed, {} clients, {} updates/s: polling vs streaming vs WebSocket",
+                self.options.clients, self.rate
+            ),
         );
         let headers = match self.options.headers {
             Headers::Browser => "browser-like request headers",
             Headers::Minimal => "minimal request headers",
         };
-        let _ = writeln!(
-            s,
-            r##"<text x="10" y="40" fill="#555">{}; {headers}; measured at the client sockets on {}</text>"##,
-            self.options
-                .transports
-                .iter()
-                .map(|t| t.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.machine
+        let transports = self
+            .options
+            .transports
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ");
+        s.text(
+            10.0,
+            40.0,
+            r##"fill="#555""##,
+            &format!(
+                "{transports}; {headers}; measured at the client sockets on {}",
+                self.machine
+            ),
         );
         let max_bytes = rows.iter().map(|r| r.down + r.up).fold(1.0, f64::max);
         let max_cpu = rows.iter().map(|r| r.cpu_us).fold(0.1, f64::max);
@@ -238,14 +244,10 @@ impl Run {
                 &|r, y, s| {
                     let down = r.down / max_bytes * plot_w;
                     let up = r.up / max_bytes * plot_w;
-                    let _ = write!(
-                        s,
-                        r##"<rect x="{label_w}" y="{y}" width="{down:.1}" height="{bar_h}" fill="#2b6cb0"/><rect x="{:.1}" y="{y}" width="{up:.1}" height="{bar_h}" fill="#90cdf4"/><text x="{:.1}" y="{:.1}">{:.0} B</text>"##,
-                        label_w + down,
-                        label_w + down + up + 5.0,
-                        y + 13.0,
-                        r.down + r.up
-                    );
+                    s.rect(label_w, y, down, bar_h, "#2b6cb0", None);
+                    s.rect(label_w + down, y, up, bar_h, "#90cdf4", None);
+                    let bytes = format!("{:.0} B", r.down + r.up);
+                    s.text(label_w + down + up + 5.0, y + 13.0, "", &bytes);
                 },
             ),
             (
@@ -253,48 +255,33 @@ impl Run {
                 &|r, y, s| {
                     let p50 = log_x(r.p50_ms);
                     let p99 = log_x(r.p99_ms);
-                    let _ = write!(
-                        s,
-                        r##"<rect x="{label_w}" y="{y}" width="{p50:.1}" height="{bar_h}" fill="#2f855a"/><rect x="{:.1}" y="{:.1}" width="3" height="{:.1}" fill="#c53030"/><text x="{:.1}" y="{:.1}">{} / {}</text>"##,
+                    s.rect(label_w, y, p50, bar_h, "#2f855a", None);
+                    s.rect(
                         label_w + p99 - 1.5,
                         y - 2.0,
+                        3.0,
                         bar_h + 4.0,
-                        label_w + p50.max(p99) + 6.0,
-                        y + 13.0,
-                        ms(r.p50_ms),
-                        ms(r.p99_ms)
+                        "#c53030",
+                        None,
                     );
+                    let both = format!("{} / {}", ms(r.p50_ms), ms(r.p99_ms));
+                    s.text(label_w + p50.max(p99) + 6.0, y + 13.0, "", &both);
                 },
             ),
             ("Server CPU time per delivered update", &|r, y, s| {
                 let w = r.cpu_us / max_cpu * plot_w;
-                let _ = write!(
-                    s,
-                    r##"<rect x="{label_w}" y="{y}" width="{w:.1}" height="{bar_h}" fill="#b7791f"/><text x="{:.1}" y="{:.1}">{:.1} µs</text>"##,
-                    label_w + w + 5.0,
-                    y + 13.0,
-                    r.cpu_us
-                );
+                s.rect(label_w, y, w, bar_h, "#b7791f", None);
+                let cpu = format!("{:.1} µs", r.cpu_us);
+                s.text(label_w + w + 5.0, y + 13.0, "", &cpu);
             }),
         ];
         for (i, (title, draw)) in panels.iter().enumerate() {
             let top = 52.0 + i as f64 * panel_h;
-            let _ = writeln!(
-                s,
-                r##"<text x="10" y="{:.1}" font-weight="bold">{title}</text>"##,
-                top + 20.0
-            );
+            s.text(10.0, top + 20.0, r#"font-weight="bold""#, title);
             for (j, r) in rows.iter().enumerate() {
                 let y = top + 32.0 + j as f64 * (bar_h + gap);
-                let _ = write!(
-                    s,
-                    r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                    label_w - 8.0,
-                    y + 13.0,
-                    r.label
-                );
+                s.text(label_w - 8.0, y + 13.0, r#"text-anchor="end""#, &r.label);
                 draw(r, y, &mut s);
-                s.push('\n');
             }
             if i == 1 {
                 // Decade ticks for the log axis.
@@ -302,26 +289,23 @@ impl Run {
                 let mut decade = lo;
                 while decade <= hi {
                     let x = label_w + log_x(10f64.powf(decade));
-                    let _ = write!(
-                        s,
-                        r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#999"/><text x="{x:.1}" y="{:.1}" text-anchor="middle" fill="#555" font-size="10">{}</text>"##,
-                        top + 28.0,
-                        y,
+                    s.line((x, top + 28.0), (x, y), "#999");
+                    s.text(
+                        x,
                         y + 12.0,
-                        ms(10f64.powf(decade))
+                        r##"text-anchor="middle" fill="#555" font-size="10""##,
+                        &ms(10f64.powf(decade)),
                     );
                     decade += 1.0;
                 }
-                s.push('\n');
             }
         }
-        s.push_str("</svg>\n");
-        s
+        s.finish()
     }
 }
 
 /// Draws one row of a panel at a height.
-type Draw<'a> = &'a dyn Fn(&Row, f64, &mut String);
+type Draw<'a> = &'a dyn Fn(&Row, f64, &mut Svg);
 
 /// Milliseconds, readable at any size.
 fn ms(value: f64) -> String {
