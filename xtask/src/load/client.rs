@@ -399,9 +399,10 @@ pub async fn round_trip(opened: &mut Opened, messages: &Messages) -> Result<(), 
 
 #[cfg(test)]
 pub mod tests {
-    use super::super::wire::{ACCEPT, KEY, WsUrl, upgrade_request};
+    use super::super::wire::{ACCEPT, WsUrl, upgrade_request};
     use super::*;
     use tokio::net::TcpListener;
+    use wire_kit::KEY;
 
     /// A small but real echo server: parses client frames, unmasks, sends back one
     /// unmasked frame per message (fragments are sent back as they come). With `raw`,

@@ -6,9 +6,9 @@
 
 use std::collections::VecDeque;
 
-/// The `Sec-WebSocket-Key` every connection sends (RFC 6455 section 1.3) and the
-/// `Sec-WebSocket-Accept` it must get back.
-pub use wire_kit::{ACCEPT, KEY};
+/// The `Sec-WebSocket-Accept` that the fixed `Sec-WebSocket-Key` of every connection
+/// (`wire_kit::KEY`, the one of RFC 6455 section 1.3) must get back.
+pub use wire_kit::ACCEPT;
 /// The fixed masking key of every frame the generator sends.
 pub const MASK: [u8; 4] = [0x5a, 0xc3, 0x1e, 0x97];
 /// How many different payloads are sent in turn, so that a lost, duplicated or

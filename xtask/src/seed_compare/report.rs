@@ -280,7 +280,7 @@ impl Run {
             s.text(10.0, top + 20.0, r#"font-weight="bold""#, title);
             for (j, r) in rows.iter().enumerate() {
                 let y = top + 32.0 + j as f64 * (bar_h + gap);
-                s.text(label_w - 8.0, y + 13.0, r#"text-anchor="end""#, &r.label);
+                s.text(label_w - 8.0, y + 13.0, r#"text-anchor="end""#, r.label);
                 draw(r, y, &mut s);
             }
             if i == 1 {
