@@ -39,16 +39,7 @@ pub const HANDSHAKE_KEY: &str = wire_kit::KEY;
 
 /// `len` bytes of a deterministic, non-repeating-looking binary pattern.
 pub fn binary_payload(len: usize) -> Vec<u8> {
-    let mut state: u32 = 0x9E37_79B9;
-    (0..len)
-        .map(|_| {
-            // xorshift32: cheap, deterministic, and not a multiple of the mask period.
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state as u8
-        })
-        .collect()
+    wire_kit::noise(len, 0x9E37_79B9)
 }
 
 /// `len` bytes of printable ASCII text.

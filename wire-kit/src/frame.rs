@@ -63,6 +63,21 @@ pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     frame(first, payload, Some(CLIENT_MASK))
 }
 
+/// `len` deterministic bytes that look random (the low byte of xorshift32 from `seed`,
+/// 0 counting as 1): payloads that deflate cannot shrink much and whose period is no
+/// multiple of the mask's.
+pub fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.max(1);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect()
+}
+
 /// XORs `data` with `key`, the key starting at byte 0 (masking and unmasking alike).
 pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
     for (i, b) in data.iter_mut().enumerate() {
@@ -496,6 +511,14 @@ mod tests {
         assert_eq!(h, [0xC2, 0xFE, 0, 200, 1, 2, 3, 4]);
         let (got, _) = frames(&frame(FIN | RSV1 | OP_BINARY, b"z", None));
         assert!(got[0].rsv1());
+    }
+
+    #[test]
+    fn noise_is_xorshift32() {
+        assert_eq!(noise(3, 1), [0x21, 0x01, 0xC5]);
+        assert_eq!(noise(3, 0), noise(3, 1));
+        assert_eq!(noise(1000, 7)[..999], noise(999, 7)[..]);
+        assert_ne!(noise(64, 7), noise(64, 8));
     }
 
     #[test]

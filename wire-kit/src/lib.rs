@@ -8,7 +8,7 @@
 //! lengths, missing masks, lengths over 2^63), which the attack suites need.
 //!
 //! - [`frame`]: frame writer ([`FrameSpec`], [`frame()`], [`header`]), close payloads,
-//!   fragmenting, and the incremental [`FrameReader`].
+//!   fragmenting, test payloads ([`noise`]), and the incremental [`FrameReader`].
 //! - [`http`]: accept key, upgrade requests and 101 responses, response head parsing.
 //! - [`svg`]: one small SVG chart writer for the xtask reports.
 

@@ -73,15 +73,7 @@ where
 
 /// Deterministic pseudo-random bytes (xorshift), which deflate cannot shrink much.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    wire_kit::noise(len, (seed as u32).wrapping_mul(0x9E37_79B9) | 1)
 }
 
 fn big_limits() -> Config {

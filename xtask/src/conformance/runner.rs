@@ -495,15 +495,7 @@ async fn run_script(s: &mut Session, sc: &Script, deadline: Instant) -> Vec<Even
 
 fn perf_payload(binary: bool, len: usize) -> Vec<u8> {
     if binary {
-        let mut x: u32 = 0x1234_5678;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
+        wire_kit::noise(len, 0x1234_5678)
     } else {
         b"BAsd7&jh23".iter().copied().cycle().take(len).collect()
     }
