@@ -235,10 +235,7 @@ async fn bad_requests_get_the_rfc_6455_status() {
 async fn a_frame_sent_right_behind_the_request_is_not_lost() {
     let (addr, _seen) = server(Config::default().deflate(None)).await;
     // A masked text frame "ping!" in the same write as the handshake.
-    let mask = [1u8, 2, 3, 4];
-    let mut frame = vec![0x81, 0x80 | 5];
-    frame.extend_from_slice(&mask);
-    frame.extend(b"ping!".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let frame = wire_kit::frame(0x81, b"ping!", Some([1, 2, 3, 4]));
     let head = handshake("GET", "HTTP/1.1", "13");
     let response = raw_exchange(&addr, &head, &frame, |got| got.ends_with(b"ping!")).await;
     let (status, head) = status_and_head(&response);

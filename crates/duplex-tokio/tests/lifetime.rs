@@ -30,21 +30,9 @@ where
             head.push(byte[0]);
         }
         let head = String::from_utf8(head).unwrap();
-        let key = head
-            .lines()
-            .find_map(|l| l.strip_prefix("sec-websocket-key: "))
-            .or_else(|| {
-                head.lines()
-                    .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-            })
-            .expect("a key")
-            .trim();
-        let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {}\r\n\r\n",
-            duplex_handshake::accept_key(key.as_bytes())
-        );
-        tcp.write_all(response.as_bytes()).await.unwrap();
+        let key = wire_kit::header_value(&head, "sec-websocket-key").expect("a key");
+        let response = wire_kit::response_101(&wire_kit::accept_key(key), "");
+        tcp.write_all(&response).await.unwrap();
         then(tcp).await;
     });
     url

@@ -16,9 +16,9 @@ use tokio::time::timeout;
 const LIMIT: Duration = Duration::from_secs(10);
 
 /// A valid client handshake for a raw socket (the RFC's sample key).
-const RAW_HANDSHAKE: &[u8] =
-    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+fn raw_handshake() -> Vec<u8> {
+    wire_kit::upgrade_request("/", "x", "")
+}
 
 fn addr_of(url: &str) -> String {
     url.trim_start_matches("ws://")
@@ -195,7 +195,8 @@ async fn bad_version_is_answered_426_with_version_13() {
         accept(tcp).await.err()
     });
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let old_version = String::from_utf8_lossy(RAW_HANDSHAKE).replace("Version: 13", "Version: 8");
+    let old_version =
+        String::from_utf8_lossy(&raw_handshake()).replace("Version: 13", "Version: 8");
     tcp.write_all(old_version.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     timeout(LIMIT, tcp.read_to_end(&mut answer))
@@ -263,7 +264,7 @@ async fn protocol_violation_closes_with_1002_on_the_wire() {
     let server = first_event_of_one(listener);
     let mut tcp = TcpStream::connect(addr_of(&url)).await.unwrap();
     // An unmasked frame right after the handshake: a server must reject it with 1002.
-    tcp.write_all(&[RAW_HANDSHAKE, b"\x81\x02hi"].concat())
+    tcp.write_all(&[&raw_handshake()[..], b"\x81\x02hi"].concat())
         .await
         .unwrap();
     let mut answer = Vec::new();
@@ -294,7 +295,7 @@ async fn keepalive_closes_a_peer_that_stops_answering() {
     });
     // A client that completes the handshake and then never reads or answers.
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(RAW_HANDSHAKE).await.unwrap();
+    tcp.write_all(&raw_handshake()).await.unwrap();
     let event = timeout(LIMIT, server).await.unwrap().unwrap();
     assert!(
         matches!(event, Some(Err(Error::Timeout(TimeoutKind::Keepalive)))),
@@ -464,7 +465,7 @@ async fn writer_half_is_woken_even_when_the_reader_also_waited_on_a_full_socket(
         done
     });
     let mut tcp = TcpStream::connect(addr_of(&url)).await.unwrap();
-    tcp.write_all(RAW_HANDSHAKE).await.unwrap();
+    tcp.write_all(&raw_handshake()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     tcp.write_all(&[0x89, 0x80, 0, 0, 0, 0]).await.unwrap(); // a masked, empty ping
     tokio::time::sleep(Duration::from_millis(300)).await;
