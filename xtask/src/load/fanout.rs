@@ -255,7 +255,7 @@ async fn subscriber(
     };
     let mut tcp = opened.tcp;
     let mut seq = 0u64;
-    let mut chunk = vec![0u8; 64 << 10];
+    let mut chunk = vec![0u8; 4096];
     let stopped = stop.notified();
     tokio::pin!(stopped);
     loop {
