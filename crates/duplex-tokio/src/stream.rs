@@ -784,7 +784,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
     /// then discard input until end of file, the linger time or its byte cap; at once
     /// when a deadline passed. Then drops the stream and wakes both halves.
     fn poll_close_transport(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<()> {
-        let linger = self.conn.config().get_linger();
+        let linger = self.conn.config().deadlines().linger;
         let abort = self.conn.wants_close_transport_now();
         let closing = self.closing.get_or_insert_with(|| Closing {
             until: tokio::time::Instant::now() + linger.time,
