@@ -910,7 +910,11 @@ impl<S: AsyncRead + AsyncWrite> Sink<Message> for WsWriter<S> {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
         this.start_close(Some(CloseFrame::new(CloseCode::Normal, "")))?;
-        this.poll_flush_inner(cx)
+        match ready!(this.poll_flush_inner(cx)) {
+            // Closing what the peer closed already is done, not an error.
+            Err(Error::ConnectionClosed) => Poll::Ready(Ok(())),
+            other => Poll::Ready(other),
+        }
     }
 }
 
