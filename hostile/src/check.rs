@@ -243,7 +243,7 @@ pub fn decoder(data: &[u8]) {
 /// Bytes the engine may hold between reads: the message being assembled plus a partial
 /// header or a partial control frame.
 fn input_bound(config: &Config) -> usize {
-    config.get_max_message_size() + MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD
+    config.size_limits().max_message_size + MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD
 }
 
 /// Fuzz target `core`: a `duplex_core::Connection` fed arbitrary bytes split at arbitrary
@@ -309,7 +309,7 @@ pub fn core(data: &[u8]) {
         .max_write_buffer(4096)
         .max_decompressed_size(max_decompressed)
         .auto_pong(auto_pong);
-    let max_message = config.get_max_message_size();
+    let max_message = config.size_limits().max_message_size;
     let (bound, max_message) = match deflate {
         // The compressed bytes count against max_message_size, the inflated ones against
         // max_decompressed_size.

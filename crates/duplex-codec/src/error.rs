@@ -6,8 +6,8 @@ use crate::opcode::OpCode;
 
 /// Why a byte stream is not a valid sequence of frames.
 ///
-/// Every variant is the peer's fault. [`DecodeError::is_size_limit`] separates the one
-/// that is a configured limit (close code 1009) from protocol violations (1002).
+/// Every variant is the peer's fault. `FrameTooLarge` is a configured limit (close code
+/// 1009); the others are protocol violations (1002).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -35,14 +35,6 @@ pub enum DecodeError {
     UnmaskedFrame,
     /// A client received a masked frame (RFC 6455 section 5.1).
     MaskedFrame,
-}
-
-impl DecodeError {
-    /// True for [`DecodeError::FrameTooLarge`], a configured limit rather than a
-    /// protocol violation.
-    pub const fn is_size_limit(&self) -> bool {
-        matches!(self, Self::FrameTooLarge { .. })
-    }
 }
 
 impl fmt::Display for DecodeError {

@@ -14,7 +14,7 @@ use std::time::Duration;
 ///     .max_message_size(1 << 20)
 ///     .max_frame_size(256 << 10)
 ///     .keepalive(Duration::from_secs(20), Duration::from_secs(10));
-/// assert_eq!(config.get_max_message_size(), 1 << 20);
+/// assert_eq!(config.size_limits().max_message_size, 1 << 20);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -57,6 +57,40 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The least output the transport must take per write timeout (or all that is
 /// pending, if less) for the connection not to count as stalled.
 pub const MIN_WRITE_PROGRESS: u64 = 4 << 10;
+
+/// The size limits of a [`Config`], read back with [`Config::size_limits`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SizeLimits {
+    /// `max_frame_size`.
+    pub max_frame_size: usize,
+    /// `max_message_size`.
+    pub max_message_size: usize,
+    /// `max_fragments`.
+    pub max_fragments: usize,
+    /// `max_decompressed_size`.
+    pub max_decompressed_size: usize,
+    /// `max_write_buffer`.
+    pub max_write_buffer: usize,
+    /// `write_buffer_hard_limit`.
+    pub write_buffer_hard_limit: usize,
+}
+
+/// The deadlines of a [`Config`], read back with [`Config::deadlines`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Deadlines {
+    /// `close_timeout`.
+    pub close_timeout: Duration,
+    /// `keepalive`: interval and timeout, if on.
+    pub keepalive: Option<(Duration, Duration)>,
+    /// `idle_timeout`.
+    pub idle_timeout: Option<Duration>,
+    /// `write_timeout`.
+    pub write_timeout: Option<Duration>,
+    /// `linger`.
+    pub linger: Linger,
+}
 
 /// How an adapter ends a transport after the last frame: it shuts down its sending
 /// side, then reads and discards what the peer still sends, for at most `time` and
@@ -221,33 +255,26 @@ impl Config {
         self
     }
 
-    /// The configured maximum frame size.
-    pub fn get_max_frame_size(&self) -> usize {
-        self.max_frame_size
+    /// The size limits, read back.
+    pub fn size_limits(&self) -> SizeLimits {
+        SizeLimits {
+            max_frame_size: self.max_frame_size,
+            max_message_size: self.max_message_size,
+            max_fragments: self.max_fragments,
+            max_decompressed_size: self.max_decompressed_size,
+            max_write_buffer: self.max_write_buffer,
+            write_buffer_hard_limit: self.write_buffer_hard_limit,
+        }
     }
 
-    /// The configured maximum message size.
-    pub fn get_max_message_size(&self) -> usize {
-        self.max_message_size
-    }
-
-    /// The configured write buffer limit.
-    pub fn get_max_write_buffer(&self) -> usize {
-        self.max_write_buffer
-    }
-
-    /// The configured close handshake timeout.
-    pub fn get_close_timeout(&self) -> Duration {
-        self.close_timeout
-    }
-
-    /// The configured write timeout.
-    pub fn get_write_timeout(&self) -> Option<Duration> {
-        self.write_timeout
-    }
-
-    /// The configured linger policy.
-    pub fn get_linger(&self) -> Linger {
-        self.linger
+    /// The deadlines, read back.
+    pub fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            close_timeout: self.close_timeout,
+            keepalive: self.keepalive,
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+            linger: self.linger,
+        }
     }
 }

@@ -666,7 +666,7 @@ impl Connection {
                     return None;
                 }
                 deflate.forget_send_context();
-                Some(prepared.compressed_frame())
+                Some(prepared.compressed_frame(self.config.compression_level))
             }
             _ => Some(prepared.frame.clone()),
         }
@@ -1204,15 +1204,16 @@ impl PreparedMessage {
     }
 
     /// The frame with RSV1 and a payload compressed from an empty context, which any
-    /// peer that negotiated permessage-deflate with a 15-bit server window can inflate.
-    fn compressed_frame(&self) -> Bytes {
+    /// peer that negotiated permessage-deflate with a 15-bit server window can inflate;
+    /// compressed once, at the `compression_level` of the first connection that needs it.
+    fn compressed_frame(&self, level: u32) -> Bytes {
         self.compressed
             .get_or_init(|| {
                 let opcode = match self.message {
                     Message::Text(_) => OpCode::Text,
                     _ => OpCode::Binary,
                 };
-                let payload = deflate::compress_fresh(self.message.payload(), 6);
+                let payload = deflate::compress_fresh(self.message.payload(), level);
                 let mut header = FrameHeader::new(opcode, payload.len() as u64);
                 header.rsv1 = true;
                 let mut frame =

@@ -49,7 +49,8 @@ pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 pub use config::{
     Config, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_KEEPALIVE,
     DEFAULT_MAX_FRAGMENTS, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_MAX_WRITE_BUFFER, DEFAULT_WRITE_TIMEOUT, Linger, MIN_WRITE_PROGRESS,
+    DEFAULT_MAX_WRITE_BUFFER, DEFAULT_WRITE_TIMEOUT, Deadlines, Linger, MIN_WRITE_PROGRESS,
+    SizeLimits,
 };
 pub use connection::{Connection, PreparedMessage};
 pub use deflate::DeflateParams;

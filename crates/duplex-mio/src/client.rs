@@ -479,7 +479,7 @@ impl WebSocket {
         let _ = self.stream.shutdown(Shutdown::Write);
         // Discard what is still in flight, as the engine's linger policy says, so that
         // the close is not a reset.
-        let linger = self.conn.config().get_linger();
+        let linger = self.conn.config().deadlines().linger;
         let drain_until = Instant::now() + linger.time;
         let mut left = linger.max_bytes;
         while left > 0 {

@@ -18,7 +18,6 @@ use duplex_handshake::{DeflateConfig, Limits};
 ///     .max_connections(50_000)
 ///     .handshake_timeout(Duration::from_secs(5))
 ///     .websocket(Config::default().max_message_size(1 << 20));
-/// assert_eq!(config.get_workers(), 2);
 /// ```
 ///
 /// # Slow readers
@@ -208,21 +207,6 @@ impl ServerConfig {
     pub fn handshake_limits(mut self, limits: Limits) -> Self {
         self.handshake_limits = limits;
         self
-    }
-
-    /// The number of worker threads.
-    pub fn get_workers(&self) -> usize {
-        self.workers
-    }
-
-    /// The connection limit.
-    pub fn get_max_connections(&self) -> usize {
-        self.max_connections
-    }
-
-    /// The soft and hard write buffer limits.
-    pub fn get_write_buffer_limits(&self) -> (usize, usize) {
-        (self.write_buffer_soft, self.write_buffer_hard)
     }
 
     /// The engine configuration connections are created with.

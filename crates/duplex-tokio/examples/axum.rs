@@ -8,16 +8,28 @@
 //! CONNECT: `axum::serve` with axum's `http2` feature enables it); `cargo xtask
 //! conformance --h2` tests it over HTTP/2, so the limits are the suite's (64 MiB
 //! messages, 2^20 fragments).
+//!
+//! Ctrl-C shuts it down gracefully: axum stops accepting and finishes its HTTP
+//! requests, every open WebSocket is sent 1001 (going away) and gets up to 5 s for its
+//! close handshake, and the rest are dropped (`duplex_tokio::Shutdown`; axum itself does
+//! not track upgraded connections).
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use duplex_tokio::hyper::upgrade_with;
-use duplex_tokio::{Acceptance, Config};
+use duplex_tokio::{Acceptance, Config, Shutdown};
+
+/// What the handlers share.
+struct App {
+    config: Config,
+    shutdown: Shutdown,
+}
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -30,22 +42,42 @@ async fn main() -> std::io::Result<()> {
         .max_fragments(1 << 20)
         .max_write_buffer(16 << 20);
     let config = Config::default().engine(protocol);
+    let shutdown = Shutdown::new();
     let app = Router::new()
         .route("/", get(|| async { "duplex on axum: connect to /ws\n" }))
         // `any`: an HTTP/2 WebSocket is a CONNECT, not a GET.
         .route("/ws", any(websocket))
-        .with_state(Arc::new(config));
+        .with_state(Arc::new(App {
+            config,
+            shutdown: shutdown.clone(),
+        }));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.initiate();
+        }
+    });
     // `axum::serve` serves HTTP/1.1 with upgrades and HTTP/2 with extended CONNECT.
-    axum::serve(listener, app).await
+    let stopped = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopped.initiated().await })
+        .await?;
+    // axum is done with HTTP; now the WebSockets it handed over.
+    let report = shutdown.shutdown(Duration::from_secs(5)).await;
+    eprintln!(
+        "shut down: {} WebSockets closed, {} dropped",
+        report.closed, report.dropped
+    );
+    Ok(())
 }
 
 /// Takes the whole request (not an extractor): `upgrade_with` needs `&mut` access to
 /// it for hyper's upgrade handle.
-async fn websocket(State(config): State<Arc<Config>>, mut request: Request) -> Response {
-    let upgraded = upgrade_with(&mut request, &config, |_, offer| {
+async fn websocket(State(app): State<Arc<App>>, mut request: Request) -> Response {
+    let upgraded = upgrade_with(&mut request, &app.config, |_, offer| {
         let mut acceptance = Acceptance::default();
         if let Some(protocol) = offer.select_protocol(&["echo.v1"]) {
             acceptance = acceptance.protocol(protocol);
@@ -57,8 +89,11 @@ async fn websocket(State(config): State<Arc<Config>>, mut request: Request) -> R
         // 400 / 405 / 426 with the reason, as RFC 6455 asks.
         Err(error) => return error.into_response().into_response(),
     };
+    let shutdown = app.shutdown.clone();
     tokio::spawn(async move {
         let Ok(mut ws) = websocket.await else { return };
+        // Until the guard drops, a shutdown sends this connection 1001 and waits for it.
+        let _tracked = shutdown.track(&ws);
         while let Some(Ok(message)) = ws.recv().await {
             if message.is_data() && ws.feed(message).await.is_err() {
                 break;

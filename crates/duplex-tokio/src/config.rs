@@ -16,7 +16,6 @@ use crate::proxy::Proxy;
 /// let config = Config::default()
 ///     .handshake_timeout(Duration::from_secs(5))
 ///     .engine(duplex_tokio::EngineConfig::default().max_message_size(1 << 20));
-/// assert_eq!(config.get_handshake_timeout(), Duration::from_secs(5));
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -145,11 +144,6 @@ impl Config {
     pub fn http2(mut self, enabled: bool) -> Self {
         self.http2 = enabled;
         self
-    }
-
-    /// The configured handshake timeout.
-    pub fn get_handshake_timeout(&self) -> Duration {
-        self.handshake_timeout
     }
 
     /// The protocol engine's configuration.

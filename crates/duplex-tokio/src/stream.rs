@@ -784,7 +784,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
     /// then discard input until end of file, the linger time or its byte cap; at once
     /// when a deadline passed. Then drops the stream and wakes both halves.
     fn poll_close_transport(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<()> {
-        let linger = self.conn.config().get_linger();
+        let linger = self.conn.config().deadlines().linger;
         let abort = self.conn.wants_close_transport_now();
         let closing = self.closing.get_or_insert_with(|| Closing {
             until: tokio::time::Instant::now() + linger.time,
@@ -910,7 +910,11 @@ impl<S: AsyncRead + AsyncWrite> Sink<Message> for WsWriter<S> {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
         this.start_close(Some(CloseFrame::new(CloseCode::Normal, "")))?;
-        this.poll_flush_inner(cx)
+        match ready!(this.poll_flush_inner(cx)) {
+            // Closing what the peer closed already is done, not an error.
+            Err(Error::ConnectionClosed) => Poll::Ready(Ok(())),
+            other => Poll::Ready(other),
+        }
     }
 }
 

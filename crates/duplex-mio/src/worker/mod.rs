@@ -478,7 +478,7 @@ where
     /// re-queue what has more to read, and set the timer.
     fn settle(&mut self, slot: usize) {
         let now = Instant::now();
-        let linger = self.engine.get_linger();
+        let linger = self.engine.deadlines().linger;
         if let Some(conn) = self.local.entry_mut(slot).and_then(Entry::conn_mut) {
             // Runs what is due and arms the write-stall deadline for pending output.
             conn.handle_timeout(now);
@@ -551,7 +551,7 @@ where
     /// Ends an open connection: its handler's `on_close`, then either a graceful
     /// shutdown of our side (drain what the peer still sends) or an immediate drop.
     fn teardown(&mut self, slot: usize, graceful: bool) {
-        let linger = self.engine.get_linger();
+        let linger = self.engine.deadlines().linger;
         let deadline = Instant::now() + linger.time;
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
