@@ -17,8 +17,8 @@ use duplex_codec::{
 use duplex_core::{Config, Connection, DeflateParams, Error, Message, Role};
 use duplex_handshake::http::{HeaderMap, Method, StatusCode, Uri, Version};
 use duplex_handshake::{
-    ClientOffer, ClientRequest, DeflateConfig, HandshakeError, Limits, ServerHandshake,
-    parse_response, write_response,
+    ClientOffer, ClientRequest, DeflateConfig, DeflateNegotiation, HandshakeError, Limits,
+    ServerHandshake, parse_response, write_response,
 };
 
 /// A fuzz target: its name (the file name under `fuzz/fuzz_targets/` and the directory

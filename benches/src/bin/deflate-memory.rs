@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use duplex_benches::{chat_message, ticker_quotes};
 use duplex_core::{Config, Connection, DeflateParams, Message, Role};
-use duplex_handshake::DeflateConfig;
+use duplex_handshake::{DeflateConfig, DeflateNegotiation};
 
 /// The system allocator, counting the bytes currently allocated.
 struct Counting;

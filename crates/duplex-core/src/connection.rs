@@ -941,7 +941,7 @@ impl Connection {
         {
             // Our reply left: both close frames were exchanged. No time is needed: the
             // close deadline armed when the peer's close arrived keeps running.
-            self.state = State::Closed;
+            self.become_(State::Closed, None);
         }
     }
 

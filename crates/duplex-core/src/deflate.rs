@@ -22,7 +22,11 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 
 use crate::role::Role;
 
-/// The parameters of a negotiated permessage-deflate extension (RFC 7692 section 7.1).
+/// The four parameters of permessage-deflate (RFC 7692 section 7.1): the negotiated
+/// ones the engine runs with ([`Connection::enable_deflate`](crate::Connection::enable_deflate)),
+/// and, under the name `DeflateConfig` in duplex-handshake, one side's policy for
+/// negotiating them. One type for both, with the same defaults (context takeover both
+/// ways, 15-bit windows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeflateParams {
     /// The server resets its compression context after every message.

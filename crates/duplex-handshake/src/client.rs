@@ -4,7 +4,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, Version, header};
 
-use crate::deflate::DeflateConfig;
+use crate::deflate::{DeflateConfig, DeflateNegotiation};
 use crate::error::HandshakeError;
 use crate::head::{HeadReader, Limits};
 use crate::{accept_key, header_tokens, parse_headers};

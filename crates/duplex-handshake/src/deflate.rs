@@ -11,8 +11,12 @@ use crate::error::HandshakeError;
 /// ask for one. A peer may still ask us for 8; we agree and then send that peer
 /// uncompressed messages (always allowed), while inflating its messages normally.
 ///
+/// It is the engine's [`DeflateParams`] under the name of its role here: one type with
+/// the same four parameters serves as a policy (negotiated with the
+/// [`DeflateNegotiation`] methods) and as the negotiated result the engine runs with.
+///
 /// ```
-/// use duplex_handshake::DeflateConfig;
+/// use duplex_handshake::{DeflateConfig, DeflateNegotiation};
 ///
 /// // A server that keeps no compression context between messages (less memory).
 /// let policy = DeflateConfig { server_no_context_takeover: true, ..DeflateConfig::default() };
@@ -21,31 +25,7 @@ use crate::error::HandshakeError;
 /// assert!(params.server_no_context_takeover);
 /// assert_eq!(header, "permessage-deflate; server_no_context_takeover");
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DeflateConfig {
-    /// Server: never keep compression context between messages. Client: ask the server
-    /// not to keep it.
-    pub server_no_context_takeover: bool,
-    /// Server: ask the client not to keep context. Client: never keep it ourselves.
-    pub client_no_context_takeover: bool,
-    /// The largest window the server compresses with (9..=15). A client asks for it
-    /// when below 15.
-    pub server_max_window_bits: u8,
-    /// The largest window the client compresses with (9..=15). A server asks for it
-    /// when below 15 and the client offered `client_max_window_bits`.
-    pub client_max_window_bits: u8,
-}
-
-impl Default for DeflateConfig {
-    fn default() -> Self {
-        Self {
-            server_no_context_takeover: false,
-            client_no_context_takeover: false,
-            server_max_window_bits: 15,
-            client_max_window_bits: 15,
-        }
-    }
-}
+pub type DeflateConfig = DeflateParams;
 
 const NAME: &str = "permessage-deflate";
 
@@ -67,10 +47,41 @@ struct Parsed {
     client_max_window_bits: Option<Option<u8>>,
 }
 
-impl DeflateConfig {
+/// permessage-deflate negotiation (RFC 7692 section 7.1) with a [`DeflateConfig`] as
+/// one side's policy.
+pub trait DeflateNegotiation {
     /// The `Sec-WebSocket-Extensions` value a client sends. It always offers
     /// `client_max_window_bits`, as browsers do, so the server may choose our window.
-    pub fn offer(&self) -> String {
+    fn offer(&self) -> String;
+
+    /// Server side: picks the first acceptable permessage-deflate offer among the
+    /// client's `Sec-WebSocket-Extensions` values, and returns the negotiated parameters
+    /// with the response header value. Offers with unknown, duplicated or invalid
+    /// parameters are declined (RFC 7692 section 5); `None` when none is acceptable.
+    fn negotiate(&self, header_values: &[String]) -> Option<(DeflateParams, String)>;
+
+    /// Client side: checks the server's `Sec-WebSocket-Extensions` values against our
+    /// [`offer`](Self::offer). `Ok(None)` when the server declined the extension.
+    fn accept_response(
+        &self,
+        header_values: &[String],
+    ) -> Result<Option<DeflateParams>, HandshakeError>;
+
+    /// Like [`accept_response`](Self::accept_response), for a client that offered other
+    /// extensions besides permessage-deflate: elements named in `others` are left to the
+    /// application; any other unoffered extension, or permessage-deflate accepted twice,
+    /// fails the handshake.
+    fn accept_response_among(
+        &self,
+        header_values: &[String],
+        others: &[&str],
+    ) -> Result<Option<DeflateParams>, HandshakeError>;
+}
+
+impl DeflateNegotiation for DeflateConfig {
+    /// The `Sec-WebSocket-Extensions` value a client sends. It always offers
+    /// `client_max_window_bits`, as browsers do, so the server may choose our window.
+    fn offer(&self) -> String {
         let mut offer = String::from(NAME);
         if self.server_no_context_takeover {
             offer.push_str("; server_no_context_takeover");
@@ -99,53 +110,17 @@ impl DeflateConfig {
     /// client's `Sec-WebSocket-Extensions` values, and returns the negotiated parameters
     /// with the response header value. Offers with unknown, duplicated or invalid
     /// parameters are declined (RFC 7692 section 5); `None` when none is acceptable.
-    pub fn negotiate(&self, header_values: &[String]) -> Option<(DeflateParams, String)> {
+    fn negotiate(&self, header_values: &[String]) -> Option<(DeflateParams, String)> {
         let elements = parse_elements(header_values).unwrap_or_default();
         elements
             .iter()
             .filter(|e| e.name.eq_ignore_ascii_case(NAME))
             .find_map(|e| parse_params(&e.params).ok())
-            .map(|offer| self.accept(&offer))
+            .map(|offer| accept_offer(self, &offer))
     }
-
-    fn accept(&self, offer: &Parsed) -> (DeflateParams, String) {
-        let server_bits = offer
-            .server_max_window_bits
-            .unwrap_or(15)
-            .min(self.server_max_window_bits.max(9));
-        let client_bits = match offer.client_max_window_bits {
-            Some(value) => value.unwrap_or(15).min(self.client_max_window_bits.max(9)),
-            None => 15,
-        };
-        let params = DeflateParams {
-            server_no_context_takeover: offer.server_no_context_takeover
-                || self.server_no_context_takeover,
-            client_no_context_takeover: offer.client_no_context_takeover
-                || self.client_no_context_takeover,
-            server_max_window_bits: server_bits,
-            client_max_window_bits: client_bits,
-        };
-        let mut response = String::from(NAME);
-        if params.server_no_context_takeover {
-            response.push_str("; server_no_context_takeover");
-        }
-        if params.client_no_context_takeover {
-            response.push_str("; client_no_context_takeover");
-        }
-        if offer.server_max_window_bits.is_some() || server_bits < 15 {
-            response.push_str(&format!("; server_max_window_bits={server_bits}"));
-        }
-        if matches!(offer.client_max_window_bits, Some(Some(_)))
-            || (offer.client_max_window_bits.is_some() && client_bits < 15)
-        {
-            response.push_str(&format!("; client_max_window_bits={client_bits}"));
-        }
-        (params, response)
-    }
-
     /// Client side: checks the server's `Sec-WebSocket-Extensions` values against our
     /// [`offer`](Self::offer). `Ok(None)` when the server declined the extension.
-    pub fn accept_response(
+    fn accept_response(
         &self,
         header_values: &[String],
     ) -> Result<Option<DeflateParams>, HandshakeError> {
@@ -156,7 +131,7 @@ impl DeflateConfig {
     /// extensions besides permessage-deflate: elements named in `others` are left to the
     /// application; any other unoffered extension, or permessage-deflate accepted twice,
     /// fails the handshake.
-    pub fn accept_response_among(
+    fn accept_response_among(
         &self,
         header_values: &[String],
         others: &[&str],
@@ -218,6 +193,43 @@ impl DeflateConfig {
             client_max_window_bits: client_bits,
         }))
     }
+}
+
+fn accept_offer(policy: &DeflateConfig, offer: &Parsed) -> (DeflateParams, String) {
+    let server_bits = offer
+        .server_max_window_bits
+        .unwrap_or(15)
+        .min(policy.server_max_window_bits.max(9));
+    let client_bits = match offer.client_max_window_bits {
+        Some(value) => value
+            .unwrap_or(15)
+            .min(policy.client_max_window_bits.max(9)),
+        None => 15,
+    };
+    let params = DeflateParams {
+        server_no_context_takeover: offer.server_no_context_takeover
+            || policy.server_no_context_takeover,
+        client_no_context_takeover: offer.client_no_context_takeover
+            || policy.client_no_context_takeover,
+        server_max_window_bits: server_bits,
+        client_max_window_bits: client_bits,
+    };
+    let mut response = String::from(NAME);
+    if params.server_no_context_takeover {
+        response.push_str("; server_no_context_takeover");
+    }
+    if params.client_no_context_takeover {
+        response.push_str("; client_no_context_takeover");
+    }
+    if offer.server_max_window_bits.is_some() || server_bits < 15 {
+        response.push_str(&format!("; server_max_window_bits={server_bits}"));
+    }
+    if matches!(offer.client_max_window_bits, Some(Some(_)))
+        || (offer.client_max_window_bits.is_some() && client_bits < 15)
+    {
+        response.push_str(&format!("; client_max_window_bits={client_bits}"));
+    }
+    (params, response)
 }
 
 fn parse_params(params: &[(String, Option<String>)]) -> Result<Parsed, String> {

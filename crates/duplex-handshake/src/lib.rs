@@ -44,7 +44,7 @@ pub use client::{
     parse_response,
 };
 pub use decision::{Accepted, Decision, Refused, ServerError, decide, decide_offer};
-pub use deflate::DeflateConfig;
+pub use deflate::{DeflateConfig, DeflateNegotiation};
 pub use duplex_core::DeflateParams;
 pub use error::HandshakeError;
 pub use head::Limits;

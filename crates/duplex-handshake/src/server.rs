@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 
-use crate::deflate::DeflateConfig;
+use crate::deflate::{DeflateConfig, DeflateNegotiation};
 use crate::error::HandshakeError;
 use crate::head::{HeadReader, Limits};
 use crate::{accept_key, header_tokens, parse_headers};
