@@ -32,6 +32,47 @@
 //! assert_eq!(&server.pending_output()[..4], &[0x88, 16, 0x03, 0xEA]);
 //! # Ok::<(), Error>(())
 //! ```
+//!
+//! # Design notes
+//!
+//! **Limits are checked before memory is committed.** A frame header is checked
+//! against `max_frame_size` and the message's running total against
+//! `max_message_size` before any payload is read; nothing is reserved from a declared
+//! length; inflating stops one byte past `max_decompressed_size`. A peer that breaks a
+//! limit gets the RFC's close code (1009, or 1008 for too many fragments) and the
+//! application one typed [`Error`] that names the limit.
+//!
+//! **Input is decoded lazily.** [`Connection::receive`] (or reading straight into
+//! [`Connection::input_buffer`]) only appends; [`Connection::poll_event`] decodes until
+//! it has one event. An adapter that reads again only after `poll_event` returns `None`
+//! never makes the engine hold more than a partial frame plus the message being
+//! assembled. A message shorter than 16 KiB that arrived in one piece is copied out of
+//! the read buffer, so a stored small message does not keep a whole read buffer alive;
+//! longer ones are handed over without a copy.
+//!
+//! **Backpressure has two levels.** Above `max_write_buffer` (1 MiB) [`Connection::send`]
+//! refuses data with [`UsageError::WriteBufferFull`] and [`Connection::wants_read`]
+//! tells the adapter to stop reading the peer's requests; output the sender cannot hold
+//! back ([`Connection::send_forced`]: broadcasts, other threads) may grow to
+//! `write_buffer_hard_limit` (4 MiB), past which the connection fails. Whatever the
+//! application does, a peer that reads (almost) nothing fails with
+//! [`TimeoutKind::WriteStall`] after `write_timeout` (30 s).
+//!
+//! **Every connection ends in bounded time.** The connection's life is one [`State`]
+//! and its deadlines one table ([`TimerKind`]): keepalive (a ping after 30 s of
+//! silence, 30 s to answer), idle (off by default), write stall, and the close deadline
+//! armed when the connection leaves [`State::Open`]: our close, the peer's, or a
+//! failure; the transport is closed within `close_timeout` (5 s) of it whatever is still
+//! unsent. Every call that arms a deadline takes the time; [`Connection::poll_timeout`]
+//! gives the earliest to sleep until and [`Connection::handle_timeout`] runs them.
+//!
+//! **permessage-deflate memory.** A zlib compressor costs about 370 KiB and its
+//! decompressor about 46 KiB. A connection that keeps no compression context between
+//! the messages it sends (`server_no_context_takeover` for a server, the default of
+//! duplex-tokio and duplex-mio) owns no compressor: it borrows one shared by its
+//! thread, reset after each message, so a server connection that used compression
+//! holds about 48 KiB. A [`PreparedMessage`] is compressed once, from an empty context,
+//! for every connection whose window allows it.
 
 mod close;
 mod config;
