@@ -850,9 +850,8 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         if self.io.is_none() && self.conn.output_len() > 0 {
             return Err(self.outcome_error());
         }
+        let proxy = self.proxy(cx, WRITER);
         if let Some(io) = self.io.as_mut() {
-            let proxy = Waker::from(self.wakers.clone());
-            self.wakers.register(WRITER, cx.waker());
             if let Poll::Ready(Err(error)) =
                 io.as_mut().poll_flush(&mut Context::from_waker(&proxy))
             {

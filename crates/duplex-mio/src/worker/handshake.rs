@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use duplex_core::{Connection, Role};
 use duplex_handshake::http::{Request, StatusCode};
-use duplex_handshake::{Accepted, Decision, Rejection, ServerError, decide};
+use duplex_handshake::{Decision, Rejection, ServerError, decide, write_response};
 
 use super::guard::{drop_handler, guarded};
 use super::{State, Worker};
@@ -77,12 +77,8 @@ where
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
         };
-        entry.response = Decision::Accept(Accepted {
-            response: accepted.response,
-            protocol: None,
-            deflate: None,
-        })
-        .response_bytes();
+        entry.response.clear();
+        write_response(&accepted.response, &mut entry.response);
         if let Some(conn) = entry.conn_mut() {
             if let Some(params) = accepted.deflate {
                 conn.enable_deflate(params);
