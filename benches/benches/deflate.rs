@@ -7,11 +7,11 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use duplex_core::{Config, Connection, DeflateParams, Message, Role};
+use duplex_core::{Connection, DeflateParams, EngineConfig, Message, Role};
 
 fn pair(params: Option<DeflateParams>) -> (Connection, Connection) {
-    let mut server = Connection::new(Role::Server, Config::default());
-    let mut client = Connection::new(Role::Client, Config::default());
+    let mut server = Connection::new(Role::Server, EngineConfig::default());
+    let mut client = Connection::new(Role::Client, EngineConfig::default());
     if let Some(params) = params {
         server.enable_deflate(params);
         client.enable_deflate(params);

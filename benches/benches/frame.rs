@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use duplex_benches::{MASK_KEY, RepeatingStream, binary_payload, masked_message, receive_one};
 use duplex_codec::{Decoded, Decoder, FrameHeader, MAX_HEADER_LEN, Masking, OpCode};
-use duplex_core::{Config, Connection, Role};
+use duplex_core::{Connection, EngineConfig, Role};
 use tungstenite::protocol::frame::FrameHeader as PeerHeader;
 use tungstenite::protocol::{Role as PeerRole, WebSocket};
 
@@ -99,7 +99,7 @@ fn decode_message(c: &mut Criterion) {
             let wire = masked_message(OpCode::Binary, &payload, fragments, MASK_KEY);
 
             group.bench_function(BenchmarkId::new("duplex-core", &label), |b| {
-                let mut server = Connection::new(Role::Server, Config::default());
+                let mut server = Connection::new(Role::Server, EngineConfig::default());
                 let now = Instant::now();
                 b.iter(|| receive_one(&mut server, black_box(&wire), now));
             });

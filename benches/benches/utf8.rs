@@ -16,7 +16,7 @@ use duplex_benches::{
     MASK_KEY, RepeatingStream, ascii_text, masked_message, multibyte_text, receive_one,
 };
 use duplex_codec::OpCode;
-use duplex_core::{Config, Connection, Role};
+use duplex_core::{Connection, EngineConfig, Role};
 use tungstenite::protocol::{Role as PeerRole, WebSocket};
 
 const LEN: usize = 64 << 10;
@@ -33,12 +33,12 @@ fn utf8(c: &mut Criterion) {
         let binary_wire = masked_message(OpCode::Binary, bytes, 1, MASK_KEY);
 
         group.bench_function(BenchmarkId::new("duplex-core text frame", kind), |b| {
-            let mut server = Connection::new(Role::Server, Config::default());
+            let mut server = Connection::new(Role::Server, EngineConfig::default());
             let now = Instant::now();
             b.iter(|| receive_one(&mut server, black_box(&text_wire), now));
         });
         group.bench_function(BenchmarkId::new("duplex-core binary frame", kind), |b| {
-            let mut server = Connection::new(Role::Server, Config::default());
+            let mut server = Connection::new(Role::Server, EngineConfig::default());
             let now = Instant::now();
             b.iter(|| receive_one(&mut server, black_box(&binary_wire), now));
         });

@@ -16,11 +16,11 @@
 //! ```
 //! use std::time::Instant;
 //! use duplex_benches::{binary_payload, masked_message, receive_one, MASK_KEY};
-//! use duplex_core::{codec::OpCode, Config, Connection, Message, Role};
+//! use duplex_core::{codec::OpCode, EngineConfig, Connection, Message, Role};
 //!
 //! let payload = binary_payload(1000);
 //! let wire = masked_message(OpCode::Binary, &payload, 4, MASK_KEY);
-//! let mut server = Connection::new(Role::Server, Config::default());
+//! let mut server = Connection::new(Role::Server, EngineConfig::default());
 //! let message = receive_one(&mut server, &wire, Instant::now());
 //! assert_eq!(message, Message::binary(payload));
 //! ```
@@ -270,10 +270,10 @@ pub fn chat_message(seed: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use duplex_core::{Config, Role};
+    use duplex_core::{EngineConfig, Role};
 
     fn server() -> Connection {
-        Connection::new(Role::Server, Config::default())
+        Connection::new(Role::Server, EngineConfig::default())
     }
 
     #[test]

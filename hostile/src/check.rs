@@ -14,7 +14,7 @@ use duplex_codec::{
     DecodeError, Decoded, Decoder, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, Masking,
     OpCode,
 };
-use duplex_core::{Config, Connection, DeflateParams, Error, Message, Role};
+use duplex_core::{Connection, DeflateParams, EngineConfig, Error, Message, Role};
 use duplex_handshake::http::{HeaderMap, Method, StatusCode, Uri, Version};
 use duplex_handshake::{
     ClientOffer, ClientRequest, DeflateConfig, DeflateNegotiation, HandshakeError, Limits,
@@ -242,7 +242,7 @@ pub fn decoder(data: &[u8]) {
 
 /// Bytes the engine may hold between reads: the message being assembled plus a partial
 /// header or a partial control frame.
-fn input_bound(config: &Config) -> usize {
+fn input_bound(config: &EngineConfig) -> usize {
     config.size_limits().max_message_size + MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD
 }
 
@@ -302,7 +302,7 @@ pub fn core(data: &[u8]) {
         }
     });
     let max_decompressed = small_limit(deflate_sel.rotate_right(3));
-    let config = Config::default()
+    let config = EngineConfig::default()
         .max_frame_size(small_limit(*frame_sel))
         .max_message_size(small_limit(*message_sel))
         .max_fragments(usize::from(*fragments % 32) + 1)
@@ -544,7 +544,7 @@ fn check_peer_receives(
         Role::Server => Role::Client,
         Role::Client => Role::Server,
     };
-    let mut peer = Connection::new(peer_role, Config::default());
+    let mut peer = Connection::new(peer_role, EngineConfig::default());
     if let Some(params) = deflate {
         peer.enable_deflate(params);
     }
@@ -904,7 +904,7 @@ pub fn extensions(data: &[u8]) {
     }
 
     // And then understand each other's compressed messages.
-    let config = Config::default().compression_threshold(0);
+    let config = EngineConfig::default().compression_threshold(0);
     let mut server_conn = Connection::new(Role::Server, config.clone());
     let mut client_conn = Connection::new(Role::Client, config);
     server_conn.enable_deflate(params);

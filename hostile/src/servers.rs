@@ -70,12 +70,12 @@ impl Default for ServerLimits {
 }
 
 impl ServerLimits {
-    fn engine(&self) -> duplex_core::Config {
+    fn engine(&self) -> duplex_core::EngineConfig {
         let config = match self.keepalive {
             Some((interval, timeout)) => {
-                duplex_core::Config::default().keepalive(interval, timeout)
+                duplex_core::EngineConfig::default().keepalive(interval, timeout)
             }
-            None => duplex_core::Config::default().no_keepalive(),
+            None => duplex_core::EngineConfig::default().no_keepalive(),
         };
         config
             .write_timeout(self.write_timeout)
@@ -261,7 +261,7 @@ impl TestServer {
             .shutdown_timeout(Duration::from_secs(1))
             .write_buffer_limits(limits.write_buffer, limits.write_buffer_hard)
             .handshake_limits(limits.head)
-            .websocket(limits.engine())
+            .engine(limits.engine())
             .deflate(limits.deflate);
         let server = duplex_mio::Server::from_listener(listen()?, config)?;
         let addr = server.local_addr()?;

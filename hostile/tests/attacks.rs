@@ -324,9 +324,12 @@ fn ping_flood_never_reading(kind: Kind) {
 
 /// Compresses `len` zero bytes as one permessage-deflate message (trailer removed).
 fn deflated_zeros(len: usize) -> Vec<u8> {
-    use duplex_core::{Config, Connection, DeflateParams, Message, Role};
+    use duplex_core::{Connection, DeflateParams, EngineConfig, Message, Role};
     // Our own engine as the compressor: a client with a 15-bit window.
-    let mut client = Connection::new(Role::Client, Config::default().max_write_buffer(usize::MAX));
+    let mut client = Connection::new(
+        Role::Client,
+        EngineConfig::default().max_write_buffer(usize::MAX),
+    );
     client.enable_deflate(DeflateParams::default());
     let mut out = Vec::new();
     // Compress in one message of `len` zeros, through the engine's output.

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
 use duplex_benches::{chat_message, ticker_quotes};
-use duplex_core::{Config, Connection, DeflateParams, Message, Role};
+use duplex_core::{Connection, DeflateParams, EngineConfig, Message, Role};
 use duplex_handshake::{DeflateConfig, DeflateNegotiation};
 
 /// The system allocator, counting the bytes currently allocated.
@@ -102,8 +102,8 @@ fn measure(
     // The Vec holds the `Connection`s themselves: counted as theirs.
     let mut servers = Vec::with_capacity(connections);
     for i in 0..connections {
-        let mut server = Connection::new(Role::Server, Config::default());
-        let mut client = Connection::new(Role::Client, Config::default());
+        let mut server = Connection::new(Role::Server, EngineConfig::default());
+        let mut client = Connection::new(Role::Client, EngineConfig::default());
         server.enable_deflate(params);
         client.enable_deflate(params);
         for k in 0..messages {
@@ -250,7 +250,7 @@ fn prepared_broadcast(count: usize) {
     let (params, _) = DeflateConfig::default()
         .negotiate(&["permessage-deflate".to_string()])
         .expect("the offer is acceptable");
-    let mut server = Connection::new(Role::Server, Config::default());
+    let mut server = Connection::new(Role::Server, EngineConfig::default());
     server.enable_deflate(params);
     let before = live();
     reset_peak();
@@ -285,8 +285,8 @@ fn measure_plain(
     let before = live();
     let mut servers = Vec::with_capacity(connections);
     for i in 0..connections {
-        let mut server = Connection::new(Role::Server, Config::default());
-        let mut client = Connection::new(Role::Client, Config::default());
+        let mut server = Connection::new(Role::Server, EngineConfig::default());
+        let mut client = Connection::new(Role::Client, EngineConfig::default());
         for k in 0..messages {
             client
                 .send(Message::text(payload(i * messages + k)))

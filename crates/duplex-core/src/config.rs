@@ -8,16 +8,16 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use duplex_core::Config;
+/// use duplex_core::EngineConfig;
 ///
-/// let config = Config::default()
+/// let config = EngineConfig::default()
 ///     .max_message_size(1 << 20)
 ///     .max_frame_size(256 << 10)
 ///     .keepalive(Duration::from_secs(20), Duration::from_secs(10));
 /// assert_eq!(config.size_limits().max_message_size, 1 << 20);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
+pub struct EngineConfig {
     pub(crate) max_frame_size: usize,
     pub(crate) max_message_size: usize,
     pub(crate) max_fragments: usize,
@@ -58,7 +58,7 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// pending, if less) for the connection not to count as stalled.
 pub const MIN_WRITE_PROGRESS: u64 = 4 << 10;
 
-/// The size limits of a [`Config`], read back with [`Config::size_limits`].
+/// The size limits of a [`EngineConfig`], read back with [`EngineConfig::size_limits`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SizeLimits {
@@ -76,7 +76,7 @@ pub struct SizeLimits {
     pub write_buffer_hard_limit: usize,
 }
 
-/// The deadlines of a [`Config`], read back with [`Config::deadlines`].
+/// The deadlines of a [`EngineConfig`], read back with [`EngineConfig::deadlines`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Deadlines {
@@ -113,7 +113,7 @@ impl Default for Linger {
     }
 }
 
-impl Default for Config {
+impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
@@ -135,7 +135,7 @@ impl Default for Config {
     }
 }
 
-impl Config {
+impl EngineConfig {
     /// The largest frame payload accepted from the peer (default 16 MiB); a larger frame
     /// is refused from its header, before its payload is read, with close code 1009.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {

@@ -11,7 +11,7 @@ use duplex_codec::{
 };
 
 use crate::close::{CloseCode, CloseFrame};
-use crate::config::Config;
+use crate::config::EngineConfig;
 use crate::config::MIN_WRITE_PROGRESS;
 use crate::deflate::{self, Deflate, DeflateParams, InflateError};
 use crate::error::{Error, Limit, LimitError, ProtocolError, TimeoutKind, UsageError};
@@ -44,10 +44,10 @@ const MAX_QUEUED_PONGS: usize = 16;
 ///
 /// ```
 /// use std::time::Instant;
-/// use duplex_core::{Config, Connection, Message, Role};
+/// use duplex_core::{EngineConfig, Connection, Message, Role};
 ///
-/// let mut server = Connection::new(Role::Server, Config::default());
-/// let mut client = Connection::new(Role::Client, Config::default());
+/// let mut server = Connection::new(Role::Server, EngineConfig::default());
+/// let mut client = Connection::new(Role::Client, EngineConfig::default());
 /// let now = Instant::now();
 ///
 /// client.send(Message::text("hello"))?;
@@ -65,7 +65,7 @@ const MAX_QUEUED_PONGS: usize = 16;
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    config: EngineConfig,
     decoder: Decoder,
     read_buf: BytesMut,
     fresh_input: bool,
@@ -148,7 +148,7 @@ impl Incoming {
 
 impl Connection {
     /// A connection for `role` with `config`, as the opening handshake left it.
-    pub fn new(role: Role, config: Config) -> Self {
+    pub fn new(role: Role, config: EngineConfig) -> Self {
         let masking = match role {
             Role::Server => Masking::Required,
             Role::Client => Masking::Forbidden,
@@ -204,7 +204,7 @@ impl Connection {
     }
 
     /// This connection's configuration.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &EngineConfig {
         &self.config
     }
 
@@ -1161,11 +1161,11 @@ fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame>, Error> {
 /// clients, which must mask each frame with a fresh key, encode it per connection.
 ///
 /// ```
-/// use duplex_core::{Config, Connection, Message, PreparedMessage, Role};
+/// use duplex_core::{EngineConfig, Connection, Message, PreparedMessage, Role};
 ///
 /// let prepared = PreparedMessage::new(Message::text("tick"))?;
-/// let mut a = Connection::new(Role::Server, Config::default());
-/// let mut b = Connection::new(Role::Server, Config::default());
+/// let mut a = Connection::new(Role::Server, EngineConfig::default());
+/// let mut b = Connection::new(Role::Server, EngineConfig::default());
 /// a.send_prepared(&prepared)?;
 /// b.send_prepared(&prepared)?;
 /// assert_eq!(a.pending_output(), b.pending_output());

@@ -103,7 +103,7 @@ pub struct LimitError {
     pub max: u64,
 }
 
-/// The limits of [`Config`](crate::Config).
+/// The limits of [`EngineConfig`](crate::EngineConfig).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Limit {
     /// `max_frame_size`.

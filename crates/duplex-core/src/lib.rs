@@ -12,9 +12,9 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use duplex_core::{CloseCode, Config, Connection, Error, Message, ProtocolError, Role};
+//! use duplex_core::{CloseCode, EngineConfig, Connection, Error, Message, ProtocolError, Role};
 //!
-//! let mut server = Connection::new(Role::Server, Config::default());
+//! let mut server = Connection::new(Role::Server, EngineConfig::default());
 //! let now = Instant::now();
 //!
 //! // A masked ping "hi" from a client (mask key 0, so the bytes are plain).
@@ -88,10 +88,9 @@ mod utf8;
 
 pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 pub use config::{
-    Config, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_KEEPALIVE,
-    DEFAULT_MAX_FRAGMENTS, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_MAX_WRITE_BUFFER, DEFAULT_WRITE_TIMEOUT, Deadlines, Linger, MIN_WRITE_PROGRESS,
-    SizeLimits,
+    DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_KEEPALIVE, DEFAULT_MAX_FRAGMENTS,
+    DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_WRITE_BUFFER,
+    DEFAULT_WRITE_TIMEOUT, Deadlines, EngineConfig, Linger, MIN_WRITE_PROGRESS, SizeLimits,
 };
 pub use connection::{Connection, PreparedMessage};
 pub use deflate::DeflateParams;

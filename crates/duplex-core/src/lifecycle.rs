@@ -21,7 +21,7 @@ use std::time::Instant;
 /// ```
 ///
 /// Leaving `Open` arms the close deadline: whatever the peer does, the transport is
-/// closed within [`close_timeout`](crate::Config::close_timeout) of that moment.
+/// closed within [`close_timeout`](crate::EngineConfig::close_timeout) of that moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum State {
     /// Messages flow both ways.

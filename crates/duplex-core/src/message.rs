@@ -18,7 +18,7 @@ pub enum Message {
     /// A binary message.
     Binary(Bytes),
     /// A ping with up to 125 bytes of payload. Received pings are answered
-    /// automatically unless [`Config::auto_pong`](crate::Config::auto_pong) is off.
+    /// automatically unless [`EngineConfig::auto_pong`](crate::EngineConfig::auto_pong) is off.
     Ping(Bytes),
     /// A pong with up to 125 bytes of payload.
     Pong(Bytes),

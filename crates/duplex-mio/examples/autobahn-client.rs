@@ -6,11 +6,11 @@
 use std::process::ExitCode;
 
 use duplex_mio::client::{ClientConfig, ClientRequest, WebSocket, connect_with};
-use duplex_mio::{Config, Message};
+use duplex_mio::{EngineConfig, Message};
 
 fn config() -> ClientConfig {
-    ClientConfig::default().websocket(
-        Config::default()
+    ClientConfig::default().engine(
+        EngineConfig::default()
             .max_message_size(64 << 20)
             .max_frame_size(32 << 20)
             .max_fragments(1 << 20),

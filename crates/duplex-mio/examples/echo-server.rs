@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use duplex_mio::{Config, Context, Handler, Message, Server, ServerConfig};
+use duplex_mio::{Context, EngineConfig, Handler, Message, Server, ServerConfig};
 
 struct Echo;
 
@@ -22,12 +22,12 @@ fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:9002".to_owned());
     // Large enough for the conformance suite's biggest messages (16 MiB) and its
     // 65,536-fragment messages.
-    let websocket = Config::default()
+    let websocket = EngineConfig::default()
         .max_message_size(64 << 20)
         .max_frame_size(32 << 20)
         .max_fragments(1 << 20);
     let config = ServerConfig::default()
-        .websocket(websocket)
+        .engine(websocket)
         .write_buffer_limits(64 << 20, 128 << 20);
     let server = Server::bind(&addr, config)?;
     let mut stdout = std::io::stdout();

@@ -16,7 +16,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use duplex_core::{CloseFrame, Config, Connection, Error, Message, Role};
+use duplex_core::{CloseFrame, Connection, EngineConfig, Error, Message, Role};
 use duplex_handshake::http::Response;
 use duplex_handshake::{ClientHandshake, DeflateConfig, HandshakeError};
 
@@ -26,7 +26,7 @@ pub use duplex_handshake::ClientRequest;
 /// How [`connect_with`] connects.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    websocket: Config,
+    engine: EngineConfig,
     deflate: Option<DeflateConfig>,
     connect_timeout: Duration,
     handshake_timeout: Duration,
@@ -36,7 +36,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            websocket: Config::default(),
+            engine: EngineConfig::default(),
             deflate: Some(DeflateConfig::default()),
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
@@ -46,9 +46,9 @@ impl Default for ClientConfig {
 }
 
 impl ClientConfig {
-    /// The WebSocket engine's limits and timers (default `Config::default()`).
-    pub fn websocket(mut self, config: Config) -> Self {
-        self.websocket = config;
+    /// The WebSocket engine's limits and timers (default `EngineConfig::default()`).
+    pub fn engine(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
         self
     }
 
@@ -183,7 +183,7 @@ pub fn connect_with(
             break done;
         }
     };
-    let mut conn = Connection::new(Role::Client, config.websocket.clone());
+    let mut conn = Connection::new(Role::Client, config.engine.clone());
     if let Some(params) = negotiated.deflate {
         conn.enable_deflate(params);
     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use duplex_core::Config;
+use duplex_core::EngineConfig;
 use duplex_handshake::{DeflateConfig, Limits};
 
 /// How a [`Server`](crate::Server) runs: threads, limits, timeouts, buffers.
@@ -11,13 +11,13 @@ use duplex_handshake::{DeflateConfig, Limits};
 ///
 /// ```
 /// use std::time::Duration;
-/// use duplex_mio::{Config, ServerConfig};
+/// use duplex_mio::{EngineConfig, ServerConfig};
 ///
 /// let config = ServerConfig::default()
 ///     .workers(2)
 ///     .max_connections(50_000)
 ///     .handshake_timeout(Duration::from_secs(5))
-///     .websocket(Config::default().max_message_size(1 << 20));
+///     .engine(EngineConfig::default().max_message_size(1 << 20));
 /// ```
 ///
 /// # Slow readers
@@ -52,7 +52,7 @@ pub struct ServerConfig {
     pub(crate) write_buffer_hard: usize,
     pub(crate) command_queue: usize,
     pub(crate) events_capacity: usize,
-    pub(crate) websocket: Config,
+    pub(crate) engine: EngineConfig,
     pub(crate) handshake_limits: Limits,
     pub(crate) deflate: Option<DeflateConfig>,
 }
@@ -86,7 +86,7 @@ impl Default for ServerConfig {
             write_buffer_hard: DEFAULT_WRITE_BUFFER_HARD,
             command_queue: 4096,
             events_capacity: 1024,
-            websocket: Config::default(),
+            engine: EngineConfig::default(),
             handshake_limits: Limits::default(),
             deflate: Some(DeflateConfig {
                 server_no_context_takeover: true,
@@ -181,8 +181,8 @@ impl ServerConfig {
     /// The WebSocket engine's limits and timers (message and frame sizes, keepalive,
     /// idle timeout, close timeout). Its write buffer limits are replaced by the
     /// server's [`write_buffer_limits`](Self::write_buffer_limits).
-    pub fn websocket(mut self, config: Config) -> Self {
-        self.websocket = config;
+    pub fn engine(mut self, config: EngineConfig) -> Self {
+        self.engine = config;
         self
     }
 
@@ -210,8 +210,8 @@ impl ServerConfig {
     }
 
     /// The engine configuration connections are created with.
-    pub(crate) fn engine_config(&self) -> Config {
-        self.websocket
+    pub(crate) fn engine_config(&self) -> EngineConfig {
+        self.engine
             .clone()
             .max_write_buffer(self.write_buffer_soft)
             .write_buffer_hard_limit(self.write_buffer_hard)

@@ -11,7 +11,7 @@
 //! What the server takes care of:
 //!
 //! - **Timers**: handshake timeout, the engine's keepalive, idle and close-handshake
-//!   deadlines ([`Config`]), the shutdown bound.
+//!   deadlines ([`EngineConfig`]), the shutdown bound.
 //! - **Fairness**: each connection reads at most a budget per turn of the event loop; a
 //!   client sending a burst waits for the next turn, so others (and accepting, on its
 //!   own thread) go on.
@@ -100,8 +100,8 @@ pub use duplex_core as core;
 /// `Bytes`, the payload type of every message.
 pub use duplex_core::Bytes;
 pub use duplex_core::{
-    CloseCode, CloseFrame, Config, Error, Linger, Message, PreparedMessage, State, TimeoutKind,
-    Utf8Bytes,
+    CloseCode, CloseFrame, EngineConfig, Error, Linger, Message, PreparedMessage, State,
+    TimeoutKind, Utf8Bytes,
 };
 /// Re-export of the `http` crate, whose request and response types the handshake uses.
 pub use duplex_handshake::http;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use duplex_mio::client::{ClientConfig, ClientRequest, connect_with};
-use duplex_mio::{Bytes, CloseCode, CloseFrame, Config, Message, ServerConfig};
+use duplex_mio::{Bytes, CloseCode, CloseFrame, EngineConfig, Message, ServerConfig};
 use tungstenite::Message as TMessage;
 use tungstenite::protocol::frame::coding::{CloseCode as TCloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame as TCloseFrame, Frame};
@@ -19,7 +19,7 @@ fn config() -> ServerConfig {
     ServerConfig::default()
         .workers(1)
         .shutdown_timeout(Duration::from_millis(300))
-        .websocket(duplex_mio::Config::default().linger(duplex_core_linger(300)))
+        .engine(duplex_mio::EngineConfig::default().linger(duplex_core_linger(300)))
 }
 
 /// A tungstenite echo server on a thread, serving `connections` clients one after
@@ -71,7 +71,8 @@ fn our_client_with_a_tungstenite_server() {
     let (addr, server) = tungstenite_server(2);
     let url = format!("ws://{addr}/");
     // Our client splits what it sends into frames of at most 1000 bytes.
-    let config = ClientConfig::default().websocket(Config::default().send_frame_size(Some(1000)));
+    let config =
+        ClientConfig::default().engine(EngineConfig::default().send_frame_size(Some(1000)));
     let mut socket = connect_with(ClientRequest::new(&url).unwrap(), &config).unwrap();
     socket.set_read_timeout(Some(TIMEOUT)).unwrap();
     // tungstenite declines permessage-deflate.
@@ -133,8 +134,8 @@ fn tungstenite_client(url: &str) -> tungstenite::WebSocket<MaybeTlsStream<std::n
 #[test]
 fn a_tungstenite_client_with_our_server() {
     // Our server splits what it sends into frames of at most 1000 bytes.
-    let websocket = Config::default().send_frame_size(Some(1000));
-    let server = start(config().websocket(websocket));
+    let websocket = EngineConfig::default().send_frame_size(Some(1000));
+    let server = start(config().engine(websocket));
     let mut ws = tungstenite_client(&server.url("/"));
 
     let binary: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();

@@ -16,7 +16,7 @@ fn config() -> ServerConfig {
     ServerConfig::default()
         .workers(2)
         .shutdown_timeout(Duration::from_millis(300))
-        .websocket(duplex_mio::Config::default().linger(duplex_core_linger(300)))
+        .engine(duplex_mio::EngineConfig::default().linger(duplex_core_linger(300)))
 }
 
 /// Small read buffers and no compression: thousands of these live in this process.

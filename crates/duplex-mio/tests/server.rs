@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use duplex_mio::client::{ClientConfig, ClientRequest, ConnectError, connect_with};
-use duplex_mio::{Bytes, CloseCode, Config, HandshakeError, Message, SendError, ServerConfig};
+use duplex_mio::{
+    Bytes, CloseCode, EngineConfig, HandshakeError, Message, SendError, ServerConfig,
+};
 
 fn config() -> ServerConfig {
     // Clients left open at the end of a test do not answer the shutdown's close frame;
@@ -18,7 +20,7 @@ fn config() -> ServerConfig {
     ServerConfig::default()
         .workers(2)
         .shutdown_timeout(Duration::from_millis(300))
-        .websocket(duplex_mio::Config::default().linger(duplex_core_linger(300)))
+        .engine(duplex_mio::EngineConfig::default().linger(duplex_core_linger(300)))
 }
 
 #[test]
@@ -246,17 +248,17 @@ fn a_panicking_handler_closes_its_connection_with_1011_and_the_worker_goes_on() 
 
 #[test]
 fn echoes_empty_and_16_mib_text_and_binary() {
-    let websocket = Config::default()
+    let websocket = EngineConfig::default()
         .max_message_size(32 << 20)
         .max_frame_size(32 << 20)
         .max_write_buffer(64 << 20);
     let server = start(
         config()
-            .websocket(websocket.clone())
+            .engine(websocket.clone())
             .write_buffer_limits(32 << 20, 64 << 20),
     );
     // Without compression: 16 MiB through deflate is slow in a debug build.
-    let client_config = ClientConfig::default().websocket(websocket).deflate(None);
+    let client_config = ClientConfig::default().engine(websocket).deflate(None);
     let request = ClientRequest::new(&server.url("/")).unwrap();
     let mut socket = connect_with(request, &client_config).unwrap();
     socket.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -565,8 +567,8 @@ fn protocol_violations_get_the_rfc_close_code_on_the_wire() {
 
 #[test]
 fn idle_timeout_from_the_engine_config_closes_with_1001() {
-    let websocket = Config::default().idle_timeout(Some(Duration::from_millis(200)));
-    let server = start(config().websocket(websocket));
+    let websocket = EngineConfig::default().idle_timeout(Some(Duration::from_millis(200)));
+    let server = start(config().engine(websocket));
     let mut socket = client(&server.url("/"));
     let started = Instant::now();
     match socket.recv().unwrap() {
@@ -579,8 +581,9 @@ fn idle_timeout_from_the_engine_config_closes_with_1001() {
 
 #[test]
 fn keepalive_pings_an_idle_client() {
-    let websocket = Config::default().keepalive(Duration::from_millis(100), Duration::from_secs(5));
-    let server = start(config().websocket(websocket));
+    let websocket =
+        EngineConfig::default().keepalive(Duration::from_millis(100), Duration::from_secs(5));
+    let server = start(config().engine(websocket));
     let mut socket = client(&server.url("/"));
     match socket.recv().unwrap() {
         Message::Ping(_) => {}
@@ -601,8 +604,8 @@ fn duplex_core_linger(ms: u64) -> duplex_mio::Linger {
 fn a_close_sent_through_a_sender_ends_a_peer_that_never_answers_at_the_close_timeout() {
     let close_timeout = Duration::from_millis(500);
     let server = start(
-        config().websocket(
-            Config::default()
+        config().engine(
+            EngineConfig::default()
                 .close_timeout(close_timeout)
                 .linger(duplex_core_linger(300)),
         ),

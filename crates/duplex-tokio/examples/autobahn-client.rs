@@ -13,7 +13,7 @@ async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let base = args.next().unwrap_or_else(|| "ws://127.0.0.1:9001".into());
     let agent = args.next().unwrap_or_else(|| "duplex-tokio".into());
-    let protocol = duplex_tokio::core::Config::default()
+    let protocol = duplex_tokio::core::EngineConfig::default()
         .max_message_size(64 << 20)
         .max_frame_size(64 << 20)
         .max_fragments(1 << 20)

@@ -36,7 +36,7 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:3000".into());
-    let protocol = duplex_tokio::core::Config::default()
+    let protocol = duplex_tokio::core::EngineConfig::default()
         .max_message_size(64 << 20)
         .max_frame_size(64 << 20)
         .max_fragments(1 << 20)

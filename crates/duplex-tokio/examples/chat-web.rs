@@ -76,7 +76,7 @@ async fn main() -> std::io::Result<()> {
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
 
-    let protocol = duplex_tokio::core::Config::default()
+    let protocol = duplex_tokio::core::EngineConfig::default()
         .max_message_size(16 << 20)
         .max_frame_size(16 << 20)
         .keepalive(Duration::from_secs(30), Duration::from_secs(30));

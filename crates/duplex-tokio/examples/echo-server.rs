@@ -17,7 +17,7 @@ async fn main() -> std::io::Result<()> {
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    let protocol = duplex_tokio::core::Config::default()
+    let protocol = duplex_tokio::core::EngineConfig::default()
         .max_message_size(64 << 20)
         .max_frame_size(64 << 20)
         .max_fragments(1 << 20)

@@ -368,7 +368,7 @@ impl Feed {
             let ws = WebSocketStream::from_raw(
                 TokioIo::new(upgraded),
                 Role::Server,
-                duplex_tokio::core::Config::default(),
+                duplex_tokio::core::EngineConfig::default(),
                 deflate,
                 &[],
             );

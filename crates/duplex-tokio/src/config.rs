@@ -19,7 +19,7 @@ use crate::proxy::Proxy;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub(crate) engine: duplex_core::Config,
+    pub(crate) engine: duplex_core::EngineConfig,
     pub(crate) limits: Limits,
     pub(crate) handshake_timeout: Duration,
     pub(crate) deflate: Option<DeflateConfig>,
@@ -48,7 +48,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 impl Default for Config {
     fn default() -> Self {
         Self {
-            engine: duplex_core::Config::default(),
+            engine: duplex_core::EngineConfig::default(),
             limits: Limits::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             deflate: Some(DeflateConfig {
@@ -67,7 +67,7 @@ impl Default for Config {
 impl Config {
     /// The protocol engine's limits and behaviour (message and frame sizes, write buffer,
     /// close timeout, keepalive, idle timeout, automatic fragmentation).
-    pub fn engine(mut self, engine: duplex_core::Config) -> Self {
+    pub fn engine(mut self, engine: duplex_core::EngineConfig) -> Self {
         self.engine = engine;
         self
     }
@@ -147,7 +147,7 @@ impl Config {
     }
 
     /// The protocol engine's configuration.
-    pub fn engine_config(&self) -> &duplex_core::Config {
+    pub fn engine_config(&self) -> &duplex_core::EngineConfig {
         &self.engine
     }
 

@@ -172,7 +172,7 @@ pub use duplex_handshake as handshake;
 /// The protocol engine, for its configuration and error types.
 pub use duplex_core as core;
 /// The engine's configuration (limits, deadlines), set with [`Config::engine`].
-pub use duplex_core::Config as EngineConfig;
+pub use duplex_core::EngineConfig;
 
 /// The TLS library used for `wss://`, for building a custom `ClientConfig` or a
 /// `TlsAcceptor` for servers.

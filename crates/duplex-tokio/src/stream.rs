@@ -43,7 +43,7 @@ const WRITER: usize = 1;
 /// the engine; [`split`](Self::split) gives halves for two tasks.
 ///
 /// Every method drives the connection's deadlines (keepalive, idle, write stall, close;
-/// see `duplex_core::Config`): a task that only sends to a peer that stopped reading
+/// see `duplex_core::EngineConfig`): a task that only sends to a peer that stopped reading
 /// gets [`Error::Timeout`] from `send` within the write timeout, and
 /// [`close`](Self::close) returns within the close timeout.
 ///
@@ -111,7 +111,7 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     pub fn from_raw(
         stream: S,
         role: Role,
-        config: duplex_core::Config,
+        config: duplex_core::EngineConfig,
         deflate: Option<DeflateParams>,
         leftover: &[u8],
     ) -> Self {

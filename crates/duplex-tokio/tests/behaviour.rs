@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{client_frame, read_101, read_frame};
 
-use duplex_tokio::core::Config as CoreConfig;
+use duplex_tokio::EngineConfig;
 use duplex_tokio::{
     Acceptance, ClientRequest, CloseCode, CloseFrame, Config, Message, WebSocketStream, accept,
     accept_with, connect_with,
@@ -78,7 +78,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 
 fn big_limits() -> Config {
     Config::default().engine(
-        CoreConfig::default()
+        EngineConfig::default()
             .max_message_size(32 << 20)
             .max_frame_size(32 << 20),
     )
@@ -141,8 +141,9 @@ async fn fragmented_messages_arrive_whole() {
     let _memory = MEMORY.read().await;
     // The server refuses frames over 1000 bytes: the test fails unless the client
     // really splits its messages.
-    let server_config = Config::default().engine(CoreConfig::default().max_frame_size(1000));
-    let client_config = Config::default().engine(CoreConfig::default().send_frame_size(Some(1000)));
+    let server_config = Config::default().engine(EngineConfig::default().max_frame_size(1000));
+    let client_config =
+        Config::default().engine(EngineConfig::default().send_frame_size(Some(1000)));
     let (listener, url) = bind().await;
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
@@ -301,7 +302,7 @@ async fn send_pends_when_the_peer_does_not_read_and_memory_stays_bounded() {
         .await
         .unwrap();
     let (server_tcp, _) = listener.accept().await.unwrap();
-    let config = Config::default().engine(CoreConfig::default().max_write_buffer(64 << 10));
+    let config = Config::default().engine(EngineConfig::default().max_write_buffer(64 << 10));
     let mut ws = timeout(
         LIMIT,
         accept_with(server_tcp, config, |_, _| Ok(Acceptance::default())),

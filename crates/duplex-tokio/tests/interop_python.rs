@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use duplex_tokio::core::Config as CoreConfig;
+use duplex_tokio::EngineConfig;
 use duplex_tokio::{
     Acceptance, ClientRequest, CloseCode, CloseFrame, Config, DeflateConfig, DeflateParams,
     Message, accept_with, connect_with,
@@ -84,7 +84,7 @@ async fn round_trip_against_python(policy: DeflateConfig, expected: DeflateParam
     let (_server, url) = python_echo_server().await;
     for frame_size in [None, Some(1000)] {
         let request = ClientRequest::new(&url).unwrap().deflate(Some(policy));
-        let config = Config::default().engine(CoreConfig::default().send_frame_size(frame_size));
+        let config = Config::default().engine(EngineConfig::default().send_frame_size(frame_size));
         let (mut ws, response) = timeout(LIMIT, connect_with(request, config))
             .await
             .unwrap()

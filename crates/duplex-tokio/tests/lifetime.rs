@@ -4,8 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use duplex_tokio::core::{Config as CoreConfig, State, TimeoutKind};
-use duplex_tokio::{ClientRequest, CloseCode, CloseFrame, Config, Error, Message, connect_with};
+use duplex_tokio::core::{State, TimeoutKind};
+use duplex_tokio::{
+    ClientRequest, CloseCode, CloseFrame, Config, EngineConfig, Error, Message, connect_with,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -38,7 +40,7 @@ where
     url
 }
 
-fn config(engine: CoreConfig) -> Config {
+fn config(engine: EngineConfig) -> Config {
     Config::default().engine(engine).deflate(None)
 }
 
@@ -52,7 +54,7 @@ async fn hold(tcp: TcpStream) {
 async fn a_client_that_only_sends_to_a_server_that_never_reads_fails_at_the_write_timeout() {
     let url = raw_server(hold).await;
     let write_timeout = Duration::from_secs(1);
-    let engine = CoreConfig::default()
+    let engine = EngineConfig::default()
         .write_timeout(Some(write_timeout))
         .max_write_buffer(64 << 10);
     let (mut ws, _) = connect_with(ClientRequest::new(&url).unwrap(), config(engine))
@@ -96,7 +98,7 @@ async fn a_client_that_only_sends_to_a_server_that_never_reads_fails_at_the_writ
 async fn close_returns_within_the_close_timeout_when_the_server_never_answers() {
     let url = raw_server(hold).await;
     let close_timeout = Duration::from_secs(1);
-    let engine = CoreConfig::default().close_timeout(close_timeout);
+    let engine = EngineConfig::default().close_timeout(close_timeout);
     let (mut ws, _) = connect_with(ClientRequest::new(&url).unwrap(), config(engine))
         .await
         .unwrap();
@@ -126,7 +128,7 @@ async fn close_returns_within_the_close_timeout_when_the_server_never_answers() 
 async fn close_returns_within_the_close_timeout_even_with_output_stuck() {
     let url = raw_server(hold).await;
     let close_timeout = Duration::from_secs(1);
-    let engine = CoreConfig::default()
+    let engine = EngineConfig::default()
         .close_timeout(close_timeout)
         .write_timeout(None);
     let (ws, _) = connect_with(ClientRequest::new(&url).unwrap(), config(engine))
@@ -163,7 +165,7 @@ async fn close_returns_within_the_close_timeout_even_with_output_stuck() {
 #[tokio::test]
 async fn keepalive_fails_a_silent_server_while_the_client_only_sends() {
     let url = raw_server(hold).await;
-    let engine = CoreConfig::default()
+    let engine = EngineConfig::default()
         .keepalive(Duration::from_millis(300), Duration::from_millis(300))
         .write_timeout(None);
     let (ws, _) = connect_with(ClientRequest::new(&url).unwrap(), config(engine))
@@ -195,7 +197,7 @@ async fn keepalive_fails_a_silent_server_while_the_client_only_sends() {
 #[tokio::test]
 async fn a_writer_waiting_for_room_is_woken_with_an_error_when_its_reader_is_dropped() {
     let url = raw_server(hold).await;
-    let engine = CoreConfig::default()
+    let engine = EngineConfig::default()
         .write_timeout(None)
         .max_write_buffer(64 << 10);
     let (ws, _) = connect_with(ClientRequest::new(&url).unwrap(), config(engine))
@@ -234,7 +236,7 @@ async fn a_send_after_the_server_closed_is_connection_closed_not_ok() {
     .await;
     let (mut ws, _) = connect_with(
         ClientRequest::new(&url).unwrap(),
-        config(CoreConfig::default()),
+        config(EngineConfig::default()),
     )
     .await
     .unwrap();
@@ -259,7 +261,7 @@ async fn a_send_only_client_keeps_a_live_server_past_many_keepalive_periods() {
         while let Some(Ok(_)) = ws.recv().await {}
     });
     let engine =
-        CoreConfig::default().keepalive(Duration::from_millis(100), Duration::from_millis(100));
+        EngineConfig::default().keepalive(Duration::from_millis(100), Duration::from_millis(100));
     let (mut ws, _) = connect_with(ClientRequest::new(&url).unwrap(), config(engine))
         .await
         .unwrap();
@@ -283,7 +285,7 @@ async fn a_send_only_client_keeps_a_live_server_past_many_keepalive_periods() {
 #[tokio::test]
 async fn try_send_gives_the_message_back_while_the_write_buffer_is_full() {
     let url = raw_server(hold).await;
-    let engine = CoreConfig::default().max_write_buffer(256 << 10);
+    let engine = EngineConfig::default().max_write_buffer(256 << 10);
     let (ws, _) = connect_with(ClientRequest::new(&url).unwrap(), config(engine))
         .await
         .unwrap();
@@ -309,7 +311,7 @@ async fn try_send_gives_the_message_back_while_the_write_buffer_is_full() {
     let other_url = raw_server(hold).await;
     let (other, _) = connect_with(
         ClientRequest::new(&other_url).unwrap(),
-        config(CoreConfig::default()),
+        config(EngineConfig::default()),
     )
     .await
     .unwrap();

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use duplex_tokio::core::{Config as CoreConfig, TimeoutKind};
+use duplex_tokio::EngineConfig;
+use duplex_tokio::core::TimeoutKind;
 use duplex_tokio::http::StatusCode;
 use duplex_tokio::{
     Acceptance, ClientRequest, CloseCode, CloseFrame, Config, Error, HandshakeError, Message,
@@ -284,8 +285,8 @@ async fn keepalive_closes_a_peer_that_stops_answering() {
     let addr = addr_of(&url);
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let protocol =
-            CoreConfig::default().keepalive(Duration::from_millis(100), Duration::from_millis(100));
+        let protocol = EngineConfig::default()
+            .keepalive(Duration::from_millis(100), Duration::from_millis(100));
         let mut ws = accept_with(tcp, Config::default().engine(protocol), |_, _| {
             Ok(Acceptance::default())
         })

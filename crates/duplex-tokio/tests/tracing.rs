@@ -79,8 +79,8 @@ async fn spans_and_events_of_a_connection() {
                 .is_err()
         );
         let (tcp, _) = listener.accept().await.unwrap();
-        let config =
-            Config::default().engine(duplex_tokio::core::Config::default().max_message_size(1000));
+        let config = Config::default()
+            .engine(duplex_tokio::core::EngineConfig::default().max_message_size(1000));
         let mut ws = accept_with(tcp, config, |_, _| Ok(Default::default()))
             .await
             .unwrap();

@@ -280,8 +280,8 @@ fn hostile_loop(server: &TestServer, count: &Counts, stop: &AtomicBool, id: u64)
 }
 
 fn zeros_bomb() -> Vec<u8> {
-    use duplex_core::{Config, Connection, DeflateParams, Role};
-    let mut client = Connection::new(Role::Client, Config::default());
+    use duplex_core::{Connection, DeflateParams, EngineConfig, Role};
+    let mut client = Connection::new(Role::Client, EngineConfig::default());
     client.enable_deflate(DeflateParams::default());
     client
         .send(duplex_core::Message::binary(vec![0u8; 1 << 20]))

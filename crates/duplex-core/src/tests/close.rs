@@ -141,7 +141,7 @@ fn nothing_is_sent_after_close() {
 
 #[test]
 fn client_waits_for_the_server_to_close_tcp_then_gives_up() {
-    let config = Config::default().close_timeout(Duration::from_secs(2));
+    let config = EngineConfig::default().close_timeout(Duration::from_secs(2));
     let mut client = Connection::new(Role::Client, config);
     let now = Instant::now();
     client

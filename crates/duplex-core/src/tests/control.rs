@@ -75,7 +75,7 @@ fn answers_ping_with_pong_carrying_the_same_payload() {
 #[test]
 fn auto_pong_can_be_turned_off() {
     for role in ROLES {
-        let mut conn = Connection::new(role, Config::default().auto_pong(false));
+        let mut conn = Connection::new(role, EngineConfig::default().auto_pong(false));
         conn.receive(&peer_frame(role, 0x89, b"x"));
         assert_eq!(events(&mut conn, Instant::now()).len(), 1, "{role:?}");
         assert!(drain(&mut conn).is_empty(), "{role:?}");

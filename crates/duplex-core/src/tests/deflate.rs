@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn deflate_connection(role: Role, config: Config, params: DeflateParams) -> Connection {
+fn deflate_connection(role: Role, config: EngineConfig, params: DeflateParams) -> Connection {
     let mut conn = Connection::new(role, config);
     conn.enable_deflate(params);
     conn
@@ -11,8 +11,8 @@ fn deflate_connection(role: Role, config: Config, params: DeflateParams) -> Conn
 
 fn deflate_pair(params: DeflateParams) -> (Connection, Connection) {
     (
-        deflate_connection(Role::Server, Config::default(), params),
-        deflate_connection(Role::Client, Config::default(), params),
+        deflate_connection(Role::Server, EngineConfig::default(), params),
+        deflate_connection(Role::Client, EngineConfig::default(), params),
     )
 }
 
@@ -82,8 +82,8 @@ fn compressed_messages_round_trip_in_both_directions_with_rsv1() {
 fn short_and_explicitly_uncompressed_messages_go_without_rsv1() {
     for role in ROLES {
         let params = DeflateParams::default();
-        let mut us = deflate_connection(role, Config::default(), params);
-        let mut peer = deflate_connection(other(role), Config::default(), params);
+        let mut us = deflate_connection(role, EngineConfig::default(), params);
+        let mut peer = deflate_connection(other(role), EngineConfig::default(), params);
         us.send(Message::text("tiny")).unwrap();
         assert_eq!(us.pending_output()[0], 0x81, "{role:?}");
         us.send_uncompressed(Message::binary(vec![0u8; 1000]))
@@ -101,9 +101,9 @@ fn short_and_explicitly_uncompressed_messages_go_without_rsv1() {
 fn compressed_message_may_be_fragmented_with_rsv1_on_the_first_frame_only() {
     for role in ROLES {
         let params = DeflateParams::default();
-        let config = Config::default().send_frame_size(Some(10));
+        let config = EngineConfig::default().send_frame_size(Some(10));
         let mut us = deflate_connection(role, config, params);
-        let mut peer = deflate_connection(other(role), Config::default(), params);
+        let mut peer = deflate_connection(other(role), EngineConfig::default(), params);
         let text = "fragmented and compressed ".repeat(40);
         us.send(Message::text(text.as_str())).unwrap();
         let wire = drain_raw(&mut us);
@@ -123,7 +123,7 @@ fn compressed_message_may_be_fragmented_with_rsv1_on_the_first_frame_only() {
 fn rsv1_on_a_continuation_or_control_frame_is_a_protocol_error() {
     for role in ROLES {
         let params = DeflateParams::default();
-        let mut conn = deflate_connection(role, Config::default(), params);
+        let mut conn = deflate_connection(role, EngineConfig::default(), params);
         let mut wire = peer_frame(role, 0x01, b"a");
         wire.extend(peer_frame(role, 0xC0, b"b"));
         let error = expect_failure(&mut conn, &wire, 1002);
@@ -131,7 +131,7 @@ fn rsv1_on_a_continuation_or_control_frame_is_a_protocol_error() {
             matches!(error, Error::Protocol(ProtocolError::ReservedBits { .. })),
             "{role:?}: {error:?}"
         );
-        let mut conn = deflate_connection(role, Config::default(), params);
+        let mut conn = deflate_connection(role, EngineConfig::default(), params);
         let error = expect_failure(&mut conn, &peer_frame(role, 0xC9, b""), 1002);
         assert!(
             matches!(error, Error::Protocol(ProtocolError::ReservedBits { .. })),
@@ -143,7 +143,7 @@ fn rsv1_on_a_continuation_or_control_frame_is_a_protocol_error() {
 #[test]
 fn invalid_deflate_data_is_1007() {
     for role in ROLES {
-        let mut conn = deflate_connection(role, Config::default(), DeflateParams::default());
+        let mut conn = deflate_connection(role, EngineConfig::default(), DeflateParams::default());
         let error = expect_failure(&mut conn, &peer_frame(role, 0xC2, &[0xFF; 8]), 1007);
         assert!(
             matches!(error, Error::Protocol(ProtocolError::InvalidCompressedData)),
@@ -156,7 +156,7 @@ fn invalid_deflate_data_is_1007() {
 fn decompression_bomb_stops_at_the_limit_with_1009() {
     for role in ROLES {
         let params = DeflateParams::default();
-        let mut peer = deflate_connection(other(role), Config::default(), params);
+        let mut peer = deflate_connection(other(role), EngineConfig::default(), params);
         peer.send(Message::binary(vec![0u8; 1 << 20])).unwrap();
         let bomb = drain_raw(&mut peer);
         assert!(
@@ -164,7 +164,7 @@ fn decompression_bomb_stops_at_the_limit_with_1009() {
             "{role:?}: 1 MiB of zeros compresses to {} bytes",
             bomb.len()
         );
-        let config = Config::default().max_decompressed_size(64 << 10);
+        let config = EngineConfig::default().max_decompressed_size(64 << 10);
         let mut conn = deflate_connection(role, config, params);
         let error = expect_failure(&mut conn, &bomb, 1009);
         assert!(
@@ -185,7 +185,7 @@ fn decompression_bomb_stops_at_the_limit_with_1009() {
 fn invalid_utf8_inside_a_compressed_message_fails_fast() {
     for role in ROLES {
         let params = DeflateParams::default();
-        let mut peer = deflate_connection(other(role), Config::default(), params);
+        let mut peer = deflate_connection(other(role), EngineConfig::default(), params);
         // Compress bytes that are not UTF-8 and send them as a text message.
         let bad = [
             &b"valid prefix "[..],
@@ -196,7 +196,7 @@ fn invalid_utf8_inside_a_compressed_message_fails_fast() {
         peer.send(Message::binary(bad)).unwrap();
         let mut wire = drain_raw(&mut peer);
         wire[0] = (wire[0] & 0xF0) | 0x01; // binary -> text
-        let mut conn = deflate_connection(role, Config::default(), params);
+        let mut conn = deflate_connection(role, EngineConfig::default(), params);
         expect_failure(&mut conn, &wire, 1007);
     }
 }
@@ -271,9 +271,9 @@ fn shrinking_buffers_between_fragments_keeps_the_inflate_stream() {
         ..DeflateParams::default()
     };
     for role in ROLES {
-        let sender_config = Config::default().send_frame_size(Some(7));
+        let sender_config = EngineConfig::default().send_frame_size(Some(7));
         let mut peer = deflate_connection(other(role), sender_config, params);
-        let mut conn = deflate_connection(role, Config::default(), params);
+        let mut conn = deflate_connection(role, EngineConfig::default(), params);
         let text = "fragmented, compressed, and read in pieces ".repeat(30);
         for _ in 0..2 {
             peer.send(Message::text(text.as_str())).unwrap();
@@ -297,7 +297,7 @@ fn shrinking_buffers_between_fragments_keeps_the_inflate_stream() {
 fn control_frames_interleave_with_a_compressed_fragmented_message() {
     for role in ROLES {
         let params = DeflateParams::default();
-        let sender_config = Config::default().send_frame_size(Some(4));
+        let sender_config = EngineConfig::default().send_frame_size(Some(4));
         let mut peer = deflate_connection(other(role), sender_config, params);
         let text = "interleaved with pings, interleaved with pings ".repeat(20);
         peer.send(Message::text(text.as_str())).unwrap();
@@ -318,7 +318,7 @@ fn control_frames_interleave_with_a_compressed_fragmented_message() {
             }
         }
         assert!(frames > 3, "{role:?}: {frames} frames");
-        let mut conn = deflate_connection(role, Config::default(), params);
+        let mut conn = deflate_connection(role, EngineConfig::default(), params);
         conn.receive(&interleaved);
         let got: Vec<Message> = events(&mut conn, Instant::now())
             .into_iter()

@@ -78,7 +78,7 @@ fn rejects_new_data_frame_inside_fragmented_message() {
 #[test]
 fn automatic_fragmentation_splits_outgoing_messages() {
     for role in ROLES {
-        let mut conn = Connection::new(role, Config::default().send_frame_size(Some(2)));
+        let mut conn = Connection::new(role, EngineConfig::default().send_frame_size(Some(2)));
         conn.send(Message::text("Hello")).unwrap();
         assert_eq!(
             drain(&mut conn),

@@ -150,7 +150,8 @@ fn prepared_message_goes_out_as_the_same_frame_from_either_role() {
 #[test]
 fn input_buffer_is_an_alternative_to_receive() {
     for role in ROLES {
-        let config = Config::default().keepalive(Duration::from_secs(10), Duration::from_secs(5));
+        let config =
+            EngineConfig::default().keepalive(Duration::from_secs(10), Duration::from_secs(5));
         let mut conn = Connection::new(role, config);
         let t0 = Instant::now();
         let wire = peer_frame(role, 0x81, b"read in place");

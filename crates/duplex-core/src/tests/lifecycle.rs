@@ -8,8 +8,8 @@ use crate::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-fn config() -> Config {
-    Config::default()
+fn config() -> EngineConfig {
+    EngineConfig::default()
         .close_timeout(Duration::from_secs(3))
         .write_timeout(Some(Duration::from_secs(10)))
 }
@@ -319,7 +319,7 @@ fn a_peer_that_vanishes_ends_the_connection_at_once() {
 
 #[test]
 fn a_small_message_does_not_keep_the_read_buffer_alive() {
-    let mut server = Connection::new(Role::Server, Config::default());
+    let mut server = Connection::new(Role::Server, EngineConfig::default());
     let buffer = server.input_buffer(64 << 10);
     let (start, capacity) = (buffer.as_ptr() as usize, buffer.capacity());
     assert!(capacity >= 64 << 10);
@@ -351,7 +351,7 @@ fn a_small_message_does_not_keep_the_read_buffer_alive() {
 #[test]
 fn forced_output_goes_past_the_soft_limit_up_to_the_hard_one_then_fails_the_connection() {
     for role in ROLES {
-        let config = Config::default()
+        let config = EngineConfig::default()
             .max_write_buffer(10_000)
             .write_buffer_hard_limit(30_000);
         let mut conn = Connection::new(role, config);

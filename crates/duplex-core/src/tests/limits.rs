@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn message_size_limit_counts_all_fragments() {
     for role in ROLES {
-        let mut conn = Connection::new(role, Config::default().max_message_size(10));
+        let mut conn = Connection::new(role, EngineConfig::default().max_message_size(10));
         let mut wire = peer_frame(role, 0x02, &[0; 6]);
         wire.extend(peer_frame(role, 0x80, &[0; 5]));
         let error = expect_failure(&mut conn, &wire, 1009);
@@ -31,7 +31,7 @@ fn message_size_limit_counts_all_fragments() {
 #[test]
 fn oversized_frame_is_refused_from_its_header() {
     for role in ROLES {
-        let mut conn = Connection::new(role, Config::default().max_frame_size(100));
+        let mut conn = Connection::new(role, EngineConfig::default().max_frame_size(100));
         // 101 in the 16-bit length field, no payload sent.
         let header = peer_header_raw(role, 0x82, &[0x7E, 0x00, 0x65]);
         let error = expect_failure(&mut conn, &header, 1009);
@@ -71,7 +71,7 @@ fn header_declaring_2_pow_63_minus_1_bytes_is_a_bounded_1009() {
 #[test]
 fn fragment_limit_counts_empty_continuations() {
     for role in ROLES {
-        let mut conn = Connection::new(role, Config::default().max_fragments(3));
+        let mut conn = Connection::new(role, EngineConfig::default().max_fragments(3));
         let mut wire = peer_frame(role, 0x01, b"");
         for _ in 0..3 {
             wire.extend(peer_frame(role, 0x00, b""));
@@ -94,7 +94,7 @@ fn fragment_limit_counts_empty_continuations() {
 #[test]
 fn hundred_thousand_empty_continuations_cost_no_memory_and_end_in_1008() {
     for role in ROLES {
-        let mut conn = Connection::new(role, Config::default().max_fragments(50_000));
+        let mut conn = Connection::new(role, EngineConfig::default().max_fragments(50_000));
         let now = Instant::now();
         conn.receive(&peer_frame(role, 0x02, b""));
         let empty = peer_frame(role, 0x00, b"");
@@ -121,7 +121,7 @@ fn hundred_thousand_empty_continuations_cost_no_memory_and_end_in_1008() {
 #[test]
 fn send_refuses_data_while_write_buffer_is_above_its_limit() {
     for role in ROLES {
-        let mut conn = Connection::new(role, Config::default().max_write_buffer(100));
+        let mut conn = Connection::new(role, EngineConfig::default().max_write_buffer(100));
         conn.send(Message::binary(vec![0; 150])).unwrap(); // accepted: buffer was below
         assert!(conn.is_write_buffer_full(), "{role:?}");
         let refused = conn.send(Message::binary(vec![0; 1]));

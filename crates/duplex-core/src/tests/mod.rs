@@ -92,7 +92,7 @@ fn mask_overhead(sender: Role) -> usize {
 }
 
 fn connection(role: Role) -> Connection {
-    Connection::new(role, Config::default())
+    Connection::new(role, EngineConfig::default())
 }
 
 fn server() -> Connection {

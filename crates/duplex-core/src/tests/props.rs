@@ -123,7 +123,7 @@ fn arbitrary_bytes_never_panic_and_errors_queue_a_valid_close_for(
     data: &[u8],
     cuts: &[usize],
 ) -> Result<(), TestCaseError> {
-    let config = Config::default()
+    let config = EngineConfig::default()
         .max_message_size(512)
         .max_frame_size(256)
         .max_fragments(8);

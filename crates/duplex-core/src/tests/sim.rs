@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Config, Connection, Error, Message, Role};
+use crate::{Connection, EngineConfig, Error, Message, Role};
 
 /// One endpoint and what its transport does.
 pub(crate) struct End {
@@ -21,7 +21,7 @@ pub(crate) struct End {
 }
 
 impl End {
-    fn new(role: Role, config: Config) -> Self {
+    fn new(role: Role, config: EngineConfig) -> Self {
         Self {
             conn: Connection::new(role, config),
             events: Vec::new(),
@@ -66,7 +66,7 @@ pub(crate) struct Pair {
 }
 
 impl Pair {
-    pub fn new(client: Config, server: Config) -> Self {
+    pub fn new(client: EngineConfig, server: EngineConfig) -> Self {
         let now = Instant::now();
         let mut pair = Self {
             client: End::new(Role::Client, client),

@@ -3,8 +3,8 @@
 
 use super::*;
 
-fn keepalive_config() -> Config {
-    Config::default().keepalive(Duration::from_secs(10), Duration::from_secs(5))
+fn keepalive_config() -> EngineConfig {
+    EngineConfig::default().keepalive(Duration::from_secs(10), Duration::from_secs(5))
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn keepalive_is_satisfied_by_any_frame_from_the_peer() {
 #[test]
 fn idle_timeout_closes_with_1001() {
     for role in ROLES {
-        let config = Config::default()
+        let config = EngineConfig::default()
             .no_keepalive()
             .idle_timeout(Some(Duration::from_secs(30)));
         let mut conn = Connection::new(role, config);

@@ -264,12 +264,12 @@ mod tests {
     use super::*;
 
     fn local_with_open_connections(n: usize) -> (Local, Vec<std::net::TcpStream>) {
-        local_with_config(n, duplex_core::Config::default())
+        local_with_config(n, duplex_core::EngineConfig::default())
     }
 
     fn local_with_config(
         n: usize,
-        config: duplex_core::Config,
+        config: duplex_core::EngineConfig,
     ) -> (Local, Vec<std::net::TcpStream>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut local = Local {
@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn forced_messages_stop_at_the_hard_limit() {
-        let config = duplex_core::Config::default().write_buffer_hard_limit(10_000);
+        let config = duplex_core::EngineConfig::default().write_buffer_hard_limit(10_000);
         let (mut local, _peers) = local_with_config(1, config);
         let chunk = PreparedMessage::new(Message::binary(vec![0u8; 4000])).unwrap();
         local.queue_prepared(0, &chunk);

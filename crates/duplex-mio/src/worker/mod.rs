@@ -37,7 +37,7 @@ pub(crate) struct Worker<'a, F, H> {
     accepted: Receiver<Accepted>,
     shared: Arc<Shared>,
     config: &'a ServerConfig,
-    engine: duplex_core::Config,
+    engine: duplex_core::EngineConfig,
     factory: &'a F,
     local: Local,
     handlers: Vec<Option<H>>,
