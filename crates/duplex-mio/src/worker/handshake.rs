@@ -77,8 +77,9 @@ where
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
         };
-        entry.response.clear();
-        write_response(&accepted.response, &mut entry.response);
+        let mut response = Vec::new();
+        write_response(&accepted.response, &mut response);
+        entry.response = unwritten(response);
         if let Some(conn) = entry.conn_mut() {
             if let Some(params) = accepted.deflate {
                 conn.enable_deflate(params);
@@ -94,10 +95,16 @@ where
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
         };
-        entry.response = decision.response_bytes();
+        entry.response = unwritten(decision.response_bytes());
         entry.state = State::Rejecting { deadline };
         if let Some(handler) = self.handlers.get_mut(slot).and_then(Option::take) {
             drop_handler(self.local.id(slot), handler);
         }
     }
+}
+
+/// Response bytes for [`Entry::response`](super::Entry), which holds only bytes still to
+/// be written.
+fn unwritten(response: Vec<u8>) -> Option<Box<bytes::Bytes>> {
+    (!response.is_empty()).then(|| Box::new(response.into()))
 }

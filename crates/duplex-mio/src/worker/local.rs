@@ -7,19 +7,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::io::{self, Write};
+
+use bytes::{Buf, Bytes};
 use duplex_core::{Connection, Message, PreparedMessage};
 use duplex_handshake::ServerHandshake;
 use mio::net::TcpStream;
 
 use crate::server::ConnectionId;
+use crate::timer::Tick;
 
 /// Where a connection is in its life.
 pub(crate) enum State {
-    /// Reading the opening request.
-    Handshake {
-        reader: ServerHandshake,
-        deadline: Instant,
-    },
+    /// Reading the opening request (boxed: most entries are open connections, and the
+    /// slot table is sized for its largest state).
+    Handshake(Box<Handshaking>),
     /// Accepted: the engine runs it.
     Open { conn: Box<Connection> },
     /// Writing a rejection response; then `Draining`.
@@ -29,13 +31,21 @@ pub(crate) enum State {
     Draining { deadline: Instant, left: usize },
 }
 
-/// One socket a worker holds.
+/// A connection still reading its opening request.
+pub(crate) struct Handshaking {
+    pub(super) reader: ServerHandshake,
+    pub(super) deadline: Instant,
+}
+
+/// One socket a worker holds. Kept small: a worker holds one per connection, idle ones
+/// included.
 pub(crate) struct Entry {
     pub(super) socket: TcpStream,
     pub(crate) peer: SocketAddr,
     pub(crate) state: State,
-    /// HTTP response bytes not yet written; they go before the engine's output.
-    pub(super) response: Vec<u8>,
+    /// HTTP response bytes not yet written (the 101 or a rejection); they go before the
+    /// engine's output, and the buffer is freed once written.
+    pub(super) response: Option<Box<Bytes>>,
     /// Readiness not consumed yet (mio is edge-triggered): read until `WouldBlock`.
     pub(super) readable: bool,
     /// The last write hit `WouldBlock`: wait for a writable event.
@@ -48,21 +58,37 @@ pub(crate) struct Entry {
     pub(super) dirty: bool,
     /// Over the connection limit: answer with 503.
     pub(super) reject: bool,
-    /// A message would have passed the hard write limit: (buffered, limit).
-    pub(super) overflow: Option<(usize, usize)>,
-    pub(crate) topics: Vec<Arc<str>>,
-    /// The deadline this entry has in the timer heap.
-    pub(super) timer: Option<Instant>,
+    /// A message would have passed the hard write limit: (buffered, limit). Boxed: rare.
+    pub(super) overflow: Option<Box<(usize, usize)>>,
+    /// The topics this connection is subscribed to (a boxed slice: subscribing is rare
+    /// next to holding).
+    pub(crate) topics: Box<[Arc<str>]>,
+    /// The deadline this entry has in the timer heap (0: none).
+    pub(super) timer: Tick,
 }
 
 impl Entry {
     /// Whether reading from the socket is wanted now.
     pub(super) fn can_read(&self) -> bool {
         match &self.state {
-            State::Handshake { .. } | State::Draining { .. } => true,
+            State::Handshake(_) | State::Draining { .. } => true,
             State::Open { conn, .. } => self.overflow.is_none() && conn.wants_read(),
             State::Rejecting { .. } => false,
         }
+    }
+
+    /// Writes what it can of the pending response; the buffer is freed once all of it
+    /// is written. Call only with a response pending.
+    pub(super) fn write_response(&mut self) -> io::Result<usize> {
+        let Some(response) = &mut self.response else {
+            return Ok(0);
+        };
+        let n = self.socket.write(response)?;
+        response.advance(n);
+        if response.is_empty() {
+            self.response = None;
+        }
+        Ok(n)
     }
 
     pub(crate) fn conn_mut(&mut self) -> Option<&mut Connection> {
@@ -176,7 +202,7 @@ impl Local {
         };
         if let Err(duplex_core::Error::LimitExceeded(error)) = queue(conn) {
             // The engine failed the connection: its peer does not read.
-            entry.overflow = Some((error.actual as usize, error.max as usize));
+            entry.overflow = Some(Box::new((error.actual as usize, error.max as usize)));
         }
         self.mark_dirty(slot);
     }
@@ -216,7 +242,9 @@ impl Local {
             None => Arc::from(topic),
         };
         if let Some(entry) = self.entry_mut(slot) {
-            entry.topics.push(name.clone());
+            let mut topics = std::mem::take(&mut entry.topics).into_vec();
+            topics.push(name.clone());
+            entry.topics = topics.into_boxed_slice();
         }
         self.topics.entry(name).or_default().insert(slot);
         true
@@ -229,7 +257,9 @@ impl Local {
         let Some(at) = entry.topics.iter().position(|t| &**t == topic) else {
             return false;
         };
-        entry.topics.swap_remove(at);
+        let mut topics = std::mem::take(&mut entry.topics).into_vec();
+        topics.swap_remove(at);
+        entry.topics = topics.into_boxed_slice();
         if let Some(set) = self.topics.get_mut(topic) {
             set.remove(&slot);
             if set.is_empty() {
@@ -241,7 +271,7 @@ impl Local {
 
     pub(super) fn unsubscribe_all(&mut self, slot: usize) {
         let topics = match self.entry_mut(slot) {
-            Some(entry) => std::mem::take(&mut entry.topics),
+            Some(entry) => std::mem::take(&mut entry.topics).into_vec(),
             None => return,
         };
         for topic in topics {
@@ -291,7 +321,7 @@ mod tests {
                 state: State::Open {
                     conn: Box::new(Connection::new(Role::Server, config.clone())),
                 },
-                response: Vec::new(),
+                response: None,
                 readable: false,
                 write_blocked: false,
                 eof: false,
@@ -299,8 +329,8 @@ mod tests {
                 dirty: false,
                 reject: false,
                 overflow: None,
-                topics: Vec::new(),
-                timer: None,
+                topics: Box::default(),
+                timer: 0,
             });
             peers.push(client);
         }
@@ -367,10 +397,33 @@ mod tests {
         local.queue_prepared(0, &chunk);
         let entry = local.entry(0).unwrap();
         // 8,008 queued plus the next 4,004-byte frame would pass 10,000.
-        assert_eq!(entry.overflow, Some((12_012, 10_000)));
+        assert_eq!(entry.overflow.as_deref(), Some(&(12_012, 10_000)));
         // Nothing more is queued once it overflowed.
         local.queue_forced(0, Message::binary(vec![0u8; 10]));
         let conn = local.entry_mut(0).and_then(Entry::conn_mut).unwrap();
         assert_eq!(conn.output_len(), 8008);
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_slot_stays_small() {
+        // Every connection, idle ones included, holds one slot (plus the engine's boxed
+        // `Connection`); the idle-memory budget is 1 KiB in all.
+        let size = std::mem::size_of::<Slot>();
+        assert!(size <= 128, "a slot is {size} bytes");
+        assert!(std::mem::size_of::<State>() <= 24);
+    }
+
+    #[test]
+    fn a_written_response_frees_its_buffer() {
+        let (mut local, peers) = local_with_open_connections(1);
+        let entry = local.entry_mut(0).unwrap();
+        entry.response = Some(Box::new(Bytes::from_static(b"HTTP/1.1 101 x\r\n\r\n")));
+        let mut peer = peers.into_iter().next().unwrap();
+        assert_eq!(entry.write_response().unwrap(), 18);
+        assert!(entry.response.is_none(), "the response buffer is kept");
+        let mut got = [0u8; 18];
+        std::io::Read::read_exact(&mut peer, &mut got).unwrap();
+        assert_eq!(&got, b"HTTP/1.1 101 x\r\n\r\n");
     }
 }

@@ -28,7 +28,7 @@ mod handshake;
 mod local;
 
 use guard::{drop_handler, guarded};
-pub(crate) use local::{Entry, Local, State};
+pub(crate) use local::{Entry, Handshaking, Local, State};
 
 /// A worker thread's event loop.
 pub(crate) struct Worker<'a, F, H> {
@@ -79,7 +79,7 @@ where
             },
             handlers: Vec::new(),
             read_buf: vec![0u8; config.read_buffer_size].into_boxed_slice(),
-            timers: Timers::default(),
+            timers: Timers::new(Instant::now()),
             ready: Vec::new(),
             more_commands: false,
             shutdown_deadline: None,
@@ -229,11 +229,11 @@ where
             let entry = Entry {
                 socket: stream,
                 peer,
-                state: State::Handshake {
+                state: State::Handshake(Box::new(Handshaking {
                     reader: ServerHandshake::new(self.config.handshake_limits),
                     deadline: now + self.config.handshake_timeout,
-                },
-                response: Vec::new(),
+                })),
+                response: None,
                 readable: true,
                 write_blocked: false,
                 eof: false,
@@ -241,8 +241,8 @@ where
                 dirty: false,
                 reject,
                 overflow: None,
-                topics: Vec::new(),
-                timer: None,
+                topics: Box::default(),
+                timer: 0,
             };
             let inserted = self.local.insert(entry);
             debug_assert_eq!(inserted, slot);
@@ -338,7 +338,7 @@ where
             return;
         };
         match &mut entry.state {
-            State::Handshake { reader, .. } => match reader.feed(data) {
+            State::Handshake(handshaking) => match handshaking.reader.feed(data) {
                 Ok(None) => {}
                 Ok(Some((request, rest))) => self.on_request(slot, request, &rest),
                 Err(error) => self.reject(slot, duplex_handshake::Decision::peer_error(error)),
@@ -362,7 +362,7 @@ where
             return;
         };
         match &mut entry.state {
-            State::Handshake { .. } | State::Draining { .. } => self.final_close(slot),
+            State::Handshake(_) | State::Draining { .. } => self.final_close(slot),
             State::Open { conn, .. } => {
                 conn.receive_eof();
                 self.dispatch(slot);
@@ -442,10 +442,8 @@ where
             if entry.write_blocked {
                 return;
             }
-            let result = if !entry.response.is_empty() {
-                entry.socket.write(&entry.response).inspect(|&n| {
-                    entry.response.drain(..n);
-                })
+            let result = if entry.response.is_some() {
+                entry.write_response()
             } else {
                 let State::Open { conn, .. } = &mut entry.state else {
                     return;
@@ -490,7 +488,7 @@ where
         };
         match &mut entry.state {
             State::Open { conn, .. } => {
-                if let Some((buffered, limit)) = entry.overflow {
+                if let Some(&(buffered, limit)) = entry.overflow.as_deref() {
                     return self.fail(
                         slot,
                         ConnectionError::WriteBufferOverflow { buffered, limit },
@@ -502,8 +500,7 @@ where
                     conn.shrink_buffers();
                 }
             }
-            State::Rejecting { .. } if entry.response.is_empty() => {
-                entry.response = Vec::new();
+            State::Rejecting { .. } if entry.response.is_none() => {
                 if entry.eof || entry.socket.shutdown(Shutdown::Write).is_err() {
                     return self.final_close(slot);
                 }
@@ -610,21 +607,21 @@ where
             return;
         };
         let deadline = match &entry.state {
-            State::Handshake { deadline, .. }
-            | State::Rejecting { deadline }
-            | State::Draining { deadline, .. } => Some(*deadline),
+            State::Handshake(handshaking) => Some(handshaking.deadline),
+            State::Rejecting { deadline } | State::Draining { deadline, .. } => Some(*deadline),
             State::Open { conn, .. } => conn.poll_timeout(),
         };
         if let Some(deadline) = deadline {
-            if entry.timer.is_none_or(|t| deadline < t) {
-                entry.timer = Some(deadline);
-                self.timers.push(deadline, slot, generation);
+            let tick = self.timers.tick(deadline);
+            if entry.timer == 0 || tick < entry.timer {
+                entry.timer = tick;
+                self.timers.push(tick, slot, generation);
             }
         }
     }
 
     fn run_timers(&mut self, now: Instant) {
-        while let Some((deadline, slot, generation)) = self.timers.pop_due(now) {
+        while let Some((tick, slot, generation)) = self.timers.pop_due(now) {
             let Some(s) = self.local.slots.get_mut(slot) else {
                 continue;
             };
@@ -634,20 +631,19 @@ where
             let Some(entry) = s.entry.as_mut() else {
                 continue;
             };
-            if entry.timer != Some(deadline) {
+            if entry.timer != tick {
                 continue;
             }
-            entry.timer = None;
+            entry.timer = 0;
             self.serve(slot, |worker| worker.on_timer(slot, now));
         }
         // Entries of closed connections and moved deadlines wait in the heap until due;
         // rebuild it when they outnumber the live ones.
         if self.timers.len() > 2 * self.local.count + 64 {
             let slots = &self.local.slots;
-            self.timers.retain(|deadline, slot, generation| {
+            self.timers.retain(|tick, slot, generation| {
                 slots.get(slot).is_some_and(|s| {
-                    s.generation == generation
-                        && s.entry.as_ref().is_some_and(|e| e.timer == Some(deadline))
+                    s.generation == generation && s.entry.as_ref().is_some_and(|e| e.timer == tick)
                 })
             });
         }
@@ -658,9 +654,12 @@ where
             return;
         };
         match &mut entry.state {
-            State::Handshake { deadline, .. }
-            | State::Rejecting { deadline }
-            | State::Draining { deadline, .. } => {
+            State::Handshake(handshaking) => {
+                if now >= handshaking.deadline {
+                    return self.final_close(slot);
+                }
+            }
+            State::Rejecting { deadline } | State::Draining { deadline, .. } => {
                 if now >= *deadline {
                     return self.final_close(slot);
                 }
@@ -703,7 +702,7 @@ where
                     self.local.mark_dirty(slot);
                 }
                 State::Draining { .. } => {}
-                State::Handshake { .. } | State::Rejecting { .. } => self.final_close(slot),
+                State::Handshake(_) | State::Rejecting { .. } => self.final_close(slot),
             }
         }
         self.process_dirty();
