@@ -18,7 +18,8 @@
 //! - **Slow readers**: bounded output per connection with a two-level policy (stop
 //!   reading, then close); see [Slow readers](ServerConfig#slow-readers).
 //! - **Lean idle connections**: one read buffer per worker thread, engine buffers
-//!   released when drained.
+//!   released 0.1 to 0.2 s after a connection last had work (a busy connection keeps
+//!   them between turns).
 //! - **Overload**: a connection limit answered with 503, and a short pause in
 //!   accepting (instead of a busy loop) when file descriptors run out.
 //! - **Panicking handlers**: a panic in a callback is caught; it closes that connection

@@ -342,6 +342,28 @@ fn abrupt_disconnects_mid_handshake_and_mid_frame_free_the_connection() {
 }
 
 #[test]
+fn input_and_the_end_of_input_arriving_together_are_both_seen() {
+    // The worker stops reading a socket after a read shorter than its buffer; the end
+    // of input that came with the data must still be noticed.
+    let server = start(config());
+    for round in 0..20u8 {
+        let mut stream = raw_client(server.addr);
+        let mut bytes = masked_frame(0x82, &[round; 100]);
+        bytes.extend_from_slice(&masked_frame(0x82, &[round; 3]));
+        stream.write_all(&bytes).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut expected = wire_kit::frame(0x82, &[round; 100], None);
+        expected.extend_from_slice(&wire_kit::frame(0x82, &[round; 3], None));
+        // Both echoes, then the server closes (the peer vanished without a close
+        // frame): the read ends instead of timing out.
+        let got = read_some(&mut stream, usize::MAX);
+        assert!(got.starts_with(&expected), "round {round}: {got:?}");
+        server.wait_for_count(0, Duration::from_secs(3));
+    }
+    server.stop();
+}
+
+#[test]
 fn handshake_timeout_drops_a_stalled_client() {
     let server = start(config().handshake_timeout(Duration::from_millis(200)));
     let mut stream = TcpStream::connect(server.addr).unwrap();

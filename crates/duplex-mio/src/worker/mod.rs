@@ -30,6 +30,19 @@ mod local;
 use guard::{drop_handler, guarded};
 pub(crate) use local::{Entry, Handshaking, Local, State};
 
+/// Whether a read that filled less than the buffer means the socket is drained, so that
+/// no further read is needed to see `WouldBlock` (one system call fewer per turn). True
+/// where mio's readiness is edge-triggered by every arrival (epoll, kqueue): data that
+/// comes after the read raises a new event. Not relied on when the poller already
+/// reported the end of input or an error (that event does not come again), nor on
+/// Windows, where mio emulates readiness.
+const SHORT_READ_DRAINS: bool = cfg!(not(windows));
+
+/// How long a drained connection keeps its engine buffers: between one and two sweeps
+/// after its last turn they are released (so a busy connection does not free and regrow
+/// them every turn, and an idle one holds none).
+const SHRINK_AFTER: Duration = Duration::from_millis(100);
+
 /// A worker thread's event loop.
 pub(crate) struct Worker<'a, F, H> {
     poll: Poll,
@@ -44,6 +57,13 @@ pub(crate) struct Worker<'a, F, H> {
     read_buf: Box<[u8]>,
     timers: Timers,
     ready: Vec<(usize, u32)>,
+    /// Connections that were drained at the end of a turn and still hold their buffers.
+    unshrunk: Vec<usize>,
+    /// When `unshrunk` is swept next.
+    sweep_at: Instant,
+    /// The time this turn of the loop started, for the engine's deadlines (one clock read
+    /// per turn, not per call).
+    now: Instant,
     /// Commands may remain after this turn's share.
     more_commands: bool,
     shutdown_deadline: Option<Instant>,
@@ -81,6 +101,9 @@ where
             read_buf: vec![0u8; config.read_buffer_size].into_boxed_slice(),
             timers: Timers::new(Instant::now()),
             ready: Vec::new(),
+            unshrunk: Vec::new(),
+            sweep_at: Instant::now(),
+            now: Instant::now(),
             more_commands: false,
             shutdown_deadline: None,
         }
@@ -104,10 +127,11 @@ where
             let timeout = if !self.ready.is_empty() || self.more_commands {
                 Some(Duration::ZERO)
             } else {
-                let next = match (self.timers.next_deadline(), self.shutdown_deadline) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                let sweep = (!self.unshrunk.is_empty()).then_some(self.sweep_at);
+                let next = [self.timers.next_deadline(), self.shutdown_deadline, sweep]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 // Round up so a deadline is never polled for a few microseconds early.
                 next.map(|d| d.saturating_duration_since(now) + Duration::from_millis(1))
             };
@@ -116,6 +140,7 @@ where
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => break Err(error),
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 if event.token() == WORKER_WAKER {
                     continue;
@@ -131,6 +156,9 @@ where
                 };
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     entry.readable = true;
+                }
+                if event.is_read_closed() || event.is_error() {
+                    entry.hangup = true;
                 }
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
                     entry.write_blocked = false;
@@ -154,8 +182,12 @@ where
                     self.serve(slot, |worker| worker.drive(slot));
                 }
             }
-            self.run_timers(Instant::now());
+            self.now = Instant::now();
+            self.run_timers(self.now);
             self.process_dirty();
+            if self.now >= self.sweep_at {
+                self.sweep_unshrunk();
+            }
         };
         self.abort_all();
         result
@@ -237,8 +269,11 @@ where
                 readable: true,
                 write_blocked: false,
                 eof: false,
+                hangup: false,
                 queued: false,
                 dirty: false,
+                unshrunk: false,
+                active: false,
                 reject,
                 overflow: None,
                 topics: Box::default(),
@@ -316,6 +351,11 @@ where
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
+                    if SHORT_READ_DRAINS && n < buf.len() && !entry.hangup {
+                        // The socket had less than the buffer: it is drained, and more
+                        // input brings a new readiness event. No read to see `WouldBlock`.
+                        entry.readable = false;
+                    }
                     self.on_data(slot, &buf[..n]);
                     self.flush(slot);
                 }
@@ -388,7 +428,7 @@ where
 
     /// Takes every event out of the engine and hands it to the handler.
     fn dispatch(&mut self, slot: usize) {
-        let now = Instant::now();
+        let now = self.now;
         loop {
             let Some(entry) = self.local.entry_mut(slot) else {
                 return;
@@ -472,16 +512,19 @@ where
         self.fail(slot, ConnectionError::Io(error));
     }
 
-    /// After a turn, a timer or new output: close what is done, free what is idle,
+    /// After a turn, a timer or new output: close what is done, note what is drained,
     /// re-queue what has more to read, and set the timer.
     fn settle(&mut self, slot: usize) {
-        let now = Instant::now();
+        let now = self.now;
         let linger = self.engine.deadlines().linger;
         if let Some(conn) = self.local.entry_mut(slot).and_then(Entry::conn_mut) {
-            // Runs what is due and arms the write-stall deadline for pending output.
-            conn.handle_timeout(now);
-            self.dispatch(slot);
-            self.flush(slot);
+            if conn.output_len() > 0 {
+                // Output queued outside a timed call (a send, a broadcast) arms the
+                // write-stall deadline here; an empty output has none to arm.
+                conn.handle_timeout(now);
+                self.dispatch(slot);
+                self.flush(slot);
+            }
         }
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
@@ -495,9 +538,15 @@ where
                     );
                 }
                 if conn.wants_close_transport() {
-                    self.teardown(slot, true);
-                } else if !entry.readable && conn.output_len() == 0 {
-                    conn.shrink_buffers();
+                    return self.teardown(slot, true);
+                }
+                if !entry.readable && conn.output_len() == 0 {
+                    // Released by the next sweeps unless the connection is busy again.
+                    entry.active = true;
+                    if !entry.unshrunk {
+                        entry.unshrunk = true;
+                        self.unshrunk.push(slot);
+                    }
                 }
             }
             State::Rejecting { .. } if entry.response.is_none() => {
@@ -514,10 +563,42 @@ where
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
         };
+        // Flushed and settled: a pending entry in the dirty list has nothing left to do.
+        entry.dirty = false;
         if entry.readable && entry.can_read() {
             self.enqueue(slot);
         }
         self.schedule(slot);
+    }
+
+    /// Releases the buffers of connections that stayed drained since the last sweep.
+    fn sweep_unshrunk(&mut self) {
+        let local = &mut self.local;
+        self.unshrunk.retain(|&slot| {
+            let Some(entry) = local.entry_mut(slot) else {
+                return false;
+            };
+            if !entry.unshrunk {
+                // A new connection in the slot, or a duplicate: it adds itself.
+                return false;
+            }
+            if std::mem::take(&mut entry.active) {
+                return true;
+            }
+            entry.unshrunk = false;
+            let drained = !entry.readable;
+            if let (true, Some(conn)) = (drained, entry.conn_mut()) {
+                if conn.output_len() == 0 {
+                    conn.shrink_buffers();
+                }
+            }
+            false
+        });
+        if self.unshrunk.is_empty() && self.unshrunk.capacity() > 1024 {
+            // A burst of connections is over; the list need not stay that long.
+            self.unshrunk = Vec::new();
+        }
+        self.sweep_at = self.now + SHRINK_AFTER;
     }
 
     /// Reports `error` to an open connection's handler and drops the connection.
@@ -678,7 +759,10 @@ where
     fn process_dirty(&mut self) {
         while let Some(slot) = self.local.dirty.pop() {
             if let Some(entry) = self.local.entry_mut(slot) {
-                entry.dirty = false;
+                if !std::mem::take(&mut entry.dirty) {
+                    // Settled in its own turn since it was marked.
+                    continue;
+                }
                 self.serve(slot, |worker| {
                     worker.flush(slot);
                     worker.settle(slot);
