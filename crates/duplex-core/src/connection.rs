@@ -30,6 +30,11 @@ const JOIN_RESERVE: usize = 64 << 10;
 /// their size alive with a 64 KiB read buffer).
 const COPY_BELOW: usize = 16 << 10;
 
+/// The most [`Connection::input_wanted`] asks for beyond what is already buffered while
+/// a whole frame is awaited: room grows at most geometrically with the bytes that
+/// actually arrived, so a header announcing a large frame reserves nothing by itself.
+const AWAIT_STEP: usize = 64 << 10;
+
 /// Pongs that may wait unsent in the output before later pings collapse into one.
 const MAX_QUEUED_PONGS: usize = 16;
 
@@ -68,6 +73,9 @@ pub struct Connection {
     config: EngineConfig,
     decoder: Decoder,
     read_buf: BytesMut,
+    /// The length on the wire of the last binary frame delivered whole, when it was
+    /// large (at least `COPY_BELOW`; 0 otherwise): the room to read the next one into.
+    frame_hint: usize,
     fresh_input: bool,
     /// The input length before the adapter appended to [`Connection::input_buffer`].
     input_mark: Option<usize>,
@@ -153,11 +161,17 @@ impl Connection {
             Role::Server => Masking::Required,
             Role::Client => Masking::Forbidden,
         };
+        let mut decoder = Decoder::new(masking, config.max_frame_size as u64);
+        // Uncompressed binary frames are held until whole, so that a single-frame
+        // message is one slice of the read buffer (no join, no copy); the memory is the
+        // same as joining, and the buffer only grows with bytes that arrived.
+        decoder.whole_binary_frames(config.max_frame_size as u64);
         Self {
             role,
-            decoder: Decoder::new(masking, config.max_frame_size as u64),
+            decoder,
             config,
             read_buf: BytesMut::new(),
+            frame_hint: 0,
             fresh_input: false,
             input_mark: None,
             eof: false,
@@ -218,26 +232,54 @@ impl Connection {
             return;
         }
         if self.read_buf.is_empty() {
-            self.read_buf = BytesMut::from(data);
+            // Room for the whole of a frame like the last large one, so that the rest of
+            // it is appended instead of moving what is here.
+            self.read_buf = BytesMut::with_capacity(data.len().max(self.frame_hint));
+            self.read_buf.extend_from_slice(data);
         } else {
             self.read_buf.extend_from_slice(data);
         }
         self.fresh_input = true;
     }
 
-    /// The engine's input buffer with at least `min` bytes of spare room, for adapters
-    /// that read from the transport straight into it (one copy fewer than
-    /// [`receive`](Self::receive)): append what was read, e.g. with
-    /// `tokio_util::io::poll_read_buf`, then call [`poll_event`](Self::poll_event).
-    /// After the engine stopped reading (a close or a failure), what is appended is
-    /// dropped at the next call.
+    /// The engine's input buffer with spare room, for adapters that read from the
+    /// transport straight into it (one copy fewer than [`receive`](Self::receive)):
+    /// append what was read, e.g. with `tokio_util::io::poll_read_buf`, then call
+    /// [`poll_event`](Self::poll_event). After the engine stopped reading (a close or a
+    /// failure), what is appended is dropped at the next call.
+    ///
+    /// The room is [`input_wanted`](Self::input_wanted) when the engine is waiting for
+    /// the rest of a frame (exactly that, so that the rest lands behind the part already
+    /// here without moving it, and the read does not run into the next frame), and
+    /// otherwise at least `min`, or more when the last frame was larger.
     pub fn input_buffer(&mut self, min: usize) -> &mut BytesMut {
         if self.read_closed {
             self.read_buf.clear();
         }
-        self.read_buf.reserve(min);
+        let room = if self.decoder.awaiting() > 0 {
+            self.input_wanted()
+        } else {
+            self.input_wanted().max(min)
+        };
+        self.read_buf.reserve(room);
         self.input_mark = Some(self.read_buf.len());
         &mut self.read_buf
+    }
+
+    /// How many bytes the engine would like to receive next, in one read and into its
+    /// own buffer ([`input_buffer`](Self::input_buffer)): the rest of a binary frame it
+    /// holds until whole (at most the bytes already buffered plus 64 KiB, so a large
+    /// announced length reserves nothing by itself), or, with nothing buffered, the size
+    /// of the last large frame. 0 when nothing is known: a small read, e.g. into an
+    /// adapter's shared buffer passed to [`receive`](Self::receive), serves as well.
+    pub fn input_wanted(&self) -> usize {
+        if self.read_closed {
+            return 0;
+        }
+        match self.decoder.awaiting() {
+            0 => self.frame_hint.saturating_sub(self.read_buf.len()),
+            awaiting => awaiting.min(self.read_buf.len().max(AWAIT_STEP)),
+        }
     }
 
     /// Tells the engine the transport reached end of file. A peer that leaves without
@@ -286,15 +328,21 @@ impl Connection {
         }
         if self.eof && !self.read_closed {
             self.read_closed = true;
-            self.read_buf = BytesMut::new();
-            return self.transport_ended(now);
+            // Bytes left over are part of a frame (a header, or a frame held until whole).
+            let partial_frame = !std::mem::take(&mut self.read_buf).is_empty();
+            return self.transport_ended(partial_frame, now);
         }
         None
     }
 
     /// The peer's side of the transport ended before its close frame.
-    fn transport_ended(&mut self, now: Instant) -> Option<Result<Message, Error>> {
-        let mid_message = self.incoming.kind.is_some() || !self.decoder.is_at_frame_boundary();
+    fn transport_ended(
+        &mut self,
+        partial_frame: bool,
+        now: Instant,
+    ) -> Option<Result<Message, Error>> {
+        let mid_message =
+            partial_frame || self.incoming.kind.is_some() || !self.decoder.is_at_frame_boundary();
         let error = Error::PeerVanished { mid_message };
         // Nobody is left to read a close frame: the transport closes at once.
         self.abort = true;
@@ -405,6 +453,12 @@ impl Connection {
                     return self.handle_control(header.opcode, payload, now);
                 }
                 self.start_data_frame(&header)?;
+                let wire_len = header.encoded_len() + payload.len();
+                self.frame_hint = if complete && wire_len >= COPY_BELOW && !header.rsv1 {
+                    wire_len
+                } else {
+                    0
+                };
                 self.data_piece(payload, complete)
             }
             Decoded::Continue { payload, complete } => self.data_piece(payload, complete),
@@ -422,6 +476,9 @@ impl Connection {
             (opcode, None) => {
                 incoming.kind = Some(opcode);
                 incoming.compressed = header.rsv1;
+                // The rest of an uncompressed binary message is held whole too.
+                self.decoder
+                    .whole_continuations(opcode == OpCode::Binary && !header.rsv1);
             }
         }
         incoming.fragments += 1;
@@ -480,6 +537,7 @@ impl Connection {
         if !last {
             return Ok(None);
         }
+        self.decoder.whole_continuations(false);
         let data = match incoming.first.take() {
             // A slice of the read buffer keeps the whole buffer alive for as long as the
             // application keeps the message: copy small ones out, so that stored small

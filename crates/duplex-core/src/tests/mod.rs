@@ -20,6 +20,7 @@ mod control;
 mod deflate;
 mod fragmentation;
 mod framing;
+mod input;
 mod limits;
 mod props;
 mod timers;
