@@ -70,7 +70,8 @@ const MAX_QUEUED_PONGS: usize = 16;
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: EngineConfig,
+    /// Shared by every connection built from the same `Arc`.
+    config: Arc<EngineConfig>,
     decoder: Decoder,
     read_buf: BytesMut,
     /// The length on the wire of the last binary frame delivered whole, when it was
@@ -91,20 +92,13 @@ pub struct Connection {
     /// The close handshake was started here (by the application or a failure), not by
     /// the peer: sending afterwards is the application's mistake, not the peer's doing.
     closed_here: bool,
-    /// The close frame we queued (code 1005 for an empty one).
-    sent_close: Option<CloseFrame>,
-    /// The close frame the peer sent (code 1005 for an empty one).
-    received_close: Option<CloseFrame>,
-    /// The output position where our close frame ends.
-    close_frame_end: u64,
+    /// Close frames and failures, allocated when the connection starts to end (most of
+    /// a connection's life it is `None`, which keeps idle connections small).
+    ending: Option<Box<Ending>>,
     /// No more frames will be decoded (peer's close seen, or the stream is undecodable).
     read_closed: bool,
     /// Close the transport now, whatever is still queued (a deadline passed).
     abort: bool,
-    /// What failed the connection, for every later call that needs to say so.
-    failure: Option<Error>,
-    /// An error not yet reported by [`Connection::poll_event`].
-    pending_error: Option<Error>,
     timers: TimerTable,
     /// The timers that count from the first time given were started.
     clock_started: bool,
@@ -114,7 +108,23 @@ pub struct Connection {
     keepalive_ping_end: u64,
     /// Output consumed when the pong wait was last armed.
     consumed_at_pong_wait: u64,
-    deflate: Option<Deflate>,
+    /// Boxed: most connections never negotiate permessage-deflate.
+    deflate: Option<Box<Deflate>>,
+}
+
+/// What a connection keeps once it starts to end.
+#[derive(Debug, Default)]
+struct Ending {
+    /// The close frame we queued (code 1005 for an empty one).
+    sent_close: Option<CloseFrame>,
+    /// The close frame the peer sent (code 1005 for an empty one).
+    received_close: Option<CloseFrame>,
+    /// The output position where our close frame ends.
+    close_frame_end: u64,
+    /// What failed the connection, for every later call that needs to say so.
+    failure: Option<Error>,
+    /// An error not yet reported by [`Connection::poll_event`].
+    pending_error: Option<Error>,
 }
 
 /// The message being assembled from incoming frames.
@@ -155,8 +165,11 @@ impl Incoming {
 }
 
 impl Connection {
-    /// A connection for `role` with `config`, as the opening handshake left it.
-    pub fn new(role: Role, config: EngineConfig) -> Self {
+    /// A connection for `role` with `config`, as the opening handshake left it. Pass an
+    /// `Arc<EngineConfig>` to share one configuration among many connections (a server's
+    /// usual case); an `EngineConfig` is wrapped in one of its own.
+    pub fn new(role: Role, config: impl Into<Arc<EngineConfig>>) -> Self {
+        let config = config.into();
         let masking = match role {
             Role::Server => Masking::Required,
             Role::Client => Masking::Forbidden,
@@ -181,13 +194,9 @@ impl Connection {
             pongs_in_flight: VecDeque::new(),
             state: State::Open,
             closed_here: false,
-            sent_close: None,
-            received_close: None,
-            close_frame_end: 0,
+            ending: None,
             read_closed: false,
             abort: false,
-            failure: None,
-            pending_error: None,
             timers: TimerTable::default(),
             clock_started: false,
             consumed_at_stall_arm: 0,
@@ -197,14 +206,19 @@ impl Connection {
         }
     }
 
+    /// What the connection keeps once it starts to end, allocated on first use.
+    fn ending(&mut self) -> &mut Ending {
+        self.ending.get_or_insert_with(Box::default)
+    }
+
     /// Turns on permessage-deflate with the parameters the handshake negotiated. Call it
     /// before any frame is exchanged.
     pub fn enable_deflate(&mut self, params: DeflateParams) {
-        self.deflate = Some(Deflate::new(
+        self.deflate = Some(Box::new(Deflate::new(
             self.role,
             params,
             self.config.compression_level,
-        ));
+        )));
     }
 
     /// True when permessage-deflate is on.
@@ -302,7 +316,7 @@ impl Connection {
 
     fn next_event(&mut self, now: Instant) -> Option<Result<Message, Error>> {
         self.start_clock(now);
-        if let Some(error) = self.pending_error.take() {
+        if let Some(error) = self.ending.as_mut().and_then(|e| e.pending_error.take()) {
             return Some(Err(error));
         }
         self.note_input(now);
@@ -349,7 +363,7 @@ impl Connection {
         if self.state == State::CloseSent {
             // We asked to close and the peer left: the end the application asked for,
             // though not a clean one.
-            self.failure = Some(error);
+            self.ending().failure = Some(error);
             self.become_(State::Failed, now);
             return None;
         }
@@ -613,7 +627,7 @@ impl Connection {
         let frame = parse_close_payload(payload)?;
         self.read_closed = true;
         self.read_buf = BytesMut::new();
-        self.received_close = Some(
+        self.ending().received_close = Some(
             frame
                 .clone()
                 .unwrap_or_else(|| CloseFrame::new(CloseCode::NoStatus, "")),
@@ -650,7 +664,7 @@ impl Connection {
             self.closed_here = true;
             self.write_close(error.close_frame());
         }
-        self.failure = Some(error.duplicate());
+        self.ending().failure = Some(error.duplicate());
         self.become_(State::Failed, now);
         Some(Err(error))
     }
@@ -661,7 +675,7 @@ impl Connection {
         self.abort = true;
         self.read_closed = true;
         if let Some(Err(error)) = self.fail(error, now) {
-            self.pending_error = Some(error);
+            self.ending().pending_error = Some(error);
         }
     }
 
@@ -803,10 +817,7 @@ impl Connection {
     pub fn check_open(&self) -> Result<(), Error> {
         match self.state {
             State::Open => Ok(()),
-            State::Failed => Err(self
-                .failure
-                .as_ref()
-                .map_or(Error::ConnectionClosed, Error::duplicate)),
+            State::Failed => Err(self.failure().unwrap_or(Error::ConnectionClosed)),
             _ if self.closed_here => Err(UsageError::SendAfterClose.into()),
             _ => Err(Error::ConnectionClosed),
         }
@@ -850,7 +861,7 @@ impl Connection {
         // The peer reads nothing: nothing more is written, the transport closes now.
         self.abort = true;
         self.read_closed = true;
-        self.failure = Some(error.duplicate());
+        self.ending().failure = Some(error.duplicate());
         self.become_(State::Failed, None);
         Err(error)
     }
@@ -933,8 +944,10 @@ impl Connection {
             }
         };
         self.write_frame(OpCode::Close, true, payload);
-        self.close_frame_end = self.output.end_position();
-        self.sent_close = Some(frame.unwrap_or_else(|| CloseFrame::new(CloseCode::NoStatus, "")));
+        let end = self.output.end_position();
+        self.ending().close_frame_end = end;
+        self.ending().sent_close =
+            Some(frame.unwrap_or_else(|| CloseFrame::new(CloseCode::NoStatus, "")));
     }
 
     /// Queues the owed pong unless `MAX_QUEUED_PONGS` pongs are still unsent; then only
@@ -948,7 +961,7 @@ impl Connection {
         {
             self.pongs_in_flight.pop_front();
         }
-        if self.sent_close.is_some() || self.pongs_in_flight.len() >= MAX_QUEUED_PONGS {
+        if self.is_close_sent() || self.pongs_in_flight.len() >= MAX_QUEUED_PONGS {
             return;
         }
         if let Some(payload) = self.pending_pong.take() {
@@ -995,7 +1008,10 @@ impl Connection {
             self.timers.clear(TimerKind::WriteStall);
         }
         if self.state == State::CloseReceived
-            && self.output.consumed_position() >= self.close_frame_end
+            && self
+                .ending
+                .as_ref()
+                .is_some_and(|e| self.output.consumed_position() >= e.close_frame_end)
         {
             // Our reply left: both close frames were exchanged. No time is needed: the
             // close deadline armed when the peer's close arrived keeps running.
@@ -1036,18 +1052,18 @@ impl Connection {
 
     /// The close frame we sent (or queued), if any; an empty one has code 1005.
     pub fn sent_close_frame(&self) -> Option<&CloseFrame> {
-        self.sent_close.as_ref()
+        self.ending.as_ref()?.sent_close.as_ref()
     }
 
     /// The close frame the peer sent, if it arrived; an empty one has code 1005.
     pub fn received_close_frame(&self) -> Option<&CloseFrame> {
-        self.received_close.as_ref()
+        self.ending.as_ref()?.received_close.as_ref()
     }
 
     /// The error that failed the connection, if it failed (the same one
     /// [`poll_event`](Self::poll_event) reported).
     pub fn failure(&self) -> Option<Error> {
-        self.failure.as_ref().map(Error::duplicate)
+        self.ending.as_ref()?.failure.as_ref().map(Error::duplicate)
     }
 
     /// True once the adapter should close the transport: a server after the close
@@ -1083,7 +1099,7 @@ impl Connection {
         if self.state.is_terminal() {
             return;
         }
-        self.failure = Some(error);
+        self.ending().failure = Some(error);
         self.become_(State::Failed, now);
     }
 
@@ -1094,7 +1110,7 @@ impl Connection {
 
     /// True after our close frame was queued: nothing more can be sent.
     pub fn is_close_sent(&self) -> bool {
-        self.sent_close.is_some()
+        self.ending.as_ref().is_some_and(|e| e.sent_close.is_some())
     }
 
     /// The earliest deadline the adapter should wake up for, if any. Adapters sleep
@@ -1157,7 +1173,7 @@ impl Connection {
             TimerKind::Idle => {
                 // A graceful failure: our 1001 goes out, bounded by the close deadline.
                 if let Some(Err(error)) = self.fail(Error::Timeout(TimeoutKind::Idle), now) {
-                    self.pending_error = Some(error);
+                    self.ending().pending_error = Some(error);
                 }
             }
             TimerKind::WriteStall => {
@@ -1181,8 +1197,8 @@ impl Connection {
                 match self.state {
                     State::CloseSent | State::CloseReceived => {
                         let error = Error::Timeout(TimeoutKind::CloseHandshake);
-                        self.failure = Some(error.duplicate());
-                        self.pending_error = Some(error);
+                        self.ending().failure = Some(error.duplicate());
+                        self.ending().pending_error = Some(error);
                         self.become_(State::Failed, now);
                     }
                     // A client whose server did not close TCP, or a failed connection
