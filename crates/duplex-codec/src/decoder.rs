@@ -1,6 +1,6 @@
 //! The streaming frame decoder.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::DecodeError;
 use crate::header::FrameHeader;
@@ -87,6 +87,9 @@ pub struct Decoder {
     whole_continuations: bool,
     /// Bytes the whole frame at the front of the buffer still needed at the last call.
     awaiting: usize,
+    /// Whole payloads shorter than this are copied out of the buffer instead of split
+    /// off it (0: never).
+    copy_below: usize,
 }
 
 #[derive(Debug)]
@@ -111,6 +114,7 @@ impl Decoder {
             whole_max: 0,
             whole_continuations: false,
             awaiting: 0,
+            copy_below: 0,
         }
     }
 
@@ -128,6 +132,14 @@ impl Decoder {
     /// uncompressed.
     pub fn whole_continuations(&mut self, on: bool) {
         self.whole_continuations = on;
+    }
+
+    /// Hands out the payloads of frames shorter than `len` bytes as copies of their own
+    /// instead of slices of the caller's buffer, so that a small payload the caller
+    /// keeps does not keep the whole buffer alive (0, the default, never copies). For
+    /// small payloads a copy also costs less than splitting the buffer.
+    pub fn copy_payloads_below(&mut self, len: usize) {
+        self.copy_below = len;
     }
 
     /// How many more bytes the frame the last [`decode`](Self::decode) call waited for
@@ -180,7 +192,8 @@ impl Decoder {
                 if buf.is_empty() {
                     return Ok(None);
                 }
-                let payload = take_payload(buf, remaining, mask, position);
+                let copy = position + remaining < self.copy_below as u64;
+                let payload = take_payload(buf, remaining, mask, position, copy);
                 let taken = payload.len() as u64;
                 let complete = taken == remaining;
                 self.state = if complete {
@@ -225,8 +238,9 @@ impl Decoder {
                 return Ok(None);
             }
         }
-        let _ = buf.split_to(header_len);
-        let payload = take_payload(buf, header.payload_len, header.mask, 0);
+        buf.advance(header_len);
+        let copy = header.payload_len < self.copy_below as u64;
+        let payload = take_payload(buf, header.payload_len, header.mask, 0, copy);
         let taken = payload.len() as u64;
         let complete = taken == header.payload_len;
         if !complete {
@@ -244,15 +258,31 @@ impl Decoder {
     }
 }
 
-/// Splits up to `remaining` bytes off the front of `buf` and unmasks them.
-fn take_payload(buf: &mut BytesMut, remaining: u64, mask: Option<[u8; 4]>, position: u64) -> Bytes {
+/// Takes up to `remaining` bytes off the front of `buf`, unmasked: split off it, or
+/// with `copy` copied into a buffer of their own.
+fn take_payload(
+    buf: &mut BytesMut,
+    remaining: u64,
+    mask: Option<[u8; 4]>,
+    position: u64,
+    copy: bool,
+) -> Bytes {
     let n = usize::try_from(remaining).map_or(buf.len(), |r| r.min(buf.len()));
     if n == 0 {
         return Bytes::new();
     }
+    let phase = (position & 3) as usize;
+    if copy {
+        let mut piece = buf[..n].to_vec();
+        buf.advance(n);
+        if let Some(key) = mask {
+            apply_mask(&mut piece, key, phase);
+        }
+        return Bytes::from(piece);
+    }
     let mut piece = buf.split_to(n);
     if let Some(key) = mask {
-        apply_mask(&mut piece, key, (position & 3) as usize);
+        apply_mask(&mut piece, key, phase);
     }
     piece.freeze()
 }
@@ -486,6 +516,41 @@ mod tests {
             let mut buf = BytesMut::from(&wire[..300]);
             let item = decoder.decode(&mut buf).unwrap();
             assert_eq!(item.is_none(), on, "whole continuations {on}");
+        }
+    }
+
+    #[test]
+    fn payloads_of_small_frames_are_copies_and_large_ones_are_slices() {
+        let (small, small_plain) = masked_frame(0x81, 200);
+        let (large, large_plain) = masked_frame(0x81, 1000);
+        for (wire, plain, copied) in [(small, small_plain, true), (large, large_plain, false)] {
+            let mut decoder = Decoder::new(Masking::Required, 1 << 20);
+            decoder.copy_payloads_below(500);
+            // In two reads, so that the second piece comes from the payload state.
+            let mut buf = BytesMut::with_capacity(wire.len());
+            buf.extend_from_slice(&wire[..100]);
+            let range = buf.as_ptr() as usize..buf.as_ptr() as usize + wire.len();
+            let mut got = Vec::new();
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                got.push(item);
+            }
+            buf.extend_from_slice(&wire[100..]);
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                got.push(item);
+            }
+            let mut joined = Vec::new();
+            for item in got {
+                let (Decoded::Frame { payload, .. } | Decoded::Continue { payload, .. }) = item;
+                let inside = range.contains(&(payload.as_ptr() as usize));
+                assert_eq!(
+                    inside,
+                    !copied,
+                    "{} bytes: slice of the buffer",
+                    plain.len()
+                );
+                joined.extend_from_slice(&payload);
+            }
+            assert_eq!(joined, plain);
         }
     }
 }

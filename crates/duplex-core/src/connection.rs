@@ -25,9 +25,9 @@ use crate::utf8::Utf8Validator;
 /// The most a message's join buffer reserves ahead of the bytes that arrived.
 const JOIN_RESERVE: usize = 64 << 10;
 
-/// Messages that arrived in one piece shorter than this are copied out of the read
-/// buffer; longer ones are handed over without a copy (and keep at most about four times
-/// their size alive with a 64 KiB read buffer).
+/// The payloads of frames shorter than this are copied out of the read buffer (by the
+/// decoder); longer ones are handed over without a copy (and keep at most about four
+/// times their size alive with a 64 KiB read buffer).
 const COPY_BELOW: usize = 16 << 10;
 
 /// The most [`Connection::input_wanted`] asks for beyond what is already buffered while
@@ -179,6 +179,10 @@ impl Connection {
         // message is one slice of the read buffer (no join, no copy); the memory is the
         // same as joining, and the buffer only grows with bytes that arrived.
         decoder.whole_binary_frames(config.max_frame_size as u64);
+        // A slice of the read buffer keeps the whole buffer alive for as long as the
+        // application keeps the message: small payloads are copied out, so that stored
+        // small messages cost their size, not a read buffer each.
+        decoder.copy_payloads_below(COPY_BELOW);
         Self {
             role,
             decoder,
@@ -553,10 +557,8 @@ impl Connection {
         }
         self.decoder.whole_continuations(false);
         let data = match incoming.first.take() {
-            // A slice of the read buffer keeps the whole buffer alive for as long as the
-            // application keeps the message: copy small ones out, so that stored small
-            // messages cost their size, not a read buffer each.
-            Some(data) if data.len() < COPY_BELOW => Bytes::copy_from_slice(&data),
+            // The payload of one frame: copied out of the read buffer by the decoder
+            // when small, a slice of it when large.
             Some(data) => data,
             None => incoming.joined.split().freeze(),
         };
