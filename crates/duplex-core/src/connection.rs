@@ -18,7 +18,7 @@ use crate::error::{Error, Limit, LimitError, ProtocolError, TimeoutKind, UsageEr
 use crate::lifecycle::{State, TimerKind, TimerTable};
 use crate::mask_keys::next_key;
 use crate::message::{Message, Utf8Bytes};
-use crate::output::Output;
+use crate::output::{Output, SHARE_THRESHOLD};
 use crate::role::Role;
 use crate::utf8::Utf8Validator;
 
@@ -917,7 +917,14 @@ impl Connection {
         let mut header = FrameHeader::new(opcode, payload.len() as u64);
         header.fin = fin;
         header.rsv1 = rsv1;
-        let staging = self.output.staging();
+        let staged_payload = if self.role == Role::Client || payload.len() < SHARE_THRESHOLD {
+            payload.len()
+        } else {
+            0
+        };
+        let staging = self
+            .output
+            .staging(header.encoded_len() + 4 + staged_payload);
         let before = staging.len();
         if self.role == Role::Client {
             let key = next_key();
