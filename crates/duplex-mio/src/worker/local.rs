@@ -59,10 +59,14 @@ pub(crate) struct Entry {
     pub(super) queued: bool,
     /// In the dirty list and not settled since.
     pub(super) dirty: bool,
-    /// In the worker's list of connections whose drained buffers are not released yet.
-    pub(super) unshrunk: bool,
-    /// Served since the last sweep of that list.
+    /// In the worker's list of connections that recently received data (see
+    /// `SWEEP_PERIOD`).
+    pub(super) watched: bool,
+    /// Received data since the last sweep of that list.
     pub(super) active: bool,
+    /// Received data before and after the last sweep: keeps its engine buffers between
+    /// turns.
+    pub(super) busy: bool,
     /// Over the connection limit: answer with 503.
     pub(super) reject: bool,
     /// A message would have passed the hard write limit: (buffered, limit). Boxed: rare.
@@ -335,8 +339,9 @@ mod tests {
                 hangup: false,
                 queued: false,
                 dirty: false,
-                unshrunk: false,
+                watched: false,
                 active: false,
+                busy: false,
                 reject: false,
                 overflow: None,
                 topics: Box::default(),
