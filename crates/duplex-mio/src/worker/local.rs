@@ -2,12 +2,12 @@
 //! their topics, and the engine's write-limit rule applied to output that other
 //! connections or threads queue.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 
 use bytes::{Buf, Bytes};
 use duplex_core::{Connection, Message, PreparedMessage};
@@ -102,6 +102,23 @@ impl Entry {
         Ok(n)
     }
 
+    /// Writes what it can of the engine's pending output in one vectored write and
+    /// tells the engine; `Ok(0)` when nothing is pending (or the entry is not open).
+    pub(super) fn write_output(&mut self) -> io::Result<usize> {
+        let State::Open { conn } = &mut self.state else {
+            return Ok(0);
+        };
+        if conn.output_len() == 0 {
+            return Ok(0);
+        }
+        let written = {
+            let mut slices = [IoSlice::new(&[]); 32];
+            let k = conn.pending_output_vectored(&mut slices);
+            self.socket.write_vectored(&slices[..k])
+        };
+        written.inspect(|&n| conn.consume_output(n))
+    }
+
     pub(crate) fn conn_mut(&mut self) -> Option<&mut Connection> {
         match &mut self.state {
             State::Open { conn, .. } => Some(conn),
@@ -121,7 +138,9 @@ pub(crate) struct Local {
     pub(super) slots: Vec<Slot>,
     pub(super) free: Vec<usize>,
     pub(super) count: usize,
-    pub(crate) topics: HashMap<Arc<str>, HashSet<usize>>,
+    /// Each topic's subscribers, in slot order: a publish visits the connection table
+    /// front to back.
+    pub(crate) topics: HashMap<Arc<str>, BTreeSet<usize>>,
     /// Connections given output (or an overflow) outside their own turn.
     pub(super) dirty: Vec<usize>,
 }
@@ -192,11 +211,6 @@ impl Local {
         self.queue_with(slot, |conn| conn.send_forced(message));
     }
 
-    /// Queues a prepared frame, under the same rule as [`Self::queue_forced`].
-    pub(crate) fn queue_prepared(&mut self, slot: usize, prepared: &PreparedMessage) {
-        self.queue_with(slot, |conn| conn.send_prepared_forced(prepared));
-    }
-
     pub(super) fn queue_with(
         &mut self,
         slot: usize,
@@ -218,21 +232,26 @@ impl Local {
         self.mark_dirty(slot);
     }
 
-    /// Queues a prepared frame on this worker's open connections (or a topic's).
+    /// Sends a prepared frame to this worker's open connections (or a topic's).
     pub(crate) fn broadcast_local(&mut self, prepared: &PreparedMessage, topic: Option<&str>) {
+        let Local {
+            slots,
+            topics,
+            dirty,
+            ..
+        } = self;
         match topic {
             Some(topic) => {
-                let slots: Vec<usize> = match self.topics.get(topic) {
-                    Some(set) => set.iter().copied().collect(),
-                    None => return,
+                let Some(members) = topics.get(topic) else {
+                    return;
                 };
-                for slot in slots {
-                    self.queue_prepared(slot, prepared);
+                for &slot in members {
+                    deliver(slots, dirty, slot, prepared);
                 }
             }
             None => {
-                for slot in 0..self.slots.len() {
-                    self.queue_prepared(slot, prepared);
+                for slot in 0..slots.len() {
+                    deliver(slots, dirty, slot, prepared);
                 }
             }
         }
@@ -293,6 +312,56 @@ impl Local {
                 }
             }
         }
+    }
+}
+
+/// Queues a prepared frame on one connection under the hard-limit rule of
+/// [`Local::queue_forced`] and, when it is all the connection has to send, writes it at
+/// once: the connection is in cache now, and a second pass over thousands of receivers
+/// would meet them all cold again. What is left (a partial write, an error, other
+/// output) goes to the dirty list for the worker's flush.
+fn deliver(slots: &mut [Slot], dirty: &mut Vec<usize>, slot: usize, prepared: &PreparedMessage) {
+    let Some(entry) = slots.get_mut(slot).and_then(|s| s.entry.as_mut()) else {
+        return;
+    };
+    if entry.overflow.is_some() {
+        return;
+    }
+    let State::Open { conn } = &mut entry.state else {
+        return;
+    };
+    let alone = conn.output_len() == 0;
+    match conn.send_prepared_forced(prepared) {
+        Ok(()) => {}
+        Err(duplex_core::Error::LimitExceeded(error)) => {
+            // The engine failed the connection: its peer does not read.
+            entry.overflow = Some(Box::new((error.actual as usize, error.max as usize)));
+        }
+        // Not open any more: nothing was queued.
+        Err(_) => return,
+    }
+    if alone && entry.overflow.is_none() && !entry.write_blocked && entry.response.is_none() {
+        match entry.write_output() {
+            Ok(_) => {
+                let busy = entry.busy;
+                if let Some(conn) = entry.conn_mut().filter(|c| c.output_len() == 0) {
+                    if !busy {
+                        // As a drained connection's turn ends (see `Worker::settle`).
+                        conn.shrink_buffers();
+                    }
+                    return;
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                entry.write_blocked = true;
+            }
+            // The worker's flush meets the error again and fails the connection.
+            Err(_) => {}
+        }
+    }
+    if !entry.dirty {
+        entry.dirty = true;
+        dirty.push(slot);
     }
 }
 
@@ -360,9 +429,31 @@ mod tests {
         (slices[0].as_ptr(), slices[0].len())
     }
 
+    /// Marks every connection as blocked on writing, so that output stays queued.
+    fn block_writes(local: &mut Local) {
+        for slot in 0..local.slots.len() {
+            local.entry_mut(slot).unwrap().write_blocked = true;
+        }
+    }
+
+    /// What the connections' peers received, each read until `len` bytes arrived.
+    fn received(peers: &mut [std::net::TcpStream], len: usize) -> Vec<Vec<u8>> {
+        peers
+            .iter_mut()
+            .map(|peer| {
+                peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                let mut got = vec![0u8; len];
+                std::io::Read::read_exact(peer, &mut got).unwrap();
+                got
+            })
+            .collect()
+    }
+
     #[test]
     fn broadcast_shares_one_encoded_frame_among_receivers() {
         let (mut local, _peers) = local_with_open_connections(3);
+        block_writes(&mut local);
         let prepared = PreparedMessage::new(Message::binary(vec![5u8; 4096])).unwrap();
         local.broadcast_local(&prepared, None);
         let frame = (prepared.frame().as_ptr(), prepared.frame().len());
@@ -377,6 +468,37 @@ mod tests {
     }
 
     #[test]
+    fn a_broadcast_is_written_at_once_to_connections_with_nothing_else_queued() {
+        let (mut local, mut peers) = local_with_open_connections(3);
+        // The third already has output waiting: the frame queues behind it.
+        local
+            .entry_mut(2)
+            .and_then(Entry::conn_mut)
+            .unwrap()
+            .send(Message::text("first"))
+            .unwrap();
+        let prepared = PreparedMessage::new(Message::text("all")).unwrap();
+        local.broadcast_local(&prepared, None);
+        let outputs: Vec<usize> = (0..3)
+            .map(|s| {
+                local
+                    .entry_mut(s)
+                    .and_then(Entry::conn_mut)
+                    .unwrap()
+                    .output_len()
+            })
+            .collect();
+        assert_eq!(outputs, [0, 0, 12]);
+        assert_eq!(
+            local.dirty,
+            [2],
+            "only the third waits for the worker's flush"
+        );
+        let got = received(&mut peers[..2], 5);
+        assert!(got.iter().all(|g| g == &[0x81, 3, b'a', b'l', b'l']));
+    }
+
+    #[test]
     fn topics_are_left_on_unsubscribe_and_publish_reaches_only_subscribers() {
         let (mut local, _peers) = local_with_open_connections(3);
         assert!(local.subscribe(0, "a"));
@@ -386,6 +508,7 @@ mod tests {
         assert!(local.unsubscribe(0, "a"));
         assert!(!local.unsubscribe(0, "a"));
         let prepared = PreparedMessage::new(Message::text("t")).unwrap();
+        block_writes(&mut local);
         local.broadcast_local(&prepared, Some("a"));
         let lens: Vec<usize> = (0..3)
             .map(|s| {
@@ -405,11 +528,12 @@ mod tests {
     fn forced_messages_stop_at_the_hard_limit() {
         let config = duplex_core::EngineConfig::default().write_buffer_hard_limit(10_000);
         let (mut local, _peers) = local_with_config(1, config);
+        block_writes(&mut local);
         let chunk = PreparedMessage::new(Message::binary(vec![0u8; 4000])).unwrap();
-        local.queue_prepared(0, &chunk);
-        local.queue_prepared(0, &chunk);
+        local.broadcast_local(&chunk, None);
+        local.broadcast_local(&chunk, None);
         assert!(local.entry(0).unwrap().overflow.is_none());
-        local.queue_prepared(0, &chunk);
+        local.broadcast_local(&chunk, None);
         let entry = local.entry(0).unwrap();
         // 8,008 queued plus the next 4,004-byte frame would pass 10,000.
         assert_eq!(entry.overflow.as_deref(), Some(&(12_012, 10_000)));

@@ -5,7 +5,7 @@
 //! `guard.rs` the panic guards around handler code.
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read};
 use std::net::Shutdown;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -530,18 +530,10 @@ where
             let result = if entry.response.is_some() {
                 entry.write_response()
             } else {
-                let State::Open { conn, .. } = &mut entry.state else {
-                    return;
-                };
-                if conn.output_len() == 0 {
-                    return;
+                match &entry.state {
+                    State::Open { conn } if conn.output_len() > 0 => entry.write_output(),
+                    _ => return,
                 }
-                let written = {
-                    let mut slices = [IoSlice::new(&[]); 32];
-                    let k = conn.pending_output_vectored(&mut slices);
-                    entry.socket.write_vectored(&slices[..k])
-                };
-                written.inspect(|&n| conn.consume_output(n))
             };
             match result {
                 Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
