@@ -18,9 +18,7 @@
 //! - **Slow readers**: bounded output per connection with a two-level policy (stop
 //!   reading, then close); see [Slow readers](ServerConfig#slow-readers).
 //! - **Lean idle connections**: one read buffer per worker thread, engine buffers
-//!   released as soon as a connection is drained (a busy one, with input in two 100 ms
-//!   periods in a row, keeps its small buffers between turns and releases them within
-//!   0.2 s of its last input).
+//!   released at the end of each turn that drains a connection.
 //! - **Large messages without copies**: the rest of a large frame, and a frame like the
 //!   last large one, is read straight into the engine's buffer, so a single-frame
 //!   message reaches the handler as one slice of it.

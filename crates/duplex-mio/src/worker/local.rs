@@ -59,14 +59,6 @@ pub(crate) struct Entry {
     pub(super) queued: bool,
     /// In the dirty list and not settled since.
     pub(super) dirty: bool,
-    /// In the worker's list of connections that recently received data (see
-    /// `SWEEP_PERIOD`).
-    pub(super) watched: bool,
-    /// Received data since the last sweep of that list.
-    pub(super) active: bool,
-    /// Received data before and after the last sweep: keeps its engine buffers between
-    /// turns.
-    pub(super) busy: bool,
     /// Over the connection limit: answer with 503.
     pub(super) reject: bool,
     /// A message would have passed the hard write limit: (buffered, limit). Boxed: rare.
@@ -343,12 +335,9 @@ fn deliver(slots: &mut [Slot], dirty: &mut Vec<usize>, slot: usize, prepared: &P
     if alone && entry.overflow.is_none() && !entry.write_blocked && entry.response.is_none() {
         match entry.write_output() {
             Ok(_) => {
-                let busy = entry.busy;
                 if let Some(conn) = entry.conn_mut().filter(|c| c.output_len() == 0) {
-                    if !busy {
-                        // As a drained connection's turn ends (see `Worker::settle`).
-                        conn.shrink_buffers();
-                    }
+                    // As at the end of a turn that drains a connection (`Worker::settle`).
+                    conn.shrink_buffers();
                     return;
                 }
             }
@@ -408,9 +397,6 @@ mod tests {
                 hangup: false,
                 queued: false,
                 dirty: false,
-                watched: false,
-                active: false,
-                busy: false,
                 reject: false,
                 overflow: None,
                 topics: Box::default(),

@@ -39,16 +39,6 @@ pub(crate) use local::{Entry, Handshaking, Local, State};
 /// Windows, where mio emulates readiness.
 const SHORT_READ_DRAINS: bool = cfg!(not(windows));
 
-/// The period of the sweeps over connections that received data. A connection that
-/// received data in two periods in a row is busy: it keeps its engine buffers between
-/// turns (no free and new allocation every turn) until a whole period passes without
-/// input. Any other connection releases them at the end of each turn that drains it, at
-/// once: buffers
-/// freed later than the allocations of newer connections would leave holes in the heap
-/// (a burst of short-lived or soon idle connections measured 1.4 KiB per idle connection
-/// with every release deferred, 0.7 KiB without).
-const SWEEP_PERIOD: Duration = Duration::from_millis(100);
-
 /// Reads of at least this much that the engine wants (the rest of a large frame, or a
 /// frame like the last large one) go straight into its buffer instead of the shared one.
 const DIRECT_READ_MIN: usize = 16 << 10;
@@ -68,10 +58,6 @@ pub(crate) struct Worker<'a, F, H> {
     read_buf: Box<[u8]>,
     timers: Timers,
     ready: Vec<(usize, u32)>,
-    /// Connections that received data since the sweep before last (`watched` set).
-    watched: Vec<usize>,
-    /// When `watched` is swept next.
-    sweep_at: Instant,
     /// The time this turn of the loop started, for the engine's deadlines (one clock read
     /// per turn, not per call).
     now: Instant,
@@ -112,8 +98,6 @@ where
             read_buf: vec![0u8; config.read_buffer_size].into_boxed_slice(),
             timers: Timers::new(Instant::now()),
             ready: Vec::new(),
-            watched: Vec::new(),
-            sweep_at: Instant::now(),
             now: Instant::now(),
             more_commands: false,
             shutdown_deadline: None,
@@ -138,11 +122,10 @@ where
             let timeout = if !self.ready.is_empty() || self.more_commands {
                 Some(Duration::ZERO)
             } else {
-                let sweep = (!self.watched.is_empty()).then_some(self.sweep_at);
-                let next = [self.timers.next_deadline(), self.shutdown_deadline, sweep]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                let next = match (self.timers.next_deadline(), self.shutdown_deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 // Round up so a deadline is never polled for a few microseconds early.
                 next.map(|d| d.saturating_duration_since(now) + Duration::from_millis(1))
             };
@@ -196,9 +179,6 @@ where
             self.now = Instant::now();
             self.run_timers(self.now);
             self.process_dirty();
-            if self.now >= self.sweep_at {
-                self.sweep_watched();
-            }
         };
         self.abort_all();
         result
@@ -283,9 +263,6 @@ where
                 hangup: false,
                 queued: false,
                 dirty: false,
-                watched: false,
-                active: false,
-                busy: false,
                 reject,
                 overflow: None,
                 topics: Box::default(),
@@ -384,7 +361,7 @@ where
                         entry.readable = false;
                     }
                     if direct {
-                        self.on_input(slot);
+                        self.dispatch(slot);
                     } else {
                         self.on_data(slot, &buf[..n]);
                     }
@@ -416,7 +393,7 @@ where
             },
             State::Open { conn, .. } => {
                 conn.receive(data);
-                self.on_input(slot);
+                self.dispatch(slot);
             }
             State::Draining { left, .. } => {
                 *left = left.saturating_sub(data.len());
@@ -426,20 +403,6 @@ where
             }
             State::Rejecting { .. } => {}
         }
-    }
-
-    /// The engine of an open connection was given input: the connection counts as
-    /// active for the sweeps, and its events go to the handler.
-    fn on_input(&mut self, slot: usize) {
-        let Some(entry) = self.local.entry_mut(slot) else {
-            return;
-        };
-        entry.active = true;
-        if !entry.watched {
-            entry.watched = true;
-            self.watched.push(slot);
-        }
-        self.dispatch(slot);
     }
 
     fn on_eof(&mut self, slot: usize) {
@@ -577,13 +540,12 @@ where
                 if conn.wants_close_transport() {
                     return self.teardown(slot, true);
                 }
-                // A connection receiving large frames releases its input buffer after
-                // every message even when busy: the allocator hands the same, cache-warm
-                // block to the next large read, where a buffer kept per connection
-                // would be cold by its next message (1,000 x 64 KiB: 32 -> 55 us of
-                // server CPU per message when kept).
-                let large = conn.input_wanted() >= DIRECT_READ_MIN;
-                if !entry.readable && conn.output_len() == 0 && (!entry.busy || large) {
+                if !entry.readable && conn.output_len() == 0 {
+                    // Released at the end of every turn that drains the connection, busy
+                    // or not: the allocator hands the same cache-warm blocks to the next
+                    // turn of any connection, where buffers kept per connection are cold
+                    // by their next use (kept: 1,000 x 64 KiB echoes took 32 -> 55 us of
+                    // server CPU each, 1,000 x 16 B 4.9-5.1 -> 5.2-5.6 us).
                     conn.shrink_buffers();
                 }
             }
@@ -607,38 +569,6 @@ where
             self.enqueue(slot);
         }
         self.schedule(slot);
-    }
-
-    /// Marks the connections that received data in this period and the last as busy, and
-    /// releases the buffers of busy ones that received none in this period.
-    fn sweep_watched(&mut self) {
-        let local = &mut self.local;
-        self.watched.retain(|&slot| {
-            let Some(entry) = local.entry_mut(slot) else {
-                return false;
-            };
-            if !entry.watched {
-                // A new connection in the slot, or a duplicate: it adds itself.
-                return false;
-            }
-            if std::mem::take(&mut entry.active) {
-                entry.busy = true;
-                return true;
-            }
-            entry.watched = false;
-            let drained = !entry.readable;
-            if std::mem::take(&mut entry.busy) && drained {
-                if let Some(conn) = entry.conn_mut().filter(|c| c.output_len() == 0) {
-                    conn.shrink_buffers();
-                }
-            }
-            false
-        });
-        if self.watched.is_empty() && self.watched.capacity() > 1024 {
-            // A burst of connections is over; the list need not stay that long.
-            self.watched = Vec::new();
-        }
-        self.sweep_at = self.now + SWEEP_PERIOD;
     }
 
     /// Reports `error` to an open connection's handler and drops the connection.
