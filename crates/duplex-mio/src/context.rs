@@ -44,7 +44,9 @@ impl<'a> Context<'a> {
 
     /// The client's address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.local.entry(self.slot).map(|e| e.peer)
+        self.local
+            .entry(self.slot)
+            .map(|e| SocketAddr::from(&e.peer))
     }
 
     /// Bytes queued for this connection and not yet written.
@@ -106,7 +108,7 @@ impl<'a> Context<'a> {
     pub fn is_subscribed(&self, topic: &str) -> bool {
         self.local
             .entry(self.slot)
-            .is_some_and(|e| e.topics.iter().any(|t| &**t == topic))
+            .is_some_and(|e| e.is_subscribed(topic))
     }
 
     /// Sends a text or binary message to every open connection of the server (this one

@@ -251,7 +251,7 @@ where
             }
             let entry = Entry {
                 socket: stream,
-                peer,
+                peer: peer.into(),
                 state: State::Handshake(Box::new(Handshaking {
                     reader: ServerHandshake::new(self.config.handshake_limits),
                     deadline: now + self.config.handshake_timeout,
@@ -265,7 +265,7 @@ where
                 dirty: false,
                 reject,
                 overflow: None,
-                topics: Box::default(),
+                topics: None,
                 timer: 0,
             };
             let inserted = self.local.insert(entry);
