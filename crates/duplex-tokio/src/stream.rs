@@ -30,10 +30,6 @@ use tokio::time::Sleep;
 /// Bytes read from the socket per read call, into the engine's input buffer.
 const READ_CHUNK: usize = 64 << 10;
 
-/// A read at least this long marks a connection as receiving large messages: its reads
-/// then go straight into the engine's buffer, even between frames.
-const LARGE_READ: usize = 16 << 10;
-
 /// Output the reader lets accumulate while it still has events to deliver; past it, it
 /// writes before delivering more.
 const WRITE_BATCH: usize = 64 << 10;
@@ -105,13 +101,6 @@ struct Shared<S> {
     eof: bool,
     /// Bytes were written and the transport's flush has not completed since.
     unflushed: bool,
-    /// Waits of the reader, counted to give back buffers now and then.
-    waits: u8,
-    /// The timer fired since the buffers were last given back.
-    timer_fired: bool,
-    /// The last reads were large: read straight into the engine's buffer even between
-    /// frames (see [`Shared::poll_read`]).
-    large_reads: bool,
     /// Events the writer decoded while driving input, for the reader.
     events: VecDeque<Result<Message, Error>>,
     /// The transport is being closed: shut down, then drained until this deadline.
@@ -158,9 +147,6 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
             armed: None,
             eof: false,
             unflushed: false,
-            waits: 0,
-            timer_fired: false,
-            large_reads: false,
             events: VecDeque::new(),
             closing: None,
             reader_dropped: false,
@@ -674,17 +660,9 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                         continue;
                     }
                     // Idle until the socket has more: give back what buffers hold nothing
-                    // (and compression state that keeps no context). Not at every wait:
-                    // a connection that answers one message at a time waits after each,
-                    // and would free and allocate its small output buffer every time.
-                    // After large input, every 16th wait and when the timer fired
-                    // (at the latest when the keepalive is due).
-                    self.waits = self.waits.wrapping_add(1);
-                    if self.conn.output_len() == 0
-                        && (self.large_reads || self.waits % 16 == 1 || self.timer_fired)
-                    {
+                    // (and compression state that keeps no context).
+                    if self.conn.output_len() == 0 {
                         self.conn.shrink_buffers();
-                        self.timer_fired = false;
                     }
                     return Poll::Pending;
                 }
@@ -829,7 +807,6 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(()) => {
                     self.armed = None;
-                    self.timer_fired = true;
                     let now = tokio::time::Instant::now().into_std();
                     let due = self.conn.poll_timeout().is_some_and(|d| d <= now);
                     self.conn.handle_timeout(now);
@@ -844,11 +821,12 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
 
     /// Reads once from the transport into the engine.
     ///
-    /// Between frames, with no input held, a read goes to a buffer shared by the
-    /// connections of the thread and the engine copies what came (usually a few small
-    /// frames): no 64 KiB buffer is allocated and freed around every wait, and an idle
-    /// connection holds none. Otherwise, and while reads are large (large messages), the
-    /// reader reads straight into the engine's input buffer (no copy).
+    /// When the engine wants a large read (the rest of a large frame, or the next one
+    /// after large frames: `Connection::input_wanted`), the reader reads straight into
+    /// the engine's input buffer, sized by the engine (no copy). Otherwise a read goes to
+    /// a 64 KiB buffer shared by the connections of the thread and the engine copies what
+    /// came (usually a few small frames): no 64 KiB buffer is allocated and freed around
+    /// every wait, and an idle connection holds none.
     fn poll_read(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<Result<(), Error>> {
         self.register(cx, who);
         let Some(io) = self.io.as_mut() else {
@@ -858,7 +836,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         // The writer's reads go through `receive`, which the engine counts as input
         // however many reads come before it decodes; it reads seldom (when it waits or a
         // deadline passed), and not the bulk of a large message.
-        let into_engine = who == READER && (self.large_reads || self.conn.buffered_input() > 0);
+        let into_engine = who == READER && self.conn.input_wanted() > 0;
         let read = if into_engine {
             let input = self.conn.input_buffer(READ_CHUNK);
             tokio_util::io::poll_read_buf(io.as_mut(), &mut proxy_cx, input)
@@ -884,7 +862,6 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Ok(n)) => {
-                self.large_reads = n >= LARGE_READ;
                 if let Some(counters) = &self.counters {
                     counters.read(n);
                 }
