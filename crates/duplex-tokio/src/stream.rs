@@ -92,12 +92,17 @@ struct Shared<S> {
     wakers: Arc<Wakers>,
     /// The proxy waker (`wakers` as a `Waker`), made once.
     proxy: Waker,
+    /// The waker (data and vtable addresses) last registered for each half.
+    registered: [(usize, usize); 2],
     /// The timer for the engine's deadlines.
     sleep: Pin<Box<Sleep>>,
     /// Where `sleep` is armed, if it is: never later than the engine's earliest
     /// deadline. It is moved only when that deadline comes earlier; one that moved later
     /// (the keepalive deadline does with every read) is found when the timer fires.
     armed: Option<tokio::time::Instant>,
+    /// `sleep` was polled (with the proxy waker, which never changes) since it was last
+    /// armed: it will wake the halves when it fires, and need not be polled again before.
+    sleep_polled: bool,
     eof: bool,
     /// Bytes were written and the transport's flush has not completed since.
     unflushed: bool,
@@ -142,9 +147,11 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
             conn,
             io: Some(Box::pin(stream)),
             proxy: Waker::from(wakers.clone()),
+            registered: [(0, 0); 2],
             wakers,
             sleep: Box::pin(tokio::time::sleep_until(far_future())),
             armed: None,
+            sleep_polled: false,
             eof: false,
             unflushed: false,
             events: VecDeque::new(),
@@ -353,12 +360,12 @@ impl<S> Drop for WsReader<S> {
 impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     /// Sends a message and flushes it; see [`WebSocketStream::send`].
     pub fn send(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
-        self.queue_then_flush(move |writer| writer.start_send_inner(message), true)
+        self.queue_then_flush(move |shared| shared.start_send(message), true)
     }
 
     /// Queues a message without flushing it; see [`WebSocketStream::feed`].
     pub fn feed(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
-        self.queue_then_flush(move |writer| writer.start_send_inner(message), false)
+        self.queue_then_flush(move |shared| shared.start_send(message), false)
     }
 
     /// Writes everything queued to the socket.
@@ -369,25 +376,27 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     /// Waits for room in the write buffer, queues with `queue`, then flushes if asked.
     /// One small future, not nested async functions: a task that awaits it in a loop
     /// carries its size for its whole life.
+    /// The lock is taken once per poll for all three steps.
     fn queue_then_flush<'a>(
         &'a mut self,
-        queue: impl FnOnce(&mut Self) -> Result<(), Error> + 'a,
+        queue: impl FnOnce(&mut Shared<S>) -> Result<(), Error> + 'a,
         flush: bool,
     ) -> impl Future<Output = Result<(), Error>> + 'a {
         let mut queue = Some(queue);
         poll_fn(move |cx| {
+            let mut shared = self.lock();
             if queue.is_some() {
-                if let Err(error) = ready!(self.poll_ready_inner(cx)) {
+                if let Err(error) = ready!(shared.poll_ready(cx)) {
                     queue = None;
                     return Poll::Ready(Err(error));
                 }
                 let queue = queue.take().expect("checked above");
-                queue(self)?;
+                queue(&mut shared)?;
                 if !flush {
                     return Poll::Ready(Ok(()));
                 }
             }
-            self.poll_flush_inner(cx)
+            shared.poll_flush(cx)
         })
     }
 
@@ -448,11 +457,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
         message: Message,
     ) -> impl Future<Output = Result<(), Error>> + '_ {
         self.queue_then_flush(
-            move |writer| {
-                writer
-                    .lock()
-                    .send_counted(|conn| conn.send_uncompressed(message))
-            },
+            move |shared| shared.send_counted(|conn| conn.send_uncompressed(message)),
             true,
         )
     }
@@ -464,11 +469,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
         message: &'a duplex_core::PreparedMessage,
     ) -> impl Future<Output = Result<(), Error>> + 'a {
         self.queue_then_flush(
-            move |writer| {
-                writer
-                    .lock()
-                    .send_counted(|conn| conn.send_prepared(message))
-            },
+            move |shared| shared.send_counted(|conn| conn.send_prepared(message)),
             true,
         )
     }
@@ -498,67 +499,79 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     }
 
     fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
-        let mut shared = self.lock();
-        shared.conn.close(frame, now())?;
-        // Another half parked on the socket or the timer must see the new deadline.
-        shared.wakers.wake(READER);
-        Ok(())
+        self.lock().start_close(frame)
     }
 
     fn poll_ready_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let mut shared = self.lock();
-        if shared.needs_driving() {
-            let look_ahead = shared.reader_dropped;
-            shared.drive_background(cx, look_ahead);
+        self.lock().poll_ready(cx)
+    }
+
+    fn start_send_inner(&mut self, message: Message) -> Result<(), Error> {
+        self.lock().start_send(message)
+    }
+
+    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.lock().poll_flush(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> Shared<S> {
+    fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        self.conn.close(frame, now())?;
+        // Another half parked on the socket or the timer must see the new deadline.
+        self.wakers.wake(READER);
+        Ok(())
+    }
+
+    /// The writer's `poll_ready`: room in the write buffer.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.needs_driving() {
+            let look_ahead = self.reader_dropped;
+            self.drive_background(cx, look_ahead);
         }
         loop {
-            shared.conn.check_open()?;
-            if shared.reader_dropped {
+            self.conn.check_open()?;
+            if self.reader_dropped {
                 return Poll::Ready(Err(duplex_core::UsageError::SendAfterClose.into()));
             }
-            if !shared.conn.is_write_buffer_full() {
+            if !self.conn.is_write_buffer_full() {
                 return Poll::Ready(Ok(()));
             }
-            if shared.io.is_none() {
-                return Poll::Ready(Err(shared.outcome_error()));
+            if self.io.is_none() {
+                return Poll::Ready(Err(self.outcome_error()));
             }
-            if shared.poll_write_out(cx, WRITER).is_pending() {
+            if self.poll_write_out(cx, WRITER).is_pending() {
                 // About to wait for the peer to read: meanwhile, watch its input, so
                 // that its pings are answered and its close or failure ends the wait.
-                if !shared.drive_background(cx, true) {
+                if !self.drive_background(cx, true) {
                     return Poll::Pending;
                 }
             }
         }
     }
 
-    fn start_send_inner(&mut self, message: Message) -> Result<(), Error> {
-        let mut shared = self.lock();
+    fn start_send(&mut self, message: Message) -> Result<(), Error> {
         match message {
-            Message::Close(frame) => {
-                drop(shared);
-                self.start_close(frame)
-            }
-            other => shared.send_counted(|conn| conn.send(other)),
+            Message::Close(frame) => self.start_close(frame),
+            other => self.send_counted(|conn| conn.send(other)),
         }
     }
 
-    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let mut shared = self.lock();
-        if shared.needs_driving() {
-            let look_ahead = shared.reader_dropped;
-            shared.drive_background(cx, look_ahead);
+    /// The writer's `poll_flush`.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.needs_driving() {
+            let look_ahead = self.reader_dropped;
+            self.drive_background(cx, look_ahead);
         }
         loop {
-            if shared.conn.output_len() == 0 || shared.io.is_none() {
-                return Poll::Ready(shared.flush_outcome(cx));
+            if self.conn.output_len() == 0 || self.io.is_none() {
+                return Poll::Ready(self.flush_outcome(cx));
             }
-            if shared.reader_dropped {
+            if self.reader_dropped {
                 // Nobody reads: the connection is being abandoned, do not wait for it.
                 return Poll::Ready(Err(duplex_core::UsageError::SendAfterClose.into()));
             }
-            if shared.poll_write_out(cx, WRITER).is_pending() && !shared.drive_background(cx, true)
-            {
+            if self.poll_write_out(cx, WRITER).is_pending() && !self.drive_background(cx, true) {
                 return Poll::Pending;
             }
         }
@@ -569,6 +582,9 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
 #[derive(Default)]
 struct Wakers {
     slots: Mutex<[Option<Waker>; 2]>,
+    /// Whether each slot holds a waker (cleared when it is taken to be woken), so that
+    /// registering the same task again costs an atomic load, not the lock.
+    held: [std::sync::atomic::AtomicBool; 2],
 }
 
 impl Wakers {
@@ -577,10 +593,15 @@ impl Wakers {
         if !slots[who].as_ref().is_some_and(|w| w.will_wake(waker)) {
             slots[who] = Some(waker.clone());
         }
+        self.held[who].store(true, std::sync::atomic::Ordering::Release);
     }
 
     fn wake(&self, who: usize) {
-        let waker = self.slots.lock().unwrap_or_else(|p| p.into_inner())[who].take();
+        let waker = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            self.held[who].store(false, std::sync::atomic::Ordering::Release);
+            slots[who].take()
+        };
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -595,6 +616,9 @@ impl std::task::Wake for Wakers {
     fn wake_by_ref(self: &Arc<Self>) {
         let [reader, writer] = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            for held in &self.held {
+                held.store(false, std::sync::atomic::Ordering::Release);
+            }
             [slots[READER].take(), slots[WRITER].take()]
         };
         match (reader, writer) {
@@ -609,9 +633,22 @@ impl std::task::Wake for Wakers {
 
 impl<S: AsyncRead + AsyncWrite> Shared<S> {
     /// Registers `who`'s task to be woken through the proxy waker, which the socket and
-    /// the timer are polled with.
-    fn register(&self, cx: &Context<'_>, who: usize) {
-        self.wakers.register(who, cx.waker());
+    /// the timer are polled with. The same task registered again, with its waker not
+    /// taken since, costs a comparison and an atomic load (a wake racing with that load
+    /// wakes this very task, which then registers again).
+    fn register(&mut self, cx: &Context<'_>, who: usize) {
+        let waker = cx.waker();
+        let id = (
+            waker.data() as usize,
+            std::ptr::from_ref(waker.vtable()) as usize,
+        );
+        if self.registered[who] == id
+            && self.wakers.held[who].load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        self.wakers.register(who, waker);
+        self.registered[who] = id;
     }
 
     /// The reader's step: the next event, driving everything needed to get it.
@@ -777,6 +814,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         if self.armed.is_none_or(|armed| deadline < armed) {
             self.sleep.as_mut().reset(deadline);
             self.armed = Some(deadline);
+            self.sleep_polled = false;
         }
     }
 
@@ -799,13 +837,23 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 return Poll::Pending;
             }
             self.register(cx, who);
-            match self
-                .sleep
-                .as_mut()
-                .poll(&mut Context::from_waker(&self.proxy))
-            {
-                Poll::Pending => return Poll::Pending,
+            if self.sleep_polled && !self.sleep.is_elapsed() {
+                return Poll::Pending;
+            }
+            // Outside tokio's cooperative budget, so that `Pending` means the timer holds
+            // the proxy waker (a refusal for budget would leave it without one).
+            let sleep = self.sleep.as_mut();
+            let poll = {
+                let mut poll = std::pin::pin!(tokio::task::unconstrained(sleep));
+                poll.as_mut().poll(&mut Context::from_waker(&self.proxy))
+            };
+            match poll {
+                Poll::Pending => {
+                    self.sleep_polled = true;
+                    return Poll::Pending;
+                }
                 Poll::Ready(()) => {
+                    self.sleep_polled = false;
                     self.armed = None;
                     let now = tokio::time::Instant::now().into_std();
                     let due = self.conn.poll_timeout().is_some_and(|d| d <= now);
@@ -996,6 +1044,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             if self.armed != Some(until) {
                 self.sleep.as_mut().reset(until);
                 self.armed = Some(until);
+                self.sleep_polled = false;
             }
             if self.sleep.as_mut().poll(&mut proxy_cx).is_pending() {
                 return Poll::Pending;
