@@ -797,12 +797,18 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             || self.deadline_passed()
     }
 
+    /// True when the timer fired and nobody has looked at the engine's deadlines since
+    /// (an atomic load).
+    fn timer_fired(&self) -> bool {
+        self.armed.is_some() && self.sleep.is_elapsed()
+    }
+
     /// True when the timer fired and nobody has looked at the engine's deadlines since:
     /// a cheap test for the paths that do not wait. It also moves the timer earlier when
     /// the engine's earliest deadline came before it.
     fn deadline_passed(&mut self) -> bool {
         self.arm_timer();
-        self.armed.is_some() && self.sleep.is_elapsed()
+        self.timer_fired()
     }
 
     /// Arms the timer for the engine's earliest deadline unless it is armed no later.
