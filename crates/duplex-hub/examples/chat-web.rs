@@ -339,18 +339,9 @@ impl Chat {
         let (nick, members) = self.join(stats.id, &stats.room, &requested);
         *stats.nick.lock().unwrap() = nick.clone();
 
-        // Subscribing makes a round trip to Redis when the room is new on this node.
-        let (sub, answer) = {
-            let (hub, topic) = (self.hub.clone(), topic.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut sub = hub.subscriber();
-                let answer = follow(&hub, &mut sub, &topic, resume);
-                (sub, answer)
-            })
-            .await
-            .expect("the subscribing task does not panic")
-        };
-        let mut sub = sub;
+        // With Redis: round trips on its async connection.
+        let mut sub = self.hub.subscriber();
+        let answer = follow(&self.hub, &mut sub, &topic, resume).await;
         let mut welcome = String::from(r#"{"type":"welcome","room":"#);
         json_string(&mut welcome, &stats.room);
         welcome.push_str(r#","nick":"#);
@@ -439,8 +430,10 @@ impl Chat {
         stats.open.store(false, Relaxed);
         self.leave(&stats.room, stats.id);
         if answer.is_ok() {
-            let _ =
-                duplex_hub::tokio::publish(&self.hub, &topic, event("leave", &nick, None)).await;
+            let _ = self
+                .hub
+                .publish_async(&topic, event("leave", &nick, None))
+                .await;
         }
     }
 
@@ -483,7 +476,7 @@ impl Chat {
     where
         S: AsyncRead + AsyncWrite,
     {
-        match duplex_hub::tokio::publish(&self.hub, topic, event).await {
+        match self.hub.publish_async(topic, event).await {
             Ok(_) => true,
             Err(e) => {
                 let mut error = String::from(r#"{"type":"error","text":"#);
@@ -588,24 +581,27 @@ impl Chat {
 /// Follows the room's topic: after `resume` when the page has a position, otherwise
 /// from the last `HISTORY` events of the room's history (queued first, then live ones,
 /// each once).
-fn follow(
+async fn follow(
     hub: &Hub,
     sub: &mut Subscriber,
     topic: &str,
     resume: Option<Position>,
 ) -> Result<Resumed, duplex_hub::HubError> {
     if let Some(after) = resume {
-        return sub.resume(topic, after);
+        return sub.resume_async(topic, after).await;
     }
-    match hub.latest(topic)? {
-        Some(latest) => sub.resume(
-            topic,
-            Position {
+    match hub.latest_async(topic).await? {
+        Some(latest) => {
+            let after = Position {
                 epoch: latest.epoch,
                 offset: latest.offset.saturating_sub(HISTORY),
-            },
-        ),
-        None => sub.subscribe(topic).map(|_| Resumed::Recovered(0)),
+            };
+            sub.resume_async(topic, after).await
+        }
+        None => sub
+            .subscribe_async(topic)
+            .await
+            .map(|_| Resumed::Recovered(0)),
     }
 }
 

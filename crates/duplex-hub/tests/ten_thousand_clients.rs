@@ -64,7 +64,7 @@ async fn serve(hub: Hub, tcp: TcpStream) {
         return;
     };
     let mut sub = hub.subscriber();
-    if sub.subscribe("room").is_err() {
+    if sub.subscribe_async("room").await.is_err() {
         return;
     }
     let _ = ws.send(Message::text("ready")).await;
