@@ -1,10 +1,11 @@
 //! The streaming frame decoder.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::DecodeError;
 use crate::header::FrameHeader;
 use crate::mask::apply_mask;
+use crate::opcode::OpCode;
 
 /// Which masking rule the decoder enforces (RFC 6455 section 5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,10 +45,14 @@ pub enum Decoded {
 /// A decoder that turns a byte stream into frames, accepting input split at any byte.
 ///
 /// It reads from a [`BytesMut`] the caller appends to, and splits payloads off it without
-/// copying. It never reserves memory from a declared length: a frame's payload is handed
-/// out piece by piece as its bytes arrive, so the caller's buffer only holds what was
-/// actually received. A header that announces more than `max_frame_size` is rejected
-/// before any of its payload is read.
+/// copying. It never reserves memory from a declared length. By default a data frame's
+/// payload is handed out piece by piece as its bytes arrive, so the caller's buffer only
+/// holds what was actually received; [`whole_binary_frames`](Self::whole_binary_frames)
+/// makes it wait for the whole payload of uncompressed binary frames instead (so that
+/// the payload is one slice of the caller's buffer, never pieces to join), and
+/// [`awaiting`](Self::awaiting) says how many bytes such a frame still needs, so the
+/// caller can read them straight behind the rest. A header that announces more than
+/// `max_frame_size` is rejected before any of its payload is read.
 ///
 /// After an error the stream is not decodable any more: every later call returns the
 /// same error.
@@ -75,6 +80,16 @@ pub struct Decoder {
     masking: Masking,
     max_frame_size: u64,
     state: State,
+    /// Binary frames without RSV1 and with at most this many payload bytes are
+    /// delivered whole (0: never).
+    whole_max: u64,
+    /// Continuation frames follow the same rule as binary ones.
+    whole_continuations: bool,
+    /// Bytes the whole frame at the front of the buffer still needed at the last call.
+    awaiting: usize,
+    /// Whole payloads shorter than this are copied out of the buffer instead of split
+    /// off it (0: never).
+    copy_below: usize,
 }
 
 #[derive(Debug)]
@@ -96,7 +111,52 @@ impl Decoder {
             masking,
             max_frame_size,
             state: State::Header,
+            whole_max: 0,
+            whole_continuations: false,
+            awaiting: 0,
+            copy_below: 0,
         }
+    }
+
+    /// Delivers binary frames whose RSV1 bit is clear and whose payload is at most `max`
+    /// bytes whole: [`decode`](Self::decode) returns `Ok(None)` until the whole payload is
+    /// in the buffer, then one [`Decoded::Frame`] with `complete` set. 0 (the default)
+    /// turns it off. Frames with RSV1 (compressed) and text frames are still handed out
+    /// as they arrive, so that inflation and UTF-8 checks fail as early as possible.
+    pub fn whole_binary_frames(&mut self, max: u64) {
+        self.whole_max = max;
+    }
+
+    /// Whether continuation frames are delivered whole like binary ones (up to the same
+    /// size): the caller sets it when the message they continue is binary and
+    /// uncompressed.
+    pub fn whole_continuations(&mut self, on: bool) {
+        self.whole_continuations = on;
+    }
+
+    /// Hands out the payloads of frames shorter than `len` bytes as copies of their own
+    /// instead of slices of the caller's buffer, so that a small payload the caller
+    /// keeps does not keep the whole buffer alive (0, the default, never copies). For
+    /// small payloads a copy also costs less than splitting the buffer.
+    pub fn copy_payloads_below(&mut self, len: usize) {
+        self.copy_below = len;
+    }
+
+    /// How many more bytes the frame the last [`decode`](Self::decode) call waited for
+    /// needs before it can be delivered whole; 0 when that call did not wait for one.
+    pub const fn awaiting(&self) -> usize {
+        self.awaiting
+    }
+
+    /// The frame is one to deliver whole.
+    fn waits_whole(&self, header: &FrameHeader) -> bool {
+        header.payload_len <= self.whole_max
+            && !header.rsv1
+            && match header.opcode {
+                OpCode::Binary => true,
+                OpCode::Continuation => self.whole_continuations,
+                _ => false,
+            }
     }
 
     /// The configured maximum payload length of one frame.
@@ -114,6 +174,7 @@ impl Decoder {
     /// `Ok(None)` means more bytes are needed; whatever partial header is in `buf` stays
     /// there for the next call.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, DecodeError> {
+        self.awaiting = 0;
         match self.state {
             State::Failed(ref error) => Err(error.clone()),
             State::Header => match self.decode_header(buf) {
@@ -131,7 +192,8 @@ impl Decoder {
                 if buf.is_empty() {
                     return Ok(None);
                 }
-                let payload = take_payload(buf, remaining, mask, position);
+                let copy = position + remaining < self.copy_below as u64;
+                let payload = take_payload(buf, remaining, mask, position, copy);
                 let taken = payload.len() as u64;
                 let complete = taken == remaining;
                 self.state = if complete {
@@ -164,12 +226,21 @@ impl Decoder {
             });
         }
         let available = (buf.len() - header_len) as u64;
-        if header.opcode.is_control() && available < header.payload_len {
-            // At most 125 bytes: wait for the whole control frame.
-            return Ok(None);
+        if available < header.payload_len {
+            if header.opcode.is_control() {
+                // At most 125 bytes: wait for the whole control frame.
+                return Ok(None);
+            }
+            if self.waits_whole(&header) {
+                // `payload_len` is at most `whole_max`, which the caller holds in memory.
+                let missing = header.payload_len - available;
+                self.awaiting = usize::try_from(missing).unwrap_or(usize::MAX);
+                return Ok(None);
+            }
         }
-        let _ = buf.split_to(header_len);
-        let payload = take_payload(buf, header.payload_len, header.mask, 0);
+        buf.advance(header_len);
+        let copy = header.payload_len < self.copy_below as u64;
+        let payload = take_payload(buf, header.payload_len, header.mask, 0, copy);
         let taken = payload.len() as u64;
         let complete = taken == header.payload_len;
         if !complete {
@@ -187,15 +258,31 @@ impl Decoder {
     }
 }
 
-/// Splits up to `remaining` bytes off the front of `buf` and unmasks them.
-fn take_payload(buf: &mut BytesMut, remaining: u64, mask: Option<[u8; 4]>, position: u64) -> Bytes {
+/// Takes up to `remaining` bytes off the front of `buf`, unmasked: split off it, or
+/// with `copy` copied into a buffer of their own.
+fn take_payload(
+    buf: &mut BytesMut,
+    remaining: u64,
+    mask: Option<[u8; 4]>,
+    position: u64,
+    copy: bool,
+) -> Bytes {
     let n = usize::try_from(remaining).map_or(buf.len(), |r| r.min(buf.len()));
     if n == 0 {
         return Bytes::new();
     }
+    let phase = (position & 3) as usize;
+    if copy {
+        let mut piece = buf[..n].to_vec();
+        buf.advance(n);
+        if let Some(key) = mask {
+            apply_mask(&mut piece, key, phase);
+        }
+        return Bytes::from(piece);
+    }
     let mut piece = buf.split_to(n);
     if let Some(key) = mask {
-        apply_mask(&mut piece, key, (position & 3) as usize);
+        apply_mask(&mut piece, key, phase);
     }
     piece.freeze()
 }
@@ -360,6 +447,110 @@ mod tests {
                     })
                 );
             }
+        }
+    }
+
+    /// Masked frame bytes: `first` byte, then a payload of `len` bytes (0, 1, 2, ...).
+    fn masked_frame(first: u8, len: usize) -> (Vec<u8>, Vec<u8>) {
+        let key = [1, 2, 3, 4];
+        let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let mut wire = vec![first, 0xFE, (len >> 8) as u8, len as u8];
+        wire.extend_from_slice(&key);
+        let mut masked = plain.clone();
+        apply_mask(&mut masked, key, 0);
+        wire.extend_from_slice(&masked);
+        (wire, plain)
+    }
+
+    #[test]
+    fn whole_binary_frame_waits_for_its_payload_and_says_how_much_is_missing() {
+        let (wire, plain) = masked_frame(0x82, 1000);
+        let mut decoder = Decoder::new(Masking::Required, 1 << 20);
+        decoder.whole_binary_frames(1 << 20);
+        let mut buf = BytesMut::from(&wire[..300]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        assert_eq!(decoder.awaiting(), wire.len() - 300);
+        // Nothing was consumed while waiting.
+        assert_eq!(buf.len(), 300);
+        buf.extend_from_slice(&wire[300..]);
+        let Some(Decoded::Frame {
+            payload, complete, ..
+        }) = decoder.decode(&mut buf).unwrap()
+        else {
+            panic!("expected the whole frame");
+        };
+        assert!(complete);
+        assert_eq!(&payload[..], &plain[..]);
+        assert_eq!(decoder.awaiting(), 0);
+        assert!(decoder.is_at_frame_boundary());
+    }
+
+    #[test]
+    fn text_compressed_and_oversized_frames_still_stream() {
+        // Text (0x81), RSV1 binary (0xC2) and a binary frame over the whole-frame bound
+        // are handed out as their bytes arrive.
+        for (first, bound) in [(0x81, 1 << 20), (0xC2, 1 << 20), (0x82, 999)] {
+            let (wire, plain) = masked_frame(first, 1000);
+            let mut decoder = Decoder::new(Masking::Required, 1 << 20);
+            decoder.whole_binary_frames(bound);
+            let mut buf = BytesMut::from(&wire[..300]);
+            let Some(Decoded::Frame {
+                payload, complete, ..
+            }) = decoder.decode(&mut buf).unwrap()
+            else {
+                panic!("expected the first piece of {first:#x}");
+            };
+            assert!(!complete);
+            assert_eq!(&payload[..], &plain[..300 - 8]);
+            assert_eq!(decoder.awaiting(), 0);
+        }
+    }
+
+    #[test]
+    fn continuations_are_whole_only_when_the_caller_says_so() {
+        for on in [false, true] {
+            let (wire, _) = masked_frame(0x80, 1000);
+            let mut decoder = Decoder::new(Masking::Required, 1 << 20);
+            decoder.whole_binary_frames(1 << 20);
+            decoder.whole_continuations(on);
+            let mut buf = BytesMut::from(&wire[..300]);
+            let item = decoder.decode(&mut buf).unwrap();
+            assert_eq!(item.is_none(), on, "whole continuations {on}");
+        }
+    }
+
+    #[test]
+    fn payloads_of_small_frames_are_copies_and_large_ones_are_slices() {
+        let (small, small_plain) = masked_frame(0x81, 200);
+        let (large, large_plain) = masked_frame(0x81, 1000);
+        for (wire, plain, copied) in [(small, small_plain, true), (large, large_plain, false)] {
+            let mut decoder = Decoder::new(Masking::Required, 1 << 20);
+            decoder.copy_payloads_below(500);
+            // In two reads, so that the second piece comes from the payload state.
+            let mut buf = BytesMut::with_capacity(wire.len());
+            buf.extend_from_slice(&wire[..100]);
+            let range = buf.as_ptr() as usize..buf.as_ptr() as usize + wire.len();
+            let mut got = Vec::new();
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                got.push(item);
+            }
+            buf.extend_from_slice(&wire[100..]);
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                got.push(item);
+            }
+            let mut joined = Vec::new();
+            for item in got {
+                let (Decoded::Frame { payload, .. } | Decoded::Continue { payload, .. }) = item;
+                let inside = range.contains(&(payload.as_ptr() as usize));
+                assert_eq!(
+                    inside,
+                    !copied,
+                    "{} bytes: slice of the buffer",
+                    plain.len()
+                );
+                joined.extend_from_slice(&payload);
+            }
+            assert_eq!(joined, plain);
         }
     }
 }

@@ -18,17 +18,22 @@ use crate::error::{Error, Limit, LimitError, ProtocolError, TimeoutKind, UsageEr
 use crate::lifecycle::{State, TimerKind, TimerTable};
 use crate::mask_keys::next_key;
 use crate::message::{Message, Utf8Bytes};
-use crate::output::Output;
+use crate::output::{Output, SHARE_THRESHOLD};
 use crate::role::Role;
 use crate::utf8::Utf8Validator;
 
 /// The most a message's join buffer reserves ahead of the bytes that arrived.
 const JOIN_RESERVE: usize = 64 << 10;
 
-/// Messages that arrived in one piece shorter than this are copied out of the read
-/// buffer; longer ones are handed over without a copy (and keep at most about four times
-/// their size alive with a 64 KiB read buffer).
+/// The payloads of frames shorter than this are copied out of the read buffer (by the
+/// decoder); longer ones are handed over without a copy (and keep at most about four
+/// times their size alive with a 64 KiB read buffer).
 const COPY_BELOW: usize = 16 << 10;
+
+/// The most [`Connection::input_wanted`] asks for beyond what is already buffered while
+/// a whole frame is awaited: room grows at most geometrically with the bytes that
+/// actually arrived, so a header announcing a large frame reserves nothing by itself.
+const AWAIT_STEP: usize = 64 << 10;
 
 /// Pongs that may wait unsent in the output before later pings collapse into one.
 const MAX_QUEUED_PONGS: usize = 16;
@@ -65,9 +70,13 @@ const MAX_QUEUED_PONGS: usize = 16;
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: EngineConfig,
+    /// Shared by every connection built from the same `Arc`.
+    config: Arc<EngineConfig>,
     decoder: Decoder,
     read_buf: BytesMut,
+    /// The length on the wire of the last binary frame delivered whole, when it was
+    /// large (at least `COPY_BELOW`; 0 otherwise): the room to read the next one into.
+    frame_hint: usize,
     fresh_input: bool,
     /// The input length before the adapter appended to [`Connection::input_buffer`].
     input_mark: Option<usize>,
@@ -83,20 +92,13 @@ pub struct Connection {
     /// The close handshake was started here (by the application or a failure), not by
     /// the peer: sending afterwards is the application's mistake, not the peer's doing.
     closed_here: bool,
-    /// The close frame we queued (code 1005 for an empty one).
-    sent_close: Option<CloseFrame>,
-    /// The close frame the peer sent (code 1005 for an empty one).
-    received_close: Option<CloseFrame>,
-    /// The output position where our close frame ends.
-    close_frame_end: u64,
+    /// Close frames and failures, allocated when the connection starts to end (most of
+    /// a connection's life it is `None`, which keeps idle connections small).
+    ending: Option<Box<Ending>>,
     /// No more frames will be decoded (peer's close seen, or the stream is undecodable).
     read_closed: bool,
     /// Close the transport now, whatever is still queued (a deadline passed).
     abort: bool,
-    /// What failed the connection, for every later call that needs to say so.
-    failure: Option<Error>,
-    /// An error not yet reported by [`Connection::poll_event`].
-    pending_error: Option<Error>,
     timers: TimerTable,
     /// The timers that count from the first time given were started.
     clock_started: bool,
@@ -106,7 +108,23 @@ pub struct Connection {
     keepalive_ping_end: u64,
     /// Output consumed when the pong wait was last armed.
     consumed_at_pong_wait: u64,
-    deflate: Option<Deflate>,
+    /// Boxed: most connections never negotiate permessage-deflate.
+    deflate: Option<Box<Deflate>>,
+}
+
+/// What a connection keeps once it starts to end.
+#[derive(Debug, Default)]
+struct Ending {
+    /// The close frame we queued (code 1005 for an empty one).
+    sent_close: Option<CloseFrame>,
+    /// The close frame the peer sent (code 1005 for an empty one).
+    received_close: Option<CloseFrame>,
+    /// The output position where our close frame ends.
+    close_frame_end: u64,
+    /// What failed the connection, for every later call that needs to say so.
+    failure: Option<Error>,
+    /// An error not yet reported by [`Connection::poll_event`].
+    pending_error: Option<Error>,
 }
 
 /// The message being assembled from incoming frames.
@@ -147,17 +165,30 @@ impl Incoming {
 }
 
 impl Connection {
-    /// A connection for `role` with `config`, as the opening handshake left it.
-    pub fn new(role: Role, config: EngineConfig) -> Self {
+    /// A connection for `role` with `config`, as the opening handshake left it. Pass an
+    /// `Arc<EngineConfig>` to share one configuration among many connections (a server's
+    /// usual case); an `EngineConfig` is wrapped in one of its own.
+    pub fn new(role: Role, config: impl Into<Arc<EngineConfig>>) -> Self {
+        let config = config.into();
         let masking = match role {
             Role::Server => Masking::Required,
             Role::Client => Masking::Forbidden,
         };
+        let mut decoder = Decoder::new(masking, config.max_frame_size as u64);
+        // Uncompressed binary frames are held until whole, so that a single-frame
+        // message is one slice of the read buffer (no join, no copy); the memory is the
+        // same as joining, and the buffer only grows with bytes that arrived.
+        decoder.whole_binary_frames(config.max_frame_size as u64);
+        // A slice of the read buffer keeps the whole buffer alive for as long as the
+        // application keeps the message: small payloads are copied out, so that stored
+        // small messages cost their size, not a read buffer each.
+        decoder.copy_payloads_below(COPY_BELOW);
         Self {
             role,
-            decoder: Decoder::new(masking, config.max_frame_size as u64),
+            decoder,
             config,
             read_buf: BytesMut::new(),
+            frame_hint: 0,
             fresh_input: false,
             input_mark: None,
             eof: false,
@@ -167,13 +198,9 @@ impl Connection {
             pongs_in_flight: VecDeque::new(),
             state: State::Open,
             closed_here: false,
-            sent_close: None,
-            received_close: None,
-            close_frame_end: 0,
+            ending: None,
             read_closed: false,
             abort: false,
-            failure: None,
-            pending_error: None,
             timers: TimerTable::default(),
             clock_started: false,
             consumed_at_stall_arm: 0,
@@ -183,14 +210,19 @@ impl Connection {
         }
     }
 
+    /// What the connection keeps once it starts to end, allocated on first use.
+    fn ending(&mut self) -> &mut Ending {
+        self.ending.get_or_insert_with(Box::default)
+    }
+
     /// Turns on permessage-deflate with the parameters the handshake negotiated. Call it
     /// before any frame is exchanged.
     pub fn enable_deflate(&mut self, params: DeflateParams) {
-        self.deflate = Some(Deflate::new(
+        self.deflate = Some(Box::new(Deflate::new(
             self.role,
             params,
             self.config.compression_level,
-        ));
+        )));
     }
 
     /// True when permessage-deflate is on.
@@ -218,26 +250,54 @@ impl Connection {
             return;
         }
         if self.read_buf.is_empty() {
-            self.read_buf = BytesMut::from(data);
+            // Room for the whole of a frame like the last large one, so that the rest of
+            // it is appended instead of moving what is here.
+            self.read_buf = BytesMut::with_capacity(data.len().max(self.frame_hint));
+            self.read_buf.extend_from_slice(data);
         } else {
             self.read_buf.extend_from_slice(data);
         }
         self.fresh_input = true;
     }
 
-    /// The engine's input buffer with at least `min` bytes of spare room, for adapters
-    /// that read from the transport straight into it (one copy fewer than
-    /// [`receive`](Self::receive)): append what was read, e.g. with
-    /// `tokio_util::io::poll_read_buf`, then call [`poll_event`](Self::poll_event).
-    /// After the engine stopped reading (a close or a failure), what is appended is
-    /// dropped at the next call.
+    /// The engine's input buffer with spare room, for adapters that read from the
+    /// transport straight into it (one copy fewer than [`receive`](Self::receive)):
+    /// append what was read, e.g. with `tokio_util::io::poll_read_buf`, then call
+    /// [`poll_event`](Self::poll_event). After the engine stopped reading (a close or a
+    /// failure), what is appended is dropped at the next call.
+    ///
+    /// The room is [`input_wanted`](Self::input_wanted) when the engine is waiting for
+    /// the rest of a frame (exactly that, so that the rest lands behind the part already
+    /// here without moving it, and the read does not run into the next frame), and
+    /// otherwise at least `min`, or more when the last frame was larger.
     pub fn input_buffer(&mut self, min: usize) -> &mut BytesMut {
         if self.read_closed {
             self.read_buf.clear();
         }
-        self.read_buf.reserve(min);
+        let room = if self.decoder.awaiting() > 0 {
+            self.input_wanted()
+        } else {
+            self.input_wanted().max(min)
+        };
+        self.read_buf.reserve(room);
         self.input_mark = Some(self.read_buf.len());
         &mut self.read_buf
+    }
+
+    /// How many bytes the engine would like to receive next, in one read and into its
+    /// own buffer ([`input_buffer`](Self::input_buffer)): the rest of a binary frame it
+    /// holds until whole (at most the bytes already buffered plus 64 KiB, so a large
+    /// announced length reserves nothing by itself), or, with nothing buffered, the size
+    /// of the last large frame. 0 when nothing is known: a small read, e.g. into an
+    /// adapter's shared buffer passed to [`receive`](Self::receive), serves as well.
+    pub fn input_wanted(&self) -> usize {
+        if self.read_closed {
+            return 0;
+        }
+        match self.decoder.awaiting() {
+            0 => self.frame_hint.saturating_sub(self.read_buf.len()),
+            awaiting => awaiting.min(self.read_buf.len().max(AWAIT_STEP)),
+        }
     }
 
     /// Tells the engine the transport reached end of file. A peer that leaves without
@@ -260,7 +320,7 @@ impl Connection {
 
     fn next_event(&mut self, now: Instant) -> Option<Result<Message, Error>> {
         self.start_clock(now);
-        if let Some(error) = self.pending_error.take() {
+        if let Some(error) = self.ending.as_mut().and_then(|e| e.pending_error.take()) {
             return Some(Err(error));
         }
         self.note_input(now);
@@ -286,22 +346,28 @@ impl Connection {
         }
         if self.eof && !self.read_closed {
             self.read_closed = true;
-            self.read_buf = BytesMut::new();
-            return self.transport_ended(now);
+            // Bytes left over are part of a frame (a header, or a frame held until whole).
+            let partial_frame = !std::mem::take(&mut self.read_buf).is_empty();
+            return self.transport_ended(partial_frame, now);
         }
         None
     }
 
     /// The peer's side of the transport ended before its close frame.
-    fn transport_ended(&mut self, now: Instant) -> Option<Result<Message, Error>> {
-        let mid_message = self.incoming.kind.is_some() || !self.decoder.is_at_frame_boundary();
+    fn transport_ended(
+        &mut self,
+        partial_frame: bool,
+        now: Instant,
+    ) -> Option<Result<Message, Error>> {
+        let mid_message =
+            partial_frame || self.incoming.kind.is_some() || !self.decoder.is_at_frame_boundary();
         let error = Error::PeerVanished { mid_message };
         // Nobody is left to read a close frame: the transport closes at once.
         self.abort = true;
         if self.state == State::CloseSent {
             // We asked to close and the peer left: the end the application asked for,
             // though not a clean one.
-            self.failure = Some(error);
+            self.ending().failure = Some(error);
             self.become_(State::Failed, now);
             return None;
         }
@@ -405,6 +471,12 @@ impl Connection {
                     return self.handle_control(header.opcode, payload, now);
                 }
                 self.start_data_frame(&header)?;
+                let wire_len = header.encoded_len() + payload.len();
+                self.frame_hint = if complete && wire_len >= COPY_BELOW && !header.rsv1 {
+                    wire_len
+                } else {
+                    0
+                };
                 self.data_piece(payload, complete)
             }
             Decoded::Continue { payload, complete } => self.data_piece(payload, complete),
@@ -422,6 +494,9 @@ impl Connection {
             (opcode, None) => {
                 incoming.kind = Some(opcode);
                 incoming.compressed = header.rsv1;
+                // The rest of an uncompressed binary message is held whole too.
+                self.decoder
+                    .whole_continuations(opcode == OpCode::Binary && !header.rsv1);
             }
         }
         incoming.fragments += 1;
@@ -480,11 +555,10 @@ impl Connection {
         if !last {
             return Ok(None);
         }
+        self.decoder.whole_continuations(false);
         let data = match incoming.first.take() {
-            // A slice of the read buffer keeps the whole buffer alive for as long as the
-            // application keeps the message: copy small ones out, so that stored small
-            // messages cost their size, not a read buffer each.
-            Some(data) if data.len() < COPY_BELOW => Bytes::copy_from_slice(&data),
+            // The payload of one frame: copied out of the read buffer by the decoder
+            // when small, a slice of it when large.
             Some(data) => data,
             None => incoming.joined.split().freeze(),
         };
@@ -555,7 +629,7 @@ impl Connection {
         let frame = parse_close_payload(payload)?;
         self.read_closed = true;
         self.read_buf = BytesMut::new();
-        self.received_close = Some(
+        self.ending().received_close = Some(
             frame
                 .clone()
                 .unwrap_or_else(|| CloseFrame::new(CloseCode::NoStatus, "")),
@@ -592,7 +666,7 @@ impl Connection {
             self.closed_here = true;
             self.write_close(error.close_frame());
         }
-        self.failure = Some(error.duplicate());
+        self.ending().failure = Some(error.duplicate());
         self.become_(State::Failed, now);
         Some(Err(error))
     }
@@ -603,7 +677,7 @@ impl Connection {
         self.abort = true;
         self.read_closed = true;
         if let Some(Err(error)) = self.fail(error, now) {
-            self.pending_error = Some(error);
+            self.ending().pending_error = Some(error);
         }
     }
 
@@ -745,10 +819,7 @@ impl Connection {
     pub fn check_open(&self) -> Result<(), Error> {
         match self.state {
             State::Open => Ok(()),
-            State::Failed => Err(self
-                .failure
-                .as_ref()
-                .map_or(Error::ConnectionClosed, Error::duplicate)),
+            State::Failed => Err(self.failure().unwrap_or(Error::ConnectionClosed)),
             _ if self.closed_here => Err(UsageError::SendAfterClose.into()),
             _ => Err(Error::ConnectionClosed),
         }
@@ -792,7 +863,7 @@ impl Connection {
         // The peer reads nothing: nothing more is written, the transport closes now.
         self.abort = true;
         self.read_closed = true;
-        self.failure = Some(error.duplicate());
+        self.ending().failure = Some(error.duplicate());
         self.become_(State::Failed, None);
         Err(error)
     }
@@ -846,7 +917,14 @@ impl Connection {
         let mut header = FrameHeader::new(opcode, payload.len() as u64);
         header.fin = fin;
         header.rsv1 = rsv1;
-        let staging = self.output.staging();
+        let staged_payload = if self.role == Role::Client || payload.len() < SHARE_THRESHOLD {
+            payload.len()
+        } else {
+            0
+        };
+        let staging = self
+            .output
+            .staging(header.encoded_len() + 4 + staged_payload);
         let before = staging.len();
         if self.role == Role::Client {
             let key = next_key();
@@ -875,8 +953,10 @@ impl Connection {
             }
         };
         self.write_frame(OpCode::Close, true, payload);
-        self.close_frame_end = self.output.end_position();
-        self.sent_close = Some(frame.unwrap_or_else(|| CloseFrame::new(CloseCode::NoStatus, "")));
+        let end = self.output.end_position();
+        self.ending().close_frame_end = end;
+        self.ending().sent_close =
+            Some(frame.unwrap_or_else(|| CloseFrame::new(CloseCode::NoStatus, "")));
     }
 
     /// Queues the owed pong unless `MAX_QUEUED_PONGS` pongs are still unsent; then only
@@ -890,7 +970,7 @@ impl Connection {
         {
             self.pongs_in_flight.pop_front();
         }
-        if self.sent_close.is_some() || self.pongs_in_flight.len() >= MAX_QUEUED_PONGS {
+        if self.is_close_sent() || self.pongs_in_flight.len() >= MAX_QUEUED_PONGS {
             return;
         }
         if let Some(payload) = self.pending_pong.take() {
@@ -937,7 +1017,10 @@ impl Connection {
             self.timers.clear(TimerKind::WriteStall);
         }
         if self.state == State::CloseReceived
-            && self.output.consumed_position() >= self.close_frame_end
+            && self
+                .ending
+                .as_ref()
+                .is_some_and(|e| self.output.consumed_position() >= e.close_frame_end)
         {
             // Our reply left: both close frames were exchanged. No time is needed: the
             // close deadline armed when the peer's close arrived keeps running.
@@ -978,18 +1061,18 @@ impl Connection {
 
     /// The close frame we sent (or queued), if any; an empty one has code 1005.
     pub fn sent_close_frame(&self) -> Option<&CloseFrame> {
-        self.sent_close.as_ref()
+        self.ending.as_ref()?.sent_close.as_ref()
     }
 
     /// The close frame the peer sent, if it arrived; an empty one has code 1005.
     pub fn received_close_frame(&self) -> Option<&CloseFrame> {
-        self.received_close.as_ref()
+        self.ending.as_ref()?.received_close.as_ref()
     }
 
     /// The error that failed the connection, if it failed (the same one
     /// [`poll_event`](Self::poll_event) reported).
     pub fn failure(&self) -> Option<Error> {
-        self.failure.as_ref().map(Error::duplicate)
+        self.ending.as_ref()?.failure.as_ref().map(Error::duplicate)
     }
 
     /// True once the adapter should close the transport: a server after the close
@@ -1025,7 +1108,7 @@ impl Connection {
         if self.state.is_terminal() {
             return;
         }
-        self.failure = Some(error);
+        self.ending().failure = Some(error);
         self.become_(State::Failed, now);
     }
 
@@ -1036,7 +1119,7 @@ impl Connection {
 
     /// True after our close frame was queued: nothing more can be sent.
     pub fn is_close_sent(&self) -> bool {
-        self.sent_close.is_some()
+        self.ending.as_ref().is_some_and(|e| e.sent_close.is_some())
     }
 
     /// The earliest deadline the adapter should wake up for, if any. Adapters sleep
@@ -1099,7 +1182,7 @@ impl Connection {
             TimerKind::Idle => {
                 // A graceful failure: our 1001 goes out, bounded by the close deadline.
                 if let Some(Err(error)) = self.fail(Error::Timeout(TimeoutKind::Idle), now) {
-                    self.pending_error = Some(error);
+                    self.ending().pending_error = Some(error);
                 }
             }
             TimerKind::WriteStall => {
@@ -1123,8 +1206,8 @@ impl Connection {
                 match self.state {
                     State::CloseSent | State::CloseReceived => {
                         let error = Error::Timeout(TimeoutKind::CloseHandshake);
-                        self.failure = Some(error.duplicate());
-                        self.pending_error = Some(error);
+                        self.ending().failure = Some(error.duplicate());
+                        self.ending().pending_error = Some(error);
                         self.become_(State::Failed, now);
                     }
                     // A client whose server did not close TCP, or a failed connection

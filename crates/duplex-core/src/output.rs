@@ -7,10 +7,14 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Payloads at least this long are queued by reference instead of copied (server side,
 /// where payloads go out unmasked).
-const SHARE_THRESHOLD: usize = 1024;
+pub(crate) const SHARE_THRESHOLD: usize = 1024;
 
 /// A staging buffer that grew past this is released once drained.
 const KEEP_STAGING: usize = 64 << 10;
+
+/// The least a staging buffer is allocated with, so that a batch of small frames does
+/// not regrow it frame by frame (it is released when the connection goes idle).
+const MIN_STAGING: usize = 1024;
 
 /// Encoded frames in order: shared chunks (`Bytes`, e.g. a large payload or a prepared
 /// broadcast frame) and, after them, a staging buffer where small frames are coalesced.
@@ -43,8 +47,14 @@ impl Output {
         self.consumed
     }
 
-    /// The buffer to encode small frames into; call [`Output::staged`] after writing.
-    pub(crate) fn staging(&mut self) -> &mut BytesMut {
+    /// The buffer to encode small frames into, with room for `additional` bytes; call
+    /// [`Output::staged`] after writing.
+    pub(crate) fn staging(&mut self, additional: usize) -> &mut BytesMut {
+        if self.staging.capacity() == 0 {
+            self.staging.reserve(additional.max(MIN_STAGING));
+        } else {
+            self.staging.reserve(additional);
+        }
         &mut self.staging
     }
 
@@ -157,12 +167,12 @@ mod tests {
     #[test]
     fn keeps_order_across_staged_and_shared_pieces() {
         let mut out = Output::default();
-        let before = out.staging().len();
-        out.staging().extend_from_slice(b"ab");
+        let before = out.staging(2).len();
+        out.staging(2).extend_from_slice(b"ab");
         out.staged(before);
         out.push_shared(Bytes::from_static(b"cd"));
-        let before = out.staging().len();
-        out.staging().extend_from_slice(b"ef");
+        let before = out.staging(2).len();
+        out.staging(2).extend_from_slice(b"ef");
         out.staged(before);
         let mut written = Vec::new();
         while !out.is_empty() {

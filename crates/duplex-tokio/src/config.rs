@@ -19,7 +19,8 @@ use crate::proxy::Proxy;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub(crate) engine: duplex_core::EngineConfig,
+    /// Shared by every connection made with this configuration.
+    pub(crate) engine: std::sync::Arc<duplex_core::EngineConfig>,
     pub(crate) limits: Limits,
     pub(crate) handshake_timeout: Duration,
     pub(crate) deflate: Option<DeflateConfig>,
@@ -48,7 +49,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 impl Default for Config {
     fn default() -> Self {
         Self {
-            engine: duplex_core::EngineConfig::default(),
+            engine: std::sync::Arc::default(),
             limits: Limits::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             deflate: Some(DeflateConfig {
@@ -68,7 +69,7 @@ impl Config {
     /// The protocol engine's limits and behaviour (message and frame sizes, write buffer,
     /// close timeout, keepalive, idle timeout, automatic fragmentation).
     pub fn engine(mut self, engine: duplex_core::EngineConfig) -> Self {
-        self.engine = engine;
+        self.engine = std::sync::Arc::new(engine);
         self
     }
 

@@ -278,7 +278,7 @@ where
 #[derive(Debug)]
 pub struct HyperWebSocket {
     on_upgrade: OnUpgrade,
-    config: duplex_core::EngineConfig,
+    config: std::sync::Arc<duplex_core::EngineConfig>,
     deflate: Option<DeflateParams>,
     protocol: Option<String>,
     http2: bool,

@@ -107,11 +107,12 @@ struct Closing {
 impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     /// Wraps a stream on which the opening handshake is already done, with the
     /// permessage-deflate parameters it negotiated (if any). `leftover` are bytes that
-    /// arrived after the handshake head (frames may follow it at once).
+    /// arrived after the handshake head (frames may follow it at once). `config` is an
+    /// `EngineConfig`, or an `Arc` of one to share it among connections.
     pub fn from_raw(
         stream: S,
         role: Role,
-        config: duplex_core::EngineConfig,
+        config: impl Into<Arc<duplex_core::EngineConfig>>,
         deflate: Option<DeflateParams>,
         leftover: &[u8],
     ) -> Self {

@@ -20,6 +20,7 @@ mod control;
 mod deflate;
 mod fragmentation;
 mod framing;
+mod input;
 mod limits;
 mod props;
 mod timers;
@@ -214,4 +215,13 @@ fn peer_frame_masks_for_a_server_only() {
         peer_header(Role::Client, 0x82, 300),
         [0x82, 0x7E, 0x01, 0x2C]
     );
+}
+
+#[test]
+fn an_idle_connection_stays_small() {
+    // What every open connection costs before any buffer: the configuration is shared,
+    // deflate state and close bookkeeping are allocated only when used. (It was 1,152
+    // bytes before they were.)
+    let size = std::mem::size_of::<Connection>();
+    assert!(size <= 576, "Connection is {size} bytes");
 }
