@@ -2,7 +2,7 @@
 //! one node or on several sharing one Redis.
 //!
 //! ```text
-//! cargo run --release -p duplex-hub --features tokio,redis --example ticker -- \
+//! cargo run --release -p duplex-hub --features tokio,redis --example hub-ticker -- \
 //!     [ADDR] [--redis redis://127.0.0.1:6379/] [--rate N] [--quiet]
 //! ```
 //!
