@@ -330,7 +330,9 @@ impl Registry {
     /// Delivers everything after the node's last position up to `upto` (inclusive)
     /// from the history, or tells every member what was lost; afterwards the node's
     /// last position is `upto`. `read`: the history after a position, read beforehand;
-    /// used when that position is where the node is.
+    /// used when the node is at or past that position in the same epoch (otherwise,
+    /// or when it says the history cannot be read from an earlier position, the
+    /// history is read here).
     fn fill(
         &self,
         entry: &Topic,
@@ -365,6 +367,17 @@ impl Registry {
             return;
         }
         let answer = match read {
+            // Read from where the node was; it may have delivered some since.
+            Some((from, Ok(Stretch::Messages(stored))))
+                if from.epoch == last.epoch && from.offset <= last.offset =>
+            {
+                Ok(Stretch::Messages(
+                    stored
+                        .into_iter()
+                        .filter(|s| s.position.offset > last.offset)
+                        .collect(),
+                ))
+            }
             Some((from, answer)) if from == last => answer,
             _ => self.backend.replay(&entry.name, last, missed as usize),
         };
