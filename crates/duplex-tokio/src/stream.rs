@@ -941,11 +941,12 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         // Outside tokio's cooperative budget: the caller is usually not this connection's
         // task but one that broadcasts to many; once its budget ran out, every write would
         // be refused and left to a wake-up of each connection's own task.
-        let mut write = std::pin::pin!(tokio::task::unconstrained(poll_fn(|_| {
-            Poll::Ready(self.write_with())
-        })));
-        let _ = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
-        drop(write);
+        {
+            let mut write = std::pin::pin!(tokio::task::unconstrained(poll_fn(|_| {
+                Poll::Ready(self.write_with())
+            })));
+            let _ = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        }
         if self.conn.output_len() > 0 {
             // Left waiting: the write-stall deadline counts from now.
             self.conn.handle_timeout(now());
