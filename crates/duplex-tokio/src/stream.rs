@@ -30,6 +30,10 @@ use tokio::time::Sleep;
 /// Bytes read from the socket per read call, into the engine's input buffer.
 const READ_CHUNK: usize = 64 << 10;
 
+/// Slices per vectored write: a batch of echoed 1 KiB messages is a header and a shared
+/// payload each, so 64 slices take 32 of them in one call.
+const MAX_SLICES: usize = 64;
+
 /// Output the reader lets accumulate while it still has events to deliver; past it, it
 /// writes before delivering more.
 const WRITE_BATCH: usize = 64 << 10;
@@ -980,7 +984,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 break flushed;
             }
             let written = {
-                let mut slices = [IoSlice::new(&[]); 16];
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let n = self.conn.pending_output_vectored(&mut slices);
                 io.as_mut().poll_write_vectored(&mut cx, &slices[..n])
             };
