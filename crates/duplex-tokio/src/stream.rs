@@ -34,6 +34,9 @@ const READ_CHUNK: usize = 64 << 10;
 /// payload each, so 64 slices take 32 of them in one call.
 const MAX_SLICES: usize = 64;
 
+/// Slices tried first (filling a long array costs more than a one-frame write).
+const FEW_SLICES: usize = 8;
+
 /// Output the reader lets accumulate while it still has events to deliver; past it, it
 /// writes before delivering more.
 const WRITE_BATCH: usize = 64 << 10;
@@ -984,9 +987,16 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 break flushed;
             }
             let written = {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                // A few slices usually do; the long array only when they are all used.
+                let mut slices = [IoSlice::new(&[]); FEW_SLICES];
                 let n = self.conn.pending_output_vectored(&mut slices);
-                io.as_mut().poll_write_vectored(&mut cx, &slices[..n])
+                if n < FEW_SLICES {
+                    io.as_mut().poll_write_vectored(&mut cx, &slices[..n])
+                } else {
+                    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                    let n = self.conn.pending_output_vectored(&mut slices);
+                    io.as_mut().poll_write_vectored(&mut cx, &slices[..n])
+                }
             };
             match written {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
