@@ -525,6 +525,8 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
 impl<S: AsyncRead + AsyncWrite> Shared<S> {
     fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
         self.conn.close(frame, now())?;
+        // The close deadline, for a task that may never wait.
+        self.arm_timer();
         // Another half parked on the socket or the timer must see the new deadline.
         self.wakers.wake(READER);
         Ok(())
@@ -801,7 +803,15 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             || self.io.is_none()
             || self.closing.is_some()
             || self.conn.wants_close_transport()
-            || self.deadline_passed()
+            || {
+                // Armed once here for a task that never waits; later, a deadline that
+                // comes earlier is armed where it is made (our close, output left by
+                // `try_send`) or by the reader's loop and the waits.
+                if self.armed.is_none() {
+                    self.arm_timer();
+                }
+                self.timer_fired()
+            }
     }
 
     /// True when the timer fired and nobody has looked at the engine's deadlines since
@@ -816,19 +826,6 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
     fn deadline_passed(&mut self) -> bool {
         self.arm_timer();
         self.timer_fired()
-    }
-
-    /// Arms the timer for the engine's earliest deadline unless it is armed no later.
-    fn arm_timer(&mut self) {
-        let Some(deadline) = self.conn.poll_timeout() else {
-            return;
-        };
-        let deadline = tokio::time::Instant::from_std(deadline);
-        if self.armed.is_none_or(|armed| deadline < armed) {
-            self.sleep.as_mut().reset(deadline);
-            self.armed = Some(deadline);
-            self.sleep_polled = false;
-        }
     }
 
     /// Before waiting: runs the engine's deadlines that passed and leaves the timer armed
@@ -1275,6 +1272,7 @@ impl<S: Send> Remote for Mutex<Shared<S>> {
         let mut shared = lock(self);
         // Already closing, closed or failed: nothing to start.
         let _ = shared.conn.close(Some(frame), now());
+        shared.arm_timer();
         // Whichever half is parked writes the close frame and arms its deadline.
         std::task::Wake::wake_by_ref(&shared.wakers);
     }
@@ -1337,6 +1335,19 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> WebSocketStream<S> {
 }
 
 impl<S> Shared<S> {
+    /// Arms the timer for the engine's earliest deadline unless it is armed no later.
+    fn arm_timer(&mut self) {
+        let Some(deadline) = self.conn.poll_timeout() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if self.armed.is_none_or(|armed| deadline < armed) {
+            self.sleep.as_mut().reset(deadline);
+            self.armed = Some(deadline);
+            self.sleep_polled = false;
+        }
+    }
+
     /// Queues a data message with `send`, counting it when it was accepted.
     fn send_counted(
         &mut self,
