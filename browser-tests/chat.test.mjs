@@ -1,7 +1,7 @@
-// The chat-web example (crates/duplex-tokio/examples/chat-web.rs) driven by a real
+// The chat-web example (crates/duplex-hub/examples/chat-web.rs) driven by a real
 // browser: Debian's Chromium through playwright-core, with node's own test runner.
 //
-//   cargo build -p duplex-tokio --features hyper --example chat-web
+//   cargo build -p duplex-hub --features tokio,redis --example chat-web
 //   cd browser-tests && npm ci && node --test
 //
 // Environment: CARGO_TARGET_DIR (where the example was built; relative to the
@@ -180,6 +180,9 @@ describe("chat-web in Chromium", () => {
     await alice.waitForSelector('#state[data-state="reconnecting"]', { timeout: WAIT });
     server = await startServer(addr);
     await alice.waitForSelector('#state[data-state="open"]', { timeout: 30_000 });
+    // The new process has a new epoch for the room: the page resumed with its old
+    // position and says that what it missed cannot be recovered.
+    await alice.locator(".notice.lost", { hasText: "not recovered" }).waitFor({ timeout: WAIT });
     await alice.fill("#text", "back again");
     await alice.press("#text", "Enter");
     await messageIn(alice, "alice", "back again");

@@ -28,7 +28,7 @@ export const CHROMIUM_ARGS = [
  */
 export function startServer(addr = "127.0.0.1:0", args = []) {
   if (!existsSync(SERVER)) {
-    throw new Error(`${SERVER} is missing: cargo build -p duplex-tokio --features hyper --example chat-web`);
+    throw new Error(`${SERVER} is missing: cargo build -p duplex-hub --features tokio,redis --example chat-web`);
   }
   const child = spawn(SERVER, [addr, ...args], { stdio: ["ignore", "pipe", "inherit"] });
   const lines = createInterface({ input: child.stdout });

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the chat-web example and drives it with Chromium (see chat.test.mjs).
+# Builds the chat-web example and drives it with Chromium (see chat.test.mjs); the
+# two-node test (chat-nodes.test.mjs) starts its own redis-server.
 # CARGO_TARGET_DIR is honoured; a relative one is taken from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +16,9 @@ if [ ! -x "$chromium" ]; then
     exit 0
 fi
 
-cargo build -p duplex-tokio --features hyper --example chat-web
+cargo build -p duplex-hub --features tokio,redis --example chat-web
 if [ ! -d browser-tests/node_modules/playwright-core ]; then
     (cd browser-tests && npm ci --no-audit --no-fund)
 fi
 cd browser-tests
-node --test --test-reporter=spec chat.test.mjs chat-h2.test.mjs
+node --test --test-reporter=spec chat.test.mjs chat-h2.test.mjs chat-nodes.test.mjs

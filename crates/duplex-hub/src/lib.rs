@@ -50,6 +50,8 @@ mod subscriber;
 pub mod tokio;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -286,6 +288,29 @@ impl Sink {
         }
     }
 
+    /// Where [`deliver`](Self::deliver) of a message at `position` would first read the
+    /// history to fill a gap before it (`None`: no gap, or one too large to fill). An
+    /// async backend reads that stretch itself and hands it to
+    /// [`deliver_filled`](Self::deliver_filled), so delivering does not block.
+    pub fn gap(&self, topic: &str, position: Position) -> Option<Position> {
+        self.registry.upgrade()?.gap(topic, position)
+    }
+
+    /// [`deliver`](Self::deliver) with the history after `from` already read (the
+    /// answer of [`Backend::replay_async`] for the position [`gap`](Self::gap) gave). If
+    /// the node moved on meanwhile, it is not used and the gap is read as usual.
+    pub fn deliver_filled(
+        &self,
+        topic: &str,
+        stored: Stored,
+        from: Position,
+        filled: Result<Stretch, HubError>,
+    ) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.deliver_with(topic, stored, Some((from, filled)));
+        }
+    }
+
     /// The topics this node has local subscribers for.
     pub fn watched(&self) -> Vec<Arc<str>> {
         self.registry
@@ -295,8 +320,17 @@ impl Sink {
     }
 }
 
+/// A boxed future that can move between threads, as [`Backend`]'s async methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Where topics live: assigns positions, keeps bounded history, and carries messages to
 /// every node. Implementations: [`MemoryBackend`], `RedisBackend` (feature `redis`).
+///
+/// The blocking methods serve threads (`duplex-mio`'s workers, the backend's own
+/// threads); the `_async` ones serve async tasks. Their defaults call the blocking
+/// ones, right for a backend that never waits (the memory backend); a remote backend
+/// overrides them (the Redis backend does with the `tokio` feature, on `redis`'s async
+/// connection).
 pub trait Backend: Send + Sync + 'static {
     /// Called once by [`Hub::with_backend`] with the node's sink.
     fn start(&self, sink: Sink);
@@ -313,6 +347,33 @@ pub trait Backend: Send + Sync + 'static {
     fn watch(&self, topic: &str);
     /// This node no longer has local subscribers for `topic`.
     fn unwatch(&self, topic: &str);
+
+    /// [`publish`](Self::publish) for async callers.
+    fn publish_async<'a>(
+        &'a self,
+        topic: &'a str,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<Position, HubError>> {
+        Box::pin(std::future::ready(self.publish(topic, message)))
+    }
+
+    /// [`replay`](Self::replay) for async callers.
+    fn replay_async<'a>(
+        &'a self,
+        topic: &'a str,
+        after: Position,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Stretch, HubError>> {
+        Box::pin(std::future::ready(self.replay(topic, after, limit)))
+    }
+
+    /// [`latest`](Self::latest) for async callers.
+    fn latest_async<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Position>, HubError>> {
+        Box::pin(std::future::ready(self.latest(topic)))
+    }
 }
 
 /// A node's topic router. Cheap to clone (shared).
@@ -366,18 +427,54 @@ impl Hub {
         self.registry.backend.publish(topic, &message)
     }
 
+    /// [`publish`](Self::publish) for async tasks: with the Redis backend and the
+    /// `tokio` feature, one round trip on `redis`'s async (multiplexed) connection; the
+    /// task waits, no thread does.
+    pub async fn publish_async(
+        &self,
+        topic: &str,
+        message: impl Into<Message>,
+    ) -> Result<Position, HubError> {
+        check_topic(topic)?;
+        let message = message.into();
+        if !message.is_data() {
+            return Err(HubError::NotData);
+        }
+        self.registry.backend.publish_async(topic, &message).await
+    }
+
     /// The messages of `topic` after `after` (at most `limit`), framed for clients, or
     /// why they cannot all be recovered. Never a partial answer: a gap is
     /// [`Replay::NotRecovered`].
     pub fn replay(&self, topic: &str, after: Position, limit: usize) -> Result<Replay, HubError> {
         check_topic(topic)?;
+        let stretch = self
+            .registry
+            .backend
+            .replay(topic, after, limit.saturating_add(1))?;
+        Ok(self.framed(topic, stretch, limit))
+    }
+
+    /// [`replay`](Self::replay) for async tasks.
+    pub async fn replay_async(
+        &self,
+        topic: &str,
+        after: Position,
+        limit: usize,
+    ) -> Result<Replay, HubError> {
+        check_topic(topic)?;
+        let stretch = self
+            .registry
+            .backend
+            .replay_async(topic, after, limit.saturating_add(1))
+            .await?;
+        Ok(self.framed(topic, stretch, limit))
+    }
+
+    fn framed(&self, topic: &str, stretch: Stretch, limit: usize) -> Replay {
         let topic: Arc<str> = Arc::from(topic);
-        Ok(
-            match self
-                .registry
-                .backend
-                .replay(&topic, after, limit.saturating_add(1))?
-            {
+        {
+            match stretch {
                 Stretch::Messages(stored) if stored.len() > limit => {
                     Replay::NotRecovered(Loss::TooMany)
                 }
@@ -388,14 +485,20 @@ impl Hub {
                         .collect(),
                 ),
                 Stretch::NotRecovered(loss) => Replay::NotRecovered(loss),
-            },
-        )
+            }
+        }
     }
 
     /// The position of the latest message of `topic`, if it has history.
     pub fn latest(&self, topic: &str) -> Result<Option<Position>, HubError> {
         check_topic(topic)?;
         self.registry.backend.latest(topic)
+    }
+
+    /// [`latest`](Self::latest) for async tasks.
+    pub async fn latest_async(&self, topic: &str) -> Result<Option<Position>, HubError> {
+        check_topic(topic)?;
+        self.registry.backend.latest_async(topic).await
     }
 
     /// A new subscriber (one per connection), with the hub's queue bound and policy.

@@ -1,6 +1,12 @@
 //! The Redis backend: pub/sub for live fan-out between nodes, one stream per topic for
 //! bounded history, positions assigned atomically by a Lua script.
 //!
+//! Two clients of the `redis` crate, one topic model: the blocking one (for threads:
+//! `duplex-mio`'s workers, the pub/sub thread) and, with the `tokio` feature, the async
+//! multiplexed connection for the `_async` calls of tokio tasks (publish, replay,
+//! latest, and so subscribe/resume), which pipelines the commands of many tasks on one
+//! connection.
+//!
 //! Keys (with the configured prefix `P`): `P{topic}:m`, a hash with the topic's `epoch`
 //! and last `offset`; `P{topic}:s`, a stream whose entry ids are `offset-0`, capped with
 //! `MAXLEN ~ history_len`; both expire `history_ttl` after the last publish. Channel
@@ -95,9 +101,11 @@ impl RedisConfig {
 }
 
 /// Topics in Redis, shared by every node configured with the same server and prefix.
-/// Blocking calls with timeouts (usable from any thread; async callers use
-/// `spawn_blocking` or the `tokio` feature's helpers); a background thread keeps the
-/// pub/sub connection, reconnecting with backoff.
+/// Blocking calls with timeouts for threads; with the `tokio` feature, the `_async`
+/// calls ([`Hub::publish_async`](crate::Hub::publish_async),
+/// [`Subscriber::resume_async`](crate::Subscriber::resume_async), ...) use `redis`'s
+/// async multiplexed connection. A background thread keeps the pub/sub connection,
+/// reconnecting with backoff, for both.
 pub struct RedisBackend {
     inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -119,6 +127,17 @@ struct Inner {
     stop: AtomicBool,
     publish: Script,
     replay: Script,
+    #[cfg(feature = "tokio")]
+    aconn: tokio::sync::Mutex<AsyncConn>,
+}
+
+/// The async command connection (feature `tokio`), with the same backoff rule as the
+/// blocking one.
+#[cfg(feature = "tokio")]
+struct AsyncConn {
+    con: Option<redis::aio::MultiplexedConnection>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
 }
 
 struct Conn {
@@ -141,7 +160,15 @@ impl RedisBackend {
     pub fn new(config: RedisConfig) -> Result<Self, HubError> {
         let client = redis::Client::open(config.url.as_str()).map_err(unavailable)?;
         let (tx, rx) = mpsc::channel();
+        #[cfg(feature = "tokio")]
+        let aconn = tokio::sync::Mutex::new(AsyncConn {
+            con: None,
+            retry_at: None,
+            backoff: config.backoff_min,
+        });
         let inner = Arc::new(Inner {
+            #[cfg(feature = "tokio")]
+            aconn,
             client,
             node: format!("{:x}", new_epoch()),
             conn: Mutex::new(Conn {
@@ -212,14 +239,7 @@ impl Inner {
         match f(con) {
             Ok(v) => Ok(v),
             Err(e) => {
-                // A whole reply that is an error (or of another type) leaves the
-                // connection usable; anything else (I/O, timeout) may not have.
-                if matches!(
-                    e.kind(),
-                    redis::ErrorKind::ResponseError
-                        | redis::ErrorKind::ExtensionError
-                        | redis::ErrorKind::TypeError
-                ) {
+                if connection_survives(&e) {
                     return Err(unavailable(e));
                 }
                 c.con = None;
@@ -269,6 +289,86 @@ impl Inner {
         if let Ok(latest) = self.latest_many(topics) {
             for (t, l) in topics.iter().zip(latest) {
                 sink.sync(t, l);
+            }
+        }
+    }
+}
+
+/// Whether a failed command left its connection usable: a whole reply that is an
+/// error (or of another type) does; anything else (I/O, timeout) may not have.
+fn connection_survives(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::ResponseError
+            | redis::ErrorKind::ExtensionError
+            | redis::ErrorKind::TypeError
+    )
+}
+
+#[cfg(feature = "tokio")]
+impl Inner {
+    /// The async connection, connecting first if needed (failing at once while the
+    /// backoff runs).
+    async fn aconn(&self) -> Result<redis::aio::MultiplexedConnection, HubError> {
+        let mut c = self.aconn.lock().await;
+        if let Some(con) = &c.con {
+            return Ok(con.clone());
+        }
+        if c.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Err(HubError::Unavailable("reconnecting to Redis".into()));
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(self.config.timeout)
+            .set_response_timeout(self.config.timeout);
+        let connected = tokio::time::timeout(
+            self.config.timeout,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
+        match connected {
+            Ok(Ok(con)) => {
+                c.con = Some(con.clone());
+                c.backoff = self.config.backoff_min;
+                c.retry_at = None;
+                Ok(con)
+            }
+            Ok(Err(e)) => {
+                self.async_failed(&mut c);
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                self.async_failed(&mut c);
+                Err(unavailable("connecting to Redis timed out"))
+            }
+        }
+    }
+
+    fn async_failed(&self, c: &mut AsyncConn) {
+        c.con = None;
+        c.retry_at = Some(Instant::now() + c.backoff);
+        c.backoff = (c.backoff * 2).min(self.config.backoff_max);
+    }
+
+    /// Runs one request on the async connection, bounded by the timeout; a failure
+    /// that may have broken the connection drops it (the next call reconnects after
+    /// the backoff): nothing queues up while Redis is away.
+    async fn with_aconn<T, F, R>(&self, request: F) -> Result<T, HubError>
+    where
+        F: FnOnce(redis::aio::MultiplexedConnection) -> R,
+        R: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let con = self.aconn().await?;
+        match tokio::time::timeout(self.config.timeout, request(con)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if connection_survives(&e) => Err(unavailable(e)),
+            Ok(Err(e)) => {
+                self.async_failed(&mut *self.aconn.lock().await);
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                self.async_failed(&mut *self.aconn.lock().await);
+                Err(unavailable("Redis did not answer in time"))
             }
         }
     }
@@ -333,6 +433,85 @@ fn parse_live(payload: &[u8]) -> Option<(Position, &[u8], Message)> {
     Some((Position { epoch, offset }, node, message_of(kind, data)?))
 }
 
+impl Inner {
+    /// The publish script with its keys and arguments.
+    fn publish_invocation(&self, topic: &str, message: &Message) -> redis::ScriptInvocation<'_> {
+        let kind = if matches!(message, Message::Text(_)) {
+            "t"
+        } else {
+            "b"
+        };
+        let mut invocation = self.publish.key(self.key(topic, "m"));
+        invocation
+            .key(self.key(topic, "s"))
+            .key(self.key(topic, "c"))
+            .arg(new_epoch())
+            .arg(self.config.history_len.max(1))
+            .arg(kind)
+            .arg(message.payload())
+            .arg(self.config.history_ttl.as_secs())
+            .arg(&self.node);
+        invocation
+    }
+
+    /// The replay script with its keys and arguments.
+    fn replay_invocation(
+        &self,
+        topic: &str,
+        after: Position,
+        limit: usize,
+    ) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.replay.key(self.key(topic, "m"));
+        invocation
+            .key(self.key(topic, "s"))
+            .arg(after.offset)
+            .arg(limit);
+        invocation
+    }
+}
+
+/// The position the publish script answered.
+fn position_of(reply: &Value) -> Result<Position, HubError> {
+    let Value::Array(v) = reply else {
+        return Err(unavailable("unexpected reply to publish"));
+    };
+    match (v.first().and_then(number), v.get(1).and_then(number)) {
+        (Some(epoch), Some(offset)) => Ok(Position { epoch, offset }),
+        _ => Err(unavailable("unexpected reply to publish")),
+    }
+}
+
+/// The replay script's answer as a stretch of messages after `after`, or why not.
+fn stretch_of(reply: Value, after: Position, limit: usize) -> Stretch {
+    let Value::Array(v) = reply else {
+        return Stretch::NotRecovered(Loss::EpochChanged);
+    };
+    let (Some(epoch), Some(latest)) = (v.first().and_then(number), v.get(1).and_then(number))
+    else {
+        return Stretch::NotRecovered(Loss::EpochChanged);
+    };
+    if epoch != after.epoch || latest < after.offset {
+        return Stretch::NotRecovered(Loss::EpochChanged);
+    }
+    let missed = (latest - after.offset).min(limit as u64);
+    if missed == 0 {
+        return Stretch::Messages(Vec::new());
+    }
+    let Some(Value::Array(entries)) = v.get(2) else {
+        return Stretch::NotRecovered(Loss::Trimmed);
+    };
+    let stored: Vec<Stored> = entries.iter().filter_map(|e| entry(epoch, e)).collect();
+    let contiguous = stored.len() as u64 == missed
+        && stored
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.position.offset == after.offset + 1 + i as u64);
+    if !contiguous {
+        return Stretch::NotRecovered(Loss::Trimmed);
+    }
+    Stretch::Messages(stored)
+}
+
 impl Backend for RedisBackend {
     fn start(&self, sink: Sink) {
         let _ = self.inner.sink.set(sink);
@@ -350,34 +529,9 @@ impl Backend for RedisBackend {
 
     fn publish(&self, topic: &str, message: &Message) -> Result<Position, HubError> {
         let inner = &self.inner;
-        let kind = if matches!(message, Message::Text(_)) {
-            "t"
-        } else {
-            "b"
-        };
-        let ttl = inner.config.history_ttl.as_secs();
-        let reply: Value = inner.with_conn(|c| {
-            inner
-                .publish
-                .key(inner.key(topic, "m"))
-                .key(inner.key(topic, "s"))
-                .key(inner.key(topic, "c"))
-                .arg(new_epoch())
-                .arg(inner.config.history_len.max(1))
-                .arg(kind)
-                .arg(message.payload())
-                .arg(ttl)
-                .arg(&inner.node)
-                .invoke(c)
-        })?;
-        let Value::Array(v) = &reply else {
-            return Err(unavailable("unexpected reply to publish"));
-        };
-        let (Some(epoch), Some(offset)) = (v.first().and_then(number), v.get(1).and_then(number))
-        else {
-            return Err(unavailable("unexpected reply to publish"));
-        };
-        let position = Position { epoch, offset };
+        let invocation = inner.publish_invocation(topic, message);
+        let reply: Value = inner.with_conn(|c| invocation.invoke(c))?;
+        let position = position_of(&reply)?;
         if let Some(sink) = inner.sink.get() {
             // This node's subscribers get it now; its echo from Redis is ignored.
             sink.deliver(
@@ -393,42 +547,84 @@ impl Backend for RedisBackend {
 
     fn replay(&self, topic: &str, after: Position, limit: usize) -> Result<Stretch, HubError> {
         let inner = &self.inner;
-        let reply: Value = inner.with_conn(|c| {
-            inner
-                .replay
-                .key(inner.key(topic, "m"))
-                .key(inner.key(topic, "s"))
-                .arg(after.offset)
-                .arg(limit)
-                .invoke(c)
-        })?;
-        let Value::Array(v) = reply else {
-            return Err(unavailable("unexpected reply to replay"));
-        };
-        let (Some(epoch), Some(latest)) = (v.first().and_then(number), v.get(1).and_then(number))
-        else {
-            return Ok(Stretch::NotRecovered(Loss::EpochChanged));
-        };
-        if epoch != after.epoch || latest < after.offset {
-            return Ok(Stretch::NotRecovered(Loss::EpochChanged));
-        }
-        let missed = (latest - after.offset).min(limit as u64);
-        if missed == 0 {
-            return Ok(Stretch::Messages(Vec::new()));
-        }
-        let Some(Value::Array(entries)) = v.get(2) else {
-            return Ok(Stretch::NotRecovered(Loss::Trimmed));
-        };
-        let stored: Vec<Stored> = entries.iter().filter_map(|e| entry(epoch, e)).collect();
-        let contiguous = stored.len() as u64 == missed
-            && stored
-                .iter()
-                .enumerate()
-                .all(|(i, s)| s.position.offset == after.offset + 1 + i as u64);
-        if !contiguous {
-            return Ok(Stretch::NotRecovered(Loss::Trimmed));
-        }
-        Ok(Stretch::Messages(stored))
+        let invocation = inner.replay_invocation(topic, after, limit);
+        let reply: Value = inner.with_conn(|c| invocation.invoke(c))?;
+        Ok(stretch_of(reply, after, limit))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn publish_async<'a>(
+        &'a self,
+        topic: &'a str,
+        message: &'a Message,
+    ) -> crate::BoxFuture<'a, Result<Position, HubError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let invocation = inner.publish_invocation(topic, message);
+            let reply: Value = inner
+                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await?;
+            let position = position_of(&reply)?;
+            if let Some(sink) = inner.sink.get() {
+                let stored = Stored {
+                    position,
+                    message: message.clone(),
+                };
+                // Messages of other nodes not received yet come before it: read them
+                // here, asynchronously, rather than in the delivery (which would block).
+                match sink.gap(topic, position) {
+                    Some(from) => {
+                        let missed = (position.offset - 1 - from.offset) as usize;
+                        let read = self.replay_async(topic, from, missed).await;
+                        sink.deliver_filled(topic, stored, from, read);
+                    }
+                    None => sink.deliver(topic, stored),
+                }
+            }
+            Ok(position)
+        })
+    }
+
+    #[cfg(feature = "tokio")]
+    fn replay_async<'a>(
+        &'a self,
+        topic: &'a str,
+        after: Position,
+        limit: usize,
+    ) -> crate::BoxFuture<'a, Result<Stretch, HubError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let invocation = inner.replay_invocation(topic, after, limit);
+            let reply: Value = inner
+                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await?;
+            Ok(stretch_of(reply, after, limit))
+        })
+    }
+
+    #[cfg(feature = "tokio")]
+    fn latest_async<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> crate::BoxFuture<'a, Result<Option<Position>, HubError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let key = inner.key(topic, "m");
+            let row: (Option<u64>, Option<u64>) = inner
+                .with_aconn(|mut c| async move {
+                    redis::cmd("HMGET")
+                        .arg(key)
+                        .arg("epoch")
+                        .arg("offset")
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            Ok(match row {
+                (Some(epoch), Some(offset)) => Some(Position { epoch, offset }),
+                _ => None,
+            })
+        })
     }
 
     fn latest(&self, topic: &str) -> Result<Option<Position>, HubError> {

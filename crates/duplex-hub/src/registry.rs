@@ -22,6 +22,17 @@ const START: Position = Position {
 /// starts after, and for a resume whether it recovered.
 pub(crate) type Added = (Arc<str>, Option<Position>, Option<Resumed>);
 
+/// What an async caller read from the backend before [`Registry::add`], so that adding
+/// does not wait on the backend (the blocking call is made only when the node moved
+/// past what was read meanwhile).
+#[derive(Default)]
+pub(crate) struct Prefetch {
+    /// The topic's latest position (read when the topic is new on this node).
+    pub(crate) latest: Option<Result<Option<Position>, HubError>>,
+    /// The history after the resume position, up to the replay limit.
+    pub(crate) replay: Option<Result<Stretch, HubError>>,
+}
+
 pub(crate) struct Registry {
     pub(crate) config: HubConfig,
     pub(crate) backend: Arc<dyn Backend>,
@@ -72,6 +83,10 @@ impl Registry {
         lock(&self.topics).keys().cloned().collect()
     }
 
+    pub(crate) fn is_watched(&self, topic: &str) -> bool {
+        lock(&self.topics).contains_key(topic)
+    }
+
     fn get(&self, topic: &str) -> Option<Arc<Topic>> {
         lock(&self.topics).get(topic).cloned()
     }
@@ -84,6 +99,7 @@ impl Registry {
         topic: &str,
         sub: &Arc<Shared>,
         after: Option<Position>,
+        mut pre: Prefetch,
     ) -> Result<Added, HubError> {
         loop {
             let (entry, created) = {
@@ -107,7 +123,11 @@ impl Registry {
             }
             if created {
                 self.backend.watch(topic);
-                st.last = match self.backend.latest(topic) {
+                let latest = match pre.latest.take() {
+                    Some(latest) => latest,
+                    None => self.backend.latest(topic),
+                };
+                st.last = match latest {
                     Ok(Some(p)) => Some(p),
                     // No history yet: deliver from the first message of its epoch.
                     Ok(None) => Some(START),
@@ -118,7 +138,8 @@ impl Registry {
             }
             let mut floor = st.last;
             let resumed = after.map(|after| {
-                let (resumed, new_floor) = self.catch_up(&entry, &st, sub, after);
+                let (resumed, new_floor) =
+                    self.catch_up(&entry, &st, sub, after, pre.replay.take());
                 floor = new_floor;
                 resumed
             });
@@ -131,13 +152,16 @@ impl Registry {
         }
     }
 
-    /// Queues for `sub` the messages after `after` up to the node's last delivered one.
+    /// Queues for `sub` the messages after `after` up to the node's last delivered one
+    /// (from `read`, the history after `after` read beforehand, when it reaches that
+    /// far).
     fn catch_up(
         &self,
         entry: &Topic,
         st: &TopicState,
         sub: &Shared,
         after: Position,
+        read: Option<Result<Stretch, HubError>>,
     ) -> (Resumed, Option<Position>) {
         let Some(last) = st.last else {
             return (Resumed::NotRecovered(Loss::Unavailable), None);
@@ -154,7 +178,20 @@ impl Registry {
         if missed > self.config.replay_limit as u64 {
             return (Resumed::NotRecovered(Loss::TooMany), Some(last));
         }
-        match self.backend.replay(&entry.name, after, missed as usize) {
+        let answer = match read {
+            Some(Ok(Stretch::Messages(stored)))
+                if stored
+                    .last()
+                    .is_some_and(|s| s.position.offset >= last.offset) =>
+            {
+                Ok(Stretch::Messages(stored))
+            }
+            Some(Ok(Stretch::NotRecovered(loss))) => Ok(Stretch::NotRecovered(loss)),
+            Some(Err(e)) => Err(e),
+            // Nothing read, or the node delivered more since: read up to it now.
+            _ => self.backend.replay(&entry.name, after, missed as usize),
+        };
+        match answer {
             Ok(Stretch::Messages(stored)) => {
                 let mut expected = after.offset + 1;
                 let mut batch = Vec::new();
@@ -213,7 +250,39 @@ impl Registry {
         })
     }
 
+    /// Where delivering a message at `pos` would first read the history (see
+    /// [`Sink::gap`](crate::Sink::gap)).
+    pub(crate) fn gap(&self, topic: &str, pos: Position) -> Option<Position> {
+        let entry = self.get(topic)?;
+        let st = lock(&entry.state);
+        let last = st.last?;
+        if pos.offset == 0 || (pos.epoch == last.epoch && pos.offset <= last.offset) {
+            return None;
+        }
+        let from = if last.epoch == pos.epoch {
+            last
+        } else {
+            Position {
+                epoch: pos.epoch,
+                offset: 0,
+            }
+        };
+        let missed = (pos.offset - 1).checked_sub(from.offset)?;
+        (missed > 0 && missed <= self.config.replay_limit as u64).then_some(from)
+    }
+
     pub(crate) fn deliver(&self, topic: &str, stored: Stored) {
+        self.deliver_with(topic, stored, None);
+    }
+
+    /// Delivers a message; `read` is the history after a position, read beforehand for
+    /// the gap before it.
+    pub(crate) fn deliver_with(
+        &self,
+        topic: &str,
+        stored: Stored,
+        read: Option<(Position, Result<Stretch, HubError>)>,
+    ) {
         let Some(entry) = self.get(topic) else {
             return;
         };
@@ -235,6 +304,7 @@ impl Registry {
                     epoch: pos.epoch,
                     offset: pos.offset - 1,
                 },
+                read,
             );
         }
         self.fanout(&entry, &mut st, stored);
@@ -253,14 +323,23 @@ impl Registry {
             }
             (_, None) => {}
             (None, Some(l)) => st.last = Some(l),
-            (Some(_), Some(l)) => self.fill(&entry, &mut st, l),
+            (Some(_), Some(l)) => self.fill(&entry, &mut st, l, None),
         }
     }
 
     /// Delivers everything after the node's last position up to `upto` (inclusive)
     /// from the history, or tells every member what was lost; afterwards the node's
-    /// last position is `upto`.
-    fn fill(&self, entry: &Topic, st: &mut TopicState, upto: Position) {
+    /// last position is `upto`. `read`: the history after a position, read beforehand;
+    /// used when the node is at or past that position in the same epoch (otherwise,
+    /// or when it says the history cannot be read from an earlier position, the
+    /// history is read here).
+    fn fill(
+        &self,
+        entry: &Topic,
+        st: &mut TopicState,
+        upto: Position,
+        read: Option<(Position, Result<Stretch, HubError>)>,
+    ) {
         let Some(mut last) = st.last else {
             // The node has no starting point: it starts here.
             st.last = Some(upto);
@@ -287,7 +366,22 @@ impl Registry {
             st.last = Some(upto);
             return;
         }
-        let loss = match self.backend.replay(&entry.name, last, missed as usize) {
+        let answer = match read {
+            // Read from where the node was; it may have delivered some since.
+            Some((from, Ok(Stretch::Messages(stored))))
+                if from.epoch == last.epoch && from.offset <= last.offset =>
+            {
+                Ok(Stretch::Messages(
+                    stored
+                        .into_iter()
+                        .filter(|s| s.position.offset > last.offset)
+                        .collect(),
+                ))
+            }
+            Some((from, answer)) if from == last => answer,
+            _ => self.backend.replay(&entry.name, last, missed as usize),
+        };
+        let loss = match answer {
             Ok(Stretch::Messages(stored)) => {
                 let mut loss = None;
                 for s in stored {

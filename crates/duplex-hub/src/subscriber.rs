@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use duplex_core::CloseCode;
 
-use crate::registry::Registry;
+use crate::registry::{Prefetch, Registry};
 use crate::{Event, HubError, Loss, Position, SlowPolicy, check_topic};
 
 /// What each queued event costs on top of its payload, in bytes.
@@ -229,9 +229,57 @@ impl Subscriber {
         if self.is_subscribed(topic) {
             return Ok(None);
         }
-        let (topic, start, _) = self.registry.add(topic, &self.shared, None)?;
+        let (topic, start, _) =
+            self.registry
+                .add(topic, &self.shared, None, Prefetch::default())?;
         self.topics.push(topic);
         Ok(start)
+    }
+
+    /// [`subscribe`](Self::subscribe) for async tasks: when the topic is new on this
+    /// node, its latest position is read with the backend's async call, so the task
+    /// waits, no thread does.
+    pub async fn subscribe_async(&mut self, topic: &str) -> Result<Option<Position>, HubError> {
+        check_topic(topic)?;
+        if self.is_subscribed(topic) {
+            return Ok(None);
+        }
+        let pre = self.prefetch(topic, None).await;
+        let (topic, start, _) = self.registry.add(topic, &self.shared, None, pre)?;
+        self.topics.push(topic);
+        Ok(start)
+    }
+
+    /// [`resume`](Self::resume) for async tasks: what the client missed is read with the
+    /// backend's async calls first (up to the hub's `replay_limit`). Only if this node
+    /// delivered past what was read in the meantime is the rest read with a blocking
+    /// call (one round trip, bounded by the backend's timeout).
+    pub async fn resume_async(
+        &mut self,
+        topic: &str,
+        after: Position,
+    ) -> Result<Resumed, HubError> {
+        check_topic(topic)?;
+        if self.is_subscribed(topic) {
+            return Ok(Resumed::Recovered(0));
+        }
+        let pre = self.prefetch(topic, Some(after)).await;
+        let (topic, _, resumed) = self.registry.add(topic, &self.shared, Some(after), pre)?;
+        self.topics.push(topic);
+        Ok(resumed.unwrap_or(Resumed::Recovered(0)))
+    }
+
+    async fn prefetch(&self, topic: &str, after: Option<Position>) -> Prefetch {
+        let backend = &self.registry.backend;
+        let mut pre = Prefetch::default();
+        if !self.registry.is_watched(topic) {
+            pre.latest = Some(backend.latest_async(topic).await);
+        }
+        if let Some(after) = after {
+            let limit = self.registry.config.replay_limit.saturating_add(1);
+            pre.replay = Some(backend.replay_async(topic, after, limit).await);
+        }
+        pre
     }
 
     /// Follows `topic` from just after `after` (a position the client last saw): the
@@ -243,7 +291,9 @@ impl Subscriber {
         if self.is_subscribed(topic) {
             return Ok(Resumed::Recovered(0));
         }
-        let (topic, _, resumed) = self.registry.add(topic, &self.shared, Some(after))?;
+        let (topic, _, resumed) =
+            self.registry
+                .add(topic, &self.shared, Some(after), Prefetch::default())?;
         self.topics.push(topic);
         Ok(resumed.unwrap_or(Resumed::Recovered(0)))
     }

@@ -11,13 +11,14 @@
 //!
 //! async fn serve(hub: Hub, mut ws: WebSocketStream<TcpStream>) -> Result<(), duplex_tokio::Error> {
 //!     let mut sub = hub.subscriber();
-//!     let _ = sub.subscribe("room");
+//!     // With Redis, a round trip when the topic is new on this node: awaited.
+//!     let _ = sub.subscribe_async("room").await;
 //!     loop {
 //!         tokio::select! {
 //!             incoming = ws.recv() => match incoming {
 //!                 Some(Ok(Message::Text(text))) => {
-//!                     // Publishing to Redis blocks for a round trip: off the runtime.
-//!                     let _ = duplex_hub::tokio::publish(&hub, "room", Message::Text(text)).await;
+//!                     // One round trip to Redis on its async connection.
+//!                     let _ = hub.publish_async("room", Message::Text(text)).await;
 //!                 }
 //!                 Some(Ok(_)) => {}
 //!                 Some(Err(e)) => return Err(e),
@@ -54,13 +55,10 @@ pub enum Flow {
     Stop,
 }
 
-/// Publishes from async code: the hub's call runs on tokio's blocking pool, so a
-/// round trip to Redis does not stall the runtime.
+/// Publishes from async code: [`Hub::publish_async`] (with the Redis backend, one
+/// round trip on `redis`'s async connection; no thread waits).
 pub async fn publish(hub: &Hub, topic: &str, message: Message) -> Result<Position, HubError> {
-    let (hub, topic) = (hub.clone(), topic.to_owned());
-    ::tokio::task::spawn_blocking(move || hub.publish(&topic, message))
-        .await
-        .unwrap_or_else(|e| Err(HubError::Unavailable(e.to_string())))
+    hub.publish_async(topic, message).await
 }
 
 /// Sends one event of `sub` on `ws`: a message with `send_prepared` (its frame is

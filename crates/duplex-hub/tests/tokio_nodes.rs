@@ -62,10 +62,10 @@ async fn serve(hub: Hub, tcp: TcpStream) {
     });
     match resume {
         Some(after) => {
-            sub.resume("room", after).unwrap();
+            sub.resume_async("room", after).await.unwrap();
         }
         None => {
-            sub.subscribe("room").unwrap();
+            sub.subscribe_async("room").await.unwrap();
         }
     }
     let _ = ws.send(Message::text("ready")).await;
@@ -73,7 +73,7 @@ async fn serve(hub: Hub, tcp: TcpStream) {
         tokio::select! {
             incoming = ws.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    duplex_hub::tokio::publish(&hub, "room", Message::Text(text)).await.unwrap();
+                    hub.publish_async("room", Message::Text(text)).await.unwrap();
                 }
                 Some(Ok(_)) => {}
                 _ => return,
@@ -291,7 +291,8 @@ async fn clients_of_a_node_killed_mid_stream_resume_on_another_exactly_once() {
     }
     let publishing = tokio::spawn(async move {
         for i in 0..TOTAL {
-            duplex_hub::tokio::publish(&publisher, "room", Message::text(format!("m{i}")))
+            publisher
+                .publish_async("room", Message::text(format!("m{i}")))
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(2)).await;

@@ -26,15 +26,21 @@ async fn main() -> std::io::Result<()> {
     loop {
         let (tcp, _) = listener.accept().await?;
         tcp.set_nodelay(true)?;
-        let config = config.clone();
+        // Made before the task: the task's future then holds the handshake's box, not
+        // the stream and the configuration, for the connection's whole life.
+        let accepting = accept_with(tcp, config.clone(), |_, _| Ok(Acceptance::default()));
         tokio::spawn(async move {
-            let Ok(mut ws) = accept_with(tcp, config, |_, _| Ok(Acceptance::default())).await
-            else {
+            let Ok(mut ws) = accepting.await else {
                 return;
             };
             // `feed` queues the echo; the reader writes it once it has delivered what
             // it read, so a burst of small messages is answered in one write.
-            while let Some(Ok(message)) = ws.recv().await {
+            // (`loop` with `let ... else` rather than `while let`: the temporary of a
+            // `while let` lives through the body, in the task's future.)
+            loop {
+                let Some(Ok(message)) = ws.recv().await else {
+                    break;
+                };
                 if message.is_data() && ws.feed(message).await.is_err() {
                     break;
                 }

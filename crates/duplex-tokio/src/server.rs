@@ -13,7 +13,7 @@ use crate::stream::WebSocketStream;
 
 /// Accepts a WebSocket connection on `stream` with the default configuration, choosing
 /// no subprotocol.
-pub async fn accept<S>(stream: S) -> Result<WebSocketStream<S>, HandshakeError>
+pub fn accept<S>(stream: S) -> impl Future<Output = Result<WebSocketStream<S>, HandshakeError>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -22,7 +22,6 @@ where
         Config::default(),
         |_: &Request<()>, _: &ClientOffer| Ok(Acceptance::default()),
     )
-    .await
 }
 
 /// Accepts a WebSocket connection on `stream`. `callback` sees the request and the
@@ -97,7 +96,22 @@ where
 /// # drop(ws);
 /// # Ok(()) }
 /// ```
-pub async fn accept_with<S, F>(
+pub fn accept_with<S, F>(
+    stream: S,
+    config: Config,
+    callback: F,
+) -> impl Future<Output = Result<WebSocketStream<S>, HandshakeError>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&Request<()>, &ClientOffer) -> Result<Acceptance, Rejection>,
+{
+    // The handshake's state (the request, its timer, the configuration) lives in a box
+    // freed when it ends, not in the caller's future: a task that accepts and then serves
+    // the connection would otherwise carry it for the connection's whole life.
+    Box::pin(handshake(stream, config, callback))
+}
+
+async fn handshake<S, F>(
     mut stream: S,
     config: Config,
     callback: F,

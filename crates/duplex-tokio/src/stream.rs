@@ -1,10 +1,17 @@
 //! `WebSocketStream`: the engine driven over an async byte stream.
 //!
 //! Both halves share one [`Shared`] behind a mutex held only inside a `poll`. Whichever
-//! half is polled drives the whole connection: it runs the engine's deadlines, writes
-//! what is owed, reads (the writer only a bounded amount, queued for the reader), and
-//! closes the transport when the engine says so. So a task that only sends still sees
-//! keepalive, idle, write-stall and close deadlines on time.
+//! half is about to wait drives the whole connection: it runs the engine's deadlines,
+//! writes what is owed, reads (the writer only a bounded amount, queued for the reader),
+//! and closes the transport when the engine says so. A half that does not wait only
+//! checks that the timer has not fired (an atomic load), so a task that only sends still
+//! sees keepalive, idle, write-stall and close deadlines on time, and a message costs no
+//! clock reading or timer update beyond the one the engine's `poll_event` takes.
+//!
+//! The timer is armed no later than the engine's earliest deadline and moved only when
+//! that deadline comes earlier; the keepalive deadline, which moves later with every
+//! read, is looked at again when the timer fires (one early wake-up per keepalive
+//! interval).
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -22,6 +29,13 @@ use tokio::time::Sleep;
 
 /// Bytes read from the socket per read call, into the engine's input buffer.
 const READ_CHUNK: usize = 64 << 10;
+
+/// Slices per vectored write: a batch of echoed 1 KiB messages is a header and a shared
+/// payload each, so 64 slices take 32 of them in one call.
+const MAX_SLICES: usize = 64;
+
+/// Slices tried first (filling a long array costs more than a one-frame write).
+const FEW_SLICES: usize = 8;
 
 /// Output the reader lets accumulate while it still has events to deliver; past it, it
 /// writes before delivering more.
@@ -83,13 +97,26 @@ struct Shared<S> {
     /// writer's. The socket and the timer keep one waker each and both halves poll
     /// them, so they are given a proxy that wakes both.
     wakers: Arc<Wakers>,
-    /// The engine's earliest deadline.
+    /// The proxy waker (`wakers` as a `Waker`), made once.
+    proxy: Waker,
+    /// The waker (data and vtable addresses) last registered for each half.
+    registered: [(usize, usize); 2],
+    /// The timer for the engine's deadlines.
     sleep: Pin<Box<Sleep>>,
+    /// Where `sleep` is armed, if it is: never later than the engine's earliest
+    /// deadline. It is moved only when that deadline comes earlier; one that moved later
+    /// (the keepalive deadline does with every read) is found when the timer fires.
+    armed: Option<tokio::time::Instant>,
+    /// `sleep` was polled (with the proxy waker, which never changes) since it was last
+    /// armed: it will wake the halves when it fires, and need not be polled again before.
+    sleep_polled: bool,
     eof: bool,
+    /// Bytes were written and the transport's flush has not completed since.
+    unflushed: bool,
     /// Events the writer decoded while driving input, for the reader.
     events: VecDeque<Result<Message, Error>>,
     /// The transport is being closed: shut down, then drained until this deadline.
-    closing: Option<Closing>,
+    closing: Option<Box<Closing>>,
     reader_dropped: bool,
     /// The server counters this connection adds to, if any (`ServerStats::attach`).
     counters: Option<Arc<crate::stats::Counters>>,
@@ -122,12 +149,18 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
         }
         conn.receive(leftover);
         conn.handle_timeout(now());
+        let wakers = Arc::<Wakers>::default();
         let shared = Arc::new(Mutex::new(Shared {
             conn,
             io: Some(Box::pin(stream)),
-            wakers: Arc::default(),
+            proxy: Waker::from(wakers.clone()),
+            registered: [(0, 0); 2],
+            wakers,
             sleep: Box::pin(tokio::time::sleep_until(far_future())),
+            armed: None,
+            sleep_polled: false,
             eof: false,
+            unflushed: false,
             events: VecDeque::new(),
             closing: None,
             reader_dropped: false,
@@ -144,15 +177,15 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
 
     /// Receives the next message (including pings, pongs and the peer's close).
     /// `None` once the connection is closed. Cancel-safe.
-    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
-        self.reader.next().await
+    pub fn recv(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + '_ {
+        self.reader.next()
     }
 
     /// Sends a message and flushes it to the socket. Waits while the write buffer is
     /// above its limit. After the peer closed, returns [`Error::ConnectionClosed`];
     /// after our own close, `Usage(SendAfterClose)`; after a failure, the failure.
-    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.writer.send(message).await
+    pub fn send(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
+        self.writer.send(message)
     }
 
     /// Queues a message without flushing it. It leaves with the next
@@ -160,13 +193,13 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     /// delivered the input it holds and goes back to the socket, so the answers to many
     /// small messages read at once go out in one write. Use it in a loop that keeps
     /// calling `recv`; otherwise flush. Waits while the write buffer is above its limit.
-    pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        self.writer.feed(message).await
+    pub fn feed(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
+        self.writer.feed(message)
     }
 
     /// Writes everything queued to the socket.
-    pub async fn flush(&mut self) -> Result<(), Error> {
-        self.writer.flush().await
+    pub fn flush(&mut self) -> impl Future<Output = Result<(), Error>> + '_ {
+        self.writer.flush()
     }
 
     /// Starts the close handshake (if not started) and drives the connection until it
@@ -235,17 +268,20 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
 
     /// Sends a text or binary message without compressing it, even when
     /// permessage-deflate is on.
-    pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
-        self.writer.send_uncompressed(message).await
+    pub fn send_uncompressed(
+        &mut self,
+        message: Message,
+    ) -> impl Future<Output = Result<(), Error>> + '_ {
+        self.writer.send_uncompressed(message)
     }
 
     /// Sends a message prepared once for many connections (broadcast), sharing its
     /// encoded bytes.
-    pub async fn send_prepared(
-        &mut self,
-        message: &duplex_core::PreparedMessage,
-    ) -> Result<(), Error> {
-        self.writer.send_prepared(message).await
+    pub fn send_prepared<'a>(
+        &'a mut self,
+        message: &'a duplex_core::PreparedMessage,
+    ) -> impl Future<Output = Result<(), Error>> + 'a {
+        self.writer.send_prepared(message)
     }
 }
 
@@ -311,8 +347,8 @@ impl<M: std::fmt::Debug> std::error::Error for TrySendError<M> {
 
 impl<S: AsyncRead + AsyncWrite> WsReader<S> {
     /// Receives the next message; see [`WebSocketStream::recv`].
-    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
-        self.next().await
+    pub fn recv(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + '_ {
+        self.next()
     }
 }
 
@@ -330,20 +366,45 @@ impl<S> Drop for WsReader<S> {
 
 impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     /// Sends a message and flushes it; see [`WebSocketStream::send`].
-    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.feed(message).await?;
-        self.flush().await
+    pub fn send(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
+        self.queue_then_flush(move |shared| shared.start_send(message), true)
     }
 
     /// Queues a message without flushing it; see [`WebSocketStream::feed`].
-    pub async fn feed(&mut self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
-        self.start_send_inner(message)
+    pub fn feed(&mut self, message: Message) -> impl Future<Output = Result<(), Error>> + '_ {
+        self.queue_then_flush(move |shared| shared.start_send(message), false)
     }
 
     /// Writes everything queued to the socket.
-    pub async fn flush(&mut self) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    pub fn flush(&mut self) -> impl Future<Output = Result<(), Error>> + '_ {
+        poll_fn(|cx| self.poll_flush_inner(cx))
+    }
+
+    /// Waits for room in the write buffer, queues with `queue`, then flushes if asked.
+    /// One small future, not nested async functions: a task that awaits it in a loop
+    /// carries its size for its whole life.
+    /// The lock is taken once per poll for all three steps.
+    fn queue_then_flush<'a>(
+        &'a mut self,
+        queue: impl FnOnce(&mut Shared<S>) -> Result<(), Error> + 'a,
+        flush: bool,
+    ) -> impl Future<Output = Result<(), Error>> + 'a {
+        let mut queue = Some(queue);
+        poll_fn(move |cx| {
+            let mut shared = self.lock();
+            if queue.is_some() {
+                if let Err(error) = ready!(shared.poll_ready(cx)) {
+                    queue = None;
+                    return Poll::Ready(Err(error));
+                }
+                let queue = queue.take().expect("checked above");
+                queue(&mut shared)?;
+                if !flush {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            shared.poll_flush(cx)
+        })
     }
 
     /// Sends a close frame and flushes it; the reader half sees the peer's reply.
@@ -398,23 +459,26 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
 
     /// Sends a text or binary message without compressing it, even when
     /// permessage-deflate is on.
-    pub async fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
-        self.lock()
-            .send_counted(|conn| conn.send_uncompressed(message))?;
-        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    pub fn send_uncompressed(
+        &mut self,
+        message: Message,
+    ) -> impl Future<Output = Result<(), Error>> + '_ {
+        self.queue_then_flush(
+            move |shared| shared.send_counted(|conn| conn.send_uncompressed(message)),
+            true,
+        )
     }
 
     /// Sends a message prepared once for many connections (broadcast), sharing its
     /// encoded bytes.
-    pub async fn send_prepared(
-        &mut self,
-        message: &duplex_core::PreparedMessage,
-    ) -> Result<(), Error> {
-        poll_fn(|cx| self.poll_ready_inner(cx)).await?;
-        self.lock()
-            .send_counted(|conn| conn.send_prepared(message))?;
-        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    pub fn send_prepared<'a>(
+        &'a mut self,
+        message: &'a duplex_core::PreparedMessage,
+    ) -> impl Future<Output = Result<(), Error>> + 'a {
+        self.queue_then_flush(
+            move |shared| shared.send_counted(|conn| conn.send_prepared(message)),
+            true,
+        )
     }
 
     /// Bytes queued and not yet taken by the socket.
@@ -442,63 +506,81 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     }
 
     fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
-        let mut shared = self.lock();
-        shared.conn.close(frame, now())?;
-        // Another half parked on the socket or the timer must see the new deadline.
-        shared.wakers.wake(READER);
-        Ok(())
+        self.lock().start_close(frame)
     }
 
     fn poll_ready_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let mut shared = self.lock();
-        let look_ahead = shared.reader_dropped;
-        shared.drive_background(cx, look_ahead);
+        self.lock().poll_ready(cx)
+    }
+
+    fn start_send_inner(&mut self, message: Message) -> Result<(), Error> {
+        self.lock().start_send(message)
+    }
+
+    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.lock().poll_flush(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> Shared<S> {
+    fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        self.conn.close(frame, now())?;
+        // The close deadline, for a task that may never wait.
+        self.arm_timer();
+        // Another half parked on the socket or the timer must see the new deadline.
+        self.wakers.wake(READER);
+        Ok(())
+    }
+
+    /// The writer's `poll_ready`: room in the write buffer.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.needs_driving() {
+            let look_ahead = self.reader_dropped;
+            self.drive_background(cx, look_ahead);
+        }
         loop {
-            shared.conn.check_open()?;
-            if shared.reader_dropped {
+            self.conn.check_open()?;
+            if self.reader_dropped {
                 return Poll::Ready(Err(duplex_core::UsageError::SendAfterClose.into()));
             }
-            if !shared.conn.is_write_buffer_full() {
+            if !self.conn.is_write_buffer_full() {
                 return Poll::Ready(Ok(()));
             }
-            if shared.io.is_none() {
-                return Poll::Ready(Err(shared.outcome_error()));
+            if self.io.is_none() {
+                return Poll::Ready(Err(self.outcome_error()));
             }
-            if shared.poll_write_out(cx, WRITER).is_pending() {
+            if self.poll_write_out(cx, WRITER).is_pending() {
                 // About to wait for the peer to read: meanwhile, watch its input, so
                 // that its pings are answered and its close or failure ends the wait.
-                if !shared.drive_background(cx, true) {
+                if !self.drive_background(cx, true) {
                     return Poll::Pending;
                 }
             }
         }
     }
 
-    fn start_send_inner(&mut self, message: Message) -> Result<(), Error> {
-        let mut shared = self.lock();
+    fn start_send(&mut self, message: Message) -> Result<(), Error> {
         match message {
-            Message::Close(frame) => {
-                drop(shared);
-                self.start_close(frame)
-            }
-            other => shared.send_counted(|conn| conn.send(other)),
+            Message::Close(frame) => self.start_close(frame),
+            other => self.send_counted(|conn| conn.send(other)),
         }
     }
 
-    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let mut shared = self.lock();
-        let look_ahead = shared.reader_dropped;
-        shared.drive_background(cx, look_ahead);
+    /// The writer's `poll_flush`.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.needs_driving() {
+            let look_ahead = self.reader_dropped;
+            self.drive_background(cx, look_ahead);
+        }
         loop {
-            if shared.conn.output_len() == 0 || shared.io.is_none() {
-                return Poll::Ready(shared.flush_outcome(cx));
+            if self.conn.output_len() == 0 || self.io.is_none() {
+                return Poll::Ready(self.flush_outcome(cx));
             }
-            if shared.reader_dropped {
+            if self.reader_dropped {
                 // Nobody reads: the connection is being abandoned, do not wait for it.
                 return Poll::Ready(Err(duplex_core::UsageError::SendAfterClose.into()));
             }
-            if shared.poll_write_out(cx, WRITER).is_pending() && !shared.drive_background(cx, true)
-            {
+            if self.poll_write_out(cx, WRITER).is_pending() && !self.drive_background(cx, true) {
                 return Poll::Pending;
             }
         }
@@ -509,6 +591,9 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
 #[derive(Default)]
 struct Wakers {
     slots: Mutex<[Option<Waker>; 2]>,
+    /// Whether each slot holds a waker (cleared when it is taken to be woken), so that
+    /// registering the same task again costs an atomic load, not the lock.
+    held: [std::sync::atomic::AtomicBool; 2],
 }
 
 impl Wakers {
@@ -517,10 +602,15 @@ impl Wakers {
         if !slots[who].as_ref().is_some_and(|w| w.will_wake(waker)) {
             slots[who] = Some(waker.clone());
         }
+        self.held[who].store(true, std::sync::atomic::Ordering::Release);
     }
 
     fn wake(&self, who: usize) {
-        let waker = self.slots.lock().unwrap_or_else(|p| p.into_inner())[who].take();
+        let waker = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            self.held[who].store(false, std::sync::atomic::Ordering::Release);
+            slots[who].take()
+        };
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -533,16 +623,41 @@ impl std::task::Wake for Wakers {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        Wakers::wake(self, READER);
-        Wakers::wake(self, WRITER);
+        let [reader, writer] = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            for held in &self.held {
+                held.store(false, std::sync::atomic::Ordering::Release);
+            }
+            [slots[READER].take(), slots[WRITER].take()]
+        };
+        match (reader, writer) {
+            // One task holding both halves is woken once.
+            (Some(reader), Some(writer)) if reader.will_wake(&writer) => reader.wake(),
+            (reader, writer) => {
+                reader.into_iter().chain(writer).for_each(Waker::wake);
+            }
+        }
     }
 }
 
 impl<S: AsyncRead + AsyncWrite> Shared<S> {
-    /// Registers `who` and returns the proxy waker that wakes both halves.
-    fn proxy(&self, cx: &Context<'_>, who: usize) -> Waker {
-        self.wakers.register(who, cx.waker());
-        Waker::from(self.wakers.clone())
+    /// Registers `who`'s task to be woken through the proxy waker, which the socket and
+    /// the timer are polled with. The same task registered again, with its waker not
+    /// taken since, costs a comparison and an atomic load (a wake racing with that load
+    /// wakes this very task, which then registers again).
+    fn register(&mut self, cx: &Context<'_>, who: usize) {
+        let waker = cx.waker();
+        let id = (
+            waker.data() as usize,
+            std::ptr::from_ref(waker.vtable()) as usize,
+        );
+        if self.registered[who] == id
+            && self.wakers.held[who].load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
+        self.wakers.register(who, waker);
+        self.registered[who] = id;
     }
 
     /// The reader's step: the next event, driving everything needed to get it.
@@ -561,7 +676,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             // small messages read together leave in one write.
             let batch = matches!(event, Some(Ok(ref m)) if m.is_data())
                 && self.conn.output_len() < WRITE_BATCH;
-            if !batch {
+            if !batch && (self.conn.output_len() > 0 || self.unflushed) {
                 if let Poll::Ready(Err(error)) = self.poll_write_out(cx, READER) {
                     if event.is_none() {
                         return Poll::Ready(Some(Err(Error::Io(error))));
@@ -575,14 +690,21 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 ready!(self.poll_close_transport(cx, READER));
                 continue;
             }
-            if self.poll_deadline(cx, READER).is_ready() {
+            // A reader that never waits (its peer keeps sending) still runs the deadlines.
+            if self.deadline_passed() && self.poll_deadline(cx, READER).is_ready() {
                 continue;
             }
             if self.eof {
+                if self.poll_deadline(cx, READER).is_ready() {
+                    continue;
+                }
                 return Poll::Pending;
             }
             match self.poll_read(cx, READER) {
                 Poll::Pending => {
+                    if self.poll_deadline(cx, READER).is_ready() {
+                        continue;
+                    }
                     // Idle until the socket has more: give back what buffers hold nothing
                     // (and compression state that keeps no context).
                     if self.conn.output_len() == 0 {
@@ -596,17 +718,17 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         }
     }
 
-    /// The writer's share of driving the connection: deadlines, the closing of the
-    /// transport, and reading what has arrived (up to 64 KiB held for the reader), so
-    /// that the peer's bytes count as signs of life for a task that never calls `recv`.
-    /// With `look_ahead` (the writer is about to wait for the peer, or nobody reads any
-    /// more) it also decodes a bounded amount for the reader, so that the peer's pings
-    /// are answered and its close ends the wait. Decoding ahead is kept for waits: a
-    /// close decoded early would refuse the replies the application still sends to the
-    /// messages before it. Never blocks; registers
-    /// the writer for what it waits on. Returns true when the connection changed in a
-    /// way the caller must look at (a deadline fired, events were decoded, the
-    /// transport closed).
+    /// The writer's share of driving the connection when it is about to wait (or when a
+    /// deadline passed): reading what has arrived (up to 64 KiB held for the reader), so
+    /// that the peer's bytes count as signs of life for a task that never calls `recv`,
+    /// then the deadlines, and the closing of the transport. With `look_ahead` (the
+    /// writer is about to wait for the peer, or nobody reads any more) it also decodes a
+    /// bounded amount for the reader, so that the peer's pings are answered and its close
+    /// ends the wait. Decoding ahead is kept for waits: a close decoded early would
+    /// refuse the replies the application still sends to the messages before it. Never
+    /// blocks; registers the writer for what it waits on. Returns true when the
+    /// connection changed in a way the caller must look at (a deadline fired, events
+    /// were decoded, the transport closed).
     fn drive_background(&mut self, cx: &mut Context<'_>, look_ahead: bool) -> bool {
         let mut changed = false;
         loop {
@@ -616,91 +738,181 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             if self.closing.is_some() || self.conn.wants_close_transport() {
                 return self.poll_close_transport(cx, WRITER).is_ready() || changed;
             }
+            if !self.eof {
+                let mut read = true;
+                if look_ahead {
+                    let holds_data = self
+                        .events
+                        .iter()
+                        .any(|e| e.as_ref().is_ok_and(Message::is_data));
+                    if holds_data || self.events.len() >= MAX_QUEUED_EVENTS {
+                        read = false;
+                    } else {
+                        let mut decoded = false;
+                        while let Some(event) = self.conn.poll_event(now()) {
+                            let data = event.as_ref().is_ok_and(Message::is_data);
+                            self.events.push_back(event);
+                            decoded = true;
+                            if data || self.events.len() >= MAX_QUEUED_EVENTS {
+                                break;
+                            }
+                        }
+                        if decoded {
+                            self.wakers.wake(READER);
+                            // Pongs and a close reply leave with the writer's own output.
+                            changed = true;
+                            continue;
+                        }
+                    }
+                } else if self.conn.buffered_input() >= READ_CHUNK {
+                    // Enough waits for the reader; the peer's pongs still count as signs
+                    // of life once read, so a send-only task keeps a live peer.
+                    read = false;
+                }
+                if read {
+                    match self.poll_read(cx, WRITER) {
+                        Poll::Pending => {}
+                        Poll::Ready(Err(error)) => {
+                            self.events.push_back(Err(error));
+                            self.wakers.wake(READER);
+                            return true;
+                        }
+                        // The bytes are the reader's to decode: wake it (the readiness it
+                        // may be parked on was just used up here).
+                        Poll::Ready(Ok(())) => {
+                            self.wakers.wake(READER);
+                            continue;
+                        }
+                    }
+                }
+            }
             if self.poll_deadline(cx, WRITER).is_ready() {
                 changed = true;
                 continue;
             }
-            if self.eof {
-                return changed;
-            }
-            if look_ahead {
-                let holds_data = self
-                    .events
-                    .iter()
-                    .any(|e| e.as_ref().is_ok_and(Message::is_data));
-                if holds_data || self.events.len() >= MAX_QUEUED_EVENTS {
-                    return changed;
-                }
-                let mut decoded = false;
-                while let Some(event) = self.conn.poll_event(now()) {
-                    let data = event.as_ref().is_ok_and(Message::is_data);
-                    self.events.push_back(event);
-                    decoded = true;
-                    if data || self.events.len() >= MAX_QUEUED_EVENTS {
-                        break;
-                    }
-                }
-                if decoded {
-                    self.wakers.wake(READER);
-                    // Pongs and a close reply leave with the writer's own output.
-                    changed = true;
-                    continue;
-                }
-            } else if self.conn.buffered_input() >= READ_CHUNK {
-                // Enough waits for the reader; the peer's pongs still count as signs of
-                // life once read, so a send-only task keeps a live peer.
-                return changed;
-            }
-            match self.poll_read(cx, WRITER) {
-                Poll::Pending => return changed,
-                Poll::Ready(Err(error)) => {
-                    self.events.push_back(Err(error));
-                    self.wakers.wake(READER);
-                    return true;
-                }
-                // The bytes are the reader's to decode: wake it (the readiness it may be
-                // parked on was just used up here).
-                Poll::Ready(Ok(())) => self.wakers.wake(READER),
-            }
+            return changed;
         }
     }
 
-    /// Runs the engine's deadlines: `Ready` when one fired (the caller looks again),
-    /// `Pending` with the timer armed for the earliest one.
+    /// True when the writer must drive the connection although it does not wait: a
+    /// deadline passed (a task that only sends still sees keepalive, idle, write-stall
+    /// and close deadlines on time), the transport is to be closed, or nobody reads.
+    /// Otherwise the reader, or the writer's next wait, drives it.
+    fn needs_driving(&mut self) -> bool {
+        self.reader_dropped
+            || self.io.is_none()
+            || self.closing.is_some()
+            || self.conn.wants_close_transport()
+            || {
+                // Armed once here for a task that never waits; later, a deadline that
+                // comes earlier is armed where it is made (our close, output left by
+                // `try_send`) or by the reader's loop and the waits.
+                if self.armed.is_none() {
+                    self.arm_timer();
+                }
+                self.timer_fired()
+            }
+    }
+
+    /// True when the timer fired and nobody has looked at the engine's deadlines since
+    /// (an atomic load).
+    fn timer_fired(&self) -> bool {
+        self.armed.is_some() && self.sleep.is_elapsed()
+    }
+
+    /// True when the timer fired and nobody has looked at the engine's deadlines since:
+    /// a cheap test for the paths that do not wait. It also moves the timer earlier when
+    /// the engine's earliest deadline came before it.
+    fn deadline_passed(&mut self) -> bool {
+        self.arm_timer();
+        self.timer_fired()
+    }
+
+    /// Before waiting: runs the engine's deadlines that passed and leaves the timer armed
+    /// for the next one, registered for `who`. `Ready` when one fired (the caller looks
+    /// at the engine again), `Pending` when waiting is right.
     fn poll_deadline(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<()> {
-        let now = now();
-        let due = self.conn.poll_timeout().is_some_and(|d| d <= now);
-        // Runs what is due and arms the write-stall deadline for pending output.
-        self.conn.handle_timeout(now);
-        if due {
-            return Poll::Ready(());
-        }
-        let Some(deadline) = self.conn.poll_timeout() else {
-            return Poll::Pending;
-        };
-        let deadline = tokio::time::Instant::from_std(deadline);
-        if self.sleep.deadline() != deadline {
-            self.sleep.as_mut().reset(deadline);
-        }
-        let proxy = self.proxy(cx, who);
-        match self.sleep.as_mut().poll(&mut Context::from_waker(&proxy)) {
-            Poll::Ready(()) => {
-                self.conn
-                    .handle_timeout(tokio::time::Instant::now().into_std());
-                Poll::Ready(())
+        if self.conn.output_len() > 0 {
+            // Output waits: the engine arms its write-stall deadline when it has the time.
+            let now = now();
+            let due = self.conn.poll_timeout().is_some_and(|d| d <= now);
+            self.conn.handle_timeout(now);
+            if due {
+                return Poll::Ready(());
             }
-            Poll::Pending => Poll::Pending,
+        }
+        loop {
+            self.arm_timer();
+            if self.armed.is_none() {
+                return Poll::Pending;
+            }
+            self.register(cx, who);
+            if self.sleep_polled && !self.sleep.is_elapsed() {
+                return Poll::Pending;
+            }
+            // Outside tokio's cooperative budget, so that `Pending` means the timer holds
+            // the proxy waker (a refusal for budget would leave it without one).
+            let sleep = self.sleep.as_mut();
+            let poll = {
+                let mut poll = std::pin::pin!(tokio::task::unconstrained(sleep));
+                poll.as_mut().poll(&mut Context::from_waker(&self.proxy))
+            };
+            match poll {
+                Poll::Pending => {
+                    self.sleep_polled = true;
+                    return Poll::Pending;
+                }
+                Poll::Ready(()) => {
+                    self.sleep_polled = false;
+                    self.armed = None;
+                    let now = tokio::time::Instant::now().into_std();
+                    let due = self.conn.poll_timeout().is_some_and(|d| d <= now);
+                    self.conn.handle_timeout(now);
+                    if due {
+                        return Poll::Ready(());
+                    }
+                    // The deadline it was armed for moved later: arm it again.
+                }
+            }
         }
     }
 
-    /// Reads once into the engine's input buffer (no copy through a buffer of our own).
+    /// Reads once from the transport into the engine.
+    ///
+    /// When the engine wants a large read (the rest of a large frame, or the next one
+    /// after large frames: `Connection::input_wanted`), the reader reads straight into
+    /// the engine's input buffer, sized by the engine (no copy). Otherwise a read goes to
+    /// a 64 KiB buffer shared by the connections of the thread and the engine copies what
+    /// came (usually a few small frames): no 64 KiB buffer is allocated and freed around
+    /// every wait, and an idle connection holds none.
     fn poll_read(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<Result<(), Error>> {
-        let proxy = self.proxy(cx, who);
+        self.register(cx, who);
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Ok(()));
         };
-        let input = self.conn.input_buffer(READ_CHUNK);
-        match tokio_util::io::poll_read_buf(io.as_mut(), &mut Context::from_waker(&proxy), input) {
+        let mut proxy_cx = Context::from_waker(&self.proxy);
+        // The writer's reads go through `receive`, which the engine counts as input
+        // however many reads come before it decodes; it reads seldom (when it waits or a
+        // deadline passed), and not the bulk of a large message.
+        let into_engine = who == READER && self.conn.input_wanted() > 0;
+        let read = if into_engine {
+            let input = self.conn.input_buffer(READ_CHUNK);
+            tokio_util::io::poll_read_buf(io.as_mut(), &mut proxy_cx, input)
+        } else {
+            let conn = &mut self.conn;
+            with_scratch(|scratch| {
+                let mut buf = ReadBuf::new(scratch);
+                match io.as_mut().poll_read(&mut proxy_cx, &mut buf) {
+                    Poll::Ready(Ok(())) => {
+                        conn.receive(buf.filled());
+                        Poll::Ready(Ok(buf.filled().len()))
+                    }
+                    Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+        };
+        match read {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(0)) => {
                 self.eof = true;
@@ -730,15 +942,26 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
     /// Writes what the socket takes now, without registering a task (for `try_send`):
     /// the socket keeps the proxy waker, which wakes whichever half waits.
     fn write_now(&mut self) {
-        let proxy = Waker::from(self.wakers.clone());
-        let _ = self.write_with(&proxy);
-        self.conn.handle_timeout(now());
+        // Outside tokio's cooperative budget: the caller is usually not this connection's
+        // task but one that broadcasts to many; once its budget ran out, every write would
+        // be refused and left to a wake-up of each connection's own task.
+        {
+            let mut write = std::pin::pin!(tokio::task::unconstrained(poll_fn(|_| {
+                Poll::Ready(self.write_with())
+            })));
+            let _ = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        }
+        if self.conn.output_len() > 0 {
+            // Left waiting: the write-stall deadline counts from now.
+            self.conn.handle_timeout(now());
+            self.arm_timer();
+        }
     }
 
     /// Writes pending output until it is all written and flushed, or the socket is full.
     fn poll_write_out(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<io::Result<()>> {
-        let proxy = self.proxy(cx, who);
-        let (result, progressed) = self.write_with(&proxy);
+        self.register(cx, who);
+        let (result, progressed) = self.write_with();
         if progressed {
             // The other half may be waiting for room that we just made.
             self.wakers.wake(1 - who);
@@ -746,21 +969,31 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         result
     }
 
-    /// The write loop, with `waker` left on the socket; also says whether any byte left.
-    fn write_with(&mut self, waker: &Waker) -> (Poll<io::Result<()>>, bool) {
-        let mut cx = Context::from_waker(waker);
+    /// The write loop, with the proxy waker left on the socket; also says whether any
+    /// byte left.
+    fn write_with(&mut self) -> (Poll<io::Result<()>>, bool) {
+        let mut cx = Context::from_waker(&self.proxy);
         let Some(io) = self.io.as_mut() else {
             return (Poll::Ready(Err(io::ErrorKind::NotConnected.into())), false);
         };
         let mut progressed = false;
         let result = loop {
             if self.conn.output_len() == 0 {
-                break io.as_mut().poll_flush(&mut cx);
+                let flushed = io.as_mut().poll_flush(&mut cx);
+                self.unflushed = flushed.is_pending();
+                break flushed;
             }
             let written = {
-                let mut slices = [IoSlice::new(&[]); 16];
+                // A few slices usually do; the long array only when they are all used.
+                let mut slices = [IoSlice::new(&[]); FEW_SLICES];
                 let n = self.conn.pending_output_vectored(&mut slices);
-                io.as_mut().poll_write_vectored(&mut cx, &slices[..n])
+                if n < FEW_SLICES {
+                    io.as_mut().poll_write_vectored(&mut cx, &slices[..n])
+                } else {
+                    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                    let n = self.conn.pending_output_vectored(&mut slices);
+                    io.as_mut().poll_write_vectored(&mut cx, &slices[..n])
+                }
             };
             match written {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -770,6 +1003,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                         counters.written(n);
                     }
                     progressed = true;
+                    self.unflushed = true;
                 }
                 Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
                 Poll::Pending => break Poll::Pending,
@@ -787,14 +1021,16 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
     fn poll_close_transport(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<()> {
         let linger = self.conn.config().deadlines().linger;
         let abort = self.conn.wants_close_transport_now();
-        let closing = self.closing.get_or_insert_with(|| Closing {
-            until: tokio::time::Instant::now() + linger.time,
-            left: linger.max_bytes,
-            shut_down: false,
+        let closing = self.closing.get_or_insert_with(|| {
+            Box::new(Closing {
+                until: tokio::time::Instant::now() + linger.time,
+                left: linger.max_bytes,
+                shut_down: false,
+            })
         });
         let until = closing.until;
-        let proxy = self.proxy(cx, who);
-        let mut proxy_cx = Context::from_waker(&proxy);
+        self.register(cx, who);
+        let mut proxy_cx = Context::from_waker(&self.proxy);
         let finished = loop {
             let (Some(io), Some(closing)) = (self.io.as_mut(), self.closing.as_mut()) else {
                 break true;
@@ -823,16 +1059,17 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             }
         };
         if !finished {
-            if self.sleep.deadline() != until {
+            if self.armed != Some(until) {
                 self.sleep.as_mut().reset(until);
+                self.armed = Some(until);
+                self.sleep_polled = false;
             }
             if self.sleep.as_mut().poll(&mut proxy_cx).is_pending() {
                 return Poll::Pending;
             }
         }
         self.io = None;
-        self.wakers.wake(READER);
-        self.wakers.wake(WRITER);
+        std::task::Wake::wake_by_ref(&self.wakers);
         Poll::Ready(())
     }
 
@@ -851,10 +1088,11 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         if self.io.is_none() && self.conn.output_len() > 0 {
             return Err(self.outcome_error());
         }
-        let proxy = self.proxy(cx, WRITER);
+        self.register(cx, WRITER);
         if let Some(io) = self.io.as_mut() {
-            if let Poll::Ready(Err(error)) =
-                io.as_mut().poll_flush(&mut Context::from_waker(&proxy))
+            if let Poll::Ready(Err(error)) = io
+                .as_mut()
+                .poll_flush(&mut Context::from_waker(&self.proxy))
             {
                 self.conn.transport_failed(&error, now());
             }
@@ -989,6 +1227,24 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+thread_local! {
+    /// The read buffer shared by the connections this thread polls (see
+    /// [`Shared::poll_read`]); taken out while in use, so a nested read makes its own.
+    static SCRATCH: std::cell::Cell<Option<Box<[u8]>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `read` with the thread's shared read buffer.
+fn with_scratch<T>(read: impl FnOnce(&mut [u8]) -> T) -> T {
+    let mut buf = SCRATCH
+        .try_with(std::cell::Cell::take)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| vec![0; READ_CHUNK].into_boxed_slice());
+    let result = read(&mut buf);
+    let _ = SCRATCH.try_with(|scratch| scratch.set(Some(buf)));
+    result
+}
+
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(86400 * 365)
 }
@@ -1016,9 +1272,9 @@ impl<S: Send> Remote for Mutex<Shared<S>> {
         let mut shared = lock(self);
         // Already closing, closed or failed: nothing to start.
         let _ = shared.conn.close(Some(frame), now());
+        shared.arm_timer();
         // Whichever half is parked writes the close frame and arms its deadline.
-        shared.wakers.wake(READER);
-        shared.wakers.wake(WRITER);
+        std::task::Wake::wake_by_ref(&shared.wakers);
     }
 
     fn abort(&self) {
@@ -1026,8 +1282,7 @@ impl<S: Send> Remote for Mutex<Shared<S>> {
         let error = io::Error::new(io::ErrorKind::ConnectionAborted, "dropped at shutdown");
         shared.conn.transport_failed(&error, now());
         shared.io = None;
-        shared.wakers.wake(READER);
-        shared.wakers.wake(WRITER);
+        std::task::Wake::wake_by_ref(&shared.wakers);
     }
 
     fn is_finished(&self) -> bool {
@@ -1080,6 +1335,19 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> WebSocketStream<S> {
 }
 
 impl<S> Shared<S> {
+    /// Arms the timer for the engine's earliest deadline unless it is armed no later.
+    fn arm_timer(&mut self) {
+        let Some(deadline) = self.conn.poll_timeout() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if self.armed.is_none_or(|armed| deadline < armed) {
+            self.sleep.as_mut().reset(deadline);
+            self.armed = Some(deadline);
+            self.sleep_polled = false;
+        }
+    }
+
     /// Queues a data message with `send`, counting it when it was accepted.
     fn send_counted(
         &mut self,

@@ -13,6 +13,7 @@ mod client;
 mod compare;
 mod fanout;
 mod hist;
+mod hub;
 mod report;
 mod sys;
 mod wire;
@@ -58,6 +59,8 @@ Options:
   --json                     print the result as JSON
 
   --compare                  build and run every server in turn (see below)
+  --hub                      fan-out through duplex-hub nodes, in memory or over
+                             Redis (cargo xtask load --hub --help)
 
 --compare options (cargo xtask load --compare [OPTIONS]):
   --rounds N                 rounds, interleaved; medians are reported (default 3)
@@ -456,6 +459,9 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
 
 /// Entry point of the task.
 pub fn main(args: &[String]) -> ExitCode {
+    if args.first().is_some_and(|a| a == "--hub") {
+        return hub::main(&args[1..]);
+    }
     let options = match parse_args(args) {
         Ok(Some(o)) => o,
         Ok(None) => {

@@ -2,7 +2,7 @@
 //! one node or on several sharing one Redis.
 //!
 //! ```text
-//! cargo run --release -p duplex-hub --features tokio,redis --example ticker -- \
+//! cargo run --release -p duplex-hub --features tokio,redis --example hub-ticker -- \
 //!     [ADDR] [--redis redis://127.0.0.1:6379/] [--rate N] [--quiet]
 //! ```
 //!
@@ -87,7 +87,7 @@ async fn publish(hub: Hub, rate: f64, node: u16, quiet: bool) {
         let sym = SYMBOLS[(n % SYMBOLS.len() as u64) as usize];
         let px = 100.0 + (n % 1000) as f64 / 10.0;
         let quote = format!(r#"{{"node":{node},"n":{n},"ts":{ts},"sym":"{sym}","px":{px:.2}}}"#);
-        if let Err(e) = duplex_hub::tokio::publish(&hub, "quotes", Message::text(quote)).await {
+        if let Err(e) = hub.publish_async("quotes", Message::text(quote)).await {
             if !quiet {
                 eprintln!("publish failed: {e}");
             }
@@ -132,8 +132,11 @@ async fn run(
     let (topic, resume) = parse_query(query);
     let mut sub = hub.subscriber();
     let resumed = match resume {
-        Some(after) => sub.resume(&topic, after),
-        None => sub.subscribe(&topic).map(|_| Resumed::Recovered(0)),
+        Some(after) => sub.resume_async(&topic, after).await,
+        None => sub
+            .subscribe_async(&topic)
+            .await
+            .map(|_| Resumed::Recovered(0)),
     };
     match resumed {
         Ok(Resumed::Recovered(_)) => {}

@@ -1,6 +1,16 @@
-//! A chat for browsers on one hyper server:
-//! `cargo run -p duplex-tokio --features hyper --example chat-web -- [ADDR] [--tls]`
-//! (default 127.0.0.1:8080), then open `http://ADDR/` in two tabs.
+//! A chat for browsers on hyper, its rooms on the hub:
+//! `cargo run -p duplex-hub --features tokio,redis --example chat-web -- [ADDR] [--tls]
+//! [--redis redis://127.0.0.1:PORT/]` (default 127.0.0.1:8080), then open `http://ADDR/`
+//! in two tabs.
+//!
+//! Each room is a hub topic (`room:NAME`), framed with the hub's envelope, so every
+//! event the page gets carries its `(epoch, offset)`. Without `--redis` the rooms live
+//! in this process (the in-memory backend). With `--redis`, every instance started with
+//! the same Redis is one service: a page on one node chats with a page on another, and a
+//! page whose node went away reconnects to another one (`http://ADDR/?nodes=ADDR2,ADDR3`
+//! lists the nodes the page may move to) and resumes from its last position: every
+//! event it missed exactly once, or a "not recovered" notice when the hub cannot know
+//! (the room's history was lost, trimmed or is too far behind).
 //!
 //! With `--tls` it serves HTTPS with a self-signed certificate made at start (rcgen, for
 //! `localhost` and `127.0.0.1`), offering HTTP/2 and HTTP/1.1 by ALPN; over HTTP/2 it
@@ -10,11 +20,15 @@
 //!
 //! - `GET /` is the page (`chat-web/index.html`, embedded): pick a nickname and a room,
 //!   chat; it shows the connection state and reconnects with exponential backoff.
-//! - `GET /ws?room=NAME&nick=NAME` is the WebSocket, upgraded with
+//! - `GET /ws?room=NAME&nick=NAME[&epoch=E&offset=O]` is the WebSocket, upgraded with
 //!   `duplex_tokio::hyper::upgrade_with` (permessage-deflate on). Text messages from
-//!   the page are chat lines, broadcast to the room encoded once (`PreparedMessage`);
-//!   newcomers get the last 50 lines; joins and leaves are announced. A binary message
-//!   is an integrity check: the server answers its sender with its length and CRC-32.
+//!   the page are chat lines, published to the room's topic; the hub encodes each once
+//!   per node (`PreparedMessage`) for all the node's members. Newcomers get the last 50
+//!   events of the room from the hub's history; joins and leaves are announced. With
+//!   `epoch` and `offset` the page resumes after that position instead (no join
+//!   announced). The member list of the welcome is this node's; members on other nodes
+//!   appear as their joins and leaves arrive. A binary message is an integrity check:
+//!   the server answers its sender with its length and CRC-32.
 //! - `GET /stats` is JSON about every connection seen: the `Sec-WebSocket-Extensions`
 //!   the browser offered and what was negotiated, message counts, the largest message,
 //!   and how many messages went compressed in each direction (read from the frame
@@ -26,7 +40,7 @@
 //! Prints `listening on ADDR` as its first line. Everything the server sends is JSON
 //! written by hand, to keep the example's dependencies to duplex and hyper.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io::{IoSlice, Write as _};
@@ -36,12 +50,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use duplex_hub::tokio::{Flow, send_event};
+use duplex_hub::{
+    Framing, Hub, HubConfig, MemoryBackend, MemoryConfig, Position, RedisConfig, Resumed,
+    Subscriber,
+};
 use duplex_tokio::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use duplex_tokio::hyper::{Full, HyperWebSocket, upgrade_with};
 use duplex_tokio::tokio_rustls::TlsAcceptor;
-use duplex_tokio::{
-    Acceptance, CloseCode, CloseFrame, Config, Message, PreparedMessage, Rejection, ServerStats,
-};
+use duplex_tokio::{Acceptance, Config, Message, Rejection, ServerStats};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -49,15 +66,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
 const PAGE: &str = include_str!("chat-web/index.html");
-/// Chat lines a newcomer gets.
-const HISTORY: usize = 50;
+/// Events of the room's history a newcomer gets.
+const HISTORY: u64 = 50;
 /// The longest chat line, in bytes.
 const MAX_LINE: usize = 4096;
-/// Broadcasts queued for one connection before it counts as too slow and is dropped.
-const QUEUE: usize = 256;
+/// Bytes of events queued for one connection before it counts as too slow and is
+/// closed with 1013 (the page reconnects and resumes).
+const QUEUE_BYTES: usize = 1 << 20;
 /// Connections kept in `/stats` after they closed.
 const MAX_STATS: usize = 1000;
 
@@ -65,15 +82,33 @@ const MAX_STATS: usize = 1000;
 async fn main() -> std::io::Result<()> {
     let mut addr = "127.0.0.1:8080".to_owned();
     let mut tls = false;
-    for arg in std::env::args().skip(1) {
+    let mut redis = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--tls" => tls = true,
+            "--redis" => redis = args.next(),
             _ => addr = arg,
         }
     }
+    let config = HubConfig {
+        framing: Framing::Envelope,
+        queue_bytes: QUEUE_BYTES,
+        ..HubConfig::default()
+    };
+    let hub = match &redis {
+        Some(url) => {
+            Hub::redis(config, RedisConfig::new(url.as_str())).map_err(std::io::Error::other)?
+        }
+        None => Hub::with_backend(
+            config,
+            Arc::new(MemoryBackend::new(MemoryConfig::default())),
+        ),
+    };
     let acceptor = if tls { Some(tls_acceptor()?) } else { None };
     let listener = TcpListener::bind(&addr).await?;
-    println!("listening on {}", listener.local_addr()?);
+    let node = listener.local_addr()?.to_string();
+    println!("listening on {node}");
     std::io::stdout().flush()?;
 
     let protocol = duplex_tokio::core::EngineConfig::default()
@@ -82,6 +117,8 @@ async fn main() -> std::io::Result<()> {
         .keepalive(Duration::from_secs(30), Duration::from_secs(30));
     let chat = Arc::new(Chat {
         config: Config::default().engine(protocol),
+        hub,
+        node,
         rooms: Mutex::default(),
         stats: Mutex::default(),
         pages: Mutex::default(),
@@ -158,7 +195,11 @@ const MAX_PAGES: usize = 100;
 
 struct Chat {
     config: Config,
-    rooms: Mutex<HashMap<String, Room>>,
+    hub: Hub,
+    /// This node's address, told to pages in the welcome.
+    node: String,
+    /// This node's members of each room: connection id → nickname.
+    rooms: Mutex<BTreeMap<String, BTreeMap<u64, String>>>,
     stats: Mutex<VecDeque<Arc<ConnStats>>>,
     /// The last page loads: the transport connection and HTTP version of each.
     pages: Mutex<VecDeque<(u64, &'static str)>>,
@@ -175,21 +216,11 @@ fn http_name(version: duplex_tokio::http::Version) -> &'static str {
     }
 }
 
-#[derive(Default)]
-struct Room {
-    members: HashMap<u64, Member>,
-    history: VecDeque<PreparedMessage>,
-}
-
-struct Member {
-    nick: String,
-    queue: mpsc::Sender<PreparedMessage>,
-}
-
-/// Who joined, from the request.
+/// Who joined, from the request, and where the page resumes.
 struct Join {
     room: String,
     nick: String,
+    resume: Option<Position>,
 }
 
 impl Chat {
@@ -246,7 +277,7 @@ impl Chat {
             Ok(accepted) => accepted,
             Err(error) => return error.into_response(),
         };
-        let Join { room, nick } = join.expect("set when accepted");
+        let Join { room, nick, resume } = join.expect("set when accepted");
         let header_text = |value: Option<&HeaderValue>| {
             value.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
@@ -282,13 +313,18 @@ impl Chat {
             }
             all.push_back(stats.clone());
         }
-        tokio::spawn(self.clone().serve(websocket, stats));
+        tokio::spawn(self.clone().serve(websocket, stats, resume));
         response
     }
 
-    /// One connection: the welcome and history, then chat lines in and broadcasts out
-    /// until either side closes.
-    async fn serve(self: Arc<Self>, websocket: HyperWebSocket, stats: Arc<ConnStats>) {
+    /// One connection: join (or resume) the room's topic, the welcome, then chat lines
+    /// in and the room's events out until either side closes.
+    async fn serve(
+        self: Arc<Self>,
+        websocket: HyperWebSocket,
+        stats: Arc<ConnStats>,
+        resume: Option<Position>,
+    ) {
         let tapped = stats.clone();
         let Ok(mut ws) = websocket
             .wrap_stream(move |io| FrameTap::new(io, tapped))
@@ -298,15 +334,20 @@ impl Chat {
         };
         stats.open.store(true, Relaxed);
         self.server.attach(&ws);
-        let (queue, mut broadcasts) = mpsc::channel(QUEUE);
+        let topic = format!("room:{}", stats.room);
         let requested = stats.nick.lock().unwrap().clone();
-        let (nick, members, history) = self.join(stats.id, &stats.room, &requested, queue);
+        let (nick, members) = self.join(stats.id, &stats.room, &requested);
         *stats.nick.lock().unwrap() = nick.clone();
 
+        // With Redis: round trips on its async connection.
+        let mut sub = self.hub.subscriber();
+        let answer = follow(&self.hub, &mut sub, &topic, resume).await;
         let mut welcome = String::from(r#"{"type":"welcome","room":"#);
         json_string(&mut welcome, &stats.room);
         welcome.push_str(r#","nick":"#);
         json_string(&mut welcome, &nick);
+        welcome.push_str(r#","node":"#);
+        json_string(&mut welcome, &self.node);
         welcome.push_str(r#","members":["#);
         for (i, member) in members.iter().enumerate() {
             if i > 0 {
@@ -314,18 +355,37 @@ impl Chat {
             }
             json_string(&mut welcome, member);
         }
+        let (history, resumed, lost) = match (&answer, resume) {
+            (Ok(Resumed::Recovered(n)), None) => (*n, None, None),
+            (Ok(Resumed::Recovered(n)), Some(_)) => (0, Some(*n), None),
+            // Live from now, with the reason shown.
+            (Ok(Resumed::NotRecovered(loss)), _) => (0, resume.map(|_| 0), Some(loss.to_string())),
+            (Err(e), _) => (0, None, Some(e.to_string())),
+        };
         let _ = write!(
             welcome,
-            r#"],"history":{},"deflate":{},"extensions":"#,
-            history.len(),
+            r#"],"history":{history},"resumed":{},"deflate":{},"extensions":"#,
+            resumed.map_or("null".to_owned(), |n| n.to_string()),
             stats.deflate
         );
         json_opt(&mut welcome, stats.extensions_negotiated.as_deref());
+        welcome.push_str(r#","lost":"#);
+        json_opt(&mut welcome, lost.as_deref());
         welcome.push('}');
         let mut ok = ws.send(Message::text(welcome)).await.is_ok();
-        for line in &history {
-            ok = ok && ws.send_prepared(line).await.is_ok();
-            stats.counters.messages_sent.fetch_add(1, Relaxed);
+        if ok && answer.is_err() {
+            // Not subscribed (the hub is unreachable): the page retries later.
+            let frame = duplex_tokio::CloseFrame::new(
+                duplex_tokio::CloseCode::TryAgainLater,
+                "rooms unavailable",
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(Some(frame))).await;
+            ok = false;
+        }
+        if ok && resume.is_none() {
+            ok = self
+                .publish(&topic, event("join", &nick, None), &mut ws)
+                .await;
         }
 
         while ok {
@@ -340,7 +400,7 @@ impl Chat {
                         ok = match message {
                             Message::Text(line) => {
                                 c.text_received.fetch_add(1, Relaxed);
-                                self.say(&stats.room, &nick, line.as_str(), &mut ws).await
+                                self.say(&topic, &nick, line.as_str(), &mut ws).await
                             }
                             _ => {
                                 c.binary_received.fetch_add(1, Relaxed);
@@ -357,75 +417,81 @@ impl Chat {
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => break,
                 },
-                outgoing = broadcasts.recv() => match outgoing {
-                    Some(line) => {
-                        stats.counters.messages_sent.fetch_add(1, Relaxed);
-                        ok = ws.send_prepared(&line).await.is_ok();
-                    }
-                    None => {
-                        // Dropped from the room for not keeping up.
-                        let frame = CloseFrame::new(CloseCode::PolicyViolation, "too slow");
-                        let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(Some(frame))).await;
-                        break;
-                    }
-                },
+                Some(event) = sub.recv() => {
+                    stats.counters.messages_sent.fetch_add(1, Relaxed);
+                    // A message goes with `send_prepared` (encoded once per node), a
+                    // notice as JSON, and a subscriber closed for being too slow
+                    // (1013) closes the connection: the page resumes.
+                    ok = matches!(send_event(&mut ws, &sub, &event).await, Ok(Flow::Continue));
+                }
             }
         }
+        drop(sub);
         stats.open.store(false, Relaxed);
-        self.leave(&stats.room, stats.id, &nick);
+        self.leave(&stats.room, stats.id);
+        if answer.is_ok() {
+            let _ = self
+                .hub
+                .publish_async(&topic, event("leave", &nick, None))
+                .await;
+        }
     }
 
-    /// Registers member `id` (renamed `nick (2)` if the name is taken) and announces
-    /// it. Returns its nickname, everyone in the room and the history, taken under the
-    /// same lock so that nothing is missed or seen twice.
-    fn join(
-        &self,
-        id: u64,
-        room_name: &str,
-        nick: &str,
-        queue: mpsc::Sender<PreparedMessage>,
-    ) -> (String, Vec<String>, Vec<PreparedMessage>) {
+    /// Registers member `id` of this node (renamed `nick (2)` if the name is taken
+    /// here). Returns its nickname and this node's members of the room.
+    fn join(&self, id: u64, room_name: &str, nick: &str) -> (String, Vec<String>) {
         let mut rooms = self.rooms.lock().unwrap();
         let room = rooms.entry(room_name.to_owned()).or_default();
-        let taken = |name: &str| room.members.values().any(|m| m.nick == name);
+        let taken = |name: &str| room.values().any(|m| m == name);
         let mut unique = nick.to_owned();
         let mut n = 2;
         while taken(&unique) {
             unique = format!("{nick} ({n})");
             n += 1;
         }
-        let notice = event("join", &unique, None);
-        broadcast(room, &notice);
-        room.members.insert(
-            id,
-            Member {
-                nick: unique.clone(),
-                queue,
-            },
-        );
-        let mut members: Vec<String> = room.members.values().map(|m| m.nick.clone()).collect();
+        room.insert(id, unique.clone());
+        let mut members: Vec<String> = room.values().cloned().collect();
         members.sort();
-        let history = room.history.iter().cloned().collect();
-        (unique, members, history)
+        (unique, members)
     }
 
-    fn leave(&self, room_name: &str, id: u64, nick: &str) {
+    fn leave(&self, room_name: &str, id: u64) {
         let mut rooms = self.rooms.lock().unwrap();
-        let Some(room) = rooms.get_mut(room_name) else {
-            return;
-        };
-        room.members.remove(&id);
-        broadcast(room, &event("leave", nick, None));
-        if room.members.is_empty() && room.history.is_empty() {
-            rooms.remove(room_name);
+        if let Some(room) = rooms.get_mut(room_name) {
+            room.remove(&id);
+            if room.is_empty() {
+                rooms.remove(room_name);
+            }
         }
     }
 
-    /// A chat line: kept in the history and broadcast to the room (the sender too).
+    /// Publishes an event to the room; a failure (Redis away: nothing is queued) is
+    /// told to the sender. Returns false when the sender's connection failed.
+    async fn publish<S>(
+        &self,
+        topic: &str,
+        event: Message,
+        ws: &mut duplex_tokio::WebSocketStream<S>,
+    ) -> bool
+    where
+        S: AsyncRead + AsyncWrite,
+    {
+        match self.hub.publish_async(topic, event).await {
+            Ok(_) => true,
+            Err(e) => {
+                let mut error = String::from(r#"{"type":"error","text":"#);
+                json_string(&mut error, &format!("not sent: {e}"));
+                error.push('}');
+                ws.send(Message::text(error)).await.is_ok()
+            }
+        }
+    }
+
+    /// A chat line: published to the room (the sender gets it back like everyone).
     /// Returns false when the sender's connection failed.
     async fn say<S>(
         &self,
-        room_name: &str,
+        topic: &str,
         nick: &str,
         line: &str,
         ws: &mut duplex_tokio::WebSocketStream<S>,
@@ -443,15 +509,8 @@ impl Chat {
             );
             return ws.send(Message::text(error)).await.is_ok();
         }
-        let message = event("msg", nick, Some(line));
-        let mut rooms = self.rooms.lock().unwrap();
-        let room = rooms.entry(room_name.to_owned()).or_default();
-        if room.history.len() == HISTORY {
-            room.history.pop_front();
-        }
-        room.history.push_back(message.clone());
-        broadcast(room, &message);
-        true
+        self.publish(topic, event("msg", nick, Some(line)), ws)
+            .await
     }
 
     fn stats_json(&self) -> String {
@@ -519,19 +578,35 @@ impl Chat {
     }
 }
 
-/// Queues `message` for every member; members whose queue is full are dropped from the
-/// room (their task sees the queue closed and closes with 1008).
-fn broadcast(room: &mut Room, message: &PreparedMessage) {
-    room.members
-        .retain(|_, member| match member.queue.try_send(message.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => false,
-            Err(mpsc::error::TrySendError::Closed(_)) => true, // leaving already
-        });
+/// Follows the room's topic: after `resume` when the page has a position, otherwise
+/// from the last `HISTORY` events of the room's history (queued first, then live ones,
+/// each once).
+async fn follow(
+    hub: &Hub,
+    sub: &mut Subscriber,
+    topic: &str,
+    resume: Option<Position>,
+) -> Result<Resumed, duplex_hub::HubError> {
+    if let Some(after) = resume {
+        return sub.resume_async(topic, after).await;
+    }
+    match hub.latest_async(topic).await? {
+        Some(latest) => {
+            let after = Position {
+                epoch: latest.epoch,
+                offset: latest.offset.saturating_sub(HISTORY),
+            };
+            sub.resume_async(topic, after).await
+        }
+        None => sub
+            .subscribe_async(topic)
+            .await
+            .map(|_| Resumed::Recovered(0)),
+    }
 }
 
-/// A `msg`, `join` or `leave` event, encoded once for every receiver.
-fn event(kind: &str, nick: &str, text: Option<&str>) -> PreparedMessage {
+/// A `msg`, `join` or `leave` event (the hub frames and encodes it once per node).
+fn event(kind: &str, nick: &str, text: Option<&str>) -> Message {
     let mut json = format!(r#"{{"type":"{kind}","nick":"#);
     json_string(&mut json, nick);
     if let Some(text) = text {
@@ -542,18 +617,31 @@ fn event(kind: &str, nick: &str, text: Option<&str>) -> PreparedMessage {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let _ = write!(json, r#","ts":{}}}"#, now.as_millis());
-    PreparedMessage::new(Message::text(json)).expect("text is a data message")
+    Message::text(json)
 }
 
-/// `room=...&nick=...`, percent-decoded, trimmed, 1 to 32 characters each.
+/// `room=...&nick=...[&epoch=E&offset=O]`, percent-decoded, trimmed, room and nick 1
+/// to 32 characters each.
 fn parse_join(query: &str) -> Result<Join, Rejection> {
     let mut room = None;
     let mut nick = None;
+    let (mut epoch, mut offset) = (None, None);
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let slot = match key {
             "room" => &mut room,
             "nick" => &mut nick,
+            "epoch" | "offset" => {
+                let n: u64 = value
+                    .parse()
+                    .map_err(|_| Rejection::new(StatusCode::BAD_REQUEST, "bad position"))?;
+                *if key == "epoch" {
+                    &mut epoch
+                } else {
+                    &mut offset
+                } = Some(n);
+                continue;
+            }
             _ => continue,
         };
         let value = percent_decode(value)
@@ -573,6 +661,9 @@ fn parse_join(query: &str) -> Result<Join, Rejection> {
     Ok(Join {
         room: check(room, "room")?,
         nick: check(nick, "nick")?,
+        resume: epoch
+            .zip(offset)
+            .map(|(epoch, offset)| Position { epoch, offset }),
     })
 }
 
