@@ -131,10 +131,16 @@ impl Entry {
         if conn.output_len() == 0 {
             return Ok(0);
         }
-        let written = {
-            let mut slices = [IoSlice::new(&[]); 32];
-            let k = conn.pending_output_vectored(&mut slices);
-            self.socket.write_vectored(&slices[..k])
+        // Eight slices cover most writes (a header and a shared payload per frame); a
+        // bigger array only when they are all used, since filling one costs.
+        let mut few = [IoSlice::new(&[]); 8];
+        let k = conn.pending_output_vectored(&mut few);
+        let written = if k < few.len() {
+            self.socket.write_vectored(&few[..k])
+        } else {
+            let mut many = [IoSlice::new(&[]); 64];
+            let k = conn.pending_output_vectored(&mut many);
+            self.socket.write_vectored(&many[..k])
         };
         written.inspect(|&n| conn.consume_output(n))
     }
