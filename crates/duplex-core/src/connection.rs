@@ -280,7 +280,9 @@ impl Connection {
             self.input_wanted().max(min)
         };
         self.read_buf.reserve(room);
-        self.input_mark = Some(self.read_buf.len());
+        // Keep the earliest mark: several reads may come before the next decode.
+        let len = self.read_buf.len();
+        self.input_mark.get_or_insert(len);
         &mut self.read_buf
     }
 

@@ -148,7 +148,7 @@ pub const FANOUT_SERVERS: [Server; 4] = [
     Server {
         name: "duplex-tokio",
         label: "duplex-tokio",
-        about: "`benches/src/bin/fanout-duplex-tokio.rs`: `PreparedMessage` queued to every connection's task, `send_prepared`",
+        about: "`benches/src/bin/fanout-duplex-tokio.rs`: one `PreparedMessage` written to every subscriber's writer half from the receiving task with `try_send_prepared` (a subscriber whose write buffer is full is dropped)",
         ours: true,
         build: Build::Bench("fanout-duplex-tokio"),
     },

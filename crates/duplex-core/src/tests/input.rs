@@ -163,3 +163,28 @@ fn a_peer_that_leaves_inside_a_held_frame_left_mid_message() {
         );
     }
 }
+
+#[test]
+fn every_read_before_a_decode_counts_as_a_sign_of_life() {
+    for role in ROLES {
+        let start = Instant::now();
+        let config =
+            EngineConfig::default().keepalive(Duration::from_secs(10), Duration::from_secs(10));
+        let mut conn = Connection::new(role, config);
+        assert!(events(&mut conn, start).is_empty());
+        assert_eq!(conn.poll_timeout(), Some(start + Duration::from_secs(10)));
+        // Two reads, the second of nothing, then one decode: the first read's bytes
+        // still move the keepalive deadline.
+        let later = start + Duration::from_secs(5);
+        let ping = peer_frame(role, 0x89, b"");
+        conn.input_buffer(64).extend_from_slice(&ping[..1]);
+        conn.input_buffer(64);
+        let got = events(&mut conn, later);
+        assert!(got.is_empty(), "{role:?}: {got:?}");
+        assert_eq!(
+            conn.poll_timeout(),
+            Some(later + Duration::from_secs(10)),
+            "{role:?}"
+        );
+    }
+}
