@@ -165,7 +165,7 @@ pub(super) struct Slot {
     pub(super) entry: Option<Entry>,
 }
 
-/// The connections of a worker and their topics: what a [`Context`] reaches.
+/// The connections of a worker and their topics: what a [`Context`](crate::Context) reaches.
 pub(crate) struct Local {
     pub(crate) worker: usize,
     pub(super) slots: Vec<Slot>,
