@@ -93,8 +93,10 @@ pub(crate) struct Deflate {
     send_no_context_takeover: bool,
     receive_no_context_takeover: bool,
     level: Compression,
-    compressor: Option<Compress>,
-    decompressor: Option<Decompress>,
+    /// Boxed (like the decompressor), so that a connection that negotiated deflate
+    /// and has not used it yet holds a few bytes, not the streams' inline state.
+    compressor: Option<Box<Compress>>,
+    decompressor: Option<Box<Decompress>>,
     /// With receive context takeover, once the peer ended a message's deflate stream
     /// with a BFINAL block: the last 32 KiB it sent, the window its next message may
     /// refer to (restarting the stream loses zlib's own). Kept only for such peers.
@@ -177,7 +179,7 @@ impl Deflate {
         }
         let compressor = self
             .compressor
-            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, window));
+            .get_or_insert_with(|| Box::new(Compress::new_with_window_bits(level, false, window)));
         compress_with(compressor, payload)
     }
 
@@ -200,7 +202,7 @@ impl Deflate {
     ) -> Result<(), InflateError> {
         let decompressor = self
             .decompressor
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
+            .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
         if !self.receive_ended {
             // What follows a BFINAL block in a message is not deflate data.
             self.receive_ended = inflate_into(decompressor, input, out, limit)?;
@@ -585,5 +587,13 @@ mod tests {
             client.inflate(&[0xff; 16], true, &mut out, 1000),
             Err(InflateError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn a_negotiated_but_unused_deflate_state_is_small() {
+        // Browsers always offer permessage-deflate: what a connection holds for it before
+        // the first compressed message is paid by every idle browser connection.
+        let size = std::mem::size_of::<Deflate>();
+        assert!(size <= 64, "Deflate is {size} bytes inline");
     }
 }
