@@ -118,7 +118,7 @@ impl Decoder {
         }
     }
 
-    /// Delivers binary frames whose RSV1 bit is clear and whose payload is at most `max`
+    /// Delivers binary frames whose RSV bits are clear and whose payload is at most `max`
     /// bytes whole: [`decode`](Self::decode) returns `Ok(None)` until the whole payload is
     /// in the buffer, then one [`Decoded::Frame`] with `complete` set. 0 (the default)
     /// turns it off. Frames with RSV1 (compressed) and text frames are still handed out
@@ -151,7 +151,7 @@ impl Decoder {
     /// The frame is one to deliver whole.
     fn waits_whole(&self, header: &FrameHeader) -> bool {
         header.payload_len <= self.whole_max
-            && !header.rsv1
+            && !(header.rsv1 || header.rsv2 || header.rsv3)
             && match header.opcode {
                 OpCode::Binary => true,
                 OpCode::Continuation => self.whole_continuations,

@@ -30,6 +30,15 @@ const JOIN_RESERVE: usize = 64 << 10;
 /// times their size alive with a 64 KiB read buffer).
 const COPY_BELOW: usize = 16 << 10;
 
+/// The largest frame payload the decoder may hold until whole while `assembled` bytes
+/// of the message are in: no more than a frame may carry, nor than the message may
+/// still grow by, so that holding never buffers past the message-size limit.
+fn whole_frame_limit(config: &EngineConfig, assembled: usize) -> u64 {
+    config
+        .max_frame_size
+        .min(config.max_message_size.saturating_sub(assembled)) as u64
+}
+
 /// The most [`Connection::input_wanted`] asks for beyond what is already buffered while
 /// a whole frame is awaited: room grows at most geometrically with the bytes that
 /// actually arrived, so a header announcing a large frame reserves nothing by itself.
@@ -177,8 +186,10 @@ impl Connection {
         let mut decoder = Decoder::new(masking, config.max_frame_size as u64);
         // Uncompressed binary frames are held until whole, so that a single-frame
         // message is one slice of the read buffer (no join, no copy); the memory is the
-        // same as joining, and the buffer only grows with bytes that arrived.
-        decoder.whole_binary_frames(config.max_frame_size as u64);
+        // same as joining, and the buffer only grows with bytes that arrived. Only
+        // frames that fit in what the message may still grow by are held: a larger one
+        // is decoded at its header and fails the message-size limit before its payload.
+        decoder.whole_binary_frames(whole_frame_limit(&config, 0));
         // A slice of the read buffer keeps the whole buffer alive for as long as the
         // application keeps the message: small payloads are copied out, so that stored
         // small messages cost their size, not a read buffer each.
@@ -479,9 +490,11 @@ impl Connection {
                 } else {
                     0
                 };
-                self.data_piece(payload, complete)
+                self.data_piece_then_limit(payload, complete)
             }
-            Decoded::Continue { payload, complete } => self.data_piece(payload, complete),
+            Decoded::Continue { payload, complete } => {
+                self.data_piece_then_limit(payload, complete)
+            }
         }
     }
 
@@ -520,6 +533,18 @@ impl Connection {
         incoming.frame_fin = header.fin;
         incoming.announced = announced;
         Ok(())
+    }
+
+    /// A data piece, then the size of frames the decoder may hold whole from now on.
+    fn data_piece_then_limit(
+        &mut self,
+        payload: Bytes,
+        complete: bool,
+    ) -> Result<Option<Message>, Error> {
+        let result = self.data_piece(payload, complete);
+        self.decoder
+            .whole_binary_frames(whole_frame_limit(&self.config, self.incoming.len));
+        result
     }
 
     fn data_piece(&mut self, payload: Bytes, complete: bool) -> Result<Option<Message>, Error> {

@@ -188,3 +188,33 @@ fn every_read_before_a_decode_counts_as_a_sign_of_life() {
         );
     }
 }
+
+#[test]
+fn a_frame_past_the_message_limit_fails_at_its_header_not_after_being_held() {
+    for role in ROLES {
+        let config = EngineConfig::default()
+            .max_frame_size(1000)
+            .max_message_size(1000);
+        let mut conn = Connection::new(role, config);
+        let now = Instant::now();
+        // 600 bytes of a binary message, then a continuation announcing 600 more, of
+        // which one byte came: the message would be 1,200 bytes, so the engine fails it
+        // now instead of holding the frame until it is whole.
+        conn.receive(&peer_frame(role, 0x02, &[1; 600]));
+        assert!(events(&mut conn, now).is_empty(), "{role:?}");
+        let mut rest = peer_frame(role, 0x80, &[2; 600]);
+        rest.truncate(rest.len() - 599);
+        let error = expect_failure(&mut conn, &rest, 1009);
+        assert!(
+            matches!(
+                error,
+                Error::LimitExceeded(LimitError {
+                    limit: Limit::MessageSize,
+                    ..
+                })
+            ),
+            "{role:?}: {error:?}"
+        );
+        assert!(conn.buffered_input() <= 1000, "{role:?}");
+    }
+}
