@@ -891,10 +891,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             return Poll::Ready(Ok(()));
         };
         let mut proxy_cx = Context::from_waker(&self.proxy);
-        // The writer's reads go through `receive`, which the engine counts as input
-        // however many reads come before it decodes; it reads seldom (when it waits or a
-        // deadline passed), and not the bulk of a large message.
-        let into_engine = who == READER && self.conn.input_wanted() > 0;
+        let into_engine = self.conn.input_wanted() > 0;
         let read = if into_engine {
             let input = self.conn.input_buffer(READ_CHUNK);
             tokio_util::io::poll_read_buf(io.as_mut(), &mut proxy_cx, input)
