@@ -405,6 +405,16 @@ mod tests {
 
     use super::*;
 
+    /// The engine of the connection in `slot`.
+    fn conn(local: &mut Local, slot: usize) -> &mut Connection {
+        local.entry_mut(slot).and_then(Entry::conn_mut).unwrap()
+    }
+
+    /// The output each of the first `n` connections has queued.
+    fn output_lens(local: &mut Local, n: usize) -> Vec<usize> {
+        (0..n).map(|slot| conn(local, slot).output_len()).collect()
+    }
+
     fn local_with_open_connections(n: usize) -> (Local, Vec<std::net::TcpStream>) {
         local_with_config(n, duplex_core::EngineConfig::default())
     }
@@ -452,7 +462,7 @@ mod tests {
 
     /// The address of the first pending output slice of a connection.
     fn first_slice(local: &mut Local, slot: usize) -> (*const u8, usize) {
-        let conn = local.entry_mut(slot).and_then(Entry::conn_mut).unwrap();
+        let conn = conn(local, slot);
         let mut slices = [IoSlice::new(&[]); 4];
         assert_eq!(conn.pending_output_vectored(&mut slices), 1);
         (slices[0].as_ptr(), slices[0].len())
@@ -500,24 +510,10 @@ mod tests {
     fn a_broadcast_is_written_at_once_to_connections_with_nothing_else_queued() {
         let (mut local, mut peers) = local_with_open_connections(3);
         // The third already has output waiting: the frame queues behind it.
-        local
-            .entry_mut(2)
-            .and_then(Entry::conn_mut)
-            .unwrap()
-            .send(Message::text("first"))
-            .unwrap();
+        conn(&mut local, 2).send(Message::text("first")).unwrap();
         let prepared = PreparedMessage::new(Message::text("all")).unwrap();
         local.broadcast_local(&prepared, None);
-        let outputs: Vec<usize> = (0..3)
-            .map(|s| {
-                local
-                    .entry_mut(s)
-                    .and_then(Entry::conn_mut)
-                    .unwrap()
-                    .output_len()
-            })
-            .collect();
-        assert_eq!(outputs, [0, 0, 12]);
+        assert_eq!(output_lens(&mut local, 3), [0, 0, 12]);
         assert_eq!(
             local.dirty,
             [2],
@@ -539,16 +535,7 @@ mod tests {
         let prepared = PreparedMessage::new(Message::text("t")).unwrap();
         block_writes(&mut local);
         local.broadcast_local(&prepared, Some("a"));
-        let lens: Vec<usize> = (0..3)
-            .map(|s| {
-                local
-                    .entry_mut(s)
-                    .and_then(Entry::conn_mut)
-                    .unwrap()
-                    .output_len()
-            })
-            .collect();
-        assert_eq!(lens, [0, 3, 0]);
+        assert_eq!(output_lens(&mut local, 3), [0, 3, 0]);
         local.unsubscribe_all(1);
         assert!(local.topics.is_empty());
     }
@@ -568,8 +555,7 @@ mod tests {
         assert_eq!(entry.overflow.as_deref(), Some(&(12_012, 10_000)));
         // Nothing more is queued once it overflowed.
         local.queue_forced(0, Message::binary(vec![0u8; 10]));
-        let conn = local.entry_mut(0).and_then(Entry::conn_mut).unwrap();
-        assert_eq!(conn.output_len(), 8008);
+        assert_eq!(conn(&mut local, 0).output_len(), 8008);
     }
 
     #[test]
