@@ -285,10 +285,11 @@ impl Connection {
         if self.read_closed {
             self.read_buf.clear();
         }
+        let wanted = self.input_wanted();
         let room = if self.decoder.awaiting() > 0 {
-            self.input_wanted()
+            wanted
         } else {
-            self.input_wanted().max(min)
+            wanted.max(min)
         };
         self.read_buf.reserve(room);
         // Keep the earliest mark: several reads may come before the next decode.
