@@ -199,6 +199,12 @@ pub struct HubConfig {
     pub replay_limit: usize,
     /// How each message is framed for clients. Default: [`Framing::Raw`].
     pub framing: Framing,
+    /// How long a node keeps trying to read a gap in live delivery from the backend's
+    /// history while the backend does not answer (Redis restarting or paused) before
+    /// it reports the gap lost with [`Loss::Unavailable`]. Messages after the gap wait
+    /// meanwhile; a gap the backend answers for is filled (or reported with the
+    /// backend's reason) at once. Default 10 s.
+    pub gap_timeout: Duration,
 }
 
 impl Default for HubConfig {
@@ -208,6 +214,7 @@ impl Default for HubConfig {
             slow_policy: SlowPolicy::default(),
             replay_limit: 1000,
             framing: Framing::Raw,
+            gap_timeout: DEFAULT_GAP_TIMEOUT,
         }
     }
 }
@@ -308,6 +315,15 @@ impl Sink {
     ) {
         if let Some(registry) = self.registry.upgrade() {
             registry.deliver_with(topic, stored, Some((from, filled)));
+        }
+    }
+
+    /// Reports as lost ([`Loss::Unavailable`]) the gaps this node could not read from
+    /// the backend for longer than [`HubConfig::gap_timeout`]. A backend whose reads
+    /// can fail calls it periodically, also while it cannot reach its server.
+    pub fn expire_gaps(&self) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.expire_gaps();
         }
     }
 
@@ -534,6 +550,9 @@ impl Hub {
         self.registry.watched().len()
     }
 }
+
+/// The default [`HubConfig::gap_timeout`].
+pub const DEFAULT_GAP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A default for backends' reconnect backoff: the first wait.
 pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(50);

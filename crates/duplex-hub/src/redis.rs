@@ -13,7 +13,7 @@
 //! `P{topic}:c` carries `epoch:offset:node:kind:payload` to the nodes that watch it.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
@@ -125,6 +125,10 @@ struct Inner {
     sink: OnceLock<Sink>,
     commands: Mutex<Sender<Command>>,
     stop: AtomicBool,
+    /// Bumped each time the pub/sub thread connects: Redis was (again) reachable
+    /// then, so a command connection opened before may be dead (a restarted server)
+    /// and any backoff wait is over.
+    generation: AtomicU64,
     publish: Script,
     replay: Script,
     #[cfg(feature = "tokio")]
@@ -138,12 +142,14 @@ struct AsyncConn {
     con: Option<redis::aio::MultiplexedConnection>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    generation: u64,
 }
 
 struct Conn {
     con: Option<Connection>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    generation: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -165,6 +171,7 @@ impl RedisBackend {
             con: None,
             retry_at: None,
             backoff: config.backoff_min,
+            generation: 0,
         });
         let inner = Arc::new(Inner {
             #[cfg(feature = "tokio")]
@@ -175,11 +182,13 @@ impl RedisBackend {
                 con: None,
                 retry_at: None,
                 backoff: config.backoff_min,
+                generation: 0,
             }),
             config,
             sink: OnceLock::new(),
             commands: Mutex::new(tx),
             stop: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             publish: Script::new(PUBLISH),
             replay: Script::new(REPLAY),
         });
@@ -211,40 +220,59 @@ impl Inner {
 
     /// Runs `f` on the command connection, connecting first if needed; a failed call
     /// drops the connection and the next one waits for the backoff (failing at once
-    /// meanwhile): nothing queues up while Redis is away.
+    /// meanwhile): nothing queues up while Redis is away. The backoff ends early when
+    /// the pub/sub thread has reconnected, and a connection older than that
+    /// reconnection is replaced before use. `retry`: the command may run twice (it only
+    /// reads), so if a connection opened earlier turns out dead it is run once more on
+    /// a new one.
     fn with_conn<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+        retry: bool,
+        mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, HubError> {
         let mut c = lock(&self.conn);
-        if c.con.is_none() {
-            if let Some(at) = c.retry_at {
-                if Instant::now() < at {
-                    return Err(HubError::Unavailable("reconnecting to Redis".into()));
+        let generation = self.generation.load(Ordering::Acquire);
+        if c.generation != generation {
+            c.generation = generation;
+            c.con = None;
+            c.retry_at = None;
+            c.backoff = self.config.backoff_min;
+        }
+        let mut reused = true;
+        loop {
+            if c.con.is_none() {
+                if let Some(at) = c.retry_at {
+                    if Instant::now() < at {
+                        return Err(HubError::Unavailable("reconnecting to Redis".into()));
+                    }
+                }
+                match self.connect() {
+                    Ok(con) => {
+                        c.con = Some(con);
+                        c.backoff = self.config.backoff_min;
+                        c.retry_at = None;
+                        reused = false;
+                    }
+                    Err(e) => {
+                        self.failed(&mut c);
+                        return Err(unavailable(e));
+                    }
                 }
             }
-            match self.connect() {
-                Ok(con) => {
-                    c.con = Some(con);
-                    c.backoff = self.config.backoff_min;
-                    c.retry_at = None;
-                }
+            let con = c.con.as_mut().ok_or_else(|| unavailable("no connection"))?;
+            match f(con) {
+                Ok(v) => return Ok(v),
+                Err(e) if connection_survives(&e) => return Err(unavailable(e)),
                 Err(e) => {
+                    c.con = None;
+                    if retry && reused && e.is_connection_dropped() {
+                        // A connection left from before a restart: try a new one now.
+                        reused = false;
+                        continue;
+                    }
                     self.failed(&mut c);
                     return Err(unavailable(e));
                 }
-            }
-        }
-        let con = c.con.as_mut().ok_or_else(|| unavailable("no connection"))?;
-        match f(con) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if connection_survives(&e) {
-                    return Err(unavailable(e));
-                }
-                c.con = None;
-                self.failed(&mut c);
-                Err(unavailable(e))
             }
         }
     }
@@ -274,7 +302,7 @@ impl Inner {
                 .arg("epoch")
                 .arg("offset");
         }
-        let rows: Vec<(Option<u64>, Option<u64>)> = self.with_conn(|c| pipe.query(c))?;
+        let rows: Vec<(Option<u64>, Option<u64>)> = self.with_conn(true, |c| pipe.query(c))?;
         Ok(rows
             .into_iter()
             .map(|row| match row {
@@ -284,13 +312,17 @@ impl Inner {
             .collect())
     }
 
-    fn sync(&self, topics: &[String]) {
-        let Some(sink) = self.sink.get() else { return };
-        if let Ok(latest) = self.latest_many(topics) {
-            for (t, l) in topics.iter().zip(latest) {
-                sink.sync(t, l);
-            }
+    /// Tells the node the latest positions of `topics`; fails when Redis did not
+    /// answer (the caller tries again soon).
+    fn sync(&self, topics: &[String]) -> Result<(), HubError> {
+        let Some(sink) = self.sink.get() else {
+            return Ok(());
+        };
+        let latest = self.latest_many(topics)?;
+        for (t, l) in topics.iter().zip(latest) {
+            sink.sync(t, l);
         }
+        Ok(())
     }
 }
 
@@ -311,6 +343,13 @@ impl Inner {
     /// backoff runs).
     async fn aconn(&self) -> Result<redis::aio::MultiplexedConnection, HubError> {
         let mut c = self.aconn.lock().await;
+        let generation = self.generation.load(Ordering::Acquire);
+        if c.generation != generation {
+            c.generation = generation;
+            c.con = None;
+            c.retry_at = None;
+            c.backoff = self.config.backoff_min;
+        }
         if let Some(con) = &c.con {
             return Ok(con.clone());
         }
@@ -530,7 +569,7 @@ impl Backend for RedisBackend {
     fn publish(&self, topic: &str, message: &Message) -> Result<Position, HubError> {
         let inner = &self.inner;
         let invocation = inner.publish_invocation(topic, message);
-        let reply: Value = inner.with_conn(|c| invocation.invoke(c))?;
+        let reply: Value = inner.with_conn(false, |c| invocation.invoke(c))?;
         let position = position_of(&reply)?;
         if let Some(sink) = inner.sink.get() {
             // This node's subscribers get it now; its echo from Redis is ignored.
@@ -548,7 +587,7 @@ impl Backend for RedisBackend {
     fn replay(&self, topic: &str, after: Position, limit: usize) -> Result<Stretch, HubError> {
         let inner = &self.inner;
         let invocation = inner.replay_invocation(topic, after, limit);
-        let reply: Value = inner.with_conn(|c| invocation.invoke(c))?;
+        let reply: Value = inner.with_conn(true, |c| invocation.invoke(c))?;
         Ok(stretch_of(reply, after, limit))
     }
 
@@ -644,8 +683,8 @@ impl Backend for RedisBackend {
 const POLL: Duration = Duration::from_millis(50);
 
 /// The pub/sub thread: (re)connects with backoff, subscribes to the watched topics,
-/// delivers what other nodes publish, and checks positions after each reconnect and
-/// every `sync_interval`.
+/// delivers what other nodes publish, checks positions after each reconnect and every
+/// `sync_interval`, and reports gaps unread for too long.
 fn listen(inner: &Inner, rx: &Receiver<Command>) {
     let mut watched: HashSet<String> = HashSet::new();
     let mut backoff = inner.config.backoff_min;
@@ -657,26 +696,28 @@ fn listen(inner: &Inner, rx: &Receiver<Command>) {
             };
         }
     };
+    let wait = |pause: Duration| {
+        let until = Instant::now() + pause;
+        while Instant::now() < until && !inner.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(POLL.min(pause));
+            if let Some(sink) = inner.sink.get() {
+                sink.expire_gaps();
+            }
+        }
+    };
     while !inner.stop.load(Ordering::Relaxed) {
         drain(&mut watched);
-        let mut con = match inner.connect() {
-            Ok(con) => con,
-            Err(_) => {
-                let until = Instant::now() + backoff;
-                while Instant::now() < until && !inner.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(POLL.min(backoff));
-                }
-                backoff = (backoff * 2).min(inner.config.backoff_max);
-                continue;
-            }
-        };
-        let result = session(inner, rx, &mut con, &mut watched);
-        if result.is_err() {
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(inner.config.backoff_max);
-        } else {
+        if let Ok(mut con) = inner.connect() {
+            // Redis answers again: commands stop waiting out their backoff, and take a
+            // new connection if theirs predates this one.
+            inner.generation.fetch_add(1, Ordering::AcqRel);
             backoff = inner.config.backoff_min;
+            if session(inner, rx, &mut con, &mut watched).is_ok() {
+                continue; // stopped
+            }
         }
+        wait(backoff);
+        backoff = (backoff * 2).min(inner.config.backoff_max);
     }
 }
 
@@ -693,10 +734,10 @@ fn session(
     for t in &topics {
         ps.subscribe(inner.key(t, "c"))?;
     }
-    // Anything published while this node was not subscribed is found here.
-    inner.sync(&topics);
     ps.set_read_timeout(Some(POLL))?;
-    let mut next_sync = Instant::now() + inner.config.sync_interval;
+    // Anything published while this node was not subscribed is found by the first
+    // sync, right away; a sync that fails is tried again after `backoff_min`.
+    let mut next_sync = Instant::now();
     while !inner.stop.load(Ordering::Relaxed) {
         while let Ok(cmd) = rx.try_recv() {
             ps.set_read_timeout(Some(inner.config.timeout))?;
@@ -704,7 +745,9 @@ fn session(
                 Command::Watch(t) => {
                     if watched.insert(t.clone()) {
                         ps.subscribe(inner.key(&t, "c"))?;
-                        inner.sync(std::slice::from_ref(&t));
+                        if inner.sync(std::slice::from_ref(&t)).is_err() {
+                            next_sync = Instant::now() + inner.config.backoff_min;
+                        }
                     }
                 }
                 Command::Unwatch(t) => {
@@ -714,6 +757,17 @@ fn session(
                 }
             }
             ps.set_read_timeout(Some(POLL))?;
+        }
+        if Instant::now() >= next_sync {
+            let topics: Vec<String> = watched.iter().cloned().collect();
+            next_sync = Instant::now()
+                + match inner.sync(&topics) {
+                    Ok(()) => inner.config.sync_interval,
+                    Err(_) => inner.config.backoff_min,
+                };
+            if let Some(sink) = inner.sink.get() {
+                sink.expire_gaps();
+            }
         }
         match ps.get_message() {
             Ok(msg) => {
@@ -735,11 +789,6 @@ fn session(
             }
             Err(e) if e.is_timeout() => {}
             Err(e) => return Err(e),
-        }
-        if Instant::now() >= next_sync {
-            let topics: Vec<String> = watched.iter().cloned().collect();
-            inner.sync(&topics);
-            next_sync = Instant::now() + inner.config.sync_interval;
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use duplex_core::PreparedMessage;
 
@@ -56,9 +57,22 @@ struct Member {
 struct TopicState {
     /// The last position delivered to this node's subscribers.
     last: Option<Position>,
+    /// Messages after `last` that the node knows of but could not read yet (the
+    /// backend did not answer): retried on each delivery and sync of the topic, and
+    /// reported lost only after [`HubConfig::gap_timeout`].
+    gap: Option<Gap>,
     members: Vec<Member>,
     /// Set when the topic left the table (its last member left).
     removed: bool,
+}
+
+/// A stretch of history the node has not been able to read yet.
+#[derive(Clone, Copy)]
+struct Gap {
+    /// When the first read failed.
+    since: Instant,
+    /// The last position known to exist (inclusive).
+    upto: Position,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -296,8 +310,8 @@ impl Registry {
                 return; // a repeat (our own echo, or a message replayed already)
             }
         }
-        if pos.offset > 1 || st.last.is_some_and(|l| l.epoch != pos.epoch) {
-            self.fill(
+        if (pos.offset > 1 || st.last.is_some_and(|l| l.epoch != pos.epoch))
+            && !self.fill(
                 &entry,
                 &mut st,
                 Position {
@@ -305,7 +319,14 @@ impl Registry {
                     offset: pos.offset - 1,
                 },
                 read,
-            );
+            )
+        {
+            // The history before it could not be read yet: it waits there too (it was
+            // stored before it was announced), and is delivered when the gap is filled.
+            if let Some(gap) = &mut st.gap {
+                gap.upto = gap.upto.max(pos);
+            }
+            return;
         }
         self.fanout(&entry, &mut st, stored);
     }
@@ -320,10 +341,30 @@ impl Registry {
                 // The topic's history is gone (Redis restarted, or it expired).
                 self.notice(&entry, &st, Some(last), None, Loss::EpochChanged);
                 st.last = Some(START);
+                st.gap = None;
             }
             (_, None) => {}
             (None, Some(l)) => st.last = Some(l),
-            (Some(_), Some(l)) => self.fill(&entry, &mut st, l, None),
+            (Some(_), Some(l)) => {
+                self.fill(&entry, &mut st, l, None);
+            }
+        }
+    }
+
+    /// Reports as lost every gap that stayed unreadable for longer than
+    /// [`HubConfig::gap_timeout`]; delivery goes on after it.
+    pub(crate) fn expire_gaps(&self) {
+        let topics: Vec<Arc<Topic>> = lock(&self.topics).values().cloned().collect();
+        for entry in topics {
+            let mut st = lock(&entry.state);
+            let Some(gap) = st.gap else { continue };
+            if gap.since.elapsed() < self.config.gap_timeout {
+                continue;
+            }
+            let after = st.last;
+            self.notice(&entry, &st, after, Some(gap.upto), Loss::Unavailable);
+            st.last = Some(gap.upto);
+            st.gap = None;
         }
     }
 
@@ -333,18 +374,30 @@ impl Registry {
     /// used when the node is at or past that position in the same epoch (otherwise,
     /// or when it says the history cannot be read from an earlier position, the
     /// history is read here).
+    ///
+    /// Returns false when the history could not be read (the backend did not answer):
+    /// the node then stays where it was and remembers the gap, to read it on the next
+    /// delivery or sync of the topic; only a gap still unread after
+    /// [`HubConfig::gap_timeout`] is reported lost ([`Loss::Unavailable`]).
     fn fill(
         &self,
         entry: &Topic,
         st: &mut TopicState,
-        upto: Position,
+        mut upto: Position,
         read: Option<(Position, Result<Stretch, HubError>)>,
-    ) {
+    ) -> bool {
         let Some(mut last) = st.last else {
             // The node has no starting point: it starts here.
             st.last = Some(upto);
-            return;
+            st.gap = None;
+            return true;
         };
+        let pending = st.gap.take();
+        if let Some(gap) = pending {
+            if gap.upto.epoch == upto.epoch {
+                upto = upto.max(gap.upto);
+            }
+        }
         if last.epoch != upto.epoch {
             // What the new epoch already has before `upto` is delivered next.
             let start = Position {
@@ -358,13 +411,13 @@ impl Registry {
             st.last = Some(last);
         }
         if upto.offset <= last.offset {
-            return;
+            return true;
         }
         let missed = upto.offset - last.offset;
         if missed > self.config.replay_limit as u64 {
             self.notice(entry, st, Some(last), Some(upto), Loss::TooMany);
             st.last = Some(upto);
-            return;
+            return true;
         }
         let answer = match read {
             // Read from where the node was; it may have delivered some since.
@@ -401,13 +454,22 @@ impl Registry {
                 loss
             }
             Ok(Stretch::NotRecovered(loss)) => Some(loss),
-            Err(_) => Some(Loss::Unavailable),
+            Err(_) => {
+                // Not lost, only unread: kept for the next attempt (or for
+                // `expire_gaps`, once it has waited too long).
+                st.gap = Some(Gap {
+                    since: pending.map_or_else(Instant::now, |g| g.since),
+                    upto,
+                });
+                return false;
+            }
         };
         if let Some(loss) = loss {
             let after = st.last;
             self.notice(entry, st, after, Some(upto), loss);
             st.last = Some(upto);
         }
+        true
     }
 
     fn notice(
@@ -419,6 +481,13 @@ impl Registry {
         reason: Loss,
     ) {
         for m in &st.members {
+            // A member that resumed ahead of this node already has messages past the
+            // node's position: its notice starts after what it got.
+            let after = match (after, m.floor) {
+                (Some(a), Some(f)) if f.epoch == a.epoch && f.offset > a.offset => Some(f),
+                (None, Some(f)) if f.epoch != START.epoch => Some(f),
+                (a, _) => a,
+            };
             m.sub.push(Event::NotRecovered {
                 topic: entry.name.clone(),
                 after,
