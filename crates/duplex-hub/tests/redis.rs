@@ -464,3 +464,290 @@ fn redis_replay_says_why_it_cannot_recover() {
     };
     assert_eq!(v[0].original, Message::binary(vec![0u8, 255, b':', 1]));
 }
+
+/// Receives from `sub` until every position in `want` was delivered (or `timeout`).
+fn until_all(sub: &mut Subscriber, want: &BTreeSet<Position>, timeout: Duration) -> Vec<Event> {
+    let deadline = Instant::now() + timeout;
+    let mut events = Vec::new();
+    let mut missing = want.clone();
+    while !missing.is_empty() {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        if let Some(e) = sub.recv_timeout(left) {
+            if let Event::Message(d) = &e {
+                missing.remove(&d.position);
+            }
+            events.push(e);
+        }
+    }
+    events
+}
+
+/// The race of issue 26: Redis is killed, stays down 1.6 s and restarts empty; a fresh
+/// node publishes at 100/s at once, while the nodes that had subscribers are still
+/// waiting out their reconnect backoff (up to 2 s) and hold command connections to the
+/// dead server. They must read the new epoch from its start: no `Unavailable`, every
+/// message once. Three rounds, each with its own server.
+#[test]
+fn after_an_empty_restart_a_late_node_delivers_every_message_of_the_new_epoch_once() {
+    let mut lost = 0;
+    let mut published = 0;
+    for round in 0..3 {
+        let Some(mut redis) = RedisServer::start() else {
+            return;
+        };
+        // The default backoff (50 ms doubling to 2 s), so the nodes come back late.
+        let slow = |url: &str| {
+            let config = RedisConfig {
+                timeout: Duration::from_millis(300),
+                ..RedisConfig::new(url)
+            };
+            Hub::redis(HubConfig::default(), config).unwrap()
+        };
+        let a = slow(&redis.url());
+        let b = slow(&redis.url());
+        let mut subs = [a.subscriber(), b.subscriber()];
+        for s in &mut subs {
+            s.subscribe("room").unwrap();
+        }
+        for i in 0..5 {
+            a.publish("room", format!("before {i}")).unwrap();
+        }
+        for s in &mut subs {
+            assert_eq!(
+                offsets(&collect(s, 5, Duration::from_secs(5))),
+                [1, 2, 3, 4, 5]
+            );
+        }
+        redis.kill();
+        std::thread::sleep(Duration::from_millis(1600));
+        redis.spawn();
+        let c = node(&redis.url());
+        let mut sent = Vec::new();
+        let started = Instant::now();
+        for i in 0..250u64 {
+            let p = c.publish("room", format!("after {i}")).unwrap();
+            sent.push((p, started.elapsed()));
+            let next = Duration::from_millis(10 * (i + 1));
+            std::thread::sleep(next.saturating_sub(started.elapsed()));
+        }
+        let want: BTreeSet<Position> = sent.iter().map(|s| s.0).collect();
+        published += want.len();
+        for (name, s) in ["a", "b"].iter().zip(&mut subs) {
+            let events = until_all(s, &want, Duration::from_secs(10));
+            let (delivered, notices) = check(&events);
+            assert!(
+                notices.iter().all(|n| n.2 == Loss::EpochChanged),
+                "round {round}, node {name}: {notices:?}"
+            );
+            let missing = want.difference(&delivered).count();
+            lost += missing;
+            assert_eq!(missing, 0, "round {round}, node {name}: {notices:?}");
+            // Node C published its first message while this node was not back yet:
+            // the race was run, not avoided.
+            let first = events
+                .iter()
+                .position(|e| matches!(e, Event::Message(d) if d.position == sent[0].0))
+                .unwrap();
+            assert!(
+                events[..first].iter().all(
+                    |e| !matches!(e, Event::Message(d) if d.position.epoch == sent[0].0.epoch)
+                )
+            );
+            eprintln!(
+                "round {round}, node {name}: {} delivered, notices {notices:?}",
+                delivered.len()
+            );
+        }
+    }
+    eprintln!("restart race: {lost} lost of {published} published");
+}
+
+/// Writes messages into a topic's history the way the publish script does, without
+/// announcing them: a node sees the gap only when a later message comes.
+fn hidden(
+    con: &mut redis::Connection,
+    topic: &str,
+    epoch: u64,
+    offsets: std::ops::RangeInclusive<u64>,
+) {
+    for o in offsets {
+        let _: () = redis::pipe()
+            .cmd("HSET")
+            .arg(format!("duplex:{{{topic}}}:m"))
+            .arg("epoch")
+            .arg(epoch)
+            .arg("offset")
+            .arg(o)
+            .ignore()
+            .cmd("XADD")
+            .arg(format!("duplex:{{{topic}}}:s"))
+            .arg(format!("{o}-0"))
+            .arg("k")
+            .arg("t")
+            .arg("d")
+            .arg(format!("hidden {o}"))
+            .ignore()
+            .query(con)
+            .unwrap();
+    }
+}
+
+/// Node A publishes 3 messages, then 4 and 5 are stored without being announced and 6
+/// is announced with Redis pausing writes (and so scripts) right after it: node B's
+/// read of 4-5 cannot be answered. Returns B's hub, its subscriber, the raw connection
+/// and the epoch.
+fn gap_while_paused(
+    redis: &RedisServer,
+    pause_ms: u64,
+    gap_timeout: Duration,
+) -> (Hub, Hub, Subscriber, redis::Connection, u64) {
+    let a = node(&redis.url());
+    let b = Hub::redis(
+        HubConfig {
+            gap_timeout,
+            ..HubConfig::default()
+        },
+        config(&redis.url()),
+    )
+    .unwrap();
+    let mut sub = b.subscriber();
+    sub.subscribe("g").unwrap();
+    let mut epoch = 0;
+    for i in 0..3 {
+        epoch = a.publish("g", format!("{i}")).unwrap().epoch;
+    }
+    assert_eq!(
+        offsets(&collect(&mut sub, 3, Duration::from_secs(5))),
+        [1, 2, 3]
+    );
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    hidden(&mut con, "g", epoch, 4..=6);
+    let _: () = redis::pipe()
+        .cmd("PUBLISH")
+        .arg("duplex:{g}:c")
+        .arg(format!("{epoch}:6:test:t:hidden 6"))
+        .ignore()
+        .cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause_ms)
+        .arg("WRITE")
+        .ignore()
+        .query(&mut con)
+        .unwrap();
+    (a, b, sub, con, epoch)
+}
+
+#[test]
+fn a_gap_read_while_redis_is_paused_and_stopped_is_filled_afterwards() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (_a, _b, mut sub, _con, epoch) =
+        gap_while_paused(&redis, 500, duplex_hub::DEFAULT_GAP_TIMEOUT);
+    // Writes (and scripts) are held for 500 ms, then the whole server stops for 2 s:
+    // node B's reads of the gap time out again and again.
+    std::thread::sleep(Duration::from_millis(200));
+    redis.signal("-STOP");
+    let stopped = Instant::now();
+    assert!(
+        sub.recv_timeout(Duration::from_millis(1800)).is_none(),
+        "nothing can be delivered before the gap is read"
+    );
+    redis.signal("-CONT");
+    let events = collect(&mut sub, 3, Duration::from_secs(5));
+    let (_, notices) = check(&events);
+    assert!(notices.is_empty(), "{notices:?}");
+    assert_eq!(offsets(&events), [4, 5, 6]);
+    let texts: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            Event::Message(d) => d.original.as_text().unwrap(),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(texts, ["hidden 4", "hidden 5", "hidden 6"]);
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, Event::Message(d) if d.position.epoch == epoch))
+    );
+    eprintln!("gap filled {:?} after the stop began", stopped.elapsed());
+    assert!(sub.recv_timeout(Duration::from_millis(300)).is_none());
+}
+
+#[test]
+fn a_gap_unreadable_past_the_gap_timeout_is_reported_unavailable_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, _b, mut sub, _con, epoch) = gap_while_paused(&redis, 2500, Duration::from_secs(1));
+    let at = |offset| Position { epoch, offset };
+    let started = Instant::now();
+    let notice = sub.recv_timeout(Duration::from_secs(5));
+    let waited = started.elapsed();
+    match notice {
+        Some(Event::NotRecovered {
+            after,
+            resumed,
+            reason: Loss::Unavailable,
+            ..
+        }) => {
+            assert_eq!((after, resumed), (Some(at(3)), Some(at(6))));
+        }
+        other => panic!("expected an Unavailable notice, got {other:?}"),
+    }
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2400),
+        "reported after {waited:?}, the gap timeout is 1 s"
+    );
+    // Delivery goes on after the notice once Redis takes writes again.
+    std::thread::sleep(Duration::from_millis(2600).saturating_sub(started.elapsed()));
+    let p = a.publish("g", "next").unwrap();
+    assert_eq!(p, at(7));
+    let events = collect(&mut sub, 1, Duration::from_secs(5));
+    assert_eq!(offsets(&events), [7]);
+}
+
+#[test]
+fn a_notice_starts_after_what_each_subscriber_already_has() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = node(&redis.url());
+    let b = node(&redis.url());
+    let mut behind = b.subscriber();
+    behind.subscribe("n").unwrap();
+    let mut epoch = 0;
+    for i in 0..3 {
+        epoch = a.publish("n", format!("{i}")).unwrap().epoch;
+    }
+    assert_eq!(
+        offsets(&collect(&mut behind, 3, Duration::from_secs(5))),
+        [1, 2, 3]
+    );
+    let at = |offset| Position { epoch, offset };
+    // A client that got up to 9 on a node this one has not heard from yet.
+    let mut ahead = b.subscriber();
+    assert_eq!(ahead.resume("n", at(9)).unwrap(), Resumed::Recovered(0));
+    // The history goes away (as after a restart without persistence).
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
+    for (s, after) in [(&mut behind, at(3)), (&mut ahead, at(9))] {
+        match s.recv_timeout(Duration::from_secs(3)) {
+            Some(Event::NotRecovered {
+                after: got,
+                reason: Loss::EpochChanged,
+                ..
+            }) => assert_eq!(got, Some(after)),
+            other => panic!("expected an epoch change, got {other:?}"),
+        }
+    }
+}
