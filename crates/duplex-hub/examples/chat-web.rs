@@ -9,8 +9,12 @@
 //! the same Redis is one service: a page on one node chats with a page on another, and a
 //! page whose node went away reconnects to another one (`http://ADDR/?nodes=ADDR2,ADDR3`
 //! lists the nodes the page may move to) and resumes from its last position: every
-//! event it missed exactly once, or a "not recovered" notice when the hub cannot know
-//! (the room's history was lost, trimmed or is too far behind).
+//! event it missed exactly once. When the hub cannot deliver some events (a notice on
+//! the connection, or a resume answered "not recovered"), the page acts on the reason:
+//! `unavailable` (the hub could not read its history yet) makes it resume again from
+//! its position; a lost history (`epoch_changed`, `trimmed`, `too_many`) makes it
+//! reload the room (`reload=1`: the room's last events, no join announced). It shows
+//! which it did.
 //!
 //! With `--tls` it serves HTTPS with a self-signed certificate made at start (rcgen, for
 //! `localhost` and `127.0.0.1`), offering HTTP/2 and HTTP/1.1 by ALPN; over HTTP/2 it
@@ -20,7 +24,7 @@
 //!
 //! - `GET /` is the page (`chat-web/index.html`, embedded): pick a nickname and a room,
 //!   chat; it shows the connection state and reconnects with exponential backoff.
-//! - `GET /ws?room=NAME&nick=NAME[&epoch=E&offset=O]` is the WebSocket, upgraded with
+//! - `GET /ws?room=NAME&nick=NAME[&epoch=E&offset=O][&reload=1]` is the WebSocket, upgraded with
 //!   `duplex_tokio::hyper::upgrade_with` (permessage-deflate on). Text messages from
 //!   the page are chat lines, published to the room's topic; the hub encodes each once
 //!   per node (`PreparedMessage`) for all the node's members. Newcomers get the last 50
@@ -52,7 +56,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use duplex_hub::tokio::{Flow, send_event};
 use duplex_hub::{
-    Framing, Hub, HubConfig, MemoryBackend, MemoryConfig, Position, RedisConfig, Resumed,
+    Framing, Hub, HubConfig, Loss, MemoryBackend, MemoryConfig, Position, RedisConfig, Resumed,
     Subscriber,
 };
 use duplex_tokio::http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -221,6 +225,8 @@ struct Join {
     room: String,
     nick: String,
     resume: Option<Position>,
+    /// The page reloads the room after its history was lost: no join is announced.
+    reload: bool,
 }
 
 impl Chat {
@@ -277,7 +283,12 @@ impl Chat {
             Ok(accepted) => accepted,
             Err(error) => return error.into_response(),
         };
-        let Join { room, nick, resume } = join.expect("set when accepted");
+        let Join {
+            room,
+            nick,
+            resume,
+            reload,
+        } = join.expect("set when accepted");
         let header_text = |value: Option<&HeaderValue>| {
             value.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
@@ -313,7 +324,7 @@ impl Chat {
             }
             all.push_back(stats.clone());
         }
-        tokio::spawn(self.clone().serve(websocket, stats, resume));
+        tokio::spawn(self.clone().serve(websocket, stats, resume, reload));
         response
     }
 
@@ -324,6 +335,7 @@ impl Chat {
         websocket: HyperWebSocket,
         stats: Arc<ConnStats>,
         resume: Option<Position>,
+        reload: bool,
     ) {
         let tapped = stats.clone();
         let Ok(mut ws) = websocket
@@ -355,12 +367,16 @@ impl Chat {
             }
             json_string(&mut welcome, member);
         }
+        // `lost` says why in words, `lost_reason` as a code the page acts on: it resumes
+        // again later when the hub may still have the events (`unavailable`) and
+        // reloads the room otherwise.
         let (history, resumed, lost) = match (&answer, resume) {
             (Ok(Resumed::Recovered(n)), None) => (*n, None, None),
             (Ok(Resumed::Recovered(n)), Some(_)) => (0, Some(*n), None),
-            // Live from now, with the reason shown.
-            (Ok(Resumed::NotRecovered(loss)), _) => (0, resume.map(|_| 0), Some(loss.to_string())),
-            (Err(e), _) => (0, None, Some(e.to_string())),
+            (Ok(Resumed::NotRecovered(loss)), _) => {
+                (0, resume.map(|_| 0), Some((loss.to_string(), loss.code())))
+            }
+            (Err(e), _) => (0, None, Some((e.to_string(), Loss::Unavailable.code()))),
         };
         let _ = write!(
             welcome,
@@ -370,7 +386,9 @@ impl Chat {
         );
         json_opt(&mut welcome, stats.extensions_negotiated.as_deref());
         welcome.push_str(r#","lost":"#);
-        json_opt(&mut welcome, lost.as_deref());
+        json_opt(&mut welcome, lost.as_ref().map(|l| l.0.as_str()));
+        welcome.push_str(r#","lost_reason":"#);
+        json_opt(&mut welcome, lost.map(|l| l.1));
         welcome.push('}');
         let mut ok = ws.send(Message::text(welcome)).await.is_ok();
         if ok && answer.is_err() {
@@ -382,7 +400,7 @@ impl Chat {
             let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(Some(frame))).await;
             ok = false;
         }
-        if ok && resume.is_none() {
+        if ok && resume.is_none() && !reload {
             ok = self
                 .publish(&topic, event("join", &nick, None), &mut ws)
                 .await;
@@ -626,9 +644,14 @@ fn parse_join(query: &str) -> Result<Join, Rejection> {
     let mut room = None;
     let mut nick = None;
     let (mut epoch, mut offset) = (None, None);
+    let mut reload = false;
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let slot = match key {
+            "reload" => {
+                reload = value == "1";
+                continue;
+            }
             "room" => &mut room,
             "nick" => &mut nick,
             "epoch" | "offset" => {
@@ -664,6 +687,7 @@ fn parse_join(query: &str) -> Result<Join, Rejection> {
         resume: epoch
             .zip(offset)
             .map(|(epoch, offset)| Position { epoch, offset }),
+        reload,
     })
 }
 

@@ -2,7 +2,7 @@
 
 use duplex_core::{Bytes, Message};
 
-use crate::{Event, Loss, Position};
+use crate::{Event, Position};
 
 /// How the hub frames each message once per node before sending it to local
 /// subscribers.
@@ -103,12 +103,7 @@ pub fn notice_json(event: &Event) -> Option<String> {
             reason,
         } => {
             json_string(topic, &mut out);
-            let reason = match reason {
-                Loss::EpochChanged => "epoch_changed",
-                Loss::Trimmed => "trimmed",
-                Loss::TooMany => "too_many",
-                Loss::Unavailable => "unavailable",
-            };
+            let reason = reason.code();
             out.push_str(&format!(
                 ",\"lost\":\"{reason}\",\"after\":{},\"resumed\":{}}}",
                 pos(after),

@@ -110,6 +110,27 @@ pub enum Loss {
     Unavailable,
 }
 
+impl Loss {
+    /// The reason's short name, as notices carry it on the wire: `epoch_changed`,
+    /// `trimmed`, `too_many` or `unavailable`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::EpochChanged => "epoch_changed",
+            Self::Trimmed => "trimmed",
+            Self::TooMany => "too_many",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// Whether the hub may still deliver the messages later (a client resumes from
+    /// the notice's `after` again): only when the backend could not be read. Otherwise
+    /// they are gone from the hub's history and the client reloads its state from the
+    /// application.
+    pub fn replayable(self) -> bool {
+        matches!(self, Self::Unavailable)
+    }
+}
+
 impl fmt::Display for Loss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
