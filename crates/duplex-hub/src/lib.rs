@@ -38,6 +38,7 @@
 //! # Ok::<(), duplex_hub::HubError>(())
 //! ```
 
+mod access;
 mod framing;
 mod memory;
 #[cfg(feature = "mio")]
@@ -55,6 +56,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use access::{Authorize, RateLimit, Request};
 pub use duplex_core::{CloseCode, Message, PreparedMessage};
 pub use framing::{Framing, notice_json};
 pub use memory::{MemoryBackend, MemoryConfig};
@@ -208,7 +210,7 @@ impl Default for SlowPolicy {
 }
 
 /// The hub's limits and policies; every field has a default.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HubConfig {
     /// Bytes one subscriber may have queued (payloads plus 64 bytes per event).
     /// Default 1 MiB.
@@ -226,6 +228,49 @@ pub struct HubConfig {
     /// meanwhile; a gap the backend answers for is filled (or reported with the
     /// backend's reason) at once. Default 10 s.
     pub gap_timeout: Duration,
+    /// Topics whose latest message a new subscriber gets first (tickers, state
+    /// snapshots): a topic is one when its name starts with one of these prefixes. The
+    /// message comes from the backend's history, so every node has it (with Redis, as
+    /// long as the topic's history lives: `history_ttl`). Default none.
+    pub latest_value: Vec<String>,
+    /// The application's hook for each subscribe and publish of a connection made
+    /// with [`Hub::connection`] (and of [`Hub::subscriber`]'s, with an empty
+    /// [`Request`]). Default none: everything allowed.
+    pub authorize: Option<Arc<dyn Authorize>>,
+    /// Publishes a connection may make through [`Subscriber::publish`]. Default none.
+    pub publish_rate: Option<RateLimit>,
+    /// Presence: how long a node's entries live in the backend without a heartbeat
+    /// (the node refreshes them every third of it), so the members of a node that died
+    /// leave within `presence_ttl` plus a third of it. Default 15 s.
+    pub presence_ttl: Duration,
+    /// Presence: how long a member stays after its last connection on a node ended, so
+    /// a client that reconnects (to any node) in time neither leaves nor joins again.
+    /// Default 5 s.
+    pub presence_grace: Duration,
+}
+
+impl fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("queue_bytes", &self.queue_bytes)
+            .field("slow_policy", &self.slow_policy)
+            .field("replay_limit", &self.replay_limit)
+            .field("framing", &self.framing)
+            .field("gap_timeout", &self.gap_timeout)
+            .field("latest_value", &self.latest_value)
+            .field("authorize", &self.authorize.as_ref().map(|_| "hook"))
+            .field("publish_rate", &self.publish_rate)
+            .field("presence_ttl", &self.presence_ttl)
+            .field("presence_grace", &self.presence_grace)
+            .finish()
+    }
+}
+
+impl HubConfig {
+    /// Whether `topic` is a latest-value topic ([`latest_value`](Self::latest_value)).
+    pub fn keeps_latest(&self, topic: &str) -> bool {
+        self.latest_value.iter().any(|p| topic.starts_with(p.as_str()))
+    }
 }
 
 impl Default for HubConfig {
@@ -236,6 +281,11 @@ impl Default for HubConfig {
             replay_limit: 1000,
             framing: Framing::Raw,
             gap_timeout: DEFAULT_GAP_TIMEOUT,
+            latest_value: Vec::new(),
+            authorize: None,
+            publish_rate: None,
+            presence_ttl: Duration::from_secs(15),
+            presence_grace: Duration::from_secs(5),
         }
     }
 }
@@ -249,6 +299,24 @@ pub enum HubError {
     NotData,
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`].
     BadTopic,
+    /// The application's [`Authorize`] hook refused, for this reason.
+    Denied(String),
+    /// The connection published faster than [`HubConfig::publish_rate`]; the next
+    /// publish is allowed after this wait. Nothing was published.
+    RateLimited(Duration),
+}
+
+impl HubError {
+    /// The close code for a connection refused this way, if it should be closed:
+    /// 1008 (policy violation) for [`Denied`](Self::Denied) and
+    /// [`RateLimited`](Self::RateLimited); `None` for the others (an unavailable
+    /// backend is worth a retry, not a close: 1013 if the application closes anyway).
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            Self::Denied(_) | Self::RateLimited(_) => Some(CloseCode::PolicyViolation),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for HubError {
@@ -257,6 +325,12 @@ impl fmt::Display for HubError {
             Self::Unavailable(why) => write!(f, "hub backend unavailable: {why}"),
             Self::NotData => f.write_str("only text and binary messages can be published"),
             Self::BadTopic => write!(f, "a topic name has 1 to {MAX_TOPIC_LEN} bytes"),
+            Self::Denied(why) => write!(f, "not allowed: {why}"),
+            Self::RateLimited(wait) => write!(
+                f,
+                "publish rate limit reached: next publish in {} ms",
+                wait.as_millis().max(1)
+            ),
         }
     }
 }
@@ -541,6 +615,15 @@ impl Hub {
     /// A new subscriber (one per connection), with the hub's queue bound and policy.
     pub fn subscriber(&self) -> Subscriber {
         Subscriber::new(self.registry.clone(), None)
+    }
+
+    /// A new subscriber for the connection opened by `request`: [`HubConfig::authorize`]
+    /// is asked with it for each of its subscribes and publishes, and its publishes
+    /// ([`Subscriber::publish`]) count against [`HubConfig::publish_rate`].
+    pub fn connection(&self, request: Request) -> Subscriber {
+        let mut sub = Subscriber::new(self.registry.clone(), None);
+        sub.set_request(request);
+        sub
     }
 
     /// A new subscriber with its own queue bound and policy (a relay for many

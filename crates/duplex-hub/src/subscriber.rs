@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use duplex_core::CloseCode;
 
+use crate::access::{Bucket, Request};
 use crate::registry::{Prefetch, Registry};
-use crate::{Event, HubError, Loss, Position, SlowPolicy, check_topic};
+use crate::{Event, HubError, Loss, Message, Position, SlowPolicy, check_topic};
 
 /// What each queued event costs on top of its payload, in bytes.
 pub(crate) const EVENT_OVERHEAD: usize = 64;
@@ -180,6 +181,10 @@ pub struct Subscriber {
     shared: Arc<Shared>,
     registry: Arc<Registry>,
     topics: Vec<Arc<str>>,
+    /// The request that opened the connection, for the authorization hook.
+    request: Arc<Request>,
+    /// The publish rate limit's bucket (with [`HubConfig::publish_rate`](crate::HubConfig::publish_rate)).
+    bucket: Option<Bucket>,
 }
 
 impl fmt::Debug for Subscriber {
@@ -214,20 +219,108 @@ impl Subscriber {
             limit,
             policy,
         });
+        let bucket = registry.config.publish_rate.map(Bucket::new);
         Self {
             shared,
             registry,
             topics: Vec::new(),
+            request: Arc::default(),
+            bucket,
         }
+    }
+
+    pub(crate) fn set_request(&mut self, request: Request) {
+        self.request = Arc::new(request);
+    }
+
+    /// The request that opened this subscriber's connection (empty unless it was made
+    /// with [`Hub::connection`](crate::Hub::connection)).
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    fn may_follow(&self, topic: &str) -> Result<(), HubError> {
+        check_topic(topic)?;
+        match &self.registry.config.authorize {
+            Some(hook) => hook
+                .subscribe(&self.request, topic)
+                .map_err(HubError::Denied),
+            None => Ok(()),
+        }
+    }
+
+    fn may_publish(&mut self, topic: &str, message: &Message) -> Result<(), HubError> {
+        check_topic(topic)?;
+        if !message.is_data() {
+            return Err(HubError::NotData);
+        }
+        if let Some(hook) = &self.registry.config.authorize {
+            hook.publish(&self.request, topic, message)
+                .map_err(HubError::Denied)?;
+        }
+        if let Some(bucket) = &mut self.bucket {
+            bucket.take().map_err(HubError::RateLimited)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes for this subscriber's connection: asks [`HubConfig::authorize`] with
+    /// the connection's request, counts against [`HubConfig::publish_rate`]
+    /// ([`HubError::RateLimited`] past it; nothing is published), then as
+    /// [`Hub::publish`](crate::Hub::publish).
+    ///
+    /// [`HubConfig::authorize`]: crate::HubConfig::authorize
+    /// [`HubConfig::publish_rate`]: crate::HubConfig::publish_rate
+    pub fn publish(
+        &mut self,
+        topic: &str,
+        message: impl Into<Message>,
+    ) -> Result<Position, HubError> {
+        let message = message.into();
+        self.may_publish(topic, &message)?;
+        self.registry.backend.publish(topic, &message)
+    }
+
+    /// [`publish`](Self::publish) for async tasks (as
+    /// [`Hub::publish_async`](crate::Hub::publish_async)).
+    pub async fn publish_async(
+        &mut self,
+        topic: &str,
+        message: impl Into<Message>,
+    ) -> Result<Position, HubError> {
+        let message = message.into();
+        self.may_publish(topic, &message)?;
+        self.registry.backend.publish_async(topic, &message).await
+    }
+
+    /// For a latest-value topic ([`HubConfig::latest_value`](crate::HubConfig::latest_value)):
+    /// the position just before its latest message, to resume from.
+    fn before_latest(latest: Option<Position>) -> Option<Position> {
+        latest
+            .filter(|p| p.offset > 0)
+            .map(|p| Position {
+                epoch: p.epoch,
+                offset: p.offset - 1,
+            })
     }
 
     /// Follows `topic` from now on; returns the position live delivery starts after
     /// (`None` if the topic has no history or the backend could not say). Subscribing
     /// twice is a no-op.
+    ///
+    /// On a latest-value topic ([`HubConfig::latest_value`](crate::HubConfig::latest_value))
+    /// the topic's latest message is queued first.
     pub fn subscribe(&mut self, topic: &str) -> Result<Option<Position>, HubError> {
-        check_topic(topic)?;
+        self.may_follow(topic)?;
         if self.is_subscribed(topic) {
             return Ok(None);
+        }
+        if self.registry.config.keeps_latest(topic) {
+            let latest = self.registry.backend.latest(topic)?;
+            if let Some(after) = Self::before_latest(latest) {
+                self.resume(topic, after)?;
+                return Ok(latest);
+            }
         }
         let (topic, start, _) =
             self.registry
@@ -240,9 +333,16 @@ impl Subscriber {
     /// node, its latest position is read with the backend's async call, so the task
     /// waits, no thread does.
     pub async fn subscribe_async(&mut self, topic: &str) -> Result<Option<Position>, HubError> {
-        check_topic(topic)?;
+        self.may_follow(topic)?;
         if self.is_subscribed(topic) {
             return Ok(None);
+        }
+        if self.registry.config.keeps_latest(topic) {
+            let latest = self.registry.backend.latest_async(topic).await?;
+            if let Some(after) = Self::before_latest(latest) {
+                self.resume_async(topic, after).await?;
+                return Ok(latest);
+            }
         }
         let pre = self.prefetch(topic, None).await;
         let (topic, start, _) = self.registry.add(topic, &self.shared, None, pre)?;
@@ -259,7 +359,7 @@ impl Subscriber {
         topic: &str,
         after: Position,
     ) -> Result<Resumed, HubError> {
-        check_topic(topic)?;
+        self.may_follow(topic)?;
         if self.is_subscribed(topic) {
             return Ok(Resumed::Recovered(0));
         }
@@ -287,7 +387,7 @@ impl Subscriber {
     /// they cannot be recovered, live ones from now and [`Resumed::NotRecovered`].
     /// If already subscribed, nothing is replayed.
     pub fn resume(&mut self, topic: &str, after: Position) -> Result<Resumed, HubError> {
-        check_topic(topic)?;
+        self.may_follow(topic)?;
         if self.is_subscribed(topic) {
             return Ok(Resumed::Recovered(0));
         }
