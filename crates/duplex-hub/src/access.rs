@@ -120,7 +120,9 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(((1.0 - self.tokens) / rate).min(3600.0)))
+            Err(Duration::from_secs_f64(
+                ((1.0 - self.tokens) / rate).min(3600.0),
+            ))
         }
     }
 }

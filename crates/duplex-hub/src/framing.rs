@@ -76,6 +76,7 @@ pub(crate) fn json_string(text: &str, out: &mut String) {
 /// - `{"topic":T,"lagged":{"epoch":E,"first":F,"last":L}}`
 /// - `{"topic":T,"lost":REASON,"after":{"epoch":E,"offset":O}|null,"resumed":{...}|null}`
 ///   with REASON one of `epoch_changed`, `trimmed`, `too_many`, `unavailable`.
+/// - `{"topic":T,"presence":"join"|"leave","client":C,"info":I}`
 ///
 /// `None` for messages and [`Event::Closed`].
 pub fn notice_json(event: &Event) -> Option<String> {
@@ -109,6 +110,18 @@ pub fn notice_json(event: &Event) -> Option<String> {
                 pos(after),
                 pos(resumed)
             ));
+        }
+        Event::Presence {
+            topic,
+            change,
+            member,
+        } => {
+            json_string(topic, &mut out);
+            out.push_str(&format!(",\"presence\":\"{}\",\"client\":", change.code()));
+            json_string(&member.client, &mut out);
+            out.push_str(",\"info\":");
+            json_string(&member.info, &mut out);
+            out.push('}');
         }
         Event::Message(_) | Event::Closed(_) => return None,
     }

@@ -43,6 +43,7 @@ mod framing;
 mod memory;
 #[cfg(feature = "mio")]
 pub mod mio;
+mod presence;
 #[cfg(feature = "redis")]
 mod redis;
 mod registry;
@@ -60,6 +61,7 @@ pub use access::{Authorize, RateLimit, Request};
 pub use duplex_core::{CloseCode, Message, PreparedMessage};
 pub use framing::{Framing, notice_json};
 pub use memory::{MemoryBackend, MemoryConfig};
+pub use presence::{Change, Member, Presence};
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisConfig};
 pub use subscriber::{Resumed, Subscriber};
@@ -179,6 +181,17 @@ pub enum Event {
     /// The subscriber was closed by [`SlowPolicy::Close`]: the connection should be
     /// closed with this code. No more events follow.
     Closed(CloseCode),
+    /// A client joined `topic` (it was on no node before) or left it (on every node).
+    /// Not part of the topic's history: a subscriber gets the ones that happen while
+    /// it follows the topic; [`Hub::members`] gives the list at any time.
+    Presence {
+        /// The topic.
+        topic: Arc<str>,
+        /// Joined or left.
+        change: Change,
+        /// The client's id and the information it joined with.
+        member: Arc<Member>,
+    },
 }
 
 /// The answer of [`Hub::replay`].
@@ -269,7 +282,9 @@ impl fmt::Debug for HubConfig {
 impl HubConfig {
     /// Whether `topic` is a latest-value topic ([`latest_value`](Self::latest_value)).
     pub fn keeps_latest(&self, topic: &str) -> bool {
-        self.latest_value.iter().any(|p| topic.starts_with(p.as_str()))
+        self.latest_value
+            .iter()
+            .any(|p| topic.starts_with(p.as_str()))
     }
 }
 
@@ -422,6 +437,13 @@ impl Sink {
         }
     }
 
+    /// Delivers a presence change of `topic` to this node's subscribers of it.
+    pub fn presence(&self, topic: &str, change: Change, member: Member) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.presence_event(topic, change, member);
+        }
+    }
+
     /// The topics this node has local subscribers for.
     pub fn watched(&self) -> Vec<Arc<str>> {
         self.registry
@@ -484,6 +506,56 @@ pub trait Backend: Send + Sync + 'static {
         topic: &'a str,
     ) -> BoxFuture<'a, Result<Option<Position>, HubError>> {
         Box::pin(std::future::ready(self.latest(topic)))
+    }
+
+    /// Presence: this node has `client` in `topic` (a first join, or a heartbeat). Its
+    /// entry lives `ttl` unless refreshed. When the client was on no node, every node's
+    /// sink gets [`Sink::presence`] with [`Change::Join`]. The default refuses
+    /// (a backend without presence).
+    fn present(
+        &self,
+        topic: &str,
+        client: &str,
+        info: &str,
+        ttl: Duration,
+    ) -> Result<(), HubError> {
+        let _ = (topic, client, info, ttl);
+        Err(HubError::Unavailable("this backend has no presence".into()))
+    }
+
+    /// [`present`](Self::present) for async callers.
+    fn present_async<'a>(
+        &'a self,
+        topic: &'a str,
+        client: &'a str,
+        info: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), HubError>> {
+        Box::pin(std::future::ready(self.present(topic, client, info, ttl)))
+    }
+
+    /// Presence: this node no longer has `client` in `topic`; when no node has it,
+    /// every node's sink gets [`Change::Leave`].
+    fn absent(&self, topic: &str, client: &str) -> Result<(), HubError> {
+        let _ = (topic, client);
+        Ok(())
+    }
+
+    /// The clients present in `topic` on every node, each once, sorted by id.
+    fn members(&self, topic: &str) -> Result<Vec<Member>, HubError> {
+        let _ = topic;
+        Err(HubError::Unavailable("this backend has no presence".into()))
+    }
+
+    /// [`members`](Self::members) for async callers.
+    fn members_async<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Vec<Member>, HubError>> {
+        Box::pin(std::future::ready(self.members(topic)))
+    }
+
+    /// Removes the presence entries of `topics` whose TTL passed (their node stopped
+    /// refreshing them: it died), with their leaves. Called every third of the TTL.
+    fn sweep_presence(&self, topics: &[Arc<str>]) {
+        let _ = topics;
     }
 }
 
@@ -642,6 +714,75 @@ impl Hub {
     /// (`duplex-mio` wakes its worker with it).
     pub fn subscriber_with_notify(&self, notify: Arc<dyn Fn() + Send + Sync>) -> Subscriber {
         Subscriber::new(self.registry.clone(), Some(notify))
+    }
+
+    /// Marks `client` (the application's id for it, stable across reconnections) as
+    /// present in `topic` for one connection, with `info` (a nickname, JSON...) for the
+    /// member list; until the returned [`Presence`] is dropped (and
+    /// [`HubConfig::presence_grace`] after, if it was the client's last connection on
+    /// this node). A client already present on this node or another does not join
+    /// again: subscribers of the topic get one [`Event::Presence`] join per client.
+    /// With Redis, a blocking round trip when the client is new on this node.
+    pub fn join(&self, topic: &str, client: &str, info: &str) -> Result<Presence, HubError> {
+        check_topic(topic)?;
+        match self
+            .registry
+            .presence
+            .claim(&self.registry, topic, client, info)
+        {
+            presence::Claim::Held(p) => Ok(p),
+            presence::Claim::New(p, info) => {
+                let ttl = self.registry.config.presence_ttl;
+                match self.registry.backend.present(topic, client, &info, ttl) {
+                    Ok(()) => Ok(p),
+                    Err(e) => {
+                        self.registry.presence.undo(p);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`join`](Self::join) for async tasks.
+    pub async fn join_async(
+        &self,
+        topic: &str,
+        client: &str,
+        info: &str,
+    ) -> Result<Presence, HubError> {
+        check_topic(topic)?;
+        match self
+            .registry
+            .presence
+            .claim(&self.registry, topic, client, info)
+        {
+            presence::Claim::Held(p) => Ok(p),
+            presence::Claim::New(p, info) => {
+                let ttl = self.registry.config.presence_ttl;
+                let backend = &self.registry.backend;
+                match backend.present_async(topic, client, &info, ttl).await {
+                    Ok(()) => Ok(p),
+                    Err(e) => {
+                        self.registry.presence.undo(p);
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The clients present in `topic`, on every node, each once (sorted by id); its
+    /// length is the topic's member count.
+    pub fn members(&self, topic: &str) -> Result<Vec<Member>, HubError> {
+        check_topic(topic)?;
+        self.registry.backend.members(topic)
+    }
+
+    /// [`members`](Self::members) for async tasks.
+    pub async fn members_async(&self, topic: &str) -> Result<Vec<Member>, HubError> {
+        check_topic(topic)?;
+        self.registry.backend.members_async(topic).await
     }
 
     /// The hub's configuration.

@@ -1,11 +1,12 @@
 //! The in-memory backend: one process, history in memory.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use duplex_core::Message;
 
-use crate::{Backend, HubError, Loss, Position, Sink, Stored, Stretch, new_epoch};
+use crate::{Backend, Change, HubError, Loss, Member, Position, Sink, Stored, Stretch, new_epoch};
 
 /// Limits of the [`MemoryBackend`]; every field has a default.
 #[derive(Clone, Debug)]
@@ -35,6 +36,8 @@ pub struct MemoryBackend {
     config: MemoryConfig,
     topics: Mutex<Topics>,
     sink: OnceLock<Sink>,
+    /// Present clients per topic, with their info (one node: no TTL needed).
+    presence: Mutex<HashMap<String, BTreeMap<String, String>>>,
 }
 
 #[derive(Default)]
@@ -67,6 +70,7 @@ impl MemoryBackend {
             config,
             topics: Mutex::default(),
             sink: OnceLock::new(),
+            presence: Mutex::default(),
         }
     }
 
@@ -103,6 +107,66 @@ impl MemoryBackend {
 impl Backend for MemoryBackend {
     fn start(&self, sink: Sink) {
         let _ = self.sink.set(sink);
+    }
+
+    fn present(
+        &self,
+        topic: &str,
+        client: &str,
+        info: &str,
+        _ttl: Duration,
+    ) -> Result<(), HubError> {
+        let mut presence = lock(&self.presence);
+        let members = presence.entry(topic.to_owned()).or_default();
+        if members.contains_key(client) {
+            return Ok(());
+        }
+        members.insert(client.to_owned(), info.to_owned());
+        drop(presence);
+        if let Some(sink) = self.sink.get() {
+            let member = Member {
+                client: client.to_owned(),
+                info: info.to_owned(),
+            };
+            sink.presence(topic, Change::Join, member);
+        }
+        Ok(())
+    }
+
+    fn absent(&self, topic: &str, client: &str) -> Result<(), HubError> {
+        let mut presence = lock(&self.presence);
+        let Some(members) = presence.get_mut(topic) else {
+            return Ok(());
+        };
+        let Some(info) = members.remove(client) else {
+            return Ok(());
+        };
+        if members.is_empty() {
+            presence.remove(topic);
+        }
+        drop(presence);
+        if let Some(sink) = self.sink.get() {
+            let member = Member {
+                client: client.to_owned(),
+                info,
+            };
+            sink.presence(topic, Change::Leave, member);
+        }
+        Ok(())
+    }
+
+    fn members(&self, topic: &str) -> Result<Vec<Member>, HubError> {
+        Ok(lock(&self.presence)
+            .get(topic)
+            .map(|m| {
+                m.iter()
+                    .map(|(client, info)| Member {
+                        client: client.clone(),
+                        info: info.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     fn publish(&self, topic: &str, message: &Message) -> Result<Position, HubError> {

@@ -207,7 +207,9 @@ fn relay(
         };
         let (topic, message) = match &event {
             Event::Message(d) => (d.topic.clone(), d.message.message().clone()),
-            Event::Lagged { topic, .. } | Event::NotRecovered { topic, .. } => {
+            Event::Lagged { topic, .. }
+            | Event::NotRecovered { topic, .. }
+            | Event::Presence { topic, .. } => {
                 let Some(text) = notice_json(&event) else {
                     continue;
                 };

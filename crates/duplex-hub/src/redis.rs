@@ -23,8 +23,8 @@ use duplex_core::{Bytes, Message, Utf8Bytes};
 use redis::{Connection, Script, Value};
 
 use crate::{
-    Backend, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, HubError, Loss, Position, Sink, Stored,
-    Stretch, new_epoch,
+    Backend, Change, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, HubError, Loss, Member, Position,
+    Sink, Stored, Stretch, new_epoch,
 };
 
 const PUBLISH: &str = r"
@@ -57,6 +57,60 @@ if missed <= 0 then
 end
 local count = math.min(missed, tonumber(ARGV[2]))
 return {epoch, offset, redis.call('XRANGE', KEYS[2], (tonumber(ARGV[1]) + 1) .. '-0', '+', 'COUNT', count)}
+";
+
+/// Presence: marks `client` present on node `ARGV[1]` until now + `ARGV[4]` ms (Redis's
+/// clock); a client new on every node joins (its info kept, a join published). The
+/// keys expire when no node refreshes them for twice the TTL.
+const PRESENT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[4])
+local added = redis.call('ZADD', KEYS[1], now + ttl, ARGV[1] .. ':' .. ARGV[2])
+if added == 1 then
+  if redis.call('HINCRBY', KEYS[3], ARGV[2], 1) == 1 then
+    redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+    redis.call('PUBLISH', KEYS[4], '0:0:' .. ARGV[1] .. ':j:' .. string.len(ARGV[2]) .. ':' .. ARGV[2] .. ARGV[3])
+  end
+end
+for i = 1, 3 do
+  redis.call('PEXPIRE', KEYS[i], 2 * ttl)
+end
+return added
+";
+
+/// Presence: removes one node's entry of a client (`gone`); the client leaves when no
+/// node has it any more. Shared by [`ABSENT`] and [`SWEEP`].
+const GONE: &str = r"
+local function gone(entry)
+  if redis.call('ZREM', KEYS[1], entry) == 0 then
+    return 0
+  end
+  local node, client = string.match(entry, '^([^:]*):(.*)$')
+  if redis.call('HINCRBY', KEYS[3], client, -1) <= 0 then
+    redis.call('HDEL', KEYS[3], client)
+    local info = redis.call('HGET', KEYS[2], client) or ''
+    redis.call('HDEL', KEYS[2], client)
+    redis.call('PUBLISH', KEYS[4], '0:0:' .. node .. ':l:' .. string.len(client) .. ':' .. client .. info)
+  end
+  return 1
+end
+";
+
+/// Presence: node `ARGV[1]` no longer has client `ARGV[2]`.
+const ABSENT: &str = r"
+return gone(ARGV[1] .. ':' .. ARGV[2])
+";
+
+/// Presence: removes the entries whose time passed (their node stopped refreshing).
+const SWEEP: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
+for _, entry in ipairs(old) do
+  gone(entry)
+end
+return #old
 ";
 
 /// How to reach Redis and what to keep there; every field but `url` has a default.
@@ -131,6 +185,9 @@ struct Inner {
     generation: AtomicU64,
     publish: Script,
     replay: Script,
+    present: Script,
+    absent: Script,
+    sweep: Script,
     #[cfg(feature = "tokio")]
     aconn: tokio::sync::Mutex<AsyncConn>,
 }
@@ -191,6 +248,9 @@ impl RedisBackend {
             generation: AtomicU64::new(0),
             publish: Script::new(PUBLISH),
             replay: Script::new(REPLAY),
+            present: Script::new(PRESENT),
+            absent: Script::new(&format!("{GONE}{ABSENT}")),
+            sweep: Script::new(&format!("{GONE}{SWEEP}")),
         });
         Ok(Self {
             inner,
@@ -460,6 +520,25 @@ fn entry(epoch: u64, v: &Value) -> Option<Stored> {
     })
 }
 
+/// Parses a presence payload `0:0:node:j|l:LEN:client+info` (LEN: the client id's
+/// length in bytes).
+fn parse_presence(payload: &[u8]) -> Option<(Change, Member)> {
+    let mut parts = payload.splitn(6, |&b| b == b':');
+    let (Some(b"0"), Some(b"0"), Some(_node)) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    let change = match parts.next()? {
+        b"j" => Change::Join,
+        b"l" => Change::Leave,
+        _ => return None,
+    };
+    let len: usize = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let rest = parts.next()?;
+    let client = std::str::from_utf8(rest.get(..len)?).ok()?.to_owned();
+    let info = std::str::from_utf8(rest.get(len..)?).ok()?.to_owned();
+    Some((change, Member { client, info }))
+}
+
 /// Parses a pub/sub payload `epoch:offset:node:kind:data`.
 fn parse_live(payload: &[u8]) -> Option<(Position, &[u8], Message)> {
     let mut parts = payload.splitn(5, |&b| b == b':');
@@ -491,6 +570,45 @@ impl Inner {
             .arg(self.config.history_ttl.as_secs())
             .arg(&self.node);
         invocation
+    }
+
+    /// A presence script with the topic's presence keys and channel.
+    fn presence_invocation<'a>(
+        &'a self,
+        script: &'a Script,
+        topic: &str,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.key(self.key(topic, "pz"));
+        invocation
+            .key(self.key(topic, "pi"))
+            .key(self.key(topic, "pn"))
+            .key(self.key(topic, "c"));
+        invocation
+    }
+
+    fn present_invocation<'a>(
+        &'a self,
+        topic: &str,
+        client: &str,
+        info: &str,
+        ttl: Duration,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = self.presence_invocation(&self.present, topic);
+        invocation
+            .arg(&self.node)
+            .arg(client)
+            .arg(info)
+            .arg(ttl.as_millis().max(1) as u64);
+        invocation
+    }
+
+    fn members_of(rows: Vec<(String, String)>) -> Vec<Member> {
+        let mut members: Vec<Member> = rows
+            .into_iter()
+            .map(|(client, info)| Member { client, info })
+            .collect();
+        members.sort();
+        members
     }
 
     /// The replay script with its keys and arguments.
@@ -666,6 +784,84 @@ impl Backend for RedisBackend {
         })
     }
 
+    fn present(
+        &self,
+        topic: &str,
+        client: &str,
+        info: &str,
+        ttl: Duration,
+    ) -> Result<(), HubError> {
+        let inner = &self.inner;
+        let invocation = inner.present_invocation(topic, client, info, ttl);
+        // Idempotent: a second run only refreshes the entry.
+        let _: i64 = inner.with_conn(true, |c| invocation.invoke(c))?;
+        Ok(())
+    }
+
+    #[cfg(feature = "tokio")]
+    fn present_async<'a>(
+        &'a self,
+        topic: &'a str,
+        client: &'a str,
+        info: &'a str,
+        ttl: Duration,
+    ) -> crate::BoxFuture<'a, Result<(), HubError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let invocation = inner.present_invocation(topic, client, info, ttl);
+            let _: i64 = inner
+                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn absent(&self, topic: &str, client: &str) -> Result<(), HubError> {
+        let inner = &self.inner;
+        let mut invocation = inner.presence_invocation(&inner.absent, topic);
+        invocation.arg(&inner.node).arg(client);
+        let _: i64 = inner.with_conn(true, |c| invocation.invoke(c))?;
+        Ok(())
+    }
+
+    fn members(&self, topic: &str) -> Result<Vec<Member>, HubError> {
+        let key = self.inner.key(topic, "pi");
+        let rows: Vec<(String, String)> = self
+            .inner
+            .with_conn(true, |c| redis::cmd("HGETALL").arg(&key).query(c))?;
+        Ok(Inner::members_of(rows))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn members_async<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> crate::BoxFuture<'a, Result<Vec<Member>, HubError>> {
+        Box::pin(async move {
+            let key = self.inner.key(topic, "pi");
+            let rows: Vec<(String, String)> = self
+                .inner
+                .with_aconn(|mut c| async move {
+                    redis::cmd("HGETALL").arg(key).query_async(&mut c).await
+                })
+                .await?;
+            Ok(Inner::members_of(rows))
+        })
+    }
+
+    fn sweep_presence(&self, topics: &[Arc<str>]) {
+        let inner = &self.inner;
+        for topic in topics {
+            let invocation = inner.presence_invocation(&inner.sweep, topic);
+            if inner
+                .with_conn::<i64>(true, |c| invocation.invoke(c))
+                .is_err()
+            {
+                return; // Redis is away: the next heartbeat tries again
+            }
+        }
+    }
+
     fn latest(&self, topic: &str) -> Result<Option<Position>, HubError> {
         Ok(self.inner.latest_many(&[topic.to_owned()])?.pop().flatten())
     }
@@ -777,8 +973,13 @@ fn session(
                     .strip_prefix(prefix.as_str())
                     .and_then(|c| c.strip_prefix('{'))
                     .and_then(|c| c.strip_suffix("}:c"));
-                if let (Some(topic), Some((position, node, message))) =
-                    (topic, parse_live(msg.get_payload_bytes()))
+                let payload = msg.get_payload_bytes();
+                if let (Some(topic), Some((change, member))) = (topic, parse_presence(payload)) {
+                    if let Some(sink) = inner.sink.get() {
+                        sink.presence(topic, change, member);
+                    }
+                } else if let (Some(topic), Some((position, node, message))) =
+                    (topic, parse_live(payload))
                 {
                     if node != inner.node.as_bytes() {
                         if let Some(sink) = inner.sink.get() {

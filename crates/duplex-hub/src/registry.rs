@@ -9,7 +9,9 @@ use std::time::Instant;
 use duplex_core::PreparedMessage;
 
 use crate::subscriber::{Resumed, Shared};
-use crate::{Backend, Delivery, Event, HubConfig, HubError, Loss, Position, Stored, Stretch};
+use crate::{
+    Backend, Change, Delivery, Event, HubConfig, HubError, Loss, Position, Stored, Stretch,
+};
 
 /// "Before the first message of whatever epoch comes next": where a node starts on a
 /// topic without history, and where it goes on after its history was lost (epochs are
@@ -37,6 +39,7 @@ pub(crate) struct Prefetch {
 pub(crate) struct Registry {
     pub(crate) config: HubConfig,
     pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) presence: crate::presence::Local,
     topics: Mutex<HashMap<Arc<str>, Arc<Topic>>>,
     ids: AtomicU64,
 }
@@ -84,6 +87,7 @@ impl Registry {
         Self {
             config,
             backend,
+            presence: crate::presence::Local::default(),
             topics: Mutex::default(),
             ids: AtomicU64::new(1),
         }
@@ -329,6 +333,21 @@ impl Registry {
             return;
         }
         self.fanout(&entry, &mut st, stored);
+    }
+
+    pub(crate) fn presence_event(&self, topic: &str, change: Change, member: crate::Member) {
+        let Some(entry) = self.get(topic) else {
+            return;
+        };
+        let st = lock(&entry.state);
+        let member = Arc::new(member);
+        for m in &st.members {
+            m.sub.push(Event::Presence {
+                topic: entry.name.clone(),
+                change,
+                member: member.clone(),
+            });
+        }
     }
 
     pub(crate) fn sync(&self, topic: &str, latest: Option<Position>) {

@@ -296,12 +296,10 @@ impl Subscriber {
     /// For a latest-value topic ([`HubConfig::latest_value`](crate::HubConfig::latest_value)):
     /// the position just before its latest message, to resume from.
     fn before_latest(latest: Option<Position>) -> Option<Position> {
-        latest
-            .filter(|p| p.offset > 0)
-            .map(|p| Position {
-                epoch: p.epoch,
-                offset: p.offset - 1,
-            })
+        latest.filter(|p| p.offset > 0).map(|p| Position {
+            epoch: p.epoch,
+            offset: p.offset - 1,
+        })
     }
 
     /// Follows `topic` from now on; returns the position live delivery starts after
