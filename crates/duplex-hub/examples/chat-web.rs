@@ -13,8 +13,7 @@
 //! the connection, or a resume answered "not recovered"), the page acts on the reason:
 //! `unavailable` (the hub could not read its history yet) makes it resume again from
 //! its position; a lost history (`epoch_changed`, `trimmed`, `too_many`) makes it
-//! reload the room (`reload=1`: the room's last events, no join announced). It shows
-//! which it did.
+//! reload the room (its last events). It shows which it did.
 //!
 //! With `--tls` it serves HTTPS with a self-signed certificate made at start (rcgen, for
 //! `localhost` and `127.0.0.1`), offering HTTP/2 and HTTP/1.1 by ALPN; over HTTP/2 it
@@ -24,15 +23,18 @@
 //!
 //! - `GET /` is the page (`chat-web/index.html`, embedded): pick a nickname and a room,
 //!   chat; it shows the connection state and reconnects with exponential backoff.
-//! - `GET /ws?room=NAME&nick=NAME[&epoch=E&offset=O][&reload=1]` is the WebSocket, upgraded with
+//! - `GET /ws?room=NAME&nick=NAME&client=ID[&epoch=E&offset=O]` is the WebSocket, upgraded with
 //!   `duplex_tokio::hyper::upgrade_with` (permessage-deflate on). Text messages from
 //!   the page are chat lines, published to the room's topic; the hub encodes each once
-//!   per node (`PreparedMessage`) for all the node's members. Newcomers get the last 50
-//!   events of the room from the hub's history; joins and leaves are announced. With
-//!   `epoch` and `offset` the page resumes after that position instead (no join
-//!   announced). The member list of the welcome is this node's; members on other nodes
-//!   appear as their joins and leaves arrive. A binary message is an integrity check:
-//!   the server answers its sender with its length and CRC-32.
+//!   per node (`PreparedMessage`) for all the node's members; each connection may
+//!   publish 20 lines per second (bursts of 40), past which the page gets an error.
+//!   Newcomers get the last 50 events of the room from the hub's history; with `epoch`
+//!   and `offset` the page resumes after that position instead. Members are the hub's
+//!   presence, keyed by the page's `client` id (kept across its reconnections): the
+//!   welcome lists every node's members, and joins and leaves arrive as presence
+//!   notices, once per client (a page that moves to another node neither leaves nor
+//!   joins; one whose node died leaves after the presence TTL). A binary message is an
+//!   integrity check: the server answers its sender with its length and CRC-32.
 //! - `GET /stats` is JSON about every connection seen: the `Sec-WebSocket-Extensions`
 //!   the browser offered and what was negotiated, message counts, the largest message,
 //!   and how many messages went compressed in each direction (read from the frame
@@ -44,7 +46,7 @@
 //! Prints `listening on ADDR` as its first line. Everything the server sends is JSON
 //! written by hand, to keep the example's dependencies to duplex and hyper.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io::{IoSlice, Write as _};
@@ -56,8 +58,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use duplex_hub::tokio::{Flow, send_event};
 use duplex_hub::{
-    Framing, Hub, HubConfig, Loss, MemoryBackend, MemoryConfig, Position, RedisConfig, Resumed,
-    Subscriber,
+    Framing, Hub, HubConfig, Loss, MemoryBackend, MemoryConfig, Position, RateLimit, RedisConfig,
+    Resumed, Subscriber,
 };
 use duplex_tokio::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use duplex_tokio::hyper::{Full, HyperWebSocket, upgrade_with};
@@ -98,6 +100,10 @@ async fn main() -> std::io::Result<()> {
     let config = HubConfig {
         framing: Framing::Envelope,
         queue_bytes: QUEUE_BYTES,
+        publish_rate: Some(RateLimit {
+            per_second: 20.0,
+            burst: 40,
+        }),
         ..HubConfig::default()
     };
     let hub = match &redis {
@@ -123,7 +129,6 @@ async fn main() -> std::io::Result<()> {
         config: Config::default().engine(protocol),
         hub,
         node,
-        rooms: Mutex::default(),
         stats: Mutex::default(),
         pages: Mutex::default(),
         server: ServerStats::new(),
@@ -202,8 +207,6 @@ struct Chat {
     hub: Hub,
     /// This node's address, told to pages in the welcome.
     node: String,
-    /// This node's members of each room: connection id → nickname.
-    rooms: Mutex<BTreeMap<String, BTreeMap<u64, String>>>,
     stats: Mutex<VecDeque<Arc<ConnStats>>>,
     /// The last page loads: the transport connection and HTTP version of each.
     pages: Mutex<VecDeque<(u64, &'static str)>>,
@@ -225,8 +228,8 @@ struct Join {
     room: String,
     nick: String,
     resume: Option<Position>,
-    /// The page reloads the room after its history was lost: no join is announced.
-    reload: bool,
+    /// The page's id for presence (the same across its reconnections).
+    client: Option<String>,
 }
 
 impl Chat {
@@ -287,7 +290,7 @@ impl Chat {
             room,
             nick,
             resume,
-            reload,
+            client,
         } = join.expect("set when accepted");
         let header_text = |value: Option<&HeaderValue>| {
             value.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
@@ -324,7 +327,12 @@ impl Chat {
             }
             all.push_back(stats.clone());
         }
-        tokio::spawn(self.clone().serve(websocket, stats, resume, reload));
+        let client = client.unwrap_or_else(|| format!("conn-{}", stats.id));
+        let request = duplex_hub::Request::from(&*request);
+        tokio::spawn(
+            self.clone()
+                .serve(websocket, stats, resume, client, request),
+        );
         response
     }
 
@@ -335,7 +343,8 @@ impl Chat {
         websocket: HyperWebSocket,
         stats: Arc<ConnStats>,
         resume: Option<Position>,
-        reload: bool,
+        client: String,
+        request: duplex_hub::Request,
     ) {
         let tapped = stats.clone();
         let Ok(mut ws) = websocket
@@ -347,25 +356,37 @@ impl Chat {
         stats.open.store(true, Relaxed);
         self.server.attach(&ws);
         let topic = format!("room:{}", stats.room);
-        let requested = stats.nick.lock().unwrap().clone();
-        let (nick, members) = self.join(stats.id, &stats.room, &requested);
-        *stats.nick.lock().unwrap() = nick.clone();
+        let nick = stats.nick.lock().unwrap().clone();
 
-        // With Redis: round trips on its async connection.
-        let mut sub = self.hub.subscriber();
+        // With Redis: round trips on its async connection. The subscriber carries the
+        // request (for an authorization hook) and the publish rate limit.
+        let mut sub = self.hub.connection(request);
         let answer = follow(&self.hub, &mut sub, &topic, resume).await;
+        // Present in the room (one join per client on all nodes, whatever its
+        // connections); the member list is every node's.
+        let presence = match &answer {
+            Ok(_) => self.hub.join_async(&topic, &client, &nick).await.ok(),
+            Err(_) => None,
+        };
+        let members = self.hub.members_async(&topic).await.unwrap_or_default();
         let mut welcome = String::from(r#"{"type":"welcome","room":"#);
         json_string(&mut welcome, &stats.room);
         welcome.push_str(r#","nick":"#);
         json_string(&mut welcome, &nick);
         welcome.push_str(r#","node":"#);
         json_string(&mut welcome, &self.node);
+        welcome.push_str(r#","client":"#);
+        json_string(&mut welcome, &client);
         welcome.push_str(r#","members":["#);
         for (i, member) in members.iter().enumerate() {
             if i > 0 {
                 welcome.push(',');
             }
-            json_string(&mut welcome, member);
+            welcome.push_str(r#"{"client":"#);
+            json_string(&mut welcome, &member.client);
+            welcome.push_str(r#","nick":"#);
+            json_string(&mut welcome, &member.info);
+            welcome.push('}');
         }
         // `lost` says why in words, `lost_reason` as a code the page acts on: it resumes
         // again later when the hub may still have the events (`unavailable`) and
@@ -400,11 +421,6 @@ impl Chat {
             let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(Some(frame))).await;
             ok = false;
         }
-        if ok && resume.is_none() && !reload {
-            ok = self
-                .publish(&topic, event("join", &nick, None), &mut ws)
-                .await;
-        }
 
         while ok {
             tokio::select! {
@@ -418,7 +434,7 @@ impl Chat {
                         ok = match message {
                             Message::Text(line) => {
                                 c.text_received.fetch_add(1, Relaxed);
-                                self.say(&topic, &nick, line.as_str(), &mut ws).await
+                                say(&mut sub, &topic, &nick, line.as_str(), &mut ws).await
                             }
                             _ => {
                                 c.binary_received.fetch_add(1, Relaxed);
@@ -445,90 +461,9 @@ impl Chat {
             }
         }
         drop(sub);
+        // The client leaves after the hub's grace period, unless it is back by then.
+        drop(presence);
         stats.open.store(false, Relaxed);
-        self.leave(&stats.room, stats.id);
-        if answer.is_ok() {
-            let _ = self
-                .hub
-                .publish_async(&topic, event("leave", &nick, None))
-                .await;
-        }
-    }
-
-    /// Registers member `id` of this node (renamed `nick (2)` if the name is taken
-    /// here). Returns its nickname and this node's members of the room.
-    fn join(&self, id: u64, room_name: &str, nick: &str) -> (String, Vec<String>) {
-        let mut rooms = self.rooms.lock().unwrap();
-        let room = rooms.entry(room_name.to_owned()).or_default();
-        let taken = |name: &str| room.values().any(|m| m == name);
-        let mut unique = nick.to_owned();
-        let mut n = 2;
-        while taken(&unique) {
-            unique = format!("{nick} ({n})");
-            n += 1;
-        }
-        room.insert(id, unique.clone());
-        let mut members: Vec<String> = room.values().cloned().collect();
-        members.sort();
-        (unique, members)
-    }
-
-    fn leave(&self, room_name: &str, id: u64) {
-        let mut rooms = self.rooms.lock().unwrap();
-        if let Some(room) = rooms.get_mut(room_name) {
-            room.remove(&id);
-            if room.is_empty() {
-                rooms.remove(room_name);
-            }
-        }
-    }
-
-    /// Publishes an event to the room; a failure (Redis away: nothing is queued) is
-    /// told to the sender. Returns false when the sender's connection failed.
-    async fn publish<S>(
-        &self,
-        topic: &str,
-        event: Message,
-        ws: &mut duplex_tokio::WebSocketStream<S>,
-    ) -> bool
-    where
-        S: AsyncRead + AsyncWrite,
-    {
-        match self.hub.publish_async(topic, event).await {
-            Ok(_) => true,
-            Err(e) => {
-                let mut error = String::from(r#"{"type":"error","text":"#);
-                json_string(&mut error, &format!("not sent: {e}"));
-                error.push('}');
-                ws.send(Message::text(error)).await.is_ok()
-            }
-        }
-    }
-
-    /// A chat line: published to the room (the sender gets it back like everyone).
-    /// Returns false when the sender's connection failed.
-    async fn say<S>(
-        &self,
-        topic: &str,
-        nick: &str,
-        line: &str,
-        ws: &mut duplex_tokio::WebSocketStream<S>,
-    ) -> bool
-    where
-        S: AsyncRead + AsyncWrite,
-    {
-        let line = line.trim();
-        if line.is_empty() {
-            return true;
-        }
-        if line.len() > MAX_LINE {
-            let error = format!(
-                r#"{{"type":"error","text":"lines are limited to {MAX_LINE} bytes; send bigger data as binary"}}"#
-            );
-            return ws.send(Message::text(error)).await.is_ok();
-        }
-        self.publish(topic, event("msg", nick, Some(line)), ws)
-            .await
     }
 
     fn stats_json(&self) -> String {
@@ -596,6 +531,54 @@ impl Chat {
     }
 }
 
+/// Publishes an event to the room for `sub`'s connection; a failure (Redis away:
+/// nothing is queued; or past the connection's rate limit) is told to the sender.
+/// Returns false when the sender's connection failed.
+async fn publish<S>(
+    sub: &mut Subscriber,
+    topic: &str,
+    event: Message,
+    ws: &mut duplex_tokio::WebSocketStream<S>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite,
+{
+    match sub.publish_async(topic, event).await {
+        Ok(_) => true,
+        Err(e) => {
+            let mut error = String::from(r#"{"type":"error","text":"#);
+            json_string(&mut error, &format!("not sent: {e}"));
+            error.push('}');
+            ws.send(Message::text(error)).await.is_ok()
+        }
+    }
+}
+
+/// A chat line: published to the room (the sender gets it back like everyone).
+/// Returns false when the sender's connection failed.
+async fn say<S>(
+    sub: &mut Subscriber,
+    topic: &str,
+    nick: &str,
+    line: &str,
+    ws: &mut duplex_tokio::WebSocketStream<S>,
+) -> bool
+where
+    S: AsyncRead + AsyncWrite,
+{
+    let line = line.trim();
+    if line.is_empty() {
+        return true;
+    }
+    if line.len() > MAX_LINE {
+        let error = format!(
+            r#"{{"type":"error","text":"lines are limited to {MAX_LINE} bytes; send bigger data as binary"}}"#
+        );
+        return ws.send(Message::text(error)).await.is_ok();
+    }
+    publish(sub, topic, event("msg", nick, Some(line)), ws).await
+}
+
 /// Follows the room's topic: after `resume` when the page has a position, otherwise
 /// from the last `HISTORY` events of the room's history (queued first, then live ones,
 /// each once).
@@ -644,12 +627,19 @@ fn parse_join(query: &str) -> Result<Join, Rejection> {
     let mut room = None;
     let mut nick = None;
     let (mut epoch, mut offset) = (None, None);
-    let mut reload = false;
+    let mut client = None;
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let slot = match key {
-            "reload" => {
-                reload = value == "1";
+            "client" => {
+                let valid = (1..=64).contains(&value.len())
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !valid {
+                    return Err(Rejection::new(StatusCode::BAD_REQUEST, "bad client id"));
+                }
+                client = Some(value.to_owned());
                 continue;
             }
             "room" => &mut room,
@@ -687,7 +677,7 @@ fn parse_join(query: &str) -> Result<Join, Rejection> {
         resume: epoch
             .zip(offset)
             .map(|(epoch, offset)| Position { epoch, offset }),
-        reload,
+        client,
     })
 }
 

@@ -552,6 +552,20 @@ pub trait Backend: Send + Sync + 'static {
         Box::pin(std::future::ready(self.members(topic)))
     }
 
+    /// Waits (bounded) until this node receives what other nodes publish to `topic`
+    /// (after [`watch`](Self::watch), a backend may need a round trip to its server).
+    /// Called by subscribe and resume when the topic is new on the node, so a join or
+    /// message another node sends right after is not missed live. Default: at once.
+    fn wait_live(&self, topic: &str) {
+        let _ = topic;
+    }
+
+    /// [`wait_live`](Self::wait_live) for async callers.
+    fn wait_live_async<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, ()> {
+        self.wait_live(topic);
+        Box::pin(std::future::ready(()))
+    }
+
     /// Removes the presence entries of `topics` whose TTL passed (their node stopped
     /// refreshing them: it died), with their leaves. Called every third of the TTL.
     fn sweep_presence(&self, topics: &[Arc<str>]) {

@@ -179,6 +179,12 @@ struct Inner {
     sink: OnceLock<Sink>,
     commands: Mutex<Sender<Command>>,
     stop: AtomicBool,
+    /// The channels the pub/sub connection is subscribed to (their topics), while it
+    /// is up.
+    live: Mutex<HashSet<String>>,
+    /// Whether the pub/sub connection is up (only then is it worth waiting for a
+    /// topic's subscription).
+    listening: AtomicBool,
     /// Bumped each time the pub/sub thread connects: Redis was (again) reachable
     /// then, so a command connection opened before may be dead (a restarted server)
     /// and any backoff wait is over.
@@ -245,6 +251,8 @@ impl RedisBackend {
             sink: OnceLock::new(),
             commands: Mutex::new(tx),
             stop: AtomicBool::new(false),
+            live: Mutex::default(),
+            listening: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             publish: Script::new(PUBLISH),
             replay: Script::new(REPLAY),
@@ -370,6 +378,12 @@ impl Inner {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Whether a subscribe should still wait for `topic`'s pub/sub subscription: the
+    /// pub/sub connection is up and has not subscribed to it yet.
+    fn waiting_for(&self, topic: &str) -> bool {
+        self.listening.load(Ordering::Acquire) && !lock(&self.live).contains(topic)
     }
 
     /// Tells the node the latest positions of `topics`; fails when Redis did not
@@ -849,6 +863,23 @@ impl Backend for RedisBackend {
         })
     }
 
+    fn wait_live(&self, topic: &str) {
+        let deadline = Instant::now() + LIVE_WAIT;
+        while self.inner.waiting_for(topic) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    fn wait_live_async<'a>(&'a self, topic: &'a str) -> crate::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let deadline = Instant::now() + LIVE_WAIT;
+            while self.inner.waiting_for(topic) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    }
+
     fn sweep_presence(&self, topics: &[Arc<str>]) {
         let inner = &self.inner;
         for topic in topics {
@@ -876,7 +907,12 @@ impl Backend for RedisBackend {
 }
 
 /// How long the pub/sub reader waits for a message before it looks at its commands.
-const POLL: Duration = Duration::from_millis(50);
+/// Short, so a new topic's subscription (and a stop) is made soon: a node waits for it
+/// in subscribe ([`Backend::wait_live`]).
+const POLL: Duration = Duration::from_millis(5);
+
+/// The longest [`Backend::wait_live`] waits for the pub/sub subscription of a topic.
+const LIVE_WAIT: Duration = Duration::from_millis(500);
 
 /// The pub/sub thread: (re)connects with backoff, subscribes to the watched topics,
 /// delivers what other nodes publish, checks positions after each reconnect and every
@@ -908,7 +944,10 @@ fn listen(inner: &Inner, rx: &Receiver<Command>) {
             // new connection if theirs predates this one.
             inner.generation.fetch_add(1, Ordering::AcqRel);
             backoff = inner.config.backoff_min;
-            if session(inner, rx, &mut con, &mut watched).is_ok() {
+            let ended = session(inner, rx, &mut con, &mut watched);
+            inner.listening.store(false, Ordering::Release);
+            lock(&inner.live).clear();
+            if ended.is_ok() {
                 continue; // stopped
             }
         }
@@ -930,6 +969,8 @@ fn session(
     for t in &topics {
         ps.subscribe(inner.key(t, "c"))?;
     }
+    lock(&inner.live).extend(topics.iter().cloned());
+    inner.listening.store(true, Ordering::Release);
     ps.set_read_timeout(Some(POLL))?;
     // Anything published while this node was not subscribed is found by the first
     // sync, right away; a sync that fails is tried again after `backoff_min`.
@@ -941,6 +982,7 @@ fn session(
                 Command::Watch(t) => {
                     if watched.insert(t.clone()) {
                         ps.subscribe(inner.key(&t, "c"))?;
+                        lock(&inner.live).insert(t.clone());
                         if inner.sync(std::slice::from_ref(&t)).is_err() {
                             next_sync = Instant::now() + inner.config.backoff_min;
                         }
@@ -948,6 +990,7 @@ fn session(
                 }
                 Command::Unwatch(t) => {
                     if watched.remove(&t) {
+                        lock(&inner.live).remove(&t);
                         ps.unsubscribe(inner.key(&t, "c"))?;
                     }
                 }

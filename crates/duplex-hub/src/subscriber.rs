@@ -323,6 +323,7 @@ impl Subscriber {
         let (topic, start, _) =
             self.registry
                 .add(topic, &self.shared, None, Prefetch::default())?;
+        self.registry.backend.wait_live(&topic);
         self.topics.push(topic);
         Ok(start)
     }
@@ -344,6 +345,7 @@ impl Subscriber {
         }
         let pre = self.prefetch(topic, None).await;
         let (topic, start, _) = self.registry.add(topic, &self.shared, None, pre)?;
+        self.registry.backend.wait_live_async(&topic).await;
         self.topics.push(topic);
         Ok(start)
     }
@@ -363,6 +365,7 @@ impl Subscriber {
         }
         let pre = self.prefetch(topic, Some(after)).await;
         let (topic, _, resumed) = self.registry.add(topic, &self.shared, Some(after), pre)?;
+        self.registry.backend.wait_live_async(&topic).await;
         self.topics.push(topic);
         Ok(resumed.unwrap_or(Resumed::Recovered(0)))
     }
@@ -392,6 +395,7 @@ impl Subscriber {
         let (topic, _, resumed) =
             self.registry
                 .add(topic, &self.shared, Some(after), Prefetch::default())?;
+        self.registry.backend.wait_live(&topic);
         self.topics.push(topic);
         Ok(resumed.unwrap_or(Resumed::Recovered(0)))
     }
