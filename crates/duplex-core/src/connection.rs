@@ -939,9 +939,11 @@ impl Connection {
             max: limit as u64,
         });
         // The peer reads nothing: nothing more is written, the transport closes now.
+        // The sender gets the error, and so does the next `poll_event` (the failure is
+        // the connection's, reported once to whoever reads it).
         self.close_wire();
-        self.read_closed = true;
         self.ending().failure = Some(error.duplicate());
+        self.ending().pending_error = Some(error.duplicate());
         self.become_(State::Failed, None);
         Err(error)
     }
@@ -1202,6 +1204,13 @@ impl Connection {
         }
     }
 
+    /// A cheap check without the time, for hot paths: true when
+    /// [`poll_transport`](Self::poll_transport) would say anything but
+    /// [`TransportAction::Continue`].
+    pub fn is_transport_ending(&self) -> bool {
+        self.transport_done()
+    }
+
     /// True once the protocol is done with the transport (before the linger policy):
     /// nothing left to write, and nothing left to wait for from the peer.
     pub(crate) fn transport_done(&self) -> bool {
@@ -1253,29 +1262,35 @@ impl Connection {
     }
 
     /// Tells the engine that the transport failed (a write or read error). A reset
-    /// (`ConnectionReset`, `ConnectionAborted`, `BrokenPipe`) is the peer leaving: after
-    /// the close handshake it is no error at all, before it the connection fails with
-    /// [`Error::PeerVanished`]; any other error fails it with [`Error::Io`]. Either way
-    /// the transport is to be closed now, and the failure is reported once by
-    /// [`poll_event`](Self::poll_event) and by every later send.
+    /// (`ConnectionReset`, `ConnectionAborted`, `BrokenPipe`) is the peer leaving, as an
+    /// end of file is: what it sent before is still delivered by
+    /// [`poll_event`](Self::poll_event), then [`Error::PeerVanished`] (no error at all
+    /// after the close handshake), and what we queued is dropped, since nobody will read
+    /// it. Any other error fails the connection with [`Error::Io`] at once. Either way
+    /// the failure is reported once by `poll_event` and by every later send, and
+    /// [`poll_transport`](Self::poll_transport) says to close the transport.
     pub fn transport_failed(&mut self, error: &std::io::Error, now: Instant) {
-        let closing = self.wire != Wire::Up;
-        self.close_wire();
-        if closing || self.state.is_terminal() {
+        if self.wire != Wire::Up || self.state.is_terminal() {
             // Errors while closing a transport that is done anyway do not matter.
+            self.close_wire();
             return;
         }
-        let error = match error.kind() {
+        match error.kind() {
             std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::BrokenPipe => Error::PeerVanished {
-                mid_message: self.incoming.kind.is_some() || !self.decoder.is_at_frame_boundary(),
-            },
-            kind => Error::Io(std::io::Error::new(kind, error.to_string())),
-        };
-        self.ending().failure = Some(error.duplicate());
-        self.ending().pending_error = Some(error);
-        self.become_(State::Failed, now);
+            | std::io::ErrorKind::BrokenPipe => {
+                let unsent = self.output.len();
+                self.output.consume(unsent);
+                self.eof = true;
+            }
+            kind => {
+                self.close_wire();
+                let error = Error::Io(std::io::Error::new(kind, error.to_string()));
+                self.ending().failure = Some(error.duplicate());
+                self.ending().pending_error = Some(error);
+                self.become_(State::Failed, now);
+            }
+        }
     }
 
     /// True once the connection is over: closed cleanly, or failed.

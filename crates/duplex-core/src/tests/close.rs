@@ -195,11 +195,7 @@ fn messages_arriving_after_our_close_are_still_delivered() {
             "{role:?}: no second close frame"
         );
         // The server closes TCP first; the client waits for it.
-        assert_eq!(
-            conn.transport_done(),
-            role == Role::Server,
-            "{role:?}"
-        );
+        assert_eq!(conn.transport_done(), role == Role::Server, "{role:?}");
     }
 }
 

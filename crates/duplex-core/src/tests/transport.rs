@@ -23,7 +23,10 @@ fn closed_server(config: EngineConfig, now: Instant) -> Connection {
     let n = conn.output_len();
     conn.consume_output(n);
     conn.receive(&peer_frame(Role::Server, 0x88, &[]));
-    assert!(matches!(conn.poll_event(now), Some(Ok(Message::Close(None)))));
+    assert!(matches!(
+        conn.poll_event(now),
+        Some(Ok(Message::Close(None)))
+    ));
     assert_eq!(conn.state(), State::Closed);
     conn
 }
@@ -134,12 +137,20 @@ fn a_reset_is_the_peer_leaving_whatever_the_driver() {
         for role in ROLES {
             // Before the close handshake: the peer vanished, reported once.
             let mut conn = Connection::new(role, EngineConfig::default());
+            // What arrived before the reset is still delivered; what we queued is not
+            // written any more.
+            conn.receive(&peer_frame(role, 0x81, b"last words"));
+            conn.send(Message::text("unread")).unwrap();
             conn.transport_failed(&io::Error::from(kind), now);
-            assert_eq!(conn.poll_transport(now), TransportAction::Close);
+            assert_eq!(conn.output_len(), 0);
+            assert!(
+                matches!(conn.poll_event(now), Some(Ok(Message::Text(t))) if t == "last words")
+            );
             assert!(matches!(
                 conn.poll_event(now),
                 Some(Err(Error::PeerVanished { mid_message: false }))
             ));
+            assert_eq!(conn.poll_transport(now), TransportAction::Close);
             assert!(conn.poll_event(now).is_none());
             assert!(matches!(
                 conn.send(Message::text("x")),
@@ -220,8 +231,17 @@ enum Act {
 fn arb_act() -> impl Strategy<Value = Act> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..40).prop_map(Act::Bytes),
-        (prop_oneof![Just(0x81u8), Just(0x82), Just(0x89), Just(0x8A), Just(0x88), Just(0x01)],
-            proptest::collection::vec(any::<u8>(), 0..20))
+        (
+            prop_oneof![
+                Just(0x81u8),
+                Just(0x82),
+                Just(0x89),
+                Just(0x8A),
+                Just(0x88),
+                Just(0x01)
+            ],
+            proptest::collection::vec(any::<u8>(), 0..20)
+        )
             .prop_map(|(op, p)| Act::Frame(op, p)),
         (0usize..5000).prop_map(Act::Send),
         Just(Act::Close),
