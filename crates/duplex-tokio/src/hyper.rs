@@ -96,8 +96,95 @@ use crate::stream::WebSocketStream;
 
 pub use http_body_util::Full;
 
-/// The upgraded connection as a tokio `AsyncRead + AsyncWrite` stream.
-pub type UpgradedIo = TokioIo<Upgraded>;
+/// The most one write hands to hyper's HTTP/2 stream: one HTTP/2 DATA frame's worth.
+///
+/// hyper copies each write into a queue of its own (a slot for one write, one more
+/// taken by the task that waits for the peer's flow-control window, and one in flight),
+/// and that task is not told when the stream is dropped while it waits for a window that
+/// never opens: the stream is only freed when the HTTP/2 connection ends. Small writes
+/// keep what such a stream pins to three of them.
+const H2_MAX_WRITE: usize = 16 << 10;
+
+/// The upgraded connection as a tokio `AsyncRead + AsyncWrite` stream: hyper's
+/// [`Upgraded`] (an HTTP/1.1 connection, or one HTTP/2 stream), with writes into an
+/// HTTP/2 stream cut to 16 KiB each (see [`UpgradedIo::is_http2`]).
+#[derive(Debug)]
+pub struct UpgradedIo {
+    io: TokioIo<Upgraded>,
+    max_write: usize,
+}
+
+impl UpgradedIo {
+    fn new(upgraded: Upgraded, http2: bool) -> Self {
+        Self {
+            io: TokioIo::new(upgraded),
+            max_write: if http2 { H2_MAX_WRITE } else { usize::MAX },
+        }
+    }
+
+    /// True when this is one stream of an HTTP/2 connection (RFC 8441). Each write then
+    /// hands hyper at most 16 KiB: when the peer never opens the stream's flow-control
+    /// window, our side gives up at the engine's write timeout, but hyper keeps the
+    /// stream, and what was written into it, until the HTTP/2 connection ends; small
+    /// writes bound that to about 48 KiB a stream.
+    pub fn is_http2(&self) -> bool {
+        self.max_write != usize::MAX
+    }
+
+    /// hyper's upgraded connection.
+    pub fn into_inner(self) -> Upgraded {
+        self.io.into_inner()
+    }
+}
+
+impl AsyncRead for UpgradedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpgradedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let n = buf.len().min(self.max_write);
+        Pin::new(&mut self.io).poll_write(cx, &buf[..n])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if !self.is_http2() {
+            return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        }
+        // hyper's HTTP/2 stream takes one buffer a write.
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        self.poll_write(cx, first)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        !self.is_http2() && self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
 
 /// True when `request` asks for a WebSocket (`Upgrade: websocket`, any case, or an
 /// HTTP/2 extended CONNECT with `:protocol = websocket`), for routing one path to a
@@ -365,9 +452,10 @@ impl HyperWebSocket {
             on_upgrade,
             config,
             deflate,
+            http2,
             ..
         } = self;
-        let io = TokioIo::new(on_upgrade.await?);
+        let io = UpgradedIo::new(on_upgrade.await?, http2);
         // hyper keeps bytes that arrived after the request head inside `Upgraded` and
         // returns them first, so there is no leftover to pass on.
         let ws = WebSocketStream::from_raw(wrap(io), Role::Server, config, deflate, &[]);
@@ -383,7 +471,7 @@ impl Future for HyperWebSocket {
         let this = &mut *self;
         let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx))?;
         let ws = WebSocketStream::from_raw(
-            TokioIo::new(upgraded),
+            UpgradedIo::new(upgraded, this.http2),
             Role::Server,
             this.config.clone(),
             this.deflate,
