@@ -81,9 +81,7 @@ use std::task::{Context, Poll, ready};
 use ::hyper::upgrade::{OnUpgrade, Upgraded};
 use bytes::Bytes;
 use duplex_core::{DeflateParams, Role};
-use duplex_handshake::http::{
-    self, HeaderValue, Method, Request, Response, StatusCode, Version, header,
-};
+use duplex_handshake::http::{self, Method, Request, Response, StatusCode, Version, header};
 use duplex_handshake::{
     Acceptance, Accepted, ClientOffer, Decision, Refused, Rejection, ServerError, decide,
     decide_offer,
@@ -298,7 +296,11 @@ where
     let http2 = request.version() == Version::HTTP_2 && request.method() == Method::CONNECT;
     let deflate = config.deflate.as_ref();
     let decision = if http2 {
-        match extended_connect_offer(request) {
+        let protocol = request
+            .extensions()
+            .get::<::hyper::ext::Protocol>()
+            .map(::hyper::ext::Protocol::as_str);
+        match ClientOffer::from_extended_connect(request, protocol) {
             Ok(offer) => decide_offer(request, &offer, deflate, callback),
             Err(error) => Decision::peer_error(error),
         }
@@ -306,7 +308,7 @@ where
         decide(request, deflate, callback)
     };
     let Accepted {
-        mut response,
+        response,
         protocol,
         deflate,
     } = match decision {
@@ -325,15 +327,6 @@ where
             });
         }
     };
-    if http2 {
-        // RFC 8441 section 5: a 2xx answers the CONNECT; there is no key to answer, and
-        // HTTP/2 has no Upgrade or Connection headers.
-        *response.status_mut() = StatusCode::OK;
-        let headers = response.headers_mut();
-        headers.remove(header::UPGRADE);
-        headers.remove(header::CONNECTION);
-        headers.remove(header::SEC_WEBSOCKET_ACCEPT);
-    }
     let on_upgrade = request
         .extensions_mut()
         .remove::<OnUpgrade>()
@@ -381,40 +374,6 @@ fn is_extended_connect<B>(request: &Request<B>) -> bool {
             .extensions()
             .get::<::hyper::ext::Protocol>()
             .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"))
-}
-
-/// Validates an HTTP/2 CONNECT as a WebSocket handshake (RFC 8441 sections 4 and 5):
-/// `:protocol = websocket`, a `:path` and `:authority`, version 13, and whatever
-/// subprotocols and extensions it offers. The RFC 6455 checks are reused on a copy of
-/// the headers completed with what HTTP/2 carries elsewhere or leaves out (Host from
-/// `:authority`, Upgrade and Connection, a placeholder key, which nothing answers).
-fn extended_connect_offer<B>(
-    request: &Request<B>,
-) -> Result<ClientOffer, duplex_handshake::HandshakeError> {
-    use duplex_handshake::HandshakeError as Bad;
-    if !is_extended_connect(request) {
-        return Err(Bad::MissingHeader(":protocol = websocket"));
-    }
-    let authority = request
-        .uri()
-        .authority()
-        .ok_or(Bad::MissingHeader(":authority"))?;
-    if request.uri().path().is_empty() {
-        return Err(Bad::MissingHeader(":path"));
-    }
-    let mut headers = request.headers().clone();
-    if !headers.contains_key(header::HOST) {
-        let host = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| Bad::Malformed("invalid :authority".into()))?;
-        headers.insert(header::HOST, host);
-    }
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(
-        header::SEC_WEBSOCKET_KEY,
-        HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA=="),
-    );
-    ClientOffer::from_headers(&headers)
 }
 
 impl HyperWebSocket {
