@@ -171,10 +171,73 @@ enum Command {
     Unwatch(String),
 }
 
+/// What both Redis backends share: the configuration, this node's id, the scripts and
+/// how to call them for a topic.
+pub(crate) struct Model {
+    pub(crate) config: RedisConfig,
+    pub(crate) node: String,
+    publish: Script,
+    replay: Script,
+    present: Script,
+    pub(crate) absent: Script,
+    pub(crate) sweep: Script,
+}
+
+impl Model {
+    /// `sharded`: the scripts announce with `SPUBLISH` (Redis Cluster's sharded pub/sub)
+    /// rather than `PUBLISH`.
+    pub(crate) fn new(config: RedisConfig, sharded: bool) -> Self {
+        let script = |text: String| {
+            Script::new(&if sharded {
+                text.replace("'PUBLISH'", "'SPUBLISH'")
+            } else {
+                text
+            })
+        };
+        Self {
+            config,
+            node: format!("{:x}", new_epoch()),
+            publish: script(PUBLISH.to_owned()),
+            replay: script(REPLAY.to_owned()),
+            present: script(PRESENT.to_owned()),
+            absent: script(format!("{GONE}{ABSENT}")),
+            sweep: script(format!("{GONE}{SWEEP}")),
+        }
+    }
+
+    /// A key or channel of `topic`: the topic is the hash tag, so all of a topic's keys
+    /// are in one Redis Cluster slot.
+    pub(crate) fn key(&self, topic: &str, kind: &str) -> String {
+        format!("{}{{{}}}:{}", self.config.prefix, topic, kind)
+    }
+
+    /// Hands what arrived on `channel` to the node: a presence change, or a message of
+    /// another node (this node's own were delivered when published).
+    pub(crate) fn received(&self, sink: &Sink, channel: &str, payload: &[u8]) {
+        let Some(topic) = self.topic_of(channel) else {
+            return;
+        };
+        if let Some((change, member)) = parse_presence(payload) {
+            sink.presence(topic, change, member);
+        } else if let Some((position, node, message)) = parse_live(payload) {
+            if node != self.node.as_bytes() {
+                sink.deliver(topic, Stored { position, message });
+            }
+        }
+    }
+
+    /// The topic of channel `P{topic}:c`.
+    pub(crate) fn topic_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.config.prefix.as_str())
+            .and_then(|c| c.strip_prefix('{'))
+            .and_then(|c| c.strip_suffix("}:c"))
+    }
+}
+
 struct Inner {
+    model: Model,
     client: redis::Client,
-    config: RedisConfig,
-    node: String,
     conn: Mutex<Conn>,
     sink: OnceLock<Sink>,
     commands: Mutex<Sender<Command>>,
@@ -189,11 +252,6 @@ struct Inner {
     /// then, so a command connection opened before may be dead (a restarted server)
     /// and any backoff wait is over.
     generation: AtomicU64,
-    publish: Script,
-    replay: Script,
-    present: Script,
-    absent: Script,
-    sweep: Script,
     #[cfg(feature = "tokio")]
     aconn: tokio::sync::Mutex<AsyncConn>,
 }
@@ -240,25 +298,19 @@ impl RedisBackend {
             #[cfg(feature = "tokio")]
             aconn,
             client,
-            node: format!("{:x}", new_epoch()),
             conn: Mutex::new(Conn {
                 con: None,
                 retry_at: None,
                 backoff: config.backoff_min,
                 generation: 0,
             }),
-            config,
+            model: Model::new(config, false),
             sink: OnceLock::new(),
             commands: Mutex::new(tx),
             stop: AtomicBool::new(false),
             live: Mutex::default(),
             listening: AtomicBool::new(false),
             generation: AtomicU64::new(0),
-            publish: Script::new(PUBLISH),
-            replay: Script::new(REPLAY),
-            present: Script::new(PRESENT),
-            absent: Script::new(&format!("{GONE}{ABSENT}")),
-            sweep: Script::new(&format!("{GONE}{SWEEP}")),
         });
         Ok(Self {
             inner,
@@ -281,11 +333,15 @@ impl Drop for RedisBackend {
     }
 }
 
-impl Inner {
-    fn key(&self, topic: &str, kind: &str) -> String {
-        format!("{}{{{}}}:{}", self.config.prefix, topic, kind)
-    }
+impl std::ops::Deref for Inner {
+    type Target = Model;
 
+    fn deref(&self) -> &Model {
+        &self.model
+    }
+}
+
+impl Inner {
     /// Runs `f` on the command connection, connecting first if needed; a failed call
     /// drops the connection and the next one waits for the backoff (failing at once
     /// meanwhile): nothing queues up while Redis is away. The backoff ends early when
@@ -536,7 +592,7 @@ fn entry(epoch: u64, v: &Value) -> Option<Stored> {
 
 /// Parses a presence payload `0:0:node:j|l:LEN:client+info` (LEN: the client id's
 /// length in bytes).
-fn parse_presence(payload: &[u8]) -> Option<(Change, Member)> {
+pub(crate) fn parse_presence(payload: &[u8]) -> Option<(Change, Member)> {
     let mut parts = payload.splitn(6, |&b| b == b':');
     let (Some(b"0"), Some(b"0"), Some(_node)) = (parts.next(), parts.next(), parts.next()) else {
         return None;
@@ -554,7 +610,7 @@ fn parse_presence(payload: &[u8]) -> Option<(Change, Member)> {
 }
 
 /// Parses a pub/sub payload `epoch:offset:node:kind:data`.
-fn parse_live(payload: &[u8]) -> Option<(Position, &[u8], Message)> {
+pub(crate) fn parse_live(payload: &[u8]) -> Option<(Position, &[u8], Message)> {
     let mut parts = payload.splitn(5, |&b| b == b':');
     let num = |p: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(p?).ok()?.parse().ok() };
     let epoch = num(parts.next())?;
@@ -565,9 +621,9 @@ fn parse_live(payload: &[u8]) -> Option<(Position, &[u8], Message)> {
     Some((Position { epoch, offset }, node, message_of(kind, data)?))
 }
 
-impl Inner {
+impl Model {
     /// The publish script with its keys and arguments.
-    fn publish_invocation(&self, topic: &str, message: &Message) -> redis::ScriptInvocation<'_> {
+    pub(crate) fn publish_invocation(&self, topic: &str, message: &Message) -> redis::ScriptInvocation<'_> {
         let kind = if matches!(message, Message::Text(_)) {
             "t"
         } else {
@@ -587,7 +643,7 @@ impl Inner {
     }
 
     /// A presence script with the topic's presence keys and channel.
-    fn presence_invocation<'a>(
+    pub(crate) fn presence_invocation<'a>(
         &'a self,
         script: &'a Script,
         topic: &str,
@@ -600,7 +656,7 @@ impl Inner {
         invocation
     }
 
-    fn present_invocation<'a>(
+    pub(crate) fn present_invocation<'a>(
         &'a self,
         topic: &str,
         client: &str,
@@ -616,7 +672,7 @@ impl Inner {
         invocation
     }
 
-    fn members_of(rows: Vec<(String, String)>) -> Vec<Member> {
+    pub(crate) fn members_of(rows: Vec<(String, String)>) -> Vec<Member> {
         let mut members: Vec<Member> = rows
             .into_iter()
             .map(|(client, info)| Member { client, info })
@@ -626,7 +682,7 @@ impl Inner {
     }
 
     /// The replay script with its keys and arguments.
-    fn replay_invocation(
+    pub(crate) fn replay_invocation(
         &self,
         topic: &str,
         after: Position,
@@ -642,7 +698,7 @@ impl Inner {
 }
 
 /// The position the publish script answered.
-fn position_of(reply: &Value) -> Result<Position, HubError> {
+pub(crate) fn position_of(reply: &Value) -> Result<Position, HubError> {
     let Value::Array(v) = reply else {
         return Err(unavailable("unexpected reply to publish"));
     };
@@ -653,7 +709,7 @@ fn position_of(reply: &Value) -> Result<Position, HubError> {
 }
 
 /// The replay script's answer as a stretch of messages after `after`, or why not.
-fn stretch_of(reply: Value, after: Position, limit: usize) -> Stretch {
+pub(crate) fn stretch_of(reply: Value, after: Position, limit: usize) -> Stretch {
     let Value::Array(v) = reply else {
         return Stretch::NotRecovered(Loss::EpochChanged);
     };
@@ -843,7 +899,7 @@ impl Backend for RedisBackend {
         let rows: Vec<(String, String)> = self
             .inner
             .with_conn(true, |c| redis::cmd("HGETALL").arg(&key).query(c))?;
-        Ok(Inner::members_of(rows))
+        Ok(Model::members_of(rows))
     }
 
     #[cfg(feature = "tokio")]
@@ -859,7 +915,7 @@ impl Backend for RedisBackend {
                     redis::cmd("HGETALL").arg(key).query_async(&mut c).await
                 })
                 .await?;
-            Ok(Inner::members_of(rows))
+            Ok(Model::members_of(rows))
         })
     }
 
@@ -1010,25 +1066,8 @@ fn session(
         }
         match ps.get_message() {
             Ok(msg) => {
-                let channel = msg.get_channel_name();
-                let prefix = &inner.config.prefix;
-                let topic = channel
-                    .strip_prefix(prefix.as_str())
-                    .and_then(|c| c.strip_prefix('{'))
-                    .and_then(|c| c.strip_suffix("}:c"));
-                let payload = msg.get_payload_bytes();
-                if let (Some(topic), Some((change, member))) = (topic, parse_presence(payload)) {
-                    if let Some(sink) = inner.sink.get() {
-                        sink.presence(topic, change, member);
-                    }
-                } else if let (Some(topic), Some((position, node, message))) =
-                    (topic, parse_live(payload))
-                {
-                    if node != inner.node.as_bytes() {
-                        if let Some(sink) = inner.sink.get() {
-                            sink.deliver(topic, Stored { position, message });
-                        }
-                    }
+                if let Some(sink) = inner.sink.get() {
+                    inner.received(sink, msg.get_channel_name(), msg.get_payload_bytes());
                 }
             }
             Err(e) if e.is_timeout() => {}
