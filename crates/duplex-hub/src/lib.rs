@@ -39,6 +39,8 @@
 //! ```
 
 mod access;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod framing;
 mod memory;
 #[cfg(feature = "mio")]
@@ -603,9 +605,21 @@ impl Hub {
         Self { registry }
     }
 
-    /// A hub with the Redis backend (feature `redis`).
+    /// A hub with the Redis backend (feature `redis`); with
+    /// [`RedisConfig::cluster`], the Redis Cluster backend (feature `cluster`).
     #[cfg(feature = "redis")]
     pub fn redis(config: HubConfig, redis: RedisConfig) -> Result<Self, HubError> {
+        if redis.cluster {
+            #[cfg(feature = "cluster")]
+            return Ok(Self::with_backend(
+                config,
+                Arc::new(cluster::ClusterBackend::new(redis)?),
+            ));
+            #[cfg(not(feature = "cluster"))]
+            return Err(HubError::Unavailable(
+                "Redis Cluster needs duplex-hub's `cluster` feature".into(),
+            ));
+        }
         Ok(Self::with_backend(
             config,
             Arc::new(RedisBackend::new(redis)?),

@@ -136,6 +136,10 @@ pub struct RedisConfig {
     /// message lost on the pub/sub path (or a restarted Redis) is noticed even when no
     /// later message arrives. Default 1 s.
     pub sync_interval: Duration,
+    /// `url` is a Redis Cluster: one or more of its nodes' URLs, separated by commas
+    /// (the client finds the others). Topics are spread over the shards, live fan-out
+    /// is sharded pub/sub (Redis 7). Needs the `cluster` feature. Default false.
+    pub cluster: bool,
 }
 
 impl RedisConfig {
@@ -150,6 +154,7 @@ impl RedisConfig {
             backoff_min: DEFAULT_BACKOFF_MIN,
             backoff_max: DEFAULT_BACKOFF_MAX,
             sync_interval: Duration::from_secs(1),
+            cluster: false,
         }
     }
 }
