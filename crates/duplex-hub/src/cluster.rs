@@ -206,11 +206,19 @@ impl Inner {
         R: Future<Output = redis::RedisResult<T>>,
     {
         let con = self.con().await?;
-        match tokio::time::timeout(self.config.timeout, request(con)).await {
-            Ok(Ok(v)) => Ok(v),
+        let result = match tokio::time::timeout(self.config.timeout, request(con)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if e.kind() == redis::ErrorKind::ResponseError => {
+                return Err(unavailable(e));
+            }
             Ok(Err(e)) => Err(unavailable(e)),
             Err(_) => Err(unavailable("the Redis Cluster did not answer in time")),
-        }
+        };
+        // A shard is gone or moved (a failover): the next request starts from a new
+        // connection, which reads the slot map again from a node that answers, rather
+        // than wait on this one's recovery.
+        *self.con.lock().await = None;
+        result
     }
 
     /// Runs `work` on the backend's runtime and waits for it (from a thread that is
@@ -236,7 +244,12 @@ impl Inner {
         position_of(&reply)
     }
 
-    async fn replay(&self, topic: &str, after: Position, limit: usize) -> Result<Stretch, HubError> {
+    async fn replay(
+        &self,
+        topic: &str,
+        after: Position,
+        limit: usize,
+    ) -> Result<Stretch, HubError> {
         let invocation = self.replay_invocation(topic, after, limit);
         let reply: Value = self
             .with_con(|mut c| async move { invocation.invoke_async(&mut c).await })
@@ -296,7 +309,9 @@ impl Inner {
     async fn members(&self, topic: &str) -> Result<Vec<Member>, HubError> {
         let key = self.key(topic, "pi");
         let rows: Vec<(String, String)> = self
-            .with_con(|mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .with_con(
+                |mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await },
+            )
             .await?;
         Ok(Model::members_of(rows))
     }
@@ -320,7 +335,8 @@ impl Inner {
         };
         for t in topics {
             let topic = t.clone();
-            let latest = self.block(move |inner| Box::pin(async move { inner.latest(&topic).await }))?;
+            let latest =
+                self.block(move |inner| Box::pin(async move { inner.latest(&topic).await }))?;
             sink.sync(t, latest);
         }
         Ok(())
@@ -365,7 +381,8 @@ fn run(inner: &Arc<Inner>, rx: &Receiver<Note>) {
             Some(Note::Unwatch(t)) => {
                 if watched.remove(&t) {
                     lock(&inner.live).remove(&t);
-                    let _ = inner.block(move |i| Box::pin(async move { i.subscribe(&t, false).await }));
+                    let _ =
+                        inner.block(move |i| Box::pin(async move { i.subscribe(&t, false).await }));
                 }
             }
             Some(Note::Push(push)) => match push.kind {
@@ -434,9 +451,9 @@ impl Backend for ClusterBackend {
 
     fn publish(&self, topic: &str, message: &Message) -> Result<Position, HubError> {
         let (t, m) = (topic.to_owned(), message.clone());
-        let position =
-            self.inner
-                .block(move |i| Box::pin(async move { i.publish(&t, &m).await }))?;
+        let position = self
+            .inner
+            .block(move |i| Box::pin(async move { i.publish(&t, &m).await }))?;
         if let Some(sink) = self.inner.sink.get() {
             sink.deliver(
                 topic,

@@ -628,7 +628,11 @@ pub(crate) fn parse_live(payload: &[u8]) -> Option<(Position, &[u8], Message)> {
 
 impl Model {
     /// The publish script with its keys and arguments.
-    pub(crate) fn publish_invocation(&self, topic: &str, message: &Message) -> redis::ScriptInvocation<'_> {
+    pub(crate) fn publish_invocation(
+        &self,
+        topic: &str,
+        message: &Message,
+    ) -> redis::ScriptInvocation<'_> {
         let kind = if matches!(message, Message::Text(_)) {
             "t"
         } else {
