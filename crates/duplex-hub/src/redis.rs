@@ -45,6 +45,33 @@ redis.call('PUBLISH', KEYS[3], epoch .. ':' .. offset .. ':' .. ARGV[6] .. ':' .
 return {epoch, offset}
 ";
 
+/// The publish script for a batch: `KEYS` are each message's three keys in turn;
+/// `ARGV[1..3]` the history length, TTL and node, then each message's epoch candidate,
+/// kind and data. Returns each message's `{epoch, offset}`, in order.
+const PUBLISH_MANY: &str = r"
+local out = {}
+local ttl = tonumber(ARGV[2])
+for i = 0, #KEYS / 3 - 1 do
+  local m, s, c = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local kind, data = ARGV[3 * i + 5], ARGV[3 * i + 6]
+  local epoch = redis.call('HGET', m, 'epoch')
+  if not epoch then
+    epoch = ARGV[3 * i + 4]
+    redis.call('DEL', s)
+    redis.call('HSET', m, 'epoch', epoch)
+  end
+  local offset = redis.call('HINCRBY', m, 'offset', 1)
+  redis.call('XADD', s, 'MAXLEN', '~', ARGV[1], offset .. '-0', 'k', kind, 'd', data)
+  if ttl > 0 then
+    redis.call('EXPIRE', m, ttl)
+    redis.call('EXPIRE', s, ttl)
+  end
+  redis.call('PUBLISH', c, epoch .. ':' .. offset .. ':' .. ARGV[3] .. ':' .. kind .. ':' .. data)
+  out[i + 1] = {epoch, offset}
+end
+return out
+";
+
 const REPLAY: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -181,7 +208,12 @@ enum Command {
 pub(crate) struct Model {
     pub(crate) config: RedisConfig,
     pub(crate) node: String,
+    /// The state of the epoch candidates the publish script gets (one per publish,
+    /// used only when the topic has no epoch in Redis): a random start, then
+    /// SplitMix64 steps, so a publish costs no system call for it.
+    epochs: AtomicU64,
     publish: Script,
+    publish_many: Script,
     replay: Script,
     present: Script,
     pub(crate) absent: Script,
@@ -202,7 +234,9 @@ impl Model {
         Self {
             config,
             node: format!("{:x}", new_epoch()),
+            epochs: AtomicU64::new(new_epoch()),
             publish: script(PUBLISH.to_owned()),
+            publish_many: script(PUBLISH_MANY.to_owned()),
             replay: script(REPLAY.to_owned()),
             present: script(PRESENT.to_owned()),
             absent: script(format!("{GONE}{ABSENT}")),
@@ -222,6 +256,13 @@ impl Model {
         let Some(topic) = self.topic_of(channel) else {
             return;
         };
+        // This node's own message, back from Redis: dropped before anything is copied.
+        let mut fields = payload.splitn(5, |&b| b == b':').skip(2);
+        if let (Some(node), Some(b"t" | b"b")) = (fields.next(), fields.next()) {
+            if node == self.node.as_bytes() {
+                return;
+            }
+        }
         if let Some((change, member)) = parse_presence(payload) {
             sink.presence(topic, change, member);
         } else if let Some((position, node, message)) = parse_live(payload) {
@@ -229,6 +270,18 @@ impl Model {
                 sink.deliver(topic, Stored { position, message });
             }
         }
+    }
+
+    /// A fresh random epoch in `1..2^53` (SplitMix64 over a random start).
+    fn epoch_candidate(&self) -> u64 {
+        let mut z = self
+            .epochs
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z & ((1 << 53) - 1)).max(1)
     }
 
     /// The topic of channel `P{topic}:c`.
@@ -259,7 +312,30 @@ struct Inner {
     generation: AtomicU64,
     #[cfg(feature = "tokio")]
     aconn: tokio::sync::Mutex<AsyncConn>,
+    #[cfg(feature = "tokio")]
+    batch: Batch,
 }
+
+/// Publishes of async tasks waiting to go to Redis (feature `tokio`): while one batch
+/// is on its way, the next ones queue, and go together as one script call.
+#[cfg(feature = "tokio")]
+#[derive(Default)]
+struct Batch {
+    queue: Mutex<Vec<Queued>>,
+    /// A flushing task is running.
+    running: AtomicBool,
+}
+
+#[cfg(feature = "tokio")]
+struct Queued {
+    topic: String,
+    message: Message,
+    done: tokio::sync::oneshot::Sender<Result<Position, HubError>>,
+}
+
+/// The most publishes in one batch.
+#[cfg(feature = "tokio")]
+const BATCH_MAX: usize = 64;
 
 /// The async command connection (feature `tokio`), with the same backoff rule as the
 /// blocking one.
@@ -302,6 +378,8 @@ impl RedisBackend {
         let inner = Arc::new(Inner {
             #[cfg(feature = "tokio")]
             aconn,
+            #[cfg(feature = "tokio")]
+            batch: Batch::default(),
             client,
             conn: Mutex::new(Conn {
                 con: None,
@@ -472,8 +550,92 @@ fn connection_survives(e: &redis::RedisError) -> bool {
     )
 }
 
+/// Sends the queued publishes in batches until the queue is empty: each batch is one
+/// script call (one round trip), and this node's subscribers get the messages in the
+/// batch's order.
+#[cfg(feature = "tokio")]
+async fn flush(inner: Arc<Inner>) {
+    loop {
+        let batch: Vec<Queued> = {
+            let mut queue = lock(&inner.batch.queue);
+            let n = queue.len().min(BATCH_MAX);
+            queue.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            inner.batch.running.store(false, Ordering::Release);
+            // A publish queued just before that saw the flag still set: take it over,
+            // unless another flush already has.
+            if lock(&inner.batch.queue).is_empty()
+                || inner.batch.running.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+            continue;
+        }
+        let positions = inner.publish_batch(&batch).await;
+        for (i, q) in batch.into_iter().enumerate() {
+            let result = match &positions {
+                Ok(p) => p
+                    .get(i)
+                    .copied()
+                    .ok_or_else(|| unavailable("unexpected reply to publish")),
+                Err(HubError::Unavailable(why)) => Err(HubError::Unavailable(why.clone())),
+                Err(e) => Err(unavailable(e)),
+            };
+            if let Ok(position) = result {
+                inner.deliver_own(&q.topic, position, &q.message).await;
+            }
+            let _ = q.done.send(result);
+        }
+    }
+}
+
 #[cfg(feature = "tokio")]
 impl Inner {
+    /// One batch of publishes: the single-message script for one, the batch script
+    /// for more.
+    async fn publish_batch(&self, batch: &[Queued]) -> Result<Vec<Position>, HubError> {
+        if let [one] = batch {
+            let invocation = self.publish_invocation(&one.topic, &one.message);
+            let reply: Value = self
+                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await?;
+            return Ok(vec![position_of(&reply)?]);
+        }
+        let invocation =
+            self.publish_many_invocation(batch.iter().map(|q| (q.topic.as_str(), &q.message)));
+        let reply: Value = self
+            .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        let Value::Array(rows) = reply else {
+            return Err(unavailable("unexpected reply to publish"));
+        };
+        rows.iter().map(position_of).collect()
+    }
+
+    /// Delivers this node's own publish to its subscribers (its echo from Redis is
+    /// ignored); other nodes' messages not received yet come before it: read here,
+    /// asynchronously, rather than in the delivery (which would block).
+    async fn deliver_own(&self, topic: &str, position: Position, message: &Message) {
+        let Some(sink) = self.sink.get() else { return };
+        let stored = Stored {
+            position,
+            message: message.clone(),
+        };
+        match sink.gap(topic, position) {
+            Some(from) => {
+                let missed = (position.offset - 1 - from.offset) as usize;
+                let invocation = self.replay_invocation(topic, from, missed);
+                let read = self
+                    .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
+                    .await
+                    .map(|reply: Value| stretch_of(reply, from, missed));
+                sink.deliver_filled(topic, stored, from, read);
+            }
+            None => sink.deliver(topic, stored),
+        }
+    }
+
     /// The async connection, connecting first if needed (failing at once while the
     /// backoff runs).
     async fn aconn(&self) -> Result<redis::aio::MultiplexedConnection, HubError> {
@@ -642,12 +804,42 @@ impl Model {
         invocation
             .key(self.key(topic, "s"))
             .key(self.key(topic, "c"))
-            .arg(new_epoch())
+            .arg(self.epoch_candidate())
             .arg(self.config.history_len.max(1))
             .arg(kind)
             .arg(message.payload())
             .arg(self.config.history_ttl.as_secs())
             .arg(&self.node);
+        invocation
+    }
+
+    /// The batch publish script for `messages` (topic, message), in order.
+    pub(crate) fn publish_many_invocation<'a>(
+        &'a self,
+        messages: impl Iterator<Item = (&'a str, &'a Message)> + Clone,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = self.publish_many.prepare_invoke();
+        for (topic, _) in messages.clone() {
+            invocation
+                .key(self.key(topic, "m"))
+                .key(self.key(topic, "s"))
+                .key(self.key(topic, "c"));
+        }
+        invocation
+            .arg(self.config.history_len.max(1))
+            .arg(self.config.history_ttl.as_secs())
+            .arg(&self.node);
+        for (_, message) in messages {
+            let kind = if matches!(message, Message::Text(_)) {
+                "t"
+            } else {
+                "b"
+            };
+            invocation
+                .arg(self.epoch_candidate())
+                .arg(kind)
+                .arg(message.payload());
+        }
         invocation
     }
 
@@ -796,28 +988,28 @@ impl Backend for RedisBackend {
     ) -> crate::BoxFuture<'a, Result<Position, HubError>> {
         Box::pin(async move {
             let inner = &self.inner;
-            let invocation = inner.publish_invocation(topic, message);
-            let reply: Value = inner
-                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                .await?;
-            let position = position_of(&reply)?;
-            if let Some(sink) = inner.sink.get() {
-                let stored = Stored {
-                    position,
-                    message: message.clone(),
-                };
-                // Messages of other nodes not received yet come before it: read them
-                // here, asynchronously, rather than in the delivery (which would block).
-                match sink.gap(topic, position) {
-                    Some(from) => {
-                        let missed = (position.offset - 1 - from.offset) as usize;
-                        let read = self.replay_async(topic, from, missed).await;
-                        sink.deliver_filled(topic, stored, from, read);
-                    }
-                    None => sink.deliver(topic, stored),
-                }
+            // Off tokio, no task can flush a batch: one script call of its own.
+            if tokio::runtime::Handle::try_current().is_err() {
+                let invocation = inner.publish_invocation(topic, message);
+                let reply: Value = inner
+                    .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
+                    .await?;
+                let position = position_of(&reply)?;
+                inner.deliver_own(topic, position, message).await;
+                return Ok(position);
             }
-            Ok(position)
+            let (done, answer) = tokio::sync::oneshot::channel();
+            lock(&inner.batch.queue).push(Queued {
+                topic: topic.to_owned(),
+                message: message.clone(),
+                done,
+            });
+            if !inner.batch.running.swap(true, Ordering::AcqRel) {
+                tokio::spawn(flush(inner.clone()));
+            }
+            answer
+                .await
+                .unwrap_or_else(|_| Err(unavailable("the publish was abandoned")))
         })
     }
 

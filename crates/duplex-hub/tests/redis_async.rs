@@ -171,3 +171,92 @@ async fn async_publishes_fail_fast_while_redis_is_paused_and_work_again_after() 
         after.offset
     );
 }
+
+/// Publishes of many tasks at once go to Redis in batches (one script call for several
+/// messages): fewer script calls than publishes, and every message delivered once, in
+/// order, on this node and another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_go_in_batches_and_arrive_once_in_order() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis.url()), node(&redis.url()));
+    const TASKS: usize = 100;
+    const EACH: usize = 5;
+    let mut subs = Vec::new();
+    for hub in [&a, &b] {
+        let mut s = hub.subscriber();
+        for t in 0..4 {
+            s.subscribe_async(&format!("b{t}")).await.unwrap();
+        }
+        subs.push(s);
+    }
+    let calls = |redis: &RedisServer| -> u64 {
+        let stats = redis.cli(&["info", "commandstats"]);
+        stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let before = calls(&redis);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for j in 0..EACH {
+                    let topic = format!("b{}", (i + j) % 4);
+                    got.push((
+                        topic.clone(),
+                        a.publish_async(&topic, format!("{i}/{j}")).await.unwrap(),
+                    ));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut sent = std::collections::BTreeMap::<String, Vec<Position>>::new();
+    for t in tasks {
+        for (topic, p) in t.await.unwrap() {
+            sent.entry(topic).or_default().push(p);
+        }
+    }
+    let script_calls = calls(&redis) - before;
+    let total = TASKS * EACH;
+    eprintln!("{total} publishes in {script_calls} script calls");
+    assert!(
+        script_calls < total as u64,
+        "{script_calls} calls for {total} publishes"
+    );
+    for v in sent.values_mut() {
+        v.sort();
+        let offsets: Vec<u64> = v.iter().map(|p| p.offset).collect();
+        assert_eq!(
+            offsets,
+            (1..=v.len() as u64).collect::<Vec<_>>(),
+            "each offset once"
+        );
+    }
+    for s in &mut subs {
+        let got = positions(s, total).await;
+        let mut per_topic = std::collections::BTreeMap::<u64, Vec<u64>>::new();
+        for p in &got {
+            per_topic.entry(p.epoch).or_default().push(p.offset);
+        }
+        for offsets in per_topic.values() {
+            assert!(
+                offsets.windows(2).all(|w| w[1] == w[0] + 1),
+                "in order, once"
+            );
+        }
+        assert_eq!(got.len(), total);
+    }
+}
