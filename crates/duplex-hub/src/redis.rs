@@ -550,6 +550,19 @@ fn connection_survives(e: &redis::RedisError) -> bool {
     )
 }
 
+/// Hands an unfinished flush to a spawned task when the flushing publish is dropped.
+#[cfg(feature = "tokio")]
+struct Takeover(Option<Arc<Inner>>);
+
+#[cfg(feature = "tokio")]
+impl Drop for Takeover {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            tokio::spawn(flush(inner));
+        }
+    }
+}
+
 /// Sends the queued publishes in batches until the queue is empty: each batch is one
 /// script call (one round trip), and this node's subscribers get the messages in the
 /// batch's order.
@@ -1005,7 +1018,12 @@ impl Backend for RedisBackend {
                 done,
             });
             if !inner.batch.running.swap(true, Ordering::AcqRel) {
-                tokio::spawn(flush(inner.clone()));
+                // This task flushes, its own publish and whatever queues meanwhile (no
+                // task to spawn and wake when publishes do not overlap); if it is
+                // dropped midway, a spawned task takes over.
+                let mut guard = Takeover(Some(inner.clone()));
+                flush(inner.clone()).await;
+                guard.0 = None;
             }
             answer
                 .await
@@ -1164,9 +1182,9 @@ impl Backend for RedisBackend {
 }
 
 /// How long the pub/sub reader waits for a message before it looks at its commands.
-/// Short, so a new topic's subscription (and a stop) is made soon: a node waits for it
-/// in subscribe ([`Backend::wait_live`]).
-const POLL: Duration = Duration::from_millis(5);
+/// Also the longest a new topic's subscription waits (subscribe waits for it:
+/// [`Backend::wait_live`]); shorter would wake the thread more often for nothing.
+const POLL: Duration = Duration::from_millis(50);
 
 /// The longest [`Backend::wait_live`] waits for the pub/sub subscription of a topic.
 const LIVE_WAIT: Duration = Duration::from_millis(500);
