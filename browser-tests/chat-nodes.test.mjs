@@ -1,7 +1,9 @@
 // Two chat-web nodes sharing one redis-server (`--redis`), in Chromium: a page on one
-// node chats with a page on the other; when a node is killed (SIGKILL), the page on it
-// reconnects to the other node, resumes from its last (epoch, offset), and ends with
-// every message exactly once.
+// node chats with a page on the other and both see each other in the member list (the
+// hub's presence); when a node is killed (SIGKILL), the page on it reconnects to the
+// other node, resumes from its last (epoch, offset), ends with every message exactly
+// once, and the member lists stay right (a move is neither a leave nor a join); when
+// the room's history is lost (Redis flushed), the pages reload the room and say so.
 //
 // The test starts its own redis-server (Debian's package) on a free 127.0.0.1 port in a
 // temporary directory, without persistence, and stops it. REDIS_SERVER overrides the
@@ -126,6 +128,11 @@ describe("two chat-web nodes on one Redis, in Chromium", { skip: !haveRedis && `
     await bob.fill("#text", "hello from node B");
     await bob.press("#text", "Enter");
     await messageIn(alice, "bob", "hello from node B");
+    // Each page lists both members, whichever node they are on.
+    for (const page of [alice, bob]) {
+      await page.waitForFunction(() => window.duplexChat.members().join() === "alice,bob", null, { timeout: WAIT });
+    }
+    assert.deepEqual(await alice.locator("#member-list li").allTextContents(), ["alice", "bob"]);
   });
 
   it("node A is killed mid-stream: its page resumes on B with every message exactly once", async () => {
@@ -169,6 +176,37 @@ describe("two chat-web nodes on one Redis, in Chromium", { skip: !haveRedis && `
     const after = await alice.evaluate(() => window.duplexChat.positions());
     console.log(`# alice: position before the kill ${JSON.stringify(before[ROOM])}, at the end ${JSON.stringify(after[ROOM])}; ${resumed.join("; ")}`);
     assert.equal(resumed.length, 1);
+    // The move was no leave and no join: both lists unchanged, no notice of either.
+    for (const page of [alice, bob]) {
+      assert.deepEqual(await page.evaluate(() => window.duplexChat.members()), ["alice", "bob"]);
+    }
+    const bobNotices = await bob.locator("#log .notice").allTextContents();
+    assert.equal(bobNotices.filter((t) => t.includes("alice left")).length, 0, "no leave for a move");
+    assert.equal(bobNotices.filter((t) => t.includes("alice joined")).length, 0, "no second join");
+  });
+
+  it("the room's history is lost: both pages reload the room and say so", async () => {
+    const port = new URL(redis.url).port;
+    const flushed = spawnSync("redis-cli", ["-p", port, "flushall"]);
+    assert.equal(flushed.status, 0, "redis-cli flushall");
+    for (const page of [alice, bob]) {
+      // The node's next sync sees the history gone: a notice, which the page acts on.
+      await page.waitForFunction(
+        () => window.duplexChat.recoveries().some((r) => r.kind === "reload" && r.reason === "epoch_changed"),
+        null,
+        { timeout: WAIT },
+      );
+      await page.locator(".divider", { hasText: "reloaded #" }).waitFor({ timeout: WAIT });
+      await page.waitForSelector('#state[data-state="open"]', { timeout: WAIT });
+    }
+    // Chat goes on in the new epoch, and the member lists come back (each node writes
+    // its members again at its next heartbeat).
+    await bob.fill("#text", "after the flush");
+    await bob.press("#text", "Enter");
+    await messageIn(alice, "bob", "after the flush");
+    for (const page of [alice, bob]) {
+      await page.waitForFunction(() => window.duplexChat.members().join() === "alice,bob", null, { timeout: 20_000 });
+    }
   });
 
   it("a resume that cannot be recovered is shown as such", async () => {
