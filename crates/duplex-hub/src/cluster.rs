@@ -361,30 +361,26 @@ fn run(inner: &Arc<Inner>, rx: &Receiver<Note>) {
             Err(RecvTimeoutError::Disconnected) => return,
         };
         match note {
-            Some(Note::Watch(t)) => {
-                if watched.insert(t.clone()) {
-                    let topic = t.clone();
-                    let ok = inner
-                        .block(move |i| Box::pin(async move { i.subscribe(&topic, true).await }))
-                        .is_ok();
-                    if ok {
-                        lock(&inner.live).insert(t.clone());
-                        if inner.sync(std::slice::from_ref(&t)).is_err() {
-                            next_sync = Instant::now() + inner.config.backoff_min;
-                        }
-                    } else {
-                        // Subscribed again (with the others) at the next sync.
+            Some(Note::Watch(t)) if watched.insert(t.clone()) => {
+                let topic = t.clone();
+                let ok = inner
+                    .block(move |i| Box::pin(async move { i.subscribe(&topic, true).await }))
+                    .is_ok();
+                if ok {
+                    lock(&inner.live).insert(t.clone());
+                    if inner.sync(std::slice::from_ref(&t)).is_err() {
                         next_sync = Instant::now() + inner.config.backoff_min;
                     }
+                } else {
+                    // Subscribed again (with the others) at the next sync.
+                    next_sync = Instant::now() + inner.config.backoff_min;
                 }
             }
-            Some(Note::Unwatch(t)) => {
-                if watched.remove(&t) {
-                    lock(&inner.live).remove(&t);
-                    let _ =
-                        inner.block(move |i| Box::pin(async move { i.subscribe(&t, false).await }));
-                }
+            Some(Note::Unwatch(t)) if watched.remove(&t) => {
+                lock(&inner.live).remove(&t);
+                let _ = inner.block(move |i| Box::pin(async move { i.subscribe(&t, false).await }));
             }
+            Some(Note::Watch(_) | Note::Unwatch(_)) => {}
             Some(Note::Push(push)) => match push.kind {
                 PushKind::SMessage | PushKind::Message => {
                     let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
