@@ -2,16 +2,17 @@
 //! measures:
 //!
 //! ```text
-//! cargo run --release -p duplex-hub --features tokio,redis --example hub-node -- \
-//!     [ADDR] [--redis redis://127.0.0.1:PORT/]
+//! cargo run --release -p duplex-hub --features tokio,redis,cluster --example hub-node -- \
+//!     [ADDR] [--redis redis://127.0.0.1:PORT/ [--cluster]]
 //! ```
 //!
 //! (default `127.0.0.1:0`; prints `listening on ADDR`). `ws://ADDR/sub?topic=T`
 //! subscribes the connection to topic `T` and sends it every message of the topic as
 //! it was published (`Framing::Raw`, encoded once per node for all its subscribers);
 //! `ws://ADDR/pub?topic=T` publishes every message the connection sends to `T`. With
-//! `--redis`, nodes sharing the server are one service; without, the in-memory
-//! backend. Publishes that fail (Redis away) are counted and printed at exit.
+//! `--redis`, nodes sharing the server are one service (with `--cluster`, `--redis`
+//! lists nodes of a Redis Cluster, separated by commas, and needs the `cluster`
+//! feature); without, the in-memory backend. Publishes that fail (Redis away) are counted and printed at exit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -25,17 +26,23 @@ use tokio::net::{TcpListener, TcpStream};
 async fn main() -> std::io::Result<()> {
     let mut addr = "127.0.0.1:0".to_owned();
     let mut redis = None;
+    let mut cluster = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--redis" => redis = args.next(),
+            "--cluster" => cluster = true,
             _ => addr = arg,
         }
     }
     let config = HubConfig::default();
     let hub = match &redis {
         Some(url) => {
-            Hub::redis(config, RedisConfig::new(url.as_str())).map_err(std::io::Error::other)?
+            let redis = RedisConfig {
+                cluster,
+                ..RedisConfig::new(url.as_str())
+            };
+            Hub::redis(config, redis).map_err(std::io::Error::other)?
         }
         None => Hub::with_backend(
             config,

@@ -36,6 +36,7 @@ release), P publishers, T topics, N subscribers, in memory or over Redis.
 Options:
   --nodes 1|2        nodes (default 1; 2 implies --redis)
   --redis            use Redis (a redis-server of the run's own) even with one node
+  --cluster          use a Redis Cluster of the run's own (3 masters, sharded pub/sub)
   --subs N           subscriber connections (default 1000)
   --pubs P           publisher connections (default 4)
   --topics T         topics (default 4)
@@ -56,6 +57,7 @@ of order (the run then fails).
 struct Options {
     nodes: usize,
     redis: bool,
+    cluster: bool,
     subs: usize,
     pubs: usize,
     topics: usize,
@@ -70,6 +72,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
     let mut o = Options {
         nodes: 1,
         redis: false,
+        cluster: false,
         subs: 1000,
         pubs: 4,
         topics: 4,
@@ -91,6 +94,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "-h" | "--help" => return Ok(None),
             "--nodes" => o.nodes = number(value()?)?.clamp(1, 2),
             "--redis" => o.redis = true,
+            "--cluster" => o.cluster = true,
             "--subs" => o.subs = number(value()?)?.max(1),
             "--pubs" => o.pubs = number(value()?)?.max(1),
             "--topics" => o.topics = number(value()?)?.max(1),
@@ -109,7 +113,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             other => return Err(format!("unknown option {other:?}")),
         }
     }
-    o.redis |= o.nodes == 2;
+    o.redis |= o.nodes == 2 || o.cluster;
     // The header ("j seq ts ") fits in 40 bytes.
     o.size = o.size.max(40);
     Ok(Some(o))
@@ -166,39 +170,51 @@ impl Drop for Proc {
 
 /// A `redis-server` of the run's own, its directory removed when dropped.
 struct Redis {
-    proc: Option<Proc>,
-    dir: PathBuf,
+    procs: Vec<Proc>,
+    dirs: Vec<PathBuf>,
+    /// One URL, or a cluster's nodes' URLs separated by commas.
     url: String,
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        self.proc.take();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.procs.clear();
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
-fn start_redis() -> Result<Redis, String> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
+/// One `redis-server` on a free port (with its cluster bus port, +10000, free too when
+/// `cluster`), in a directory of its own.
+fn spawn_redis(cluster: bool) -> Result<(Proc, PathBuf, u16), String> {
+    let port = loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        if !cluster || (port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok())
+        {
+            break port;
+        }
+    };
     let dir = std::env::temp_dir().join(format!("duplex-load-redis-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let child = Command::new("redis-server")
+    let mut command = Command::new("redis-server");
+    command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
+        .args(["--save", "", "--appendonly", "no"]);
+    if cluster {
+        command.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+    }
+    let child = command
         .arg("--dir")
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("redis-server: {e} (apt-get install -y redis-server)"))?;
-    let redis = Redis {
-        proc: Some(Proc(child)),
-        dir,
-        url: format!("redis://127.0.0.1:{port}/"),
-    };
+    let proc = Proc(child);
     let deadline = Instant::now() + Duration::from_secs(5);
     while StdTcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -206,15 +222,79 @@ fn start_redis() -> Result<Redis, String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    Ok((proc, dir, port))
+}
+
+fn start_redis() -> Result<Redis, String> {
+    let (proc, dir, port) = spawn_redis(false)?;
+    Ok(Redis {
+        procs: vec![proc],
+        dirs: vec![dir],
+        url: format!("redis://127.0.0.1:{port}/"),
+    })
+}
+
+/// A Redis Cluster of three masters, joined with `redis-cli --cluster create`.
+fn start_cluster() -> Result<Redis, String> {
+    let mut redis = Redis {
+        procs: Vec::new(),
+        dirs: Vec::new(),
+        url: String::new(),
+    };
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let (proc, dir, port) = spawn_redis(true)?;
+        redis.procs.push(proc);
+        redis.dirs.push(dir);
+        ports.push(port);
+    }
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+        .args(["--cluster-yes"])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("redis-cli: {e}"))?;
+    if !created.success() {
+        return Err("redis-cli --cluster create failed".into());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = ports.iter().all(|p| {
+            Command::new("redis-cli")
+                .args(["-p", &p.to_string(), "cluster", "info"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+        });
+        if ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the Redis Cluster did not become ready".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    redis.url = ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}/"))
+        .collect::<Vec<_>>()
+        .join(",");
     Ok(redis)
 }
 
-fn start_node(binary: &Path, redis: Option<&str>) -> Result<(Proc, SocketAddr), String> {
+fn start_node(
+    binary: &Path,
+    redis: Option<&str>,
+    cluster: bool,
+) -> Result<(Proc, SocketAddr), String> {
     use std::io::BufRead;
     let mut command = Command::new(binary);
     command.arg("127.0.0.1:0");
     if let Some(url) = redis {
         command.args(["--redis", url]);
+        if cluster {
+            command.arg("--cluster");
+        }
     }
     let mut child = command
         .stdout(Stdio::piped())
@@ -248,7 +328,7 @@ fn hub_node(build: bool) -> Result<PathBuf, String> {
             "-p",
             "duplex-hub",
             "--features",
-            "tokio,redis",
+            "tokio,redis,cluster",
             "--example",
             "hub-node",
         ];
@@ -432,10 +512,18 @@ fn run(o: &Options) -> Result<bool, String> {
     if limit < want {
         return Err(format!("open files limited to {limit}, {want} needed"));
     }
-    let redis = if o.redis { Some(start_redis()?) } else { None };
+    let redis = match (o.cluster, o.redis) {
+        (true, _) => Some(start_cluster()?),
+        (false, true) => Some(start_redis()?),
+        (false, false) => None,
+    };
     let mut nodes = Vec::new();
     for _ in 0..o.nodes {
-        nodes.push(start_node(&binary, redis.as_ref().map(|r| r.url.as_str()))?);
+        nodes.push(start_node(
+            &binary,
+            redis.as_ref().map(|r| r.url.as_str()),
+            o.cluster,
+        )?);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -443,8 +531,11 @@ fn run(o: &Options) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.1).collect();
     let pids: Vec<u32> = nodes.iter().map(|n| n.0.pid()).collect();
-    let redis_pid = redis.as_ref().and_then(|r| r.proc.as_ref()).map(Proc::pid);
-    let report = rt.block_on(measure(o, &addrs, &pids, redis_pid))?;
+    let redis_pids: Vec<u32> = redis
+        .as_ref()
+        .map(|r| r.procs.iter().map(Proc::pid).collect())
+        .unwrap_or_default();
+    let report = rt.block_on(measure(o, &addrs, &pids, &redis_pids))?;
     drop(nodes);
     drop(redis);
     println!("{report}");
@@ -478,7 +569,7 @@ async fn measure(
     o: &Options,
     addrs: &[SocketAddr],
     pids: &[u32],
-    redis_pid: Option<u32>,
+    redis_pids: &[u32],
 ) -> Result<Report, String> {
     // Subscribers, grouped by (node, topic) so each group shares its request.
     let mut subs = Vec::new();
@@ -534,13 +625,13 @@ async fn measure(
     tokio::time::sleep_until(start.into()).await;
     let (cpu0, redis0, me0) = (
         cpu(pids),
-        redis_pid.and_then(sys::process_cpu),
+        (!redis_pids.is_empty()).then(|| cpu(redis_pids)).flatten(),
         sys::self_cpu(),
     );
     tokio::time::sleep_until(end.into()).await;
     let (cpu1, redis1, me1) = (
         cpu(pids),
-        redis_pid.and_then(sys::process_cpu),
+        (!redis_pids.is_empty()).then(|| cpu(redis_pids)).flatten(),
         sys::self_cpu(),
     );
     let mut published_in_window = 0;
@@ -614,7 +705,11 @@ async fn measure(
          lost {lost}, repeated or out of order {repeated}, errors {errors}{}\n\
          | {} | {} | {} | {} | {:.0} | {:.0} | {:.2} ms | {:.2} ms | {node_us} µs |",
         o.nodes,
-        if o.redis { "redis" } else { "memory" },
+        match (o.cluster, o.redis) {
+            (true, _) => "redis-cluster",
+            (false, true) => "redis",
+            (false, false) => "memory",
+        },
         o.subs,
         o.pubs,
         o.topics,
@@ -631,7 +726,11 @@ async fn measure(
             .map(|e| format!(" (first: {e})"))
             .unwrap_or_default(),
         o.nodes,
-        if o.redis { "Redis" } else { "memory" },
+        match (o.cluster, o.redis) {
+            (true, _) => "Redis Cluster",
+            (false, true) => "Redis",
+            (false, false) => "memory",
+        },
         o.subs,
         o.pubs,
         published_in_window as f64 / secs,
