@@ -77,10 +77,10 @@ enum Wire {
     /// The connection is over and its output written: our side is being shut down.
     /// The linger deadline (`TimerKind::Linger`) bounds shutting down and draining
     /// together; `left` is what may still be discarded.
-    ShuttingDown { left: usize },
+    ShuttingDown { left: u32 },
     /// Our side is shut down: input is discarded until end of file, the linger
     /// deadline, or `left` more bytes.
-    Draining { left: usize },
+    Draining { left: u32 },
     /// To be closed now (a deadline passed, the peer left, the transport failed, or
     /// draining ended).
     Gone,
@@ -137,14 +137,9 @@ pub struct Connection {
     pongs_in_flight: VecDeque<u64>,
     /// Where the connection is in its life; changed only by [`Connection::become`].
     state: State,
-    /// The close handshake was started here (by the application or a failure), not by
-    /// the peer: sending afterwards is the application's mistake, not the peer's doing.
-    closed_here: bool,
     /// Close frames and failures, allocated when the connection starts to end (most of
     /// a connection's life it is `None`, which keeps idle connections small).
     ending: Option<Box<Ending>>,
-    /// No more frames will be decoded (peer's close seen, or the stream is undecodable).
-    read_closed: bool,
     /// What becomes of the transport (see [`Connection::poll_transport`]).
     wire: Wire,
     timers: TimerTable,
@@ -163,6 +158,9 @@ pub struct Connection {
 /// What a connection keeps once it starts to end.
 #[derive(Debug, Default)]
 struct Ending {
+    /// The close handshake was started here (by the application or a failure), not by
+    /// the peer: sending afterwards is the application's mistake, not the peer's doing.
+    closed_here: bool,
     /// The close frame we queued (code 1005 for an empty one).
     sent_close: Option<CloseFrame>,
     /// The close frame the peer sent (code 1005 for an empty one).
@@ -247,9 +245,7 @@ impl Connection {
             pending_pong: None,
             pongs_in_flight: VecDeque::new(),
             state: State::Open,
-            closed_here: false,
             ending: None,
-            read_closed: false,
             wire: Wire::Up,
             timers: TimerTable::default(),
             clock_started: false,
@@ -300,7 +296,7 @@ impl Connection {
             self.discard(data.len());
             return;
         }
-        if self.read_closed || data.is_empty() {
+        if self.read_closed() || data.is_empty() {
             return;
         }
         if self.read_buf.is_empty() {
@@ -325,7 +321,7 @@ impl Connection {
     /// here without moving it, and the read does not run into the next frame), and
     /// otherwise at least `min`, or more when the last frame was larger.
     pub fn input_buffer(&mut self, min: usize) -> &mut BytesMut {
-        if self.read_closed {
+        if self.read_closed() {
             self.discard_appended();
         }
         let wanted = self.input_wanted();
@@ -348,7 +344,7 @@ impl Connection {
     /// of the last large frame. 0 when nothing is known: a small read, e.g. into an
     /// adapter's shared buffer passed to [`receive`](Self::receive), serves as well.
     pub fn input_wanted(&self) -> usize {
-        if self.read_closed {
+        if self.read_closed() {
             return 0;
         }
         match self.decoder.awaiting() {
@@ -384,10 +380,10 @@ impl Connection {
             return Some(Err(error));
         }
         self.note_input(now);
-        if self.read_closed && !self.read_buf.is_empty() {
+        if self.read_closed() && !self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
-        while !self.read_closed {
+        while !self.read_closed() {
             let item = match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(item)) => item,
                 Ok(None) => {
@@ -404,8 +400,7 @@ impl Connection {
                 Err(error) => return self.fail(error, now),
             }
         }
-        if self.eof && !self.read_closed {
-            self.read_closed = true;
+        if self.eof && !self.read_closed() {
             // Bytes left over are part of a frame (a header, or a frame held until whole).
             let partial_frame = !std::mem::take(&mut self.read_buf).is_empty();
             return self.transport_ended(partial_frame, now);
@@ -701,7 +696,6 @@ impl Connection {
 
     fn handle_close(&mut self, payload: &[u8], now: Instant) -> Result<Option<Message>, Error> {
         let frame = parse_close_payload(payload)?;
-        self.read_closed = true;
         self.read_buf = BytesMut::new();
         self.ending().received_close = Some(
             frame
@@ -729,7 +723,6 @@ impl Connection {
     /// transport is closed as soon as the close frame is written; waiting for the peer's
     /// reply could mean waiting for the rest of a frame that will never come.
     fn fail(&mut self, error: Error, now: Instant) -> Option<Result<Message, Error>> {
-        self.read_closed = true;
         self.read_buf = BytesMut::new();
         if self.state.is_terminal() {
             return None;
@@ -737,8 +730,8 @@ impl Connection {
         self.incoming = Incoming::default();
         self.pending_pong = None;
         if self.state == State::Open && self.wire == Wire::Up {
-            self.closed_here = true;
             self.write_close(error.close_frame());
+            self.ending().closed_here = true;
         }
         self.ending().failure = Some(error.duplicate());
         self.become_(State::Failed, now);
@@ -749,7 +742,6 @@ impl Connection {
     /// peer is not reading or not answering, so nothing more is written).
     fn fail_now(&mut self, error: Error, now: Instant) {
         self.close_wire();
-        self.read_closed = true;
         if let Some(Err(error)) = self.fail(error, now) {
             self.ending().pending_error = Some(error);
         }
@@ -860,7 +852,7 @@ impl Connection {
     /// of its requests would only queue more.
     pub fn wants_read(&self) -> bool {
         match self.wire {
-            Wire::Up => !self.read_closed && self.output.len() <= self.config.max_write_buffer,
+            Wire::Up => !self.read_closed() && self.output.len() <= self.config.max_write_buffer,
             Wire::Draining { .. } => true,
             Wire::ShuttingDown { .. } | Wire::Gone => false,
         }
@@ -885,9 +877,9 @@ impl Connection {
         if self.state != State::Open {
             return Ok(());
         }
-        self.closed_here = true;
         self.queue_pong();
         self.write_close(frame);
+        self.ending().closed_here = true;
         self.become_(State::CloseSent, now);
         self.tick(now);
         Ok(())
@@ -898,7 +890,9 @@ impl Connection {
         match self.state {
             State::Open => Ok(()),
             State::Failed => Err(self.failure().unwrap_or(Error::ConnectionClosed)),
-            _ if self.closed_here => Err(UsageError::SendAfterClose.into()),
+            _ if self.ending.as_ref().is_some_and(|e| e.closed_here) => {
+                Err(UsageError::SendAfterClose.into())
+            }
             _ => Err(Error::ConnectionClosed),
         }
     }
@@ -1173,7 +1167,7 @@ impl Connection {
                     return TransportAction::Close;
                 }
                 self.wire = Wire::ShuttingDown {
-                    left: linger.max_bytes,
+                    left: u32::try_from(linger.max_bytes).unwrap_or(u32::MAX),
                 };
                 self.timers.set(TimerKind::Linger, now + linger.time);
                 TransportAction::ShutdownWrite
@@ -1223,7 +1217,7 @@ impl Connection {
         match self.state {
             State::Failed => true,
             State::Closed => self.role == Role::Server || self.eof,
-            State::Open | State::CloseSent | State::CloseReceived => self.eof && self.read_closed,
+            State::Open | State::CloseSent | State::CloseReceived => self.eof && self.read_closed(),
         }
     }
 
@@ -1233,10 +1227,15 @@ impl Connection {
         self.wire == Wire::Gone
     }
 
+    /// No more frames are decoded: the peer's close arrived, the connection failed, or
+    /// the transport is ending. Derived from the state, never set by hand.
+    fn read_closed(&self) -> bool {
+        self.wire != Wire::Up || !matches!(self.state, State::Open | State::CloseSent)
+    }
+
     /// Nothing more is read or written: the transport is to be closed now.
     fn close_wire(&mut self) {
         self.wire = Wire::Gone;
-        self.read_closed = true;
         self.read_buf = BytesMut::new();
         self.timers.clear(TimerKind::Linger);
     }
@@ -1245,7 +1244,7 @@ impl Connection {
     /// discarded; the transport is closed once the linger policy's byte cap is reached.
     fn discard(&mut self, n: usize) {
         if let Wire::ShuttingDown { left, .. } | Wire::Draining { left, .. } = &mut self.wire {
-            *left = left.saturating_sub(n);
+            *left = left.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
             if *left == 0 {
                 self.close_wire();
             }
