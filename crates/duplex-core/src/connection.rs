@@ -68,6 +68,18 @@ pub enum TransportAction {
     Close,
 }
 
+/// How a failure ends a connection (see `Connection::fail`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fail {
+    /// A close frame for the error goes out before the transport closes; reported.
+    Graceful,
+    /// The transport closes now, nothing more is written; reported.
+    Abort,
+    /// As `Abort`, kept as the failure but not reported (the peer left after our own
+    /// close: the end the application asked for).
+    Silent,
+}
+
 /// What becomes of the transport: the engine's half of a connection's life that the
 /// protocol state does not cover.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -392,12 +404,12 @@ impl Connection {
                     }
                     break;
                 }
-                Err(error) => return self.fail(error.into(), now),
+                Err(error) => return self.fail(error.into(), Fail::Graceful, now),
             };
             match self.handle(item, now) {
                 Ok(Some(message)) => return Some(Ok(message)),
                 Ok(None) => {}
-                Err(error) => return self.fail(error, now),
+                Err(error) => return self.fail(error, Fail::Graceful, now),
             }
         }
         if self.eof && !self.read_closed() {
@@ -417,16 +429,15 @@ impl Connection {
         let mid_message =
             partial_frame || self.incoming.kind.is_some() || !self.decoder.is_at_frame_boundary();
         let error = Error::PeerVanished { mid_message };
-        // Nobody is left to read a close frame: the transport closes at once.
-        self.close_wire();
-        if self.state == State::CloseSent {
-            // We asked to close and the peer left: the end the application asked for,
-            // though not a clean one.
-            self.ending().failure = Some(error);
-            self.become_(State::Failed, now);
-            return None;
-        }
-        self.fail(error, now)
+        // Nobody is left to read a close frame: the transport closes at once. After our
+        // own close it is the end the application asked for, though not a clean one:
+        // kept as the failure, not reported as news.
+        let how = if self.state == State::CloseSent {
+            Fail::Silent
+        } else {
+            Fail::Abort
+        };
+        self.fail(error, how, now)
     }
 
     /// Starts the deadlines that count from the first time the engine is given.
@@ -718,31 +729,40 @@ impl Connection {
         Ok(Some(Message::Close(frame)))
     }
 
-    /// Fails the connection (RFC 6455 section 7.1.7): queues a close frame for `error`
-    /// (unless one was sent already), stops reading, and reports the error once. The
-    /// transport is closed as soon as the close frame is written; waiting for the peer's
-    /// reply could mean waiting for the rest of a frame that will never come.
-    fn fail(&mut self, error: Error, now: Instant) -> Option<Result<Message, Error>> {
+    /// The one way a connection fails (RFC 6455 section 7.1.7): no more frames are
+    /// decoded, the failure is kept for every later call that needs to say so, and `how`
+    /// decides the rest: a close frame for `error` (unless one was sent already) written
+    /// before the transport closes, or the transport closed at once; reported once by
+    /// [`poll_event`](Self::poll_event), which gets the report back from this call, or
+    /// kept silent. Nothing happens to a connection that is over already.
+    fn fail(
+        &mut self,
+        error: Error,
+        how: Fail,
+        now: impl Into<Option<Instant>>,
+    ) -> Option<Result<Message, Error>> {
+        if how != Fail::Graceful {
+            self.close_wire();
+        }
         self.read_buf = BytesMut::new();
         if self.state.is_terminal() {
             return None;
         }
         self.incoming = Incoming::default();
         self.pending_pong = None;
-        if self.state == State::Open && self.wire == Wire::Up {
+        if how == Fail::Graceful && self.state == State::Open && self.wire == Wire::Up {
             self.write_close(error.close_frame());
             self.ending().closed_here = true;
         }
         self.ending().failure = Some(error.duplicate());
         self.become_(State::Failed, now);
-        Some(Err(error))
+        (how != Fail::Silent).then_some(Err(error))
     }
 
-    /// Fails the connection and closes the transport at once (a deadline passed: the
-    /// peer is not reading or not answering, so nothing more is written).
-    fn fail_now(&mut self, error: Error, now: Instant) {
-        self.close_wire();
-        if let Some(Err(error)) = self.fail(error, now) {
+    /// [`fail`](Self::fail) outside `poll_event` (a deadline, a send, the transport):
+    /// the report waits for its next call.
+    fn fail_later(&mut self, error: Error, how: Fail, now: impl Into<Option<Instant>>) {
+        if let Some(Err(error)) = self.fail(error, how, now) {
             self.ending().pending_error = Some(error);
         }
     }
@@ -935,10 +955,7 @@ impl Connection {
         // The peer reads nothing: nothing more is written, the transport closes now.
         // The sender gets the error, and so does the next `poll_event` (the failure is
         // the connection's, reported once to whoever reads it).
-        self.close_wire();
-        self.ending().failure = Some(error.duplicate());
-        self.ending().pending_error = Some(error.duplicate());
-        self.become_(State::Failed, None);
+        self.fail_later(error.duplicate(), Fail::Abort, None);
         Err(error)
     }
 
@@ -1283,11 +1300,8 @@ impl Connection {
                 self.eof = true;
             }
             kind => {
-                self.close_wire();
                 let error = Error::Io(std::io::Error::new(kind, error.to_string()));
-                self.ending().failure = Some(error.duplicate());
-                self.ending().pending_error = Some(error);
-                self.become_(State::Failed, now);
+                self.fail_later(error, Fail::Abort, now);
             }
         }
     }
@@ -1357,13 +1371,11 @@ impl Connection {
                     self.timers.set(TimerKind::PongWait, now + timeout);
                     return;
                 }
-                self.fail_now(Error::Timeout(TimeoutKind::Keepalive), now);
+                self.fail_later(Error::Timeout(TimeoutKind::Keepalive), Fail::Abort, now);
             }
             TimerKind::Idle => {
                 // A graceful failure: our 1001 goes out, bounded by the close deadline.
-                if let Some(Err(error)) = self.fail(Error::Timeout(TimeoutKind::Idle), now) {
-                    self.ending().pending_error = Some(error);
-                }
+                self.fail_later(Error::Timeout(TimeoutKind::Idle), Fail::Graceful, now);
             }
             TimerKind::WriteStall => {
                 let progress = self.output.consumed_position() - self.consumed_at_stall_arm;
@@ -1378,7 +1390,7 @@ impl Connection {
                     }
                     return;
                 }
-                self.fail_now(Error::Timeout(TimeoutKind::WriteStall), now);
+                self.fail_later(Error::Timeout(TimeoutKind::WriteStall), Fail::Abort, now);
             }
             TimerKind::Linger => self.close_wire(),
             TimerKind::Close => {
@@ -1386,9 +1398,7 @@ impl Connection {
                 match self.state {
                     State::CloseSent | State::CloseReceived => {
                         let error = Error::Timeout(TimeoutKind::CloseHandshake);
-                        self.ending().failure = Some(error.duplicate());
-                        self.ending().pending_error = Some(error);
-                        self.become_(State::Failed, now);
+                        self.fail_later(error, Fail::Abort, now);
                     }
                     // A client whose server did not close TCP, or a failed connection
                     // whose close frame could not be written: only the transport is left.
