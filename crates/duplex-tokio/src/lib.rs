@@ -113,6 +113,8 @@
 //! - `tls` (default): `wss://` for the client, with rustls (`ring`) and the web PKI roots.
 //! - `hyper`: [`hyper::upgrade`] for WebSocket requests served by hyper 1 or axum, as
 //!   HTTP/1.1 upgrades or HTTP/2 extended CONNECT (RFC 8441).
+//! - `axum` (enables `hyper`): [`axum::WebSocketUpgrade`], an axum 0.8 extractor in
+//!   place of `axum::extract::ws`, for HTTP/1.1 and HTTP/2 with the same handler.
 //! - `http2`: the client over HTTP/2 (RFC 8441): [`h2::Http2Connection`] and
 //!   [`Config::http2`].
 //!
@@ -130,6 +132,8 @@
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod config;
 mod error;
