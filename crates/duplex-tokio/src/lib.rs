@@ -126,11 +126,16 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-/// The README's examples, compiled and run as doctests (they use the `hyper` and `http2`
-/// features; CI tests with `--all-features`).
-#[cfg(all(doctest, feature = "hyper", feature = "http2"))]
+/// The README's examples, compiled and run as doctests (they use the `axum`, `hyper` and
+/// `http2` features; CI tests with `--all-features`).
+#[cfg(all(doctest, feature = "axum", feature = "http2"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
+
+/// docs/MIGRATING.md's examples, compiled as doctests (they use the `axum` feature).
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../../../docs/MIGRATING.md")]
+struct MigratingDoctests;
 
 #[cfg(feature = "axum")]
 pub mod axum;
