@@ -60,7 +60,9 @@ async fn h2c(addr: SocketAddr) -> Http2Connection {
 enum Member {
     Http1(WebSocketStream<MaybeTlsStream>),
     Http2(WebSocketStream<H2Stream>),
-    Tungstenite(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>),
+    Tungstenite(
+        Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>,
+    ),
 }
 
 impl Member {
@@ -92,7 +94,8 @@ impl Member {
             match self {
                 Self::Http1(mut ws) => ws.close(None).await.unwrap(),
                 Self::Http2(mut ws) => ws.close(None).await.unwrap(),
-                Self::Tungstenite(mut ws) => {
+                Self::Tungstenite(mut boxed) => {
+                    let ws = &mut *boxed;
                     ws.close(None).await.unwrap();
                     while ws.next().await.is_some() {}
                 }
@@ -146,7 +149,7 @@ async fn chat(addr: SocketAddr) {
         .await
         .unwrap()
         .unwrap();
-    let mut carol = Member::Tungstenite(ws);
+    let mut carol = Member::Tungstenite(Box::new(ws));
     carol.say("carol").await;
     for member in [&mut alice, &mut bob, &mut carol] {
         assert_eq!(member.hear().await, "carol joined");
