@@ -66,6 +66,29 @@ enum Member {
 }
 
 impl Member {
+    async fn over_http1(url: &str) -> Self {
+        let request = ClientRequest::new(url).unwrap();
+        let connected = timeout(LIMIT, connect_with(request, Config::default())).await;
+        Self::Http1(connected.unwrap().unwrap().0)
+    }
+
+    async fn over_http2(connection: &Http2Connection, url: &str) -> Self {
+        let request = ClientRequest::new(url).unwrap();
+        let connected = timeout(LIMIT, connection.websocket(request, Config::default())).await;
+        let (ws, response) = connected.unwrap().unwrap();
+        assert_eq!(
+            response.response.status(),
+            StatusCode::OK,
+            "an RFC 8441 answer"
+        );
+        Self::Http2(ws)
+    }
+
+    async fn over_tungstenite(url: &str) -> Self {
+        let connected = timeout(LIMIT, tokio_tungstenite::connect_async(url)).await;
+        Self::Tungstenite(Box::new(connected.unwrap().unwrap().0))
+    }
+
     async fn say(&mut self, text: &str) {
         match self {
             Self::Http1(ws) => ws.send(Message::text(text)).await.unwrap(),
@@ -116,40 +139,17 @@ fn text(message: Message) -> duplex_tokio::Utf8Bytes {
 /// HTTP/2, tokio-tungstenite), talk, and leave; each hears what the others said.
 async fn chat(addr: SocketAddr) {
     let url = format!("ws://{addr}/chat");
-    let (ws, _) = timeout(
-        LIMIT,
-        connect_with(ClientRequest::new(&url).unwrap(), Config::default()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let mut alice = Member::Http1(ws);
+    let mut alice = Member::over_http1(&url).await;
     alice.say("alice").await;
     assert_eq!(alice.hear().await, "alice joined");
 
     let connection = h2c(addr).await;
-    let (ws, response) = timeout(
-        LIMIT,
-        connection.websocket(ClientRequest::new(&url).unwrap(), Config::default()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(
-        response.response.status(),
-        StatusCode::OK,
-        "an RFC 8441 answer"
-    );
-    let mut bob = Member::Http2(ws);
+    let mut bob = Member::over_http2(&connection, &url).await;
     bob.say("bob").await;
     assert_eq!(alice.hear().await, "bob joined");
     assert_eq!(bob.hear().await, "bob joined");
 
-    let (ws, _) = timeout(LIMIT, tokio_tungstenite::connect_async(url.as_str()))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut carol = Member::Tungstenite(Box::new(ws));
+    let mut carol = Member::over_tungstenite(&url).await;
     carol.say("carol").await;
     for member in [&mut alice, &mut bob, &mut carol] {
         assert_eq!(member.hear().await, "carol joined");
@@ -168,14 +168,7 @@ async fn chat(addr: SocketAddr) {
     bob.leave().await;
     assert_eq!(alice.hear().await, "bob left");
     // The HTTP/2 connection outlives its WebSocket and opens another.
-    let (ws, _) = timeout(
-        LIMIT,
-        connection.websocket(ClientRequest::new(&url).unwrap(), Config::default()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let mut dave = Member::Http2(ws);
+    let mut dave = Member::over_http2(&connection, &url).await;
     dave.say("dave").await;
     assert_eq!(alice.hear().await, "dave joined");
     assert_eq!(dave.hear().await, "dave joined");
