@@ -526,7 +526,8 @@ impl duplex_mio::Handler for MioHandler {
     ) {
         if matches!(
             error,
-            duplex_mio::ConnectionError::WriteBufferOverflow { .. }
+            duplex_mio::ConnectionError::WebSocket(duplex_core::Error::LimitExceeded(limit))
+                if limit.limit == duplex_core::Limit::WriteBuffer
         ) {
             self.stats.overflows.fetch_add(1, Ordering::AcqRel);
         }

@@ -92,7 +92,7 @@ pub use config::{
     DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_WRITE_BUFFER,
     DEFAULT_WRITE_TIMEOUT, Deadlines, EngineConfig, Linger, MIN_WRITE_PROGRESS, SizeLimits,
 };
-pub use connection::{Connection, PreparedMessage};
+pub use connection::{Connection, PreparedMessage, TransportAction};
 pub use deflate::DeflateParams;
 pub use error::{Error, Limit, LimitError, ProtocolError, TimeoutKind, UsageError};
 pub use lifecycle::{State, TimerKind};

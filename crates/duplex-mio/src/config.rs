@@ -31,7 +31,7 @@ use duplex_handshake::{DeflateConfig, Limits};
 /// - messages that the sender cannot hold back (broadcasts, topic publications, sends
 ///   through a [`Sender`](crate::Sender)) are still queued up to the **hard limit**
 ///   (default 4 MiB); one that would pass it closes the connection and reports
-///   [`ConnectionError::WriteBufferOverflow`](crate::ConnectionError::WriteBufferOverflow)
+///   `LimitExceeded` with `Limit::WriteBuffer` (in [`ConnectionError::WebSocket`](crate::ConnectionError::WebSocket))
 ///   to its handler, so a peer that never reads costs at most the hard limit.
 ///
 /// The engine applies both (its `max_write_buffer` and `write_buffer_hard_limit` are

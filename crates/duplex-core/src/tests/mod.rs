@@ -24,6 +24,7 @@ mod input;
 mod limits;
 mod props;
 mod timers;
+mod transport;
 mod utf8;
 
 mod lifecycle;
