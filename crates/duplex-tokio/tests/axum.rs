@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use duplex_tokio::axum::{Message, UpgradeFailed, WebSocketUpgrade};
@@ -463,6 +463,49 @@ async fn a_request_that_is_no_handshake_never_reaches_the_handler() {
         assert!(Instant::now() < deadline, "the upgrade ran its callback");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn over_http2_too_a_request_that_is_no_handshake_never_reaches_the_handler() {
+    let upgraded = Arc::new(AtomicUsize::new(0));
+    let addr = serve(private(upgraded.clone())).await;
+    // Requests written with the `h2` crate, which lets them be wrong.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let status = |method: Method, version: &str, protocol: Option<&'static str>| {
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .version(Version::HTTP_2)
+            .uri(format!("http://{addr}/private"))
+            .header("sec-websocket-version", version)
+            .header("authorization", "Bearer letmein")
+            .body(())
+            .unwrap();
+        if let Some(protocol) = protocol {
+            let protocol = h2::ext::Protocol::from_static(protocol);
+            request.extensions_mut().insert(protocol);
+        }
+        let send = send.clone();
+        async move {
+            let mut send = send.ready().await.unwrap();
+            let (response, _stream) = send.send_request(request, false).unwrap();
+            timeout(LIMIT, response).await.unwrap().unwrap().status()
+        }
+    };
+    let bad = status(Method::GET, "13", None).await;
+    assert_eq!(bad, StatusCode::BAD_REQUEST, "a plain GET");
+    let bad = status(Method::CONNECT, "12", Some("websocket")).await;
+    assert_eq!(bad, StatusCode::UPGRADE_REQUIRED);
+    let bad = status(Method::CONNECT, "13", Some("webtransport")).await;
+    assert_eq!(bad, StatusCode::BAD_REQUEST);
+    assert_eq!(upgraded.load(Ordering::SeqCst), 0);
+    let good = status(Method::CONNECT, "13", Some("websocket")).await;
+    assert_eq!(
+        good,
+        StatusCode::OK,
+        "the same connection upgrades a good one"
+    );
 }
 
 #[tokio::test]
