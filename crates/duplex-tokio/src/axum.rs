@@ -88,12 +88,12 @@ use std::task::{Context, Poll};
 use ::axum::extract::FromRequestParts;
 use ::axum::response::{IntoResponse, Response};
 use ::hyper::upgrade::OnUpgrade;
+use duplex_handshake::Acceptance;
 use duplex_handshake::http::{Request, StatusCode, request::Parts};
 
 use crate::config::Config;
 use crate::hyper::{HyperWebSocket, UpgradeError, UpgradedIo, upgrade_with};
 use crate::stream::WebSocketStream;
-use duplex_handshake::Acceptance;
 
 pub use duplex_core::{CloseCode, CloseFrame, Message, Utf8Bytes};
 
