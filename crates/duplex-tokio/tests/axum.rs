@@ -508,7 +508,8 @@ async fn over_http2_too_a_request_that_is_no_handshake_never_reaches_the_handler
     );
 }
 
-#[tokio::test]
+// On worker threads, where the handler's task may move from one to another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn awaiting_the_websocket_in_the_handler_fails_at_once() {
     let (failures, mut failed) = mpsc::unbounded_channel();
     let mistake = move |ws: WebSocketUpgrade| async move {
