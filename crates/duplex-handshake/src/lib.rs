@@ -28,6 +28,8 @@
 //! # Ok::<(), duplex_handshake::HandshakeError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod decision;
 mod deflate;

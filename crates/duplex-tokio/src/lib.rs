@@ -124,6 +124,7 @@
 //! Proxies ([`Proxy`]: HTTP CONNECT and SOCKS5), graceful shutdown ([`Shutdown`]) and
 //! counters ([`ServerStats`]) need no feature.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The README's examples, compiled and run as doctests (they use the `axum`, `hyper` and
