@@ -1,5 +1,5 @@
-//! An axum app whose `/ws` route upgrades with duplex instead of axum's own WebSocket:
-//! `cargo run -p duplex-tokio --features hyper --example axum -- [ADDR]`
+//! An axum app whose `/ws` route upgrades with duplex's extractor instead of axum's own
+//! WebSocket: `cargo run -p duplex-tokio --features axum --example axum -- [ADDR]`
 //! (default 127.0.0.1:3000).
 //!
 //! Prints `listening on ADDR` as its first line. `/` answers with a line of text;
@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::response::Response;
 use axum::routing::{any, get};
-use duplex_tokio::hyper::upgrade_with;
-use duplex_tokio::{Acceptance, Config, Shutdown};
+use duplex_tokio::axum::WebSocketUpgrade;
+use duplex_tokio::{Config, Shutdown};
 
 /// What the handlers share.
 struct App {
@@ -74,32 +74,19 @@ async fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Takes the whole request (not an extractor): `upgrade_with` needs `&mut` access to
-/// it for hyper's upgrade handle.
-async fn websocket(State(app): State<Arc<App>>, mut request: Request) -> Response {
-    let upgraded = upgrade_with(&mut request, &app.config, |_, offer| {
-        let mut acceptance = Acceptance::default();
-        if let Some(protocol) = offer.select_protocol(&["echo.v1"]) {
-            acceptance = acceptance.protocol(protocol);
-        }
-        Ok(acceptance)
-    });
-    let (response, websocket) = match upgraded {
-        Ok(accepted) => accepted,
-        // 400 / 405 / 426 with the reason, as RFC 6455 asks.
-        Err(error) => return error.into_response().into_response(),
-    };
+/// A request that is no WebSocket handshake is answered by the extractor (400, 405, or
+/// 426 with the reason, as RFC 6455 asks) before this runs.
+async fn websocket(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
     let shutdown = app.shutdown.clone();
-    tokio::spawn(async move {
-        let Ok(mut ws) = websocket.await else { return };
-        // Until the guard drops, a shutdown sends this connection 1001 and waits for it.
-        let _tracked = shutdown.track(&ws);
-        while let Some(Ok(message)) = ws.recv().await {
-            if message.is_data() && ws.feed(message).await.is_err() {
-                break;
+    ws.protocols(["echo.v1"])
+        .config(app.config.clone())
+        .on_upgrade(move |mut ws| async move {
+            // Until the guard drops, a shutdown sends this connection 1001 and waits for it.
+            let _tracked = shutdown.track(&ws);
+            while let Some(Ok(message)) = ws.recv().await {
+                if message.is_data() && ws.feed(message).await.is_err() {
+                    break;
+                }
             }
-        }
-    });
-    // `Response<Full<Bytes>>` is an axum response like any other.
-    response.into_response()
+        })
 }
