@@ -9,10 +9,14 @@
 //! conformance --h2` tests it over HTTP/2, so the limits are the suite's (64 MiB
 //! messages, 2^20 fragments).
 //!
-//! Ctrl-C shuts it down gracefully: axum stops accepting and finishes its HTTP
-//! requests, every open WebSocket is sent 1001 (going away) and gets up to 5 s for its
-//! close handshake, and the rest are dropped (`duplex_tokio::Shutdown`; axum itself does
-//! not track upgraded connections).
+//! Ctrl-C shuts it down gracefully, in bounded time whatever the peers do: at once,
+//! axum stops accepting and finishes its HTTP requests (over HTTP/2 it sends GOAWAY),
+//! and every open WebSocket is sent 1001 (going away) and gets up to 5 s for its close
+//! handshake; the rest are dropped (`duplex_tokio::Shutdown`; axum itself does not track
+//! upgraded connections). axum's graceful shutdown gets 1 s more of its own: an HTTP/2
+//! connection waits for its streams, and hyper keeps a stream whose peer never opens
+//! its flow-control window until the connection ends, so what is still open then is
+//! dropped with the process.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -62,15 +66,28 @@ async fn main() -> std::io::Result<()> {
     });
     // `axum::serve` serves HTTP/1.1 with upgrades and HTTP/2 with extended CONNECT.
     let stopped = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopped.initiated().await })
-        .await?;
-    // axum is done with HTTP; now the WebSockets it handed over.
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.initiated().await })
+            .await
+    });
+    tokio::select! {
+        served = &mut server => return served.map_err(std::io::Error::other)?,
+        () = shutdown.initiated() => {}
+    }
+    // The WebSockets axum handed over, while axum finishes its HTTP requests: over
+    // HTTP/2 a WebSocket is a stream of a connection axum waits for.
     let report = shutdown.shutdown(Duration::from_secs(5)).await;
     eprintln!(
         "shut down: {} WebSockets closed, {} dropped",
         report.closed, report.dropped
     );
+    if tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .is_err()
+    {
+        eprintln!("HTTP connections still open after the shutdown deadline: dropped");
+    }
     Ok(())
 }
 
