@@ -415,7 +415,7 @@ pub fn core(data: &[u8]) {
     if failure.is_some() {
         assert!(conn.is_closed(), "failed connection not closed");
         assert!(
-            conn.wants_close_transport(),
+            conn.is_transport_ending(),
             "failed connection with its output written does not want the transport closed"
         );
     }
