@@ -15,7 +15,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -248,7 +248,7 @@ enum Inner {
     Mio {
         sender: duplex_mio::Sender,
         shutdown: duplex_mio::ShutdownHandle,
-        thread: Option<JoinHandle<io::Result<()>>>,
+        thread: Mutex<Option<JoinHandle<io::Result<()>>>>,
     },
 }
 
@@ -376,7 +376,7 @@ impl TestServer {
             inner: Inner::Mio {
                 sender,
                 shutdown,
-                thread: Some(thread),
+                thread: Mutex::new(Some(thread)),
             },
         })
     }
@@ -434,13 +434,22 @@ impl TestServer {
     /// until a connection overflowed; returns the bytes published. duplex-tokio floods
     /// `/flood` clients by itself and this returns 0.
     pub fn flood(&self, duration: Duration) -> u64 {
+        let start = Instant::now();
+        self.publish_flood(|_| start.elapsed() < duration)
+    }
+
+    /// [`flood`](Self::flood) until `max_bytes` are published or `stop` is set.
+    pub fn flood_while(&self, max_bytes: u64, stop: &AtomicBool) -> u64 {
+        self.publish_flood(|published| published < max_bytes && !stop.load(Ordering::Acquire))
+    }
+
+    fn publish_flood(&self, go_on: impl Fn(u64) -> bool) -> u64 {
         let Inner::Mio { sender, .. } = &self.inner else {
             return 0;
         };
         let chunk = Bytes::from(vec![0x5A; FLOOD_MESSAGE]);
-        let start = Instant::now();
         let mut published = 0;
-        while start.elapsed() < duration && self.stats.overflows.load(Ordering::Acquire) == 0 {
+        while go_on(published) && self.stats.overflows.load(Ordering::Acquire) == 0 {
             match sender.publish("flood", Message::Binary(chunk.clone())) {
                 Ok(()) => {
                     published += FLOOD_MESSAGE as u64;
@@ -479,12 +488,12 @@ impl TestServer {
     /// returned (its grace is [`ServerLimits::shutdown_timeout`]). Errors with what was
     /// still held at `limit`.
     pub fn shutdown_gracefully(
-        &mut self,
+        &self,
         grace: Duration,
         limit: Duration,
     ) -> Result<Graceful, String> {
         let start = Instant::now();
-        match &mut self.inner {
+        match &self.inner {
             Inner::Tokio { runtime, shutdown } => {
                 let runtime = runtime.as_ref().ok_or("the server is stopped")?;
                 let (done, report) = std::sync::mpsc::channel();
@@ -510,6 +519,7 @@ impl TestServer {
                 sender,
             } => {
                 shutdown.shutdown();
+                let mut thread = lock(thread);
                 while thread.as_ref().is_some_and(|t| !t.is_finished()) {
                     if start.elapsed() > limit {
                         return Err(format!(
@@ -545,7 +555,7 @@ impl Drop for TestServer {
                 shutdown, thread, ..
             } => {
                 shutdown.shutdown();
-                if let Some(thread) = thread.take() {
+                if let Some(thread) = lock(thread).take() {
                     // Bounded: a server that does not stop is left behind rather than
                     // hanging the test (which then fails on what it measured).
                     let deadline = Instant::now() + Duration::from_secs(10);
