@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -1011,15 +1011,23 @@ fn server_shutdown_cell(transport: Transport, outcome: &mut Outcome) -> Result<(
     Ok(())
 }
 
-/// duplex-tokio's client for `case`, connected to `server`.
+/// duplex-tokio's client for `case`, connected to `server`; counts itself in
+/// `connected` once its handshake is done, and is tracked by `shutdown` from then on.
 async fn tokio_client(
     transport: Transport,
     server: &HostileServer,
     case: Case,
     pki: &Pki,
     stats: Arc<Stats>,
-    shutdown: Option<Shutdown>,
+    shutdown: Option<(Shutdown, Arc<AtomicUsize>)>,
 ) -> Result<(Instant, Instant), String> {
+    let (shutdown, connected) = shutdown.unzip();
+    let opened = || {
+        if let Some(connected) = &connected {
+            connected.fetch_add(1, Ordering::AcqRel);
+        }
+        Instant::now()
+    };
     let config = duplex_tokio::Config::default()
         .engine(limits().engine())
         .handshake_timeout(SETUP)
@@ -1027,7 +1035,7 @@ async fn tokio_client(
     let path = case.path();
     let tls = transport == Transport::TokioTlsClient;
     let request = ClientRequest::new(&server.url(case, tls)).map_err(|e| e.to_string())?;
-    let opened;
+    let start;
     match transport {
         Transport::TokioH2Client => {
             let tcp = tcp_to(server.addr, false)
@@ -1040,14 +1048,14 @@ async fn tokio_client(
                 .websocket(request, config)
                 .await
                 .map_err(|e| format!("extended CONNECT: {e}"))?;
-            opened = Instant::now();
+            start = opened();
             serve_websocket(ws, &path, &stats, shutdown.as_ref()).await;
         }
         _ => {
             let (ws, _) = duplex_tokio::connect_with(request, config)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
-            opened = Instant::now();
+            start = opened();
             serve_websocket(ws, &path, &stats, shutdown.as_ref()).await;
         }
     }
@@ -1058,7 +1066,7 @@ async fn tokio_client(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .ok_or("our side never called close")?,
-        _ => opened,
+        _ => start,
     };
     Ok((start, ended))
 }
@@ -1190,6 +1198,7 @@ fn client_shutdown_cell(transport: Transport, outcome: &mut Outcome) -> Result<(
         .collect();
     let (done, peer_done) = watch::channel(false);
     let shutdown = Shutdown::new();
+    let connected = Arc::new(AtomicUsize::new(0));
     let stats = Arc::new(Stats::default());
     let (open, closed_window) = runtime()
         .block_on(async {
@@ -1207,21 +1216,21 @@ fn client_shutdown_cell(transport: Transport, outcome: &mut Outcome) -> Result<(
                 &open
             }
             .clone();
-            let (case, pki, stats, shutdown) =
-                (*case, pki.clone(), stats.clone(), shutdown.clone());
+            let (case, pki, stats) = (*case, pki.clone(), stats.clone());
+            let tracking = Some((shutdown.clone(), connected.clone()));
             runtime().spawn(async move {
-                tokio_client(transport, &server, case, &pki, stats, Some(shutdown)).await
+                tokio_client(transport, &server, case, &pki, stats, tracking).await
             })
         })
         .collect();
-    let connected = wait_for(Instant::now() + SETUP, || {
-        shutdown.open_connections() == cases.len()
+    let all = wait_for(Instant::now() + SETUP, || {
+        connected.load(Ordering::Acquire) == cases.len()
     });
-    if connected.is_none() {
+    if all.is_none() {
         let _ = done.send(true);
         return Err(format!(
             "only {} of {} clients connected",
-            shutdown.open_connections(),
+            connected.load(Ordering::Acquire),
             cases.len()
         ));
     }
