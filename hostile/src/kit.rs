@@ -36,7 +36,7 @@ use duplex_tokio::tokio_rustls::rustls::pki_types::ServerName;
 use duplex_tokio::tokio_rustls::{TlsAcceptor, TlsConnector};
 use duplex_tokio::{ClientRequest, Shutdown};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
@@ -166,7 +166,7 @@ pub enum Case {
     /// peer never reads.
     SplitWriterWithoutReader,
     /// We send until the transport takes no more, then call `close`; the peer never
-    /// reads (its receive buffer is small, so our output stalls early).
+    /// reads.
     CloseOnPeerThatNeverReads,
     /// One peer of each other case is connected, then the application shuts down
     /// gracefully (duplex-tokio's `Shutdown`, duplex-mio's `ShutdownHandle`).
@@ -573,14 +573,16 @@ async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<Vec<u8>> {
     ))
 }
 
-/// A TCP connection to `addr`; with a small receive buffer if `small`, so that our
-/// output stalls after a few KiB (and duplex-mio's bounded [`FILL`] stays under its hard
+/// The receive buffer of every hostile peer's socket: what a peer does not read stalls
+/// our output after a few KiB instead of the megabytes loopback buffers take, so our
+/// output is really stuck (and duplex-mio's bounded [`FILL`] stays under its hard
 /// write limit).
-async fn tcp_to(addr: SocketAddr, small: bool) -> io::Result<TcpStream> {
+const PEER_RECEIVE_BUFFER: u32 = 4096;
+
+/// A hostile client's TCP connection to `addr`.
+async fn tcp_to(addr: SocketAddr) -> io::Result<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
-    if small {
-        socket.set_recv_buffer_size(4096)?;
-    }
+    socket.set_recv_buffer_size(PEER_RECEIVE_BUFFER)?;
     let tcp = socket.connect(addr).await?;
     tcp.set_nodelay(true)?;
     Ok(tcp)
@@ -654,14 +656,9 @@ async fn extended_connect(tcp: TcpStream, path: &str, window_closed: bool) -> io
     })
 }
 
-/// The hostile client for `case` against our server; `small`: see [`tcp_to`].
-async fn dial(
-    transport: Transport,
-    server: &TestServer,
-    case: Case,
-    small: bool,
-) -> io::Result<PeerEnd> {
-    let tcp = tcp_to(server.addr(), small).await?;
+/// The hostile client for `case` against our server.
+async fn dial(transport: Transport, server: &TestServer, case: Case) -> io::Result<PeerEnd> {
+    let tcp = tcp_to(server.addr()).await?;
     let path = case.path();
     match transport {
         Transport::TokioTlsServer => {
@@ -696,7 +693,11 @@ impl HostileServer {
         pki: &Pki,
         done: watch::Receiver<bool>,
     ) -> io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        // Inherited by the accepted sockets.
+        socket.set_recv_buffer_size(PEER_RECEIVE_BUFFER)?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = socket.listen(64)?;
         let addr = listener.local_addr()?;
         let saw = Arc::new(Mutex::new(Vec::new()));
         let tls = TlsAcceptor::from(pki.server.clone());
@@ -851,6 +852,17 @@ fn wait_for(until: Instant, mut released: impl FnMut() -> bool) -> Option<Instan
     }
 }
 
+/// From `start` to `end`; an error if the release came first (a connection that ended
+/// before its `close` call was not released by it).
+fn since(start: Instant, end: Instant) -> Result<Duration, String> {
+    end.checked_duration_since(start).ok_or_else(|| {
+        format!(
+            "released {:.2} s before the measured call",
+            (start - end).as_secs_f64()
+        )
+    })
+}
+
 fn errors_of(stats: &Stats) -> String {
     match stats.recent_errors().last() {
         Some(last) => format!("ended by: {last}"),
@@ -868,16 +880,15 @@ fn start_server(transport: Transport) -> io::Result<TestServer> {
     }
 }
 
-/// What duplex-mio's `/fill-close` (and every flooded peer of the shutdown cell) is
-/// sent: under the 1 MiB hard write limit, over what a small receive buffer and our
-/// send buffer take.
+/// What duplex-mio sends a flooded peer: under the 1 MiB hard write limit, over what
+/// [`PEER_RECEIVE_BUFFER`] and our send buffer take, so that the connection is stuck
+/// and a deadline, not the hard limit, has to end it.
 const FILL: u64 = 12 * FLOOD_MESSAGE as u64;
 
 /// duplex-mio: what its handler cannot do by itself, from another thread (`case` `None`:
-/// the shutdown cell). Flood cases get messages published until `stop` (or until the
-/// hard write limit fails the connection); `/fill-close` gets [`FILL`], then
-/// [`TestServer::close_marked`]; the shutdown cell's flooded peers get [`FILL`], so
-/// that they are stuck, not failed, when the shutdown starts.
+/// the shutdown cell). Flooded peers are published [`FILL`]; `/fill-close` is then
+/// closed with [`TestServer::close_marked`] (in the shutdown cell, the shutdown closes
+/// it).
 fn feed_mio(server: &TestServer, case: Option<Case>, stop: &AtomicBool) {
     match case {
         None => {
@@ -889,7 +900,7 @@ fn feed_mio(server: &TestServer, case: Option<Case>, stop: &AtomicBool) {
             server.close_marked();
         }
         Some(case) if behaviour(&case.path()) == "flood" => {
-            server.flood_while(u64::MAX, stop);
+            server.flood_while(FILL, stop);
         }
         Some(_) => {}
     }
@@ -899,18 +910,7 @@ fn server_cell(transport: Transport, case: Case, outcome: &mut Outcome) -> Resul
     let server = start_server(transport).map_err(|e| format!("start the server: {e}"))?;
     let (done, peer_done) = watch::channel(false);
     let end = runtime()
-        .block_on(async {
-            tokio::time::timeout(
-                SETUP,
-                dial(
-                    transport,
-                    &server,
-                    case,
-                    case == Case::CloseOnPeerThatNeverReads,
-                ),
-            )
-            .await
-        })
+        .block_on(async { tokio::time::timeout(SETUP, dial(transport, &server, case)).await })
         .map_err(|_| "the handshake timed out".to_owned())?
         .map_err(|e| format!("the handshake failed: {e}"))?;
     let opened = Instant::now();
@@ -945,7 +945,7 @@ fn server_cell(transport: Transport, case: Case, outcome: &mut Outcome) -> Resul
         _ => opened,
     };
     outcome.released = match released {
-        Some(at) => Ok(at - start),
+        Some(at) => since(start, at),
         None => Err(format!(
             "{} connections still held {:.1} s after the start",
             server.open_connections(),
@@ -965,7 +965,7 @@ fn server_shutdown_cell(transport: Transport, outcome: &mut Outcome) -> Result<(
     let ends = runtime().block_on(async {
         let mut ends = Vec::new();
         for case in &cases {
-            let end = tokio::time::timeout(SETUP, dial(transport, &server, *case, true))
+            let end = tokio::time::timeout(SETUP, dial(transport, &server, *case))
                 .await
                 .map_err(|_| format!("{case}: the handshake timed out"))?
                 .map_err(|e| format!("{case}: the handshake failed: {e}"))?;
@@ -1038,9 +1038,7 @@ async fn tokio_client(
     let start;
     match transport {
         Transport::TokioH2Client => {
-            let tcp = tcp_to(server.addr, false)
-                .await
-                .map_err(|e| e.to_string())?;
+            let tcp = tcp_to(server.addr).await.map_err(|e| e.to_string())?;
             let connection = Http2Connection::handshake(tcp, &config)
                 .await
                 .map_err(|e| format!("HTTP/2: {e}"))?;
@@ -1146,7 +1144,7 @@ fn client_cell(transport: Transport, case: Case, outcome: &mut Outcome) -> Resul
             Some(at) => match client.join() {
                 Ok(Ok((start, how))) => {
                     outcome.detail = how;
-                    Ok(at - start)
+                    since(start, at)
                 }
                 Ok(Err(error)) => Err(error),
                 Err(_) => Err("the client thread panicked".into()),
@@ -1163,7 +1161,7 @@ fn client_cell(transport: Transport, case: Case, outcome: &mut Outcome) -> Resul
         let _ = done.send(true);
         outcome.detail = errors_of(&stats);
         match joined {
-            Ok(Ok(Ok((start, ended)))) => Ok(ended - start),
+            Ok(Ok(Ok((start, ended)))) => since(start, ended),
             Ok(Ok(Err(error))) => Err(error),
             Ok(Err(error)) => Err(format!("the client task failed: {error}")),
             Err(_) => Err(format!("the client task still ran after {wait:?}")),

@@ -751,12 +751,10 @@ pub async fn serve_websocket<S>(
         "close" => {
             // Closes at once; `close` returns within the close timeout whatever the
             // peer does.
-            let _ = ws
-                .close(Some(duplex_core::CloseFrame::new(
-                    duplex_core::CloseCode::Normal,
-                    "bye",
-                )))
-                .await;
+            let frame = duplex_core::CloseFrame::new(duplex_core::CloseCode::Normal, "bye");
+            if let Err(error) = ws.close(Some(frame)).await {
+                stats.error(error.to_string());
+            }
         }
         "fill-close" => {
             // Queues until the write buffer is full and a flush has not moved for
