@@ -852,6 +852,19 @@ fn wait_for(until: Instant, mut released: impl FnMut() -> bool) -> Option<Instan
     }
 }
 
+/// When the misbehaviour our side must end began: the WebSocket's opening, or for
+/// [`Case::CloseOnPeerThatNeverReads`] the `close` call.
+fn measured_from(case: Case, stats: &Stats, opened: Instant) -> Result<Instant, String> {
+    match case {
+        Case::CloseOnPeerThatNeverReads => stats
+            .close_called
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ok_or_else(|| "our side never called close".to_owned()),
+        _ => Ok(opened),
+    }
+}
+
 /// From `start` to `end`; an error if the release came first (a connection that ended
 /// before its `close` call was not released by it).
 fn since(start: Instant, end: Instant) -> Result<Duration, String> {
@@ -936,14 +949,7 @@ fn server_cell(transport: Transport, case: Case, outcome: &mut Outcome) -> Resul
         .and_then(Result::ok)
         .flatten();
     outcome.detail = errors_of(stats);
-    let start = match case {
-        Case::CloseOnPeerThatNeverReads => stats
-            .close_called
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .ok_or("our side never called close")?,
-        _ => opened,
-    };
+    let start = measured_from(case, stats, opened)?;
     outcome.released = match released {
         Some(at) => since(start, at),
         None => Err(format!(
@@ -1058,15 +1064,7 @@ async fn tokio_client(
         }
     }
     let ended = Instant::now();
-    let start = match case {
-        Case::CloseOnPeerThatNeverReads => stats
-            .close_called
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .ok_or("our side never called close")?,
-        _ => start,
-    };
-    Ok((start, ended))
+    Ok((measured_from(case, &stats, start)?, ended))
 }
 
 /// duplex-mio's blocking client doing what `case` asks; returns when the measured

@@ -746,7 +746,8 @@ pub async fn serve_websocket<S>(
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let _tracked = shutdown.map(|shutdown| shutdown.track(&ws));
-    let chunk = Bytes::from(vec![0x5A; FLOOD_MESSAGE]);
+    // Made only for the paths that send it: an echo connection idles lean.
+    let chunk = || Bytes::from(vec![0x5A; FLOOD_MESSAGE]);
     match behaviour(path) {
         "close" => {
             // Closes at once; `close` returns within the close timeout whatever the
@@ -759,6 +760,7 @@ pub async fn serve_websocket<S>(
         "fill-close" => {
             // Queues until the write buffer is full and a flush has not moved for
             // 100 ms (the socket takes no more), then closes behind that output.
+            let chunk = chunk();
             for _ in 0..10_000 {
                 match ws.try_send(Message::Binary(chunk.clone())) {
                     Ok(()) => continue,
@@ -786,6 +788,7 @@ pub async fn serve_websocket<S>(
             // A writer whose reader half is dropped: its sends must fail, not park.
             let (reader, mut writer) = ws.split();
             drop(reader);
+            let chunk = chunk();
             for _ in 0..1_000_000 {
                 if writer.send(Message::Binary(chunk.clone())).await.is_err() {
                     break;
@@ -795,6 +798,7 @@ pub async fn serve_websocket<S>(
         "flood" => {
             // Bounded in count (and by the caller's timeout); `send` waits while the
             // client does not read.
+            let chunk = chunk();
             for _ in 0..1_000_000 {
                 if let Err(error) = ws.send(Message::Binary(chunk.clone())).await {
                     stats.error(error.to_string());
