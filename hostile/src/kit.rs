@@ -217,25 +217,26 @@ impl Case {
         }
     }
 
-    /// The documented deadline that ends our side's connection, counted from the start
-    /// of the misbehaviour (see the module documentation). The close timeout bounds a
-    /// connection's life once it left the open state, "whatever is still unsent"
-    /// (`EngineConfig::close_timeout`); what makes it leave that state differs:
+    /// The documented deadline that ends our side's connection (the deadlines table
+    /// of `docs/SECURITY.md`), counted from the start of the misbehaviour (see the
+    /// module documentation).
     pub fn deadline(self) -> Duration {
         match self {
-            // The write stall fails it after the write timeout without progress; then
-            // the close timeout.
-            Self::NeverReadsWhileWeSend
-            | Self::ReadsOneByteASecond
-            | Self::NeverOpensWindow
-            // Either the peer's Close is read (the close timeout) or the stall comes
-            // first (the write timeout, then the close timeout).
-            | Self::NeverReadsAndSendsClose => WRITE_TIMEOUT + CLOSE_TIMEOUT,
-            // The keepalive ping goes unanswered: interval, timeout, then the close
-            // timeout.
-            Self::StopsMidFrame => KEEPALIVE.0 + KEEPALIVE.1 + CLOSE_TIMEOUT,
+            // A write stall fails the connection after the write timeout without
+            // progress, which starts within milliseconds with the peers' small receive
+            // buffers (the unanswered keepalive ping, 1 s + 1 s, may come first); the
+            // transport is closed at once.
+            Self::NeverReadsWhileWeSend | Self::ReadsOneByteASecond | Self::NeverOpensWindow => {
+                WRITE_TIMEOUT
+            }
+            // Either the peer's Close is read (then the close timeout) or the stall
+            // comes first (the write timeout).
+            Self::NeverReadsAndSendsClose => WRITE_TIMEOUT.max(CLOSE_TIMEOUT),
+            // The keepalive ping goes unanswered: interval, then timeout; the transport
+            // is closed at once.
+            Self::StopsMidFrame => KEEPALIVE.0 + KEEPALIVE.1,
             // A close (ours, the dropped reader's 1001, the shutdown's 1001) starts the
-            // close timeout at once.
+            // close timeout, after which the transport is closed whatever is unsent.
             Self::NeverAnswersOurClose
             | Self::SplitWriterWithoutReader
             | Self::CloseOnPeerThatNeverReads
