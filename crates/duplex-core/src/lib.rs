@@ -74,6 +74,9 @@
 //! holds about 48 KiB. A [`PreparedMessage`] is compressed once, from an empty context,
 //! for every connection whose window allows it.
 
+// The one `unsafe` block of this crate is allowed where it is, with its reason.
+#![deny(unsafe_code)]
+
 mod close;
 mod config;
 mod connection;

@@ -791,6 +791,7 @@ where
 /// Reads from `socket` into the spare room of `buf`, at most `max` bytes, and appends
 /// what was read; the room is not zeroed first (a large read buffer would be zeroed on
 /// every read otherwise).
+#[allow(unsafe_code)]
 fn read_spare(socket: &mio::net::TcpStream, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
     let len = buf.len();
     let spare = buf.spare_capacity_mut();
