@@ -5,9 +5,12 @@
 //! peer that would hold a connection for ever must be let go of within the same
 //! deadline whichever driver and transport carry it. The kit checks that: every
 //! [`Case`] against every [`Transport`] where it applies ([`applies`] says why where it
-//! does not), one connection per case (the graceful shutdown: one of each), all cells in
-//! parallel, with the engine configured as in `tests/never_ending.rs` ([`limits`]: write
-//! timeout 2 s, keepalive 1 s + 1 s, close timeout 1 s).
+//! does not), one connection per case (the graceful shutdown: one peer of every other
+//! case at once), all cells in parallel, the engine configured by [`limits`] (write
+//! timeout 2 s, keepalive 1 s + 1 s, close timeout 1 s; `tests/never_ending.rs` uses
+//! the same). Every hostile peer's socket has a small receive buffer, so that what it
+//! does not read stalls our output at once. HTTP/2 runs in cleartext (prior knowledge):
+//! TLS under it is the TLS transports' business.
 //!
 //! "Let go" is measured on our side: duplex-tokio, the task that owns the
 //! `WebSocketStream` ended (a server's task counted in its `Stats::open`, a client's
@@ -16,6 +19,8 @@
 //! moment the peer starts misbehaving (its handshake done), or from the `close` call
 //! ([`Case::CloseOnPeerThatNeverReads`]) or the shutdown call
 //! ([`Case::GracefulShutdown`]), and must stay within [`Case::deadline`] plus [`SLACK`].
+//! Over HTTP/2 the peer whose window never opens also reports what it saw of its stream
+//! once we let go ([`PeerSaw`]): a stream given up on should be reset, not left open.
 //!
 //! [`results`] runs the whole table once per process and prints one line per cell:
 //! `DRIVER-KIT | transport | case | released in X.XX s (bound Y s)`.
@@ -149,7 +154,9 @@ impl fmt::Display for Transport {
 /// A never-ending peer, and what our side does meanwhile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Case {
-    /// We only send (a flood of 64 KiB messages); the peer never reads.
+    /// We only send 64 KiB messages (duplex-tokio: in a loop; duplex-mio: 768 KiB
+    /// published from another thread, under its hard write limit); the peer never
+    /// reads.
     NeverReadsWhileWeSend,
     /// The peer sends messages for us to echo, then a Close, and never reads.
     NeverReadsAndSendsClose,
@@ -157,7 +164,8 @@ pub enum Case {
     NeverAnswersOurClose,
     /// The peer sends half a frame, then nothing (it never reads either).
     StopsMidFrame,
-    /// We flood; the peer reads one byte a second.
+    /// We send as in [`NeverReadsWhileWeSend`](Self::NeverReadsWhileWeSend); the peer
+    /// reads one byte a second.
     ReadsOneByteASecond,
     /// HTTP/2 only: the peer's SETTINGS_INITIAL_WINDOW_SIZE is 0 and it never sends
     /// WINDOW_UPDATE; it sends messages for us to echo.
@@ -328,7 +336,7 @@ pub enum PeerSaw {
     Ended(String),
     /// Data, which a window of 0 forbids.
     Data,
-    /// Nothing within [`PROBE`]: the stream is still open.
+    /// Nothing within 3 s: the stream is still open.
     Nothing,
 }
 
@@ -340,7 +348,7 @@ pub struct Outcome {
     /// The peer.
     pub case: Case,
     /// How long our side took to let go; or what kept it (still held after its bound
-    /// plus [`OVERTIME`], or the case could not be set up).
+    /// plus 3 s, or the case could not be set up).
     pub released: Result<Duration, String>,
     /// [`Case::NeverOpensWindow`]: what the peer saw of its stream after we let go.
     pub peer_saw: Option<PeerSaw>,
