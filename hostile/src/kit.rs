@@ -416,15 +416,26 @@ pub fn results() -> &'static BTreeMap<(Transport, Case), Outcome> {
                 .flat_map(|t| Case::ALL.into_iter().map(move |c| (t, c)))
                 .filter(|(t, c)| applies(*c, *t).is_ok())
                 .map(|(transport, case)| {
-                    std::thread::Builder::new()
+                    let thread = std::thread::Builder::new()
                         .name(format!("kit {transport} {case}"))
                         .spawn_scoped(scope, move || run_cell(transport, case))
-                        .expect("a cell's thread")
+                        .expect("a cell's thread");
+                    (transport, case, thread)
                 })
                 .collect();
+            // A cell that panics is a failed cell, not a failed table (which every
+            // test would then run again).
             cells
                 .into_iter()
-                .map(|cell| cell.join().expect("a cell panicked"))
+                .map(|(transport, case, thread)| {
+                    thread.join().unwrap_or_else(|_| Outcome {
+                        transport,
+                        case,
+                        released: Err("the cell panicked".into()),
+                        peer_saw: None,
+                        detail: String::new(),
+                    })
+                })
                 .collect()
         });
         let mut table = BTreeMap::new();
