@@ -183,7 +183,8 @@ impl Kind {
 /// What a server saw, counted.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Connections held (duplex-tokio: from TCP accept to the end of the task).
+    /// Connections held (duplex-tokio: from TCP accept to the end of the task; over
+    /// HTTP/2, each WebSocket from its upgrade to the end of its task).
     pub open: AtomicUsize,
     /// Handshakes that failed (duplex-tokio only; duplex-mio answers them internally).
     pub handshake_failures: AtomicUsize,
@@ -406,7 +407,8 @@ impl TestServer {
         self.pki.as_ref()
     }
 
-    /// Sockets the server holds now: open connections and handshakes in progress.
+    /// Sockets the server holds now: open connections and handshakes in progress
+    /// (duplex-tokio over HTTP/2: WebSockets, see [`Stats::open`]).
     pub fn open_connections(&self) -> usize {
         match &self.inner {
             Inner::Tokio { .. } => self.stats.open.load(Ordering::Acquire),
