@@ -352,9 +352,9 @@ impl TestServer {
             .workers(2)
             .handshake_timeout(limits.handshake_timeout)
             .shutdown_timeout(limits.shutdown_timeout)
-            .write_buffer_limits(limits.write_buffer, limits.write_buffer_hard)
             .handshake_limits(limits.head)
             .engine(limits.engine())
+            .write_buffer_limits(limits.write_buffer, limits.write_buffer_hard)
             .deflate(limits.deflate);
         let server = duplex_mio::Server::from_listener(listen()?, config)?;
         let addr = server.local_addr()?;

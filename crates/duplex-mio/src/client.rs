@@ -39,7 +39,7 @@ impl Default for ClientConfig {
             engine: EngineConfig::default(),
             deflate: Some(DeflateConfig::default()),
             connect_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: duplex_handshake::DEFAULT_HANDSHAKE_TIMEOUT,
             read_buffer_size: 64 << 10,
         }
     }
