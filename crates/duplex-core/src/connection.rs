@@ -68,6 +68,18 @@ pub enum TransportAction {
     Close,
 }
 
+/// How a failure ends a connection (see `Connection::fail`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fail {
+    /// A close frame for the error goes out before the transport closes; reported.
+    Graceful,
+    /// The transport closes now, nothing more is written; reported.
+    Abort,
+    /// As `Abort`, kept as the failure but not reported (the peer left after our own
+    /// close: the end the application asked for).
+    Silent,
+}
+
 /// What becomes of the transport: the engine's half of a connection's life that the
 /// protocol state does not cover.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,10 +89,10 @@ enum Wire {
     /// The connection is over and its output written: our side is being shut down.
     /// The linger deadline (`TimerKind::Linger`) bounds shutting down and draining
     /// together; `left` is what may still be discarded.
-    ShuttingDown { left: usize },
+    ShuttingDown { left: u32 },
     /// Our side is shut down: input is discarded until end of file, the linger
     /// deadline, or `left` more bytes.
-    Draining { left: usize },
+    Draining { left: u32 },
     /// To be closed now (a deadline passed, the peer left, the transport failed, or
     /// draining ended).
     Gone,
@@ -137,14 +149,9 @@ pub struct Connection {
     pongs_in_flight: VecDeque<u64>,
     /// Where the connection is in its life; changed only by [`Connection::become`].
     state: State,
-    /// The close handshake was started here (by the application or a failure), not by
-    /// the peer: sending afterwards is the application's mistake, not the peer's doing.
-    closed_here: bool,
     /// Close frames and failures, allocated when the connection starts to end (most of
     /// a connection's life it is `None`, which keeps idle connections small).
     ending: Option<Box<Ending>>,
-    /// No more frames will be decoded (peer's close seen, or the stream is undecodable).
-    read_closed: bool,
     /// What becomes of the transport (see [`Connection::poll_transport`]).
     wire: Wire,
     timers: TimerTable,
@@ -163,6 +170,9 @@ pub struct Connection {
 /// What a connection keeps once it starts to end.
 #[derive(Debug, Default)]
 struct Ending {
+    /// The close handshake was started here (by the application or a failure), not by
+    /// the peer: sending afterwards is the application's mistake, not the peer's doing.
+    closed_here: bool,
     /// The close frame we queued (code 1005 for an empty one).
     sent_close: Option<CloseFrame>,
     /// The close frame the peer sent (code 1005 for an empty one).
@@ -247,9 +257,7 @@ impl Connection {
             pending_pong: None,
             pongs_in_flight: VecDeque::new(),
             state: State::Open,
-            closed_here: false,
             ending: None,
-            read_closed: false,
             wire: Wire::Up,
             timers: TimerTable::default(),
             clock_started: false,
@@ -300,7 +308,7 @@ impl Connection {
             self.discard(data.len());
             return;
         }
-        if self.read_closed || data.is_empty() {
+        if self.read_closed() || data.is_empty() {
             return;
         }
         if self.read_buf.is_empty() {
@@ -325,7 +333,7 @@ impl Connection {
     /// here without moving it, and the read does not run into the next frame), and
     /// otherwise at least `min`, or more when the last frame was larger.
     pub fn input_buffer(&mut self, min: usize) -> &mut BytesMut {
-        if self.read_closed {
+        if self.read_closed() {
             self.discard_appended();
         }
         let wanted = self.input_wanted();
@@ -348,7 +356,7 @@ impl Connection {
     /// of the last large frame. 0 when nothing is known: a small read, e.g. into an
     /// adapter's shared buffer passed to [`receive`](Self::receive), serves as well.
     pub fn input_wanted(&self) -> usize {
-        if self.read_closed {
+        if self.read_closed() {
             return 0;
         }
         match self.decoder.awaiting() {
@@ -384,10 +392,10 @@ impl Connection {
             return Some(Err(error));
         }
         self.note_input(now);
-        if self.read_closed && !self.read_buf.is_empty() {
+        if self.read_closed() && !self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
-        while !self.read_closed {
+        while !self.read_closed() {
             let item = match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(item)) => item,
                 Ok(None) => {
@@ -396,16 +404,15 @@ impl Connection {
                     }
                     break;
                 }
-                Err(error) => return self.fail(error.into(), now),
+                Err(error) => return self.fail(error.into(), Fail::Graceful, now),
             };
             match self.handle(item, now) {
                 Ok(Some(message)) => return Some(Ok(message)),
                 Ok(None) => {}
-                Err(error) => return self.fail(error, now),
+                Err(error) => return self.fail(error, Fail::Graceful, now),
             }
         }
-        if self.eof && !self.read_closed {
-            self.read_closed = true;
+        if self.eof && !self.read_closed() {
             // Bytes left over are part of a frame (a header, or a frame held until whole).
             let partial_frame = !std::mem::take(&mut self.read_buf).is_empty();
             return self.transport_ended(partial_frame, now);
@@ -422,16 +429,15 @@ impl Connection {
         let mid_message =
             partial_frame || self.incoming.kind.is_some() || !self.decoder.is_at_frame_boundary();
         let error = Error::PeerVanished { mid_message };
-        // Nobody is left to read a close frame: the transport closes at once.
-        self.close_wire();
-        if self.state == State::CloseSent {
-            // We asked to close and the peer left: the end the application asked for,
-            // though not a clean one.
-            self.ending().failure = Some(error);
-            self.become_(State::Failed, now);
-            return None;
-        }
-        self.fail(error, now)
+        // Nobody is left to read a close frame: the transport closes at once. After our
+        // own close it is the end the application asked for, though not a clean one:
+        // kept as the failure, not reported as news.
+        let how = if self.state == State::CloseSent {
+            Fail::Silent
+        } else {
+            Fail::Abort
+        };
+        self.fail(error, how, now)
     }
 
     /// Starts the deadlines that count from the first time the engine is given.
@@ -701,7 +707,6 @@ impl Connection {
 
     fn handle_close(&mut self, payload: &[u8], now: Instant) -> Result<Option<Message>, Error> {
         let frame = parse_close_payload(payload)?;
-        self.read_closed = true;
         self.read_buf = BytesMut::new();
         self.ending().received_close = Some(
             frame
@@ -724,33 +729,40 @@ impl Connection {
         Ok(Some(Message::Close(frame)))
     }
 
-    /// Fails the connection (RFC 6455 section 7.1.7): queues a close frame for `error`
-    /// (unless one was sent already), stops reading, and reports the error once. The
-    /// transport is closed as soon as the close frame is written; waiting for the peer's
-    /// reply could mean waiting for the rest of a frame that will never come.
-    fn fail(&mut self, error: Error, now: Instant) -> Option<Result<Message, Error>> {
-        self.read_closed = true;
+    /// The one way a connection fails (RFC 6455 section 7.1.7): no more frames are
+    /// decoded, the failure is kept for every later call that needs to say so, and `how`
+    /// decides the rest: a close frame for `error` (unless one was sent already) written
+    /// before the transport closes, or the transport closed at once; reported once by
+    /// [`poll_event`](Self::poll_event), which gets the report back from this call, or
+    /// kept silent. Nothing happens to a connection that is over already.
+    fn fail(
+        &mut self,
+        error: Error,
+        how: Fail,
+        now: impl Into<Option<Instant>>,
+    ) -> Option<Result<Message, Error>> {
+        if how != Fail::Graceful {
+            self.close_wire();
+        }
         self.read_buf = BytesMut::new();
         if self.state.is_terminal() {
             return None;
         }
         self.incoming = Incoming::default();
         self.pending_pong = None;
-        if self.state == State::Open && self.wire == Wire::Up {
-            self.closed_here = true;
+        if how == Fail::Graceful && self.state == State::Open && self.wire == Wire::Up {
             self.write_close(error.close_frame());
+            self.ending().closed_here = true;
         }
         self.ending().failure = Some(error.duplicate());
         self.become_(State::Failed, now);
-        Some(Err(error))
+        (how != Fail::Silent).then_some(Err(error))
     }
 
-    /// Fails the connection and closes the transport at once (a deadline passed: the
-    /// peer is not reading or not answering, so nothing more is written).
-    fn fail_now(&mut self, error: Error, now: Instant) {
-        self.close_wire();
-        self.read_closed = true;
-        if let Some(Err(error)) = self.fail(error, now) {
+    /// [`fail`](Self::fail) outside `poll_event` (a deadline, a send, the transport):
+    /// the report waits for its next call.
+    fn fail_later(&mut self, error: Error, how: Fail, now: impl Into<Option<Instant>>) {
+        if let Some(Err(error)) = self.fail(error, how, now) {
             self.ending().pending_error = Some(error);
         }
     }
@@ -794,6 +806,7 @@ impl Connection {
             return self.send(prepared.message.clone());
         };
         self.check_write_buffer()?;
+        self.output.begin_frame();
         self.output.push_shared(frame);
         Ok(())
     }
@@ -851,6 +864,7 @@ impl Connection {
             return self.send_forced(prepared.message.clone());
         };
         self.check_hard_limit(frame.len())?;
+        self.output.begin_frame();
         self.output.push_shared(frame);
         Ok(())
     }
@@ -860,7 +874,7 @@ impl Connection {
     /// of its requests would only queue more.
     pub fn wants_read(&self) -> bool {
         match self.wire {
-            Wire::Up => !self.read_closed && self.output.len() <= self.config.max_write_buffer,
+            Wire::Up => !self.read_closed() && self.output.len() <= self.config.max_write_buffer,
             Wire::Draining { .. } => true,
             Wire::ShuttingDown { .. } | Wire::Gone => false,
         }
@@ -885,20 +899,44 @@ impl Connection {
         if self.state != State::Open {
             return Ok(());
         }
-        self.closed_here = true;
         self.queue_pong();
         self.write_close(frame);
+        self.ending().closed_here = true;
         self.become_(State::CloseSent, now);
         self.tick(now);
         Ok(())
     }
 
-    /// `Ok` while messages may be sent; otherwise the error that says why not.
+    /// Starts the close handshake like [`close`](Self::close), overtaking what is
+    /// queued: whole frames not yet started (messages, pings, pongs) are dropped and
+    /// only the rest of the frame being written goes before the close frame. For a
+    /// slow consumer that is kicked: it gets the close frame and its code as soon as the
+    /// socket takes a few bytes, instead of after the output it is not reading (or not
+    /// at all, when the close deadline ends the connection first).
+    pub fn close_now(&mut self, frame: Option<CloseFrame>, now: Instant) -> Result<(), Error> {
+        if let Some(frame) = &frame {
+            frame.check()?;
+        }
+        if self.state == State::Open {
+            let end = self.output.cut_after_front_frame();
+            self.pongs_in_flight.retain(|pong_end| *pong_end <= end);
+            self.pending_pong = None;
+        }
+        self.close(frame, now)
+    }
+
+    /// `Ok` while messages may be sent; otherwise the error that says why not (the
+    /// same one whatever the method: `send`, `send_prepared`, `close`...).
     pub fn check_open(&self) -> Result<(), Error> {
         match self.state {
+            // The peer's side ended (or was reset) and the engine has not decoded up to
+            // it yet: nobody will read what we would send.
+            State::Open if self.eof => Err(Error::PeerVanished { mid_message: false }),
             State::Open => Ok(()),
             State::Failed => Err(self.failure().unwrap_or(Error::ConnectionClosed)),
-            _ if self.closed_here => Err(UsageError::SendAfterClose.into()),
+            _ if self.ending.as_ref().is_some_and(|e| e.closed_here) => {
+                Err(UsageError::SendAfterClose.into())
+            }
             _ => Err(Error::ConnectionClosed),
         }
     }
@@ -941,10 +979,7 @@ impl Connection {
         // The peer reads nothing: nothing more is written, the transport closes now.
         // The sender gets the error, and so does the next `poll_event` (the failure is
         // the connection's, reported once to whoever reads it).
-        self.close_wire();
-        self.ending().failure = Some(error.duplicate());
-        self.ending().pending_error = Some(error.duplicate());
-        self.become_(State::Failed, None);
+        self.fail_later(error.duplicate(), Fail::Abort, None);
         Err(error)
     }
 
@@ -994,6 +1029,7 @@ impl Connection {
     }
 
     fn write_frame_rsv1(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: Bytes) {
+        self.output.begin_frame();
         let mut header = FrameHeader::new(opcode, payload.len() as u64);
         header.fin = fin;
         header.rsv1 = rsv1;
@@ -1173,7 +1209,7 @@ impl Connection {
                     return TransportAction::Close;
                 }
                 self.wire = Wire::ShuttingDown {
-                    left: linger.max_bytes,
+                    left: u32::try_from(linger.max_bytes).unwrap_or(u32::MAX),
                 };
                 self.timers.set(TimerKind::Linger, now + linger.time);
                 TransportAction::ShutdownWrite
@@ -1223,7 +1259,7 @@ impl Connection {
         match self.state {
             State::Failed => true,
             State::Closed => self.role == Role::Server || self.eof,
-            State::Open | State::CloseSent | State::CloseReceived => self.eof && self.read_closed,
+            State::Open | State::CloseSent | State::CloseReceived => self.eof && self.read_closed(),
         }
     }
 
@@ -1233,10 +1269,15 @@ impl Connection {
         self.wire == Wire::Gone
     }
 
+    /// No more frames are decoded: the peer's close arrived, the connection failed, or
+    /// the transport is ending. Derived from the state, never set by hand.
+    fn read_closed(&self) -> bool {
+        self.wire != Wire::Up || !matches!(self.state, State::Open | State::CloseSent)
+    }
+
     /// Nothing more is read or written: the transport is to be closed now.
     fn close_wire(&mut self) {
         self.wire = Wire::Gone;
-        self.read_closed = true;
         self.read_buf = BytesMut::new();
         self.timers.clear(TimerKind::Linger);
     }
@@ -1245,7 +1286,7 @@ impl Connection {
     /// discarded; the transport is closed once the linger policy's byte cap is reached.
     fn discard(&mut self, n: usize) {
         if let Wire::ShuttingDown { left, .. } | Wire::Draining { left, .. } = &mut self.wire {
-            *left = left.saturating_sub(n);
+            *left = left.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
             if *left == 0 {
                 self.close_wire();
             }
@@ -1284,11 +1325,8 @@ impl Connection {
                 self.eof = true;
             }
             kind => {
-                self.close_wire();
                 let error = Error::Io(std::io::Error::new(kind, error.to_string()));
-                self.ending().failure = Some(error.duplicate());
-                self.ending().pending_error = Some(error);
-                self.become_(State::Failed, now);
+                self.fail_later(error, Fail::Abort, now);
             }
         }
     }
@@ -1358,13 +1396,11 @@ impl Connection {
                     self.timers.set(TimerKind::PongWait, now + timeout);
                     return;
                 }
-                self.fail_now(Error::Timeout(TimeoutKind::Keepalive), now);
+                self.fail_later(Error::Timeout(TimeoutKind::Keepalive), Fail::Abort, now);
             }
             TimerKind::Idle => {
                 // A graceful failure: our 1001 goes out, bounded by the close deadline.
-                if let Some(Err(error)) = self.fail(Error::Timeout(TimeoutKind::Idle), now) {
-                    self.ending().pending_error = Some(error);
-                }
+                self.fail_later(Error::Timeout(TimeoutKind::Idle), Fail::Graceful, now);
             }
             TimerKind::WriteStall => {
                 let progress = self.output.consumed_position() - self.consumed_at_stall_arm;
@@ -1379,7 +1415,7 @@ impl Connection {
                     }
                     return;
                 }
-                self.fail_now(Error::Timeout(TimeoutKind::WriteStall), now);
+                self.fail_later(Error::Timeout(TimeoutKind::WriteStall), Fail::Abort, now);
             }
             TimerKind::Linger => self.close_wire(),
             TimerKind::Close => {
@@ -1387,9 +1423,7 @@ impl Connection {
                 match self.state {
                     State::CloseSent | State::CloseReceived => {
                         let error = Error::Timeout(TimeoutKind::CloseHandshake);
-                        self.ending().failure = Some(error.duplicate());
-                        self.ending().pending_error = Some(error);
-                        self.become_(State::Failed, now);
+                        self.fail_later(error, Fail::Abort, now);
                     }
                     // A client whose server did not close TCP, or a failed connection
                     // whose close frame could not be written: only the transport is left.

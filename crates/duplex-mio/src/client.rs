@@ -39,7 +39,7 @@ impl Default for ClientConfig {
             engine: EngineConfig::default(),
             deflate: Some(DeflateConfig::default()),
             connect_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: duplex_handshake::DEFAULT_HANDSHAKE_TIMEOUT,
             read_buffer_size: 64 << 10,
         }
     }
@@ -284,8 +284,21 @@ impl WebSocket {
         let saved = self.read_timeout.take();
         let result = loop {
             match self.step(started) {
-                Ok(Some(Err(error))) if !matches!(error, Error::Timeout(_)) => break Err(error),
-                Ok(_) if self.conn.is_transport_ending() => break Ok(()),
+                // As duplex-tokio's `close`: what the peer sent wrong after our close does
+                // not matter; a deadline (the peer never answered) or a vanished peer does.
+                Ok(Some(Err(Error::Protocol(_) | Error::LimitExceeded(_)))) => {}
+                Ok(Some(Err(error))) => break Err(error),
+                // A failure the engine has not reported yet (the close deadline passed).
+                Ok(_) if self.conn.is_transport_ending() => {
+                    match self.conn.poll_event(Instant::now()) {
+                        Some(Err(error))
+                            if !matches!(error, Error::Protocol(_) | Error::LimitExceeded(_)) =>
+                        {
+                            break Err(error);
+                        }
+                        _ => break Ok(()),
+                    }
+                }
                 Ok(_) => {}
                 Err(Error::ConnectionClosed) => break Ok(()),
                 Err(error) => break Err(error),

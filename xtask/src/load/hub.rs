@@ -193,8 +193,7 @@ fn spawn_redis(cluster: bool) -> Result<(Proc, PathBuf, u16), String> {
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
-        if !cluster || (port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok())
-        {
+        if !cluster || (port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()) {
             break port;
         }
     };
@@ -205,7 +204,12 @@ fn spawn_redis(cluster: bool) -> Result<(Proc, PathBuf, u16), String> {
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"]);
     if cluster {
-        command.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+        command.args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ]);
     }
     let child = command
         .arg("--dir")

@@ -306,6 +306,14 @@ where
                         }
                     }
                 }
+                Command::CloseNow(id, frame) => {
+                    if let Some(slot) = self.local.lookup(id) {
+                        if let Some(conn) = self.local.entry_mut(slot).and_then(Entry::conn_mut) {
+                            let _ = conn.close_now(Some(frame), Instant::now());
+                            self.local.mark_dirty(slot);
+                        }
+                    }
+                }
                 Command::Broadcast { prepared, topic } => {
                     self.local.broadcast_local(&prepared, topic.as_deref());
                 }
@@ -791,6 +799,7 @@ where
 /// Reads from `socket` into the spare room of `buf`, at most `max` bytes, and appends
 /// what was read; the room is not zeroed first (a large read buffer would be zeroed on
 /// every read otherwise).
+#[allow(unsafe_code)]
 fn read_spare(socket: &mio::net::TcpStream, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
     let len = buf.len();
     let spare = buf.spare_capacity_mut();
