@@ -33,6 +33,11 @@
 //! The WebSocket upgrade is done here with `duplex-handshake` over hyper's upgraded
 //! connection (the `hyper` feature's `duplex_tokio::hyper::upgrade` does the same), so
 //! the example runs without features.
+//!
+//! Every route is served over HTTP/1.1 and over HTTP/2 with prior knowledge (h2c, told
+//! apart by the connection preface): polling and long polling as requests on one
+//! HTTP/2 connection, the event stream as one HTTP/2 stream, and `/ws` as a WebSocket
+//! over HTTP/2 (RFC 8441: extended CONNECT, which the server's SETTINGS allow).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -50,9 +55,9 @@ use duplex_tokio::{
 };
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
@@ -117,12 +122,19 @@ async fn main() -> std::io::Result<()> {
                 let feed = feed.clone();
                 async move { Ok::<_, Infallible>(feed.route(request).await) }
             });
-            let connection = http1::Builder::new()
+            // HTTP/1.1, or HTTP/2 when the connection starts with its preface.
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            let _ = connection.await;
+                .header_read_timeout(Duration::from_secs(30));
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .enable_connect_protocol();
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .await;
         });
     }
 }
@@ -211,7 +223,7 @@ async fn publish(feed: Arc<Feed>) {
 
 impl Feed {
     async fn route(self: Arc<Self>, mut request: Request<Incoming>) -> Response<Body> {
-        if request.method() != Method::GET {
+        if request.method() != Method::GET && !is_extended_connect(&request) {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         }
         let query = request.uri().query().unwrap_or("").to_owned();
@@ -331,9 +343,15 @@ impl Feed {
 
     /// Answers the handshake (or not) and spawns the connection's task.
     fn websocket(self: Arc<Self>, request: &mut Request<Incoming>, mode: WsMode) -> Response<Body> {
-        let offer = match ClientOffer::from_request(request) {
-            Ok(offer) if request.version() == Version::HTTP_11 => offer,
-            Ok(_) => return text(StatusCode::BAD_REQUEST, "WebSocket needs HTTP/1.1\n"),
+        let http2 = is_extended_connect(request);
+        let offer = if http2 {
+            h2_offer(request)
+        } else {
+            ClientOffer::from_request(request)
+        };
+        let offer = match offer {
+            Ok(offer) if http2 || request.version() == Version::HTTP_11 => offer,
+            Ok(_) => return text(StatusCode::BAD_REQUEST, "WebSocket needs HTTP/1.1 or 2\n"),
             Err(error) => return error.response().map(|body| Full::from(body).boxed_unsync()),
         };
         let policy = match mode {
@@ -346,11 +364,20 @@ impl Feed {
             }),
             WsMode::PerConnection => Some(DeflateConfig::default()),
         };
-        let (response, deflate) =
+        let (mut response, deflate) =
             match offer.accept_negotiated(&Acceptance::default(), policy.as_ref()) {
                 Ok(accepted) => accepted,
                 Err(error) => return error.response().map(|body| Full::from(body).boxed_unsync()),
             };
+        if http2 {
+            // RFC 8441 section 5: 200 answers the CONNECT; no key is answered, and HTTP/2
+            // has no Upgrade or Connection headers.
+            *response.status_mut() = StatusCode::OK;
+            let headers = response.headers_mut();
+            headers.remove(header::UPGRADE);
+            headers.remove(header::CONNECTION);
+            headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+        }
         let on_upgrade = hyper::upgrade::on(request);
         let mode = if deflate.is_none() {
             WsMode::Plain
@@ -433,6 +460,34 @@ impl Feed {
         out.push('}');
         out
     }
+}
+
+/// An HTTP/2 extended CONNECT for a WebSocket (RFC 8441 section 4).
+fn is_extended_connect<B>(request: &Request<B>) -> bool {
+    request.method() == Method::CONNECT
+        && request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// The offer of an extended CONNECT: its headers checked as an HTTP/1.1 handshake's,
+/// with what HTTP/2 carries elsewhere (the Host, from `:authority`) or not at all (the
+/// upgrade headers, and a key, which nothing answers) filled in.
+fn h2_offer<B>(request: &Request<B>) -> Result<ClientOffer, duplex_tokio::handshake::HandshakeError> {
+    let mut headers = request.headers().clone();
+    if let Some(authority) = request.uri().authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.entry(header::HOST).or_insert(host);
+    }
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        header::SEC_WEBSOCKET_KEY,
+        HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA=="),
+    );
+    ClientOffer::from_headers(&headers)
 }
 
 /// The updates in `history` after sequence number `since`.

@@ -267,12 +267,6 @@ impl Netem {
     pub fn counters(&self) -> (Snapshot, Snapshot) {
         (self.up.counters.snapshot(), self.down.counters.snapshot())
     }
-
-    /// Changes both directions' shape.
-    pub fn reshape(&self, up: Shape, down: Shape) {
-        *self.up.shape.lock().unwrap() = up;
-        *self.down.shape.lock().unwrap() = down;
-    }
 }
 
 /// A UDP echo server in the server namespace, stopped when dropped.

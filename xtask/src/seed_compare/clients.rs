@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
+use super::h2::{H2, ServerFrames, next_data};
 use super::wire::{Conn, SseParser, WsClient, get};
 
 /// The ways to get the feed.
@@ -18,16 +19,24 @@ pub enum Transport {
     Ws,
     WsDeflate,
     WsDeflateCtx,
+    H2Poll,
+    H2LongPoll,
+    H2Sse,
+    H2Ws,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 6] = [
+    pub const ALL: [Transport; 10] = [
         Transport::Poll,
         Transport::LongPoll,
         Transport::Sse,
         Transport::Ws,
         Transport::WsDeflate,
         Transport::WsDeflateCtx,
+        Transport::H2Poll,
+        Transport::H2LongPoll,
+        Transport::H2Sse,
+        Transport::H2Ws,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +47,10 @@ impl Transport {
             Self::Ws => "ws",
             Self::WsDeflate => "ws-deflate",
             Self::WsDeflateCtx => "ws-deflate-ctx",
+            Self::H2Poll => "h2-poll",
+            Self::H2LongPoll => "h2-long-poll",
+            Self::H2Sse => "h2-sse",
+            Self::H2Ws => "h2-ws",
         }
     }
 
@@ -49,6 +62,10 @@ impl Transport {
             Self::Ws => "WebSocket",
             Self::WsDeflate => "WebSocket + deflate, shared frame",
             Self::WsDeflateCtx => "WebSocket + deflate, per connection",
+            Self::H2Poll => "short polling, HTTP/2",
+            Self::H2LongPoll => "long polling, HTTP/2",
+            Self::H2Sse => "SSE over HTTP/2",
+            Self::H2Ws => "WebSocket over HTTP/2 (RFC 8441)",
         }
     }
 
@@ -88,6 +105,17 @@ impl Headers {
                 )
             }
         }
+    }
+
+    /// The same for HTTP/2: lower-case names, without the connection-specific ones
+    /// HTTP/2 forbids.
+    fn http2(self, host: &str, accept: &str, event_stream: bool) -> Vec<(String, String)> {
+        self.http(host, accept, event_stream)
+            .lines()
+            .filter_map(|line| line.split_once(": "))
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("connection"))
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+            .collect()
     }
 
     /// Headers for a WebSocket handshake besides the handshake's own.
@@ -137,7 +165,13 @@ pub struct Tally {
     /// The negotiated `Sec-WebSocket-Extensions`.
     pub extensions: Option<String>,
     pub error: Option<String>,
+    /// Updates that arrived bunched: less than a tenth of their publish interval after
+    /// the update before them (a poll answer with several, or a stalled stream
+    /// catching up).
+    pub bunched: u64,
     last_seq: Option<u64>,
+    /// The previous update's publish time and receipt time, microseconds.
+    last_times: Option<(u64, u64)>,
 }
 
 impl Tally {
@@ -151,6 +185,12 @@ impl Tally {
         }
         self.last_seq = Some(quote.seq);
         self.delivered += 1;
+        if let Some((published, received)) = self.last_times
+            && now_us.saturating_sub(received) * 10 < quote.ts.saturating_sub(published)
+        {
+            self.bunched += 1;
+        }
+        self.last_times = Some((quote.ts, now_us));
         let latency = now_us.saturating_sub(quote.ts).min(u64::from(u32::MAX));
         self.latencies_us.push(latency as u32);
     }
@@ -208,6 +248,11 @@ pub async fn run(
         Transport::Ws | Transport::WsDeflate | Transport::WsDeflateCtx => {
             websocket(transport, settings, index, deadline, &mut tally).await
         }
+        Transport::H2Poll | Transport::H2LongPoll => {
+            h2_poll(transport, settings, index, start, deadline, &mut tally).await
+        }
+        Transport::H2Sse => h2_sse(settings, deadline, &mut tally).await,
+        Transport::H2Ws => h2_websocket(settings, deadline, &mut tally).await,
     };
     if let Err(error) = result {
         tally.error = Some(format!("{} client {index}: {error}", transport.name()));
@@ -370,6 +415,150 @@ async fn websocket(
         let _ = timeout(Duration::from_secs(1), ws.close()).await;
     }
     tally.count(&ws.conn);
+    result
+}
+
+/// Polling over one HTTP/2 connection: the same schedule as `poll`, each request a new
+/// stream.
+async fn h2_poll(
+    transport: Transport,
+    settings: &Settings,
+    index: usize,
+    start: Instant,
+    deadline: Instant,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    let path = if transport == Transport::H2Poll {
+        "/poll"
+    } else {
+        "/long"
+    };
+    let headers = settings.headers.http2(&settings.addr, "*/*", false);
+    let mut h2 = H2::connect(&settings.addr).await?;
+    tally.connections = 1;
+    let phase = settings
+        .poll_interval
+        .mul_f64((index + 1) as f64 / settings.clients as f64);
+    let mut next = start + phase;
+    let result = async {
+        loop {
+            let target = match tally.last_seq {
+                None => path.to_owned(),
+                Some(since) => format!("{path}?since={since}"),
+            };
+            if tally.last_seq.is_some() && transport == Transport::H2Poll {
+                if next >= deadline {
+                    return Ok(());
+                }
+                sleep_until(next).await;
+                next += settings.poll_interval;
+            }
+            let body = match timeout_at(deadline, h2.get(&target, &headers)).await {
+                Ok(body) => body?,
+                Err(_) => return Ok(()),
+            };
+            tally.requests += 1;
+            let now = now_micros();
+            let body: PollBody = serde_json::from_slice(&body).map_err(invalid)?;
+            if tally.last_seq.is_none() {
+                tally.last_seq = Some(body.last);
+                tally.setup_up = h2.up();
+                tally.setup_down = h2.down();
+            } else {
+                for quote in &body.updates {
+                    tally.deliver(quote, now);
+                }
+            }
+        }
+    }
+    .await;
+    tally.up = h2.up();
+    tally.down = h2.down();
+    result
+}
+
+/// The event stream as one HTTP/2 stream.
+async fn h2_sse(settings: &Settings, deadline: Instant, tally: &mut Tally) -> io::Result<()> {
+    let mut h2 = H2::connect(&settings.addr).await?;
+    tally.connections = 1;
+    tally.requests = 1;
+    let headers = settings
+        .headers
+        .http2(&settings.addr, "text/event-stream", true);
+    let result = async {
+        let (parts, mut body, _) = h2
+            .request(http::Method::GET, "/sse", &headers, None)
+            .await?;
+        if parts.status != 200 {
+            return Err(invalid(format!("/sse answered {}", parts.status)));
+        }
+        tally.setup_up = h2.up();
+        tally.setup_down = h2.down();
+        let mut parser = SseParser::default();
+        loop {
+            let data = match timeout_at(deadline, next_data(&mut body)).await {
+                Err(_) => return Ok(()),
+                Ok(data) => data?.ok_or_else(|| invalid("the event stream ended"))?,
+            };
+            for event in parser.feed(&data) {
+                tally.deliver_json(event.as_bytes())?;
+            }
+        }
+    }
+    .await;
+    tally.up = h2.up();
+    tally.down = h2.down();
+    result
+}
+
+/// A WebSocket over HTTP/2 (RFC 8441), without permessage-deflate.
+async fn h2_websocket(settings: &Settings, deadline: Instant, tally: &mut Tally) -> io::Result<()> {
+    let mut h2 = H2::connect(&settings.addr).await?;
+    tally.connections = 1;
+    tally.requests = 1;
+    let mut headers = settings.headers.http2(&settings.addr, "*/*", false);
+    headers.retain(|(name, _)| !name.starts_with("sec-fetch") && name != "accept");
+    headers.push(("sec-websocket-version".into(), "13".into()));
+    headers.push(("origin".into(), format!("http://{}", settings.addr)));
+    let result = async {
+        // The server's SETTINGS (which allow extended CONNECT) come with its first
+        // answer; a first request gets them.
+        if !h2.extended_connect_allowed() {
+            h2.get("/stats", &[]).await?;
+        }
+        if !h2.extended_connect_allowed() {
+            return Err(invalid("the server does not allow extended CONNECT"));
+        }
+        let (parts, mut body, _send) = h2
+            .request(
+                http::Method::CONNECT,
+                "/ws?deflate=0",
+                &headers,
+                Some("websocket"),
+            )
+            .await?;
+        if parts.status != 200 {
+            return Err(invalid(format!(
+                "extended CONNECT answered {}",
+                parts.status
+            )));
+        }
+        tally.setup_up = h2.up();
+        tally.setup_down = h2.down();
+        let mut frames = ServerFrames::default();
+        loop {
+            let data = match timeout_at(deadline, next_data(&mut body)).await {
+                Err(_) => return Ok(()),
+                Ok(data) => data?.ok_or_else(|| invalid("the WebSocket stream ended"))?,
+            };
+            for payload in frames.feed(&data)? {
+                tally.deliver_json(&payload)?;
+            }
+        }
+    }
+    .await;
+    tally.up = h2.up();
+    tally.down = h2.down();
     result
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
+use crate::netem::Profile;
 
 /// The ticker example next to this test binary (`cargo test --workspace` builds the
 /// examples first), or built now if it is missing or older than its source.
@@ -47,7 +48,7 @@ fn every_transport_delivers_every_update_once_in_order() {
         // All transports at once, to keep the test short (CPU figures mean nothing here).
         let runs = Transport::ALL.map(|transport| {
             let (addr, options) = (addr.clone(), options.clone());
-            async move { measure(&addr, transport, &options).await }
+            async move { measure(&addr, transport, &options, None).await }
         });
         let results = tokio::time::timeout(
             Duration::from_secs(15),
@@ -105,4 +106,77 @@ where
         out.push(handle.await.unwrap());
     }
     out
+}
+
+/// The broadband profile (30 ms round trip, 50 Mbit/s) for two seconds, every
+/// transport at once: each client gets every update once and in order, none sooner
+/// than the one-way delay, and the link carried at least what the sockets counted.
+/// Needs root and /dev/net/tun; skipped with a reason without them, unless `CI` is set.
+#[test]
+fn over_the_emulated_link_every_update_arrives_no_sooner_than_the_delay() {
+    if let Some(reason) = netem::unavailable() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but the emulator cannot run: {reason}"
+        );
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let binary = ticker_binary();
+    let profile = Profile::named("broadband").unwrap();
+    let floor = profile.rtt / 2;
+    let (results, (up, down)) = with_link(&profile, |netem| {
+        block_on(async {
+            let server = netem.server.name.clone();
+            let (_ticker, addr) = start_ticker_in(&binary, 20.0, 5, Some(&server)).await?;
+            let options = Options {
+                clients: 2,
+                poll_interval: Duration::from_millis(200),
+                duration: Duration::from_secs(2),
+                profile: Some(profile.clone()),
+                server_netns: Some(server),
+                ..Options::default()
+            };
+            let runs = Transport::ALL.map(|transport| {
+                let (addr, options) = (addr.clone(), options.clone());
+                async move { measure(&addr, transport, &options, None).await }
+            });
+            let results = tokio::time::timeout(
+                Duration::from_secs(20),
+                futures_join_all(runs.into_iter().map(Box::pin).collect()),
+            )
+            .await
+            .expect("the runs end soon after their duration");
+            Ok((results, netem.counters()))
+        })
+    })
+    .unwrap();
+    let (mut socket_up, mut socket_down) = (0, 0);
+    for result in results {
+        let m = result.unwrap();
+        let name = m.transport.name();
+        assert!(m.errors().is_empty(), "{name}: {:?}", m.errors());
+        assert_eq!((m.missed(), m.duplicated()), (0, 0), "{name}");
+        // 20/s for 2 s; polling ends up to one interval behind.
+        assert!(
+            m.delivered() >= 2 * 25,
+            "{name}: {} delivered",
+            m.delivered()
+        );
+        assert!(
+            m.fastest() >= floor,
+            "{name}: one update in {:?}",
+            m.fastest()
+        );
+        socket_up += m.tallies.iter().map(|t| t.up).sum::<u64>();
+        socket_down += m.tallies.iter().map(|t| t.down).sum::<u64>();
+    }
+    // IP and TCP headers, handshakes and ACKs come on top of what the sockets saw.
+    assert!(
+        down.bytes_out > socket_down,
+        "{} ≤ {socket_down}",
+        down.bytes_out
+    );
+    assert!(up.bytes_out > socket_up, "{} ≤ {socket_up}", up.bytes_out);
+    assert_eq!(up.lost + down.lost, 0, "no loss configured");
 }

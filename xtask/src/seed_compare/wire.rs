@@ -31,7 +31,10 @@ fn invalid(what: impl Into<String>) -> io::Error {
 
 impl Conn {
     pub async fn connect(addr: &str) -> io::Result<Conn> {
-        let tcp = TcpStream::connect(addr).await?;
+        Conn::from_tcp(TcpStream::connect(addr).await?)
+    }
+
+    pub fn from_tcp(tcp: TcpStream) -> io::Result<Conn> {
         tcp.set_nodelay(true)?;
         Ok(Conn {
             tcp,
