@@ -474,7 +474,9 @@ fn is_extended_connect<B>(request: &Request<B>) -> bool {
 /// The offer of an extended CONNECT: its headers checked as an HTTP/1.1 handshake's,
 /// with what HTTP/2 carries elsewhere (the Host, from `:authority`) or not at all (the
 /// upgrade headers, and a key, which nothing answers) filled in.
-fn h2_offer<B>(request: &Request<B>) -> Result<ClientOffer, duplex_tokio::handshake::HandshakeError> {
+fn h2_offer<B>(
+    request: &Request<B>,
+) -> Result<ClientOffer, duplex_tokio::handshake::HandshakeError> {
     let mut headers = request.headers().clone();
     if let Some(authority) = request.uri().authority()
         && let Ok(host) = HeaderValue::from_str(authority.as_str())
