@@ -297,7 +297,14 @@ impl Run {
     /// Three bar charts: bytes per update (down and up), latency (p50 bar, p99 mark,
     /// log scale) and server CPU per update.
     pub fn svg(&self) -> String {
-        let rows: Vec<Row> = self.results.iter().map(Measurement::row).collect();
+        let mut rows: Vec<Row> = self.results.iter().map(Measurement::row).collect();
+        // Over the emulated link, the bytes are the link's (IP packets, everything).
+        let wire = rows.iter().all(|r| r.wire_down.is_some());
+        if wire {
+            for r in &mut rows {
+                (r.down, r.up) = (r.wire_down.unwrap_or(r.down), r.wire_up.unwrap_or(r.up));
+            }
+        }
         let (width, label_w, bar_h, gap) = (820.0, 250.0, 18.0, 6.0);
         let plot_w = width - label_w - 150.0;
         let panel_h = 34.0 + rows.len() as f64 * (bar_h + gap) + 26.0;
@@ -307,10 +314,19 @@ impl Run {
             10.0,
             22.0,
             r#"font-size="15" font-weight="bold""#,
-            &format!(
-                "One ticker feed, {} clients, {} updates/s: polling vs streaming vs WebSocket",
-                self.options.clients, self.rate
-            ),
+            &match &self.options.profile {
+                None => format!(
+                    "One ticker feed, {} clients, {} updates/s: polling vs streaming vs WebSocket",
+                    self.options.clients, self.rate
+                ),
+                Some(p) => format!(
+                    "{} clients, {} updates/s over the {} profile ({})",
+                    self.options.clients,
+                    self.rate,
+                    p.name,
+                    p.summary()
+                ),
+            },
         );
         let headers = match self.options.headers {
             Headers::Browser => "browser-like request headers",
@@ -328,7 +344,12 @@ impl Run {
             40.0,
             r##"fill="#555""##,
             &format!(
-                "{transports}; {headers}; measured at the client sockets on {}",
+                "{transports}; {headers}; {} on {}",
+                if wire {
+                    "bytes counted on the emulated link (IP packets)"
+                } else {
+                    "measured at the client sockets"
+                },
                 self.machine
             ),
         );
@@ -344,7 +365,11 @@ impl Run {
         let log_x = |v: f64| ((v.max(0.1).log10() - lo) / (hi - lo)).clamp(0.0, 1.0) * plot_w;
         let panels: [(&str, Draw<'_>); 3] = [
             (
-                "Bytes on the wire per delivered update (after setup; dark: server→client, light: client→server)",
+                if wire {
+                    "IP bytes on the link per delivered update (all included; dark: server→client, light: client→server)"
+                } else {
+                    "Bytes on the wire per delivered update (after setup; dark: server→client, light: client→server)"
+                },
                 &|r, y, s| {
                     let down = r.down / max_bytes * plot_w;
                     let up = r.up / max_bytes * plot_w;
