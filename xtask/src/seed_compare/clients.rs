@@ -5,7 +5,7 @@ use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 
 use super::h2::{H2, ServerFrames, next_data};
 use super::wire::{Conn, SseParser, WsClient, get};
@@ -141,6 +141,8 @@ pub struct Settings {
     pub clients: usize,
     pub poll_interval: Duration,
     pub headers: Headers,
+    /// Messages per second of the chat case's speaker.
+    pub rate: f64,
 }
 
 /// What one client saw.
@@ -560,6 +562,154 @@ async fn h2_websocket(settings: &Settings, deadline: Instant, tally: &mut Tally)
     tally.up = h2.up();
     tally.down = h2.down();
     result
+}
+
+/// The chat case's speaker: one more client, which sends `settings.rate` messages a
+/// second to everyone the way its transport can. HTTP: a `POST /say` on a keep-alive
+/// connection of its own (the receiving one is busy with a long poll or a stream;
+/// over HTTP/2, a stream of one connection). WebSocket: a text message on a
+/// connection that only speaks (`listen=0`). `requests` counts the messages.
+pub async fn speak(
+    transport: Transport,
+    settings: &Settings,
+    start: Instant,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    if let Err(error) = speaker(transport, settings, start, deadline, &mut tally).await {
+        tally.error = Some(format!("{} speaker: {error}", transport.name()));
+    }
+    tally
+}
+
+async fn speaker(
+    transport: Transport,
+    settings: &Settings,
+    start: Instant,
+    deadline: Instant,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    let addr = &settings.addr;
+    let interval = Duration::from_secs_f64(1.0 / settings.rate);
+    // Room for every receiver to connect first, and for the last messages to arrive.
+    let (mut next, end) = (
+        start + Duration::from_secs(1),
+        deadline - Duration::from_millis(500),
+    );
+    let message = |n: u64| {
+        let ts = now_micros();
+        format!(r#"{{"ts":{ts},"from":"speaker","text":"message {n} to everyone in the room"}}"#)
+    };
+    tally.connections = 1;
+    match transport {
+        Transport::Poll | Transport::LongPoll | Transport::Sse => {
+            let mut conn = Conn::connect(addr).await?;
+            let headers = settings.headers.http(addr, "*/*", false);
+            let mut n = 0;
+            while next < end {
+                sleep_until(next).await;
+                next += interval;
+                n += 1;
+                let body = message(n);
+                let request = format!(
+                    "POST /say HTTP/1.1\r\nHost: {addr}\r\n{headers}Origin: http://{addr}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.send(request.as_bytes()).await?;
+                let (head, _) = conn.response().await?;
+                if head.status != 204 {
+                    return Err(invalid(format!("POST /say answered {}", head.status)));
+                }
+                tally.requests += 1;
+            }
+            tally.count(&conn);
+        }
+        Transport::Ws | Transport::WsDeflate | Transport::WsDeflateCtx => {
+            let (path, offer) = match transport {
+                Transport::Ws => ("/ws?deflate=0&listen=0", false),
+                Transport::WsDeflateCtx => ("/ws?deflate=ctx&listen=0", true),
+                _ => ("/ws?listen=0", true),
+            };
+            let conn = Conn::connect(addr).await?;
+            let headers = settings.headers.websocket(addr);
+            let mut ws =
+                WsClient::handshake(conn, path, addr, &headers, offer, now_micros()).await?;
+            tally.setup_up = ws.conn.up;
+            tally.setup_down = ws.conn.down;
+            let mut n = 0;
+            while next < end {
+                sleep_until(next).await;
+                next += interval;
+                n += 1;
+                ws.send_frame(0x1, message(n).as_bytes()).await?;
+                tally.requests += 1;
+            }
+            let _ = timeout(Duration::from_secs(1), ws.close()).await;
+            tally.count(&ws.conn);
+        }
+        Transport::H2Poll | Transport::H2LongPoll | Transport::H2Sse => {
+            let mut h2 = H2::connect(addr).await?;
+            let mut headers = settings.headers.http2(addr, "*/*", false);
+            headers.push(("origin".into(), format!("http://{addr}")));
+            headers.push(("content-type".into(), "application/json".into()));
+            let mut n = 0;
+            while next < end {
+                sleep_until(next).await;
+                next += interval;
+                n += 1;
+                let status = h2.post("/say", &headers, message(n).into()).await?;
+                if status != 204 {
+                    return Err(invalid(format!("POST /say answered {status}")));
+                }
+                tally.requests += 1;
+            }
+            tally.up = h2.up();
+            tally.down = h2.down();
+        }
+        Transport::H2Ws => {
+            let mut h2 = H2::connect(addr).await?;
+            let mut headers = settings.headers.http2(addr, "*/*", false);
+            headers.retain(|(name, _)| !name.starts_with("sec-fetch") && name != "accept");
+            headers.push(("sec-websocket-version".into(), "13".into()));
+            headers.push(("origin".into(), format!("http://{addr}")));
+            if !h2.extended_connect_allowed() {
+                h2.get("/stats", &[]).await?;
+            }
+            let (parts, _body, mut stream) = h2
+                .request(
+                    http::Method::CONNECT,
+                    "/ws?deflate=0&listen=0",
+                    &headers,
+                    Some("websocket"),
+                )
+                .await?;
+            if parts.status != 200 {
+                return Err(invalid(format!(
+                    "extended CONNECT answered {}",
+                    parts.status
+                )));
+            }
+            tally.setup_up = h2.up();
+            tally.setup_down = h2.down();
+            let mut rng = now_micros() | 1;
+            let mut n = 0;
+            while next < end {
+                sleep_until(next).await;
+                next += interval;
+                n += 1;
+                let mask = (super::wire::xorshift(&mut rng) as u32).to_be_bytes();
+                let frame = wire_kit::frame(0x81, message(n).as_bytes(), Some(mask));
+                stream.send_data(frame.into(), false).map_err(invalid)?;
+                tally.requests += 1;
+            }
+            // Let the last frames leave before the connection goes.
+            sleep(Duration::from_millis(200)).await;
+            tally.up = h2.up();
+            tally.down = h2.down();
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -149,6 +149,29 @@ impl H2 {
         Ok(out)
     }
 
+    /// POST `body` to `path`; the response's status.
+    pub async fn post(
+        &mut self,
+        path: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> io::Result<http::StatusCode> {
+        let mut request = http::Request::builder()
+            .method(http::Method::POST)
+            .version(http::Version::HTTP_2)
+            .uri(format!("http://{}{path}", self.authority));
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request.body(()).map_err(other)?;
+        let mut send = self.send.clone().ready().await.map_err(other)?;
+        let (response, mut stream) = send.send_request(request, false).map_err(other)?;
+        stream.send_data(body, true).map_err(other)?;
+        let (parts, mut body) = response.await.map_err(other)?.into_parts();
+        while next_data(&mut body).await?.is_some() {}
+        Ok(parts.status)
+    }
+
     pub fn extended_connect_allowed(&self) -> bool {
         self.send.is_extended_connect_protocol_enabled()
     }

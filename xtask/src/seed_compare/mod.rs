@@ -52,6 +52,10 @@ Options:
                          on the wire (IP packets, both ways) are counted there.
                          Needs root. --rtt, --jitter, --loss, --link-rate, --queue
                          and --bursts change the profile (cargo xtask netem --help)
+  --chat                 the chat case: the ticker is a chat room and one more client
+                         per transport (the speaker) sends --rate messages a second
+                         to all the others: POST /say for HTTP, a WebSocket message
+                         for WebSocket
   --json PATH            also write the results as JSON
   --svg PATH             also write the chart as SVG
   -h, --help             this help
@@ -70,6 +74,8 @@ pub struct Options {
     pub url: Option<String>,
     pub json: Option<String>,
     pub svg: Option<String>,
+    /// The chat case: the ticker publishes what a speaker sends.
+    pub chat: bool,
     /// The emulated link, if any.
     pub profile: Option<Profile>,
     /// The namespace the ticker runs in (set with the link): `/stats` is asked there,
@@ -90,6 +96,7 @@ impl Default for Options {
             url: None,
             json: None,
             svg: None,
+            chat: false,
             profile: None,
             server_netns: None,
         }
@@ -174,6 +181,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 let addr = url.strip_prefix("http://").unwrap_or(url);
                 options.url = Some(addr.trim_end_matches('/').to_owned());
             }
+            "--chat" => options.chat = true,
             "--json" => options.json = Some(value()?.to_owned()),
             "--svg" => options.svg = Some(value()?.to_owned()),
             other => return Err(format!("unknown option {other:?}")),
@@ -249,8 +257,14 @@ async fn run_main(mut options: Options, netem: Option<&Netem>) -> io::Result<boo
         None => {
             let binary = build_ticker(true)?;
             let server = netem.map(|n| n.server.name.clone());
-            let (child, addr) =
-                start_ticker_in(&binary, options.rate, options.symbols, server.as_deref()).await?;
+            let (child, addr) = start_ticker_in(
+                &binary,
+                options.rate,
+                options.symbols,
+                server.as_deref(),
+                options.chat,
+            )
+            .await?;
             options.server_netns = server;
             (addr, Some(child))
         }
@@ -328,6 +342,8 @@ pub struct Measurement {
     /// What crossed the emulated link over the run, if there was one: client to
     /// server, server to client.
     pub wire: Option<(Snapshot, Snapshot)>,
+    /// The chat case's speaker.
+    pub speaker: Option<Tally>,
 }
 
 impl Measurement {
@@ -356,6 +372,7 @@ impl Measurement {
     pub fn errors(&self) -> Vec<&str> {
         self.tallies
             .iter()
+            .chain(&self.speaker)
             .filter_map(|t| t.error.as_deref())
             .collect()
     }
@@ -373,6 +390,7 @@ pub async fn measure(
         clients: options.clients,
         poll_interval: options.poll_interval,
         headers: options.headers,
+        rate: options.rate,
     });
     let stats_netns = options.server_netns.as_deref();
     let before = server_stats(addr, stats_netns).await?;
@@ -387,10 +405,18 @@ pub async fn measure(
             )
         })
         .collect();
+    let speaker = options.chat.then(|| {
+        let settings = settings.clone();
+        tokio::spawn(async move { clients::speak(transport, &settings, start, deadline).await })
+    });
     let mut tallies = Vec::with_capacity(handles.len());
     for handle in handles {
         tallies.push(handle.await.map_err(io::Error::other)?);
     }
+    let speaker = match speaker {
+        Some(handle) => Some(handle.await.map_err(io::Error::other)?),
+        None => None,
+    };
     let wall = start.elapsed();
     let after = server_stats(addr, stats_netns).await?;
     // Let the server finish closing these connections before the next transport.
@@ -416,6 +442,7 @@ pub async fn measure(
         cpu_ms_ticks: after.cpu_ms - before.cpu_ms,
         published: after.seq - before.seq,
         wire,
+        speaker,
     })
 }
 
@@ -522,7 +549,7 @@ pub async fn start_ticker(
     rate: f64,
     symbols: usize,
 ) -> io::Result<(Child, String)> {
-    start_ticker_in(binary, rate, symbols, None).await
+    start_ticker_in(binary, rate, symbols, None, false).await
 }
 
 /// The same, in the server namespace of the emulated link if `netns` is given (on the
@@ -532,6 +559,7 @@ pub async fn start_ticker_in(
     rate: f64,
     symbols: usize,
     netns: Option<&str>,
+    chat: bool,
 ) -> io::Result<(Child, String)> {
     let mut command = match netns {
         None => {
@@ -553,6 +581,9 @@ pub async fn start_ticker_in(
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
+    }
+    if chat {
+        command.arg("--chat");
     }
     let mut child = command
         .args(["--rate", &rate.to_string()])

@@ -157,9 +157,10 @@ impl Run {
             Headers::Minimal => "minimal",
         };
         format!(
-            "cargo xtask seed-compare{} --clients {} --rate {} --symbols {} --poll-interval {} \
+            "cargo xtask seed-compare{}{} --clients {} --rate {} --symbols {} --poll-interval {} \
              --duration {} --headers {headers} --transports {}",
             self.link(),
+            if o.chat { " --chat" } else { "" },
             o.clients,
             self.rate,
             self.symbols,
@@ -238,6 +239,26 @@ impl Run {
                 )
             };
         }
+        if self.options.chat {
+            out.push_str(
+                "\nThe speaker (one more client per transport, sending to all the others):\n\n\
+                 | transport | messages sent | speaker ↑ B/message | speaker ↓ B/message |\n\
+                 |---|---:|---:|---:|\n",
+            );
+            for m in &self.results {
+                if let Some(t) = &m.speaker {
+                    let per = |bytes: u64| bytes as f64 / t.requests.max(1) as f64;
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {:.1} | {:.1} |",
+                        m.transport.label(),
+                        t.requests,
+                        per(t.up - t.setup_up),
+                        per(t.down - t.setup_down)
+                    );
+                }
+            }
+        }
         for m in &self.results {
             let r = m.row();
             if r.errors > 0 {
@@ -290,6 +311,12 @@ impl Run {
             "load_before": self.load_before,
             "load_after": self.load_after,
             "results": rows,
+            "speakers": self.results.iter().filter_map(|m| m.speaker.as_ref().map(|t| json!({
+                "transport": m.transport.name(),
+                "messages": t.requests,
+                "up_bytes": t.up - t.setup_up,
+                "down_bytes": t.down - t.setup_down,
+            }))).collect::<Vec<_>>(),
         });
         serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
     }

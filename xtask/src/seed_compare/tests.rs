@@ -128,7 +128,7 @@ fn over_the_emulated_link_every_update_arrives_no_sooner_than_the_delay() {
     let (results, (up, down)) = with_link(&profile, |netem| {
         block_on(async {
             let server = netem.server.name.clone();
-            let (_ticker, addr) = start_ticker_in(&binary, 20.0, 5, Some(&server)).await?;
+            let (_ticker, addr) = start_ticker_in(&binary, 20.0, 5, Some(&server), false).await?;
             let options = Options {
                 clients: 2,
                 poll_interval: Duration::from_millis(200),
@@ -179,4 +179,70 @@ fn over_the_emulated_link_every_update_arrives_no_sooner_than_the_delay() {
     );
     assert!(up.bytes_out > socket_up, "{} ≤ {socket_up}", up.bytes_out);
     assert_eq!(up.lost + down.lost, 0, "no loss configured");
+}
+
+/// The chat case on loopback: a speaker per transport sends 20 messages a second and
+/// every other client gets each of them once, in order; a WebSocket speaker's message
+/// costs its frame, an HTTP one's a whole request.
+#[test]
+fn chat_messages_reach_every_other_client() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let binary = ticker_binary();
+        let (_ticker, addr) = start_ticker_in(&binary, 20.0, 5, None, true).await.unwrap();
+        let options = Options {
+            clients: 3,
+            rate: 20.0,
+            poll_interval: Duration::from_millis(150),
+            duration: Duration::from_millis(2500),
+            chat: true,
+            ..Options::default()
+        };
+        let runs = Transport::ALL.map(|transport| {
+            let (addr, options) = (addr.clone(), options.clone());
+            async move { measure(&addr, transport, &options, None).await }
+        });
+        let results = tokio::time::timeout(
+            Duration::from_secs(20),
+            futures_join_all(runs.into_iter().map(Box::pin).collect()),
+        )
+        .await
+        .expect("the runs end soon after their duration");
+        let mut published = 0;
+        for result in results {
+            let m = result.unwrap();
+            let name = m.transport.name();
+            assert!(m.errors().is_empty(), "{name}: {:?}", m.errors());
+            assert_eq!((m.missed(), m.duplicated()), (0, 0), "{name}");
+            let speaker = m.speaker.as_ref().unwrap();
+            // From 1 s to 2 s at 20/s.
+            assert!(
+                (18..=21).contains(&speaker.requests),
+                "{name}: {} sent",
+                speaker.requests
+            );
+            for tally in &m.tallies {
+                // All transports run at once and publish into one room: a client sees
+                // the others' messages too, but at least its own speaker's.
+                assert!(tally.delivered >= speaker.requests, "{name}: {tally:?}");
+            }
+            let up = (speaker.up - speaker.setup_up) as f64 / speaker.requests as f64;
+            match m.transport {
+                // The message (about 80 bytes) and a 6-byte masked frame header.
+                Transport::Ws | Transport::WsDeflate | Transport::WsDeflateCtx => {
+                    assert!((80.0..100.0).contains(&up), "{name}: {up} B/message")
+                }
+                // A request head with a browser's headers.
+                Transport::Poll | Transport::LongPoll | Transport::Sse => {
+                    assert!(up > 500.0, "{name}: {up} B/message")
+                }
+                _ => {}
+            }
+            published += speaker.requests;
+        }
+        assert!(published >= 180);
+    });
 }

@@ -105,7 +105,9 @@ impl Conn {
     /// A whole response: head and body (Content-Length or chunked).
     pub async fn response(&mut self) -> io::Result<(Head, Vec<u8>)> {
         let head = self.read_head().await?;
-        let body = if head.has_token("transfer-encoding", "chunked") {
+        let body = if head.status == 204 || head.status == 304 {
+            Vec::new()
+        } else if head.has_token("transfer-encoding", "chunked") {
             let mut body = Vec::new();
             while let Some(chunk) = self.chunk().await? {
                 body.extend_from_slice(&chunk);
