@@ -8,7 +8,7 @@
 //! Used by `seed-compare --profile` and by its own tests; needs root and /dev/net/tun.
 
 mod link;
-mod ns;
+pub mod ns;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};

@@ -7,6 +7,31 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// A UDP socket in `netns` bound to `ip`, with a receive buffer big enough for every
+/// datagram of a test (so that a receiving thread held up by a busy machine loses
+/// none).
+fn udp(netns: &ns::Netns, ip: std::net::Ipv4Addr) -> UdpSocket {
+    let socket = netns.run(|| UdpSocket::bind((ip, 0))).unwrap().unwrap();
+    let size: libc::c_int = 32 << 20;
+    // SAFETY: sets an int option on a socket this function owns.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        set,
+        0,
+        "SO_RCVBUFFORCE: {}",
+        std::io::Error::last_os_error()
+    );
+    socket
+}
+
 /// The emulator with these shapes, or `None` (after saying why) where it cannot run.
 fn netem(up: Shape, down: Shape) -> Option<Netem> {
     if let Some(reason) = unavailable() {
@@ -21,8 +46,8 @@ fn netem(up: Shape, down: Shape) -> Option<Netem> {
 }
 
 /// Round trips of 30 pings with 25 ms each way: never under the configured 50 ms, and
-/// the median within 5 ms above it (the thread scheduler's wake-up delay on a busy
-/// machine is the slack).
+/// the median within 10 ms above it (the slack is for the wake-up delays of the
+/// forwarder's and the echo's threads on a busy machine; idle, it is under 1 ms).
 #[test]
 fn ping_measures_the_configured_delay() {
     let shape = Shape {
@@ -40,7 +65,7 @@ fn ping_measures_the_configured_delay() {
     rtts.sort_unstable();
     let (min, median) = (rtts[0], rtts[rtts.len() / 2]);
     assert!(min >= Duration::from_millis(50), "min {min:?}");
-    assert!(median <= Duration::from_millis(55), "median {median:?}");
+    assert!(median <= Duration::from_millis(60), "median {median:?}");
     // Each ping crossed the link twice, 8 bytes of data in a 36-byte IP packet.
     let (up, down) = netem.counters();
     assert_eq!((up.packets_out, down.packets_out), (30, 30));
@@ -59,11 +84,7 @@ fn five_percent_loss_drops_five_percent_of_10000_packets() {
     let Some(netem) = netem(lossy, Shape::NONE) else {
         return;
     };
-    let receiver = netem
-        .server
-        .run(|| UdpSocket::bind((Netem::SERVER_IP, 0)))
-        .unwrap()
-        .unwrap();
+    let receiver = udp(&netem.server, Netem::SERVER_IP);
     receiver
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -76,11 +97,7 @@ fn five_percent_loss_drops_five_percent_of_10000_packets() {
         }
         received
     });
-    let sender = netem
-        .client
-        .run(|| UdpSocket::bind((Netem::CLIENT_IP, 0)))
-        .unwrap()
-        .unwrap();
+    let sender = udp(&netem.client, Netem::CLIENT_IP);
     // In small batches, so that the receiving socket's buffer never overflows.
     for batch in 0..500u32 {
         for i in 0..20u32 {
@@ -111,11 +128,7 @@ fn the_rate_limit_holds() {
     let Some(netem) = netem(limited, Shape::NONE) else {
         return;
     };
-    let receiver = netem
-        .server
-        .run(|| UdpSocket::bind((Netem::SERVER_IP, 0)))
-        .unwrap()
-        .unwrap();
+    let receiver = udp(&netem.server, Netem::SERVER_IP);
     receiver
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -128,11 +141,7 @@ fn the_rate_limit_holds() {
         }
         arrivals
     });
-    let sender = netem
-        .client
-        .run(|| UdpSocket::bind((Netem::CLIENT_IP, 0)))
-        .unwrap()
-        .unwrap();
+    let sender = udp(&netem.client, Netem::CLIENT_IP);
     // 10 datagrams of 1,028 IP bytes every 2 ms: 41 Mbit/s for 0.6 s.
     let payload = [0u8; 1000];
     let start = Instant::now();
