@@ -159,6 +159,30 @@ impl Profile {
         out
     }
 
+    /// The command-line options that give this profile: `--profile NAME`, or every
+    /// figure where it differs from the named one.
+    pub fn args(&self) -> String {
+        if Profile::named(self.name).as_ref() == Some(self) {
+            return format!("--profile {}", self.name);
+        }
+        let millis = |d: Duration| d.as_secs_f64() * 1e3;
+        let mut out = format!(
+            "--rtt {} --jitter {} --loss {} --queue {}",
+            millis(self.rtt),
+            millis(self.jitter),
+            self.loss * 100.0,
+            millis(self.queue)
+        );
+        if let Some(rate) = self.rate_mbit {
+            out += &format!(" --link-rate {rate}");
+        }
+        if let Some(ge) = self.burst {
+            let (p, r, l) = (ge.p * 100.0, ge.r * 100.0, ge.loss_bad * 100.0);
+            out += &format!(" --bursts {p},{r},{l}");
+        }
+        out
+    }
+
     /// Parses `--profile NAME` and the options that change a profile; returns false
     /// when `arg` is none of them.
     pub fn parse_arg(

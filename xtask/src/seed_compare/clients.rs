@@ -69,6 +69,14 @@ impl Transport {
         }
     }
 
+    /// Where a polling transport polls: `/poll` for short polling, `/long` for long.
+    fn poll_path(self) -> &'static str {
+        match self {
+            Self::Poll | Self::H2Poll => "/poll",
+            _ => "/long",
+        }
+    }
+
     pub fn parse(name: &str) -> Option<Transport> {
         Self::ALL.into_iter().find(|t| t.name() == name)
     }
@@ -273,11 +281,7 @@ async fn poll(
     deadline: Instant,
     tally: &mut Tally,
 ) -> io::Result<()> {
-    let path = if transport == Transport::Poll {
-        "/poll"
-    } else {
-        "/long"
-    };
+    let path = transport.poll_path();
     let headers = settings.headers.http(&settings.addr, "*/*", false);
     let mut conn: Option<Conn> = None;
     let mut since: Option<u64> = None;
@@ -430,11 +434,7 @@ async fn h2_poll(
     deadline: Instant,
     tally: &mut Tally,
 ) -> io::Result<()> {
-    let path = if transport == Transport::H2Poll {
-        "/poll"
-    } else {
-        "/long"
-    };
+    let path = transport.poll_path();
     let headers = settings.headers.http2(&settings.addr, "*/*", false);
     let mut h2 = H2::connect(&settings.addr).await?;
     tally.connections = 1;
@@ -518,33 +518,8 @@ async fn h2_websocket(settings: &Settings, deadline: Instant, tally: &mut Tally)
     let mut h2 = H2::connect(&settings.addr).await?;
     tally.connections = 1;
     tally.requests = 1;
-    let mut headers = settings.headers.http2(&settings.addr, "*/*", false);
-    headers.retain(|(name, _)| !name.starts_with("sec-fetch") && name != "accept");
-    headers.push(("sec-websocket-version".into(), "13".into()));
-    headers.push(("origin".into(), format!("http://{}", settings.addr)));
     let result = async {
-        // The server's SETTINGS (which allow extended CONNECT) come with its first
-        // answer; a first request gets them.
-        if !h2.extended_connect_allowed() {
-            h2.get("/stats", &[]).await?;
-        }
-        if !h2.extended_connect_allowed() {
-            return Err(invalid("the server does not allow extended CONNECT"));
-        }
-        let (parts, mut body, _send) = h2
-            .request(
-                http::Method::CONNECT,
-                "/ws?deflate=0",
-                &headers,
-                Some("websocket"),
-            )
-            .await?;
-        if parts.status != 200 {
-            return Err(invalid(format!(
-                "extended CONNECT answered {}",
-                parts.status
-            )));
-        }
+        let (mut body, _send) = h2_ws_open(&mut h2, settings, "/ws?deflate=0").await?;
         tally.setup_up = h2.up();
         tally.setup_down = h2.down();
         let mut frames = ServerFrames::default();
@@ -562,6 +537,38 @@ async fn h2_websocket(settings: &Settings, deadline: Instant, tally: &mut Tally)
     tally.up = h2.up();
     tally.down = h2.down();
     result
+}
+
+/// Opens a WebSocket on `path` over the HTTP/2 connection (an extended CONNECT with a
+/// browser's headers): its two directions.
+async fn h2_ws_open(
+    h2: &mut H2,
+    settings: &Settings,
+    path: &str,
+) -> io::Result<(h2::RecvStream, h2::SendStream<bytes::Bytes>)> {
+    let addr = &settings.addr;
+    let mut headers = settings.headers.http2(addr, "*/*", false);
+    headers.retain(|(name, _)| !name.starts_with("sec-fetch") && name != "accept");
+    headers.push(("sec-websocket-version".into(), "13".into()));
+    headers.push(("origin".into(), format!("http://{addr}")));
+    // The server's SETTINGS (which allow extended CONNECT) come with its first answer;
+    // a first request gets them.
+    if !h2.extended_connect_allowed() {
+        h2.get("/stats", &[]).await?;
+    }
+    if !h2.extended_connect_allowed() {
+        return Err(invalid("the server does not allow extended CONNECT"));
+    }
+    let (parts, body, send) = h2
+        .request(http::Method::CONNECT, path, &headers, Some("websocket"))
+        .await?;
+    if parts.status != 200 {
+        return Err(invalid(format!(
+            "extended CONNECT answered {}",
+            parts.status
+        )));
+    }
+    Ok((body, send))
 }
 
 /// The chat case's speaker: one more client, which sends `settings.rate` messages a
@@ -669,27 +676,8 @@ async fn speaker(
         }
         Transport::H2Ws => {
             let mut h2 = H2::connect(addr).await?;
-            let mut headers = settings.headers.http2(addr, "*/*", false);
-            headers.retain(|(name, _)| !name.starts_with("sec-fetch") && name != "accept");
-            headers.push(("sec-websocket-version".into(), "13".into()));
-            headers.push(("origin".into(), format!("http://{addr}")));
-            if !h2.extended_connect_allowed() {
-                h2.get("/stats", &[]).await?;
-            }
-            let (parts, _body, mut stream) = h2
-                .request(
-                    http::Method::CONNECT,
-                    "/ws?deflate=0&listen=0",
-                    &headers,
-                    Some("websocket"),
-                )
-                .await?;
-            if parts.status != 200 {
-                return Err(invalid(format!(
-                    "extended CONNECT answered {}",
-                    parts.status
-                )));
-            }
+            let (_body, mut stream) =
+                h2_ws_open(&mut h2, settings, "/ws?deflate=0&listen=0").await?;
             tally.setup_up = h2.up();
             tally.setup_down = h2.down();
             let mut rng = now_micros() | 1;

@@ -121,32 +121,10 @@ impl Run {
     }
 
     fn link(&self) -> String {
-        let Some(p) = &self.options.profile else {
-            return String::new();
-        };
-        let defaults = crate::netem::Profile::named(p.name);
-        if defaults.as_ref() == Some(p) {
-            return format!(" --profile {}", p.name);
-        }
-        let mut out = format!(
-            " --rtt {} --jitter {} --loss {} --queue {}",
-            p.rtt.as_secs_f64() * 1e3,
-            p.jitter.as_secs_f64() * 1e3,
-            p.loss * 100.0,
-            p.queue.as_secs_f64() * 1e3
-        );
-        if let Some(rate) = p.rate_mbit {
-            out += &format!(" --link-rate {rate}");
-        }
-        if let Some(ge) = p.burst {
-            out += &format!(
-                " --bursts {},{},{}",
-                ge.p * 100.0,
-                ge.r * 100.0,
-                ge.loss_bad * 100.0
-            );
-        }
-        out
+        self.options
+            .profile
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" {}", p.args()))
     }
 
     fn command(&self) -> String {

@@ -46,16 +46,7 @@ fn every_transport_delivers_every_update_once_in_order() {
             ..Options::default()
         };
         // All transports at once, to keep the test short (CPU figures mean nothing here).
-        let runs = Transport::ALL.map(|transport| {
-            let (addr, options) = (addr.clone(), options.clone());
-            async move { measure(&addr, transport, &options, None).await }
-        });
-        let results = tokio::time::timeout(
-            Duration::from_secs(15),
-            futures_join_all(runs.into_iter().map(Box::pin).collect()),
-        )
-        .await
-        .expect("the runs end soon after their duration");
+        let results = every_transport_at_once(&addr, &options, 15).await;
         for result in results {
             let m = result.unwrap();
             let name = m.transport.name();
@@ -92,6 +83,24 @@ fn every_transport_delivers_every_update_once_in_order() {
             }
         }
     });
+}
+
+/// Measures every transport at the same time, within `limit_secs`.
+async fn every_transport_at_once(
+    addr: &str,
+    options: &Options,
+    limit_secs: u64,
+) -> Vec<io::Result<Measurement>> {
+    let runs = Transport::ALL.map(|transport| {
+        let (addr, options) = (addr.to_owned(), options.clone());
+        async move { measure(&addr, transport, &options, None).await }
+    });
+    tokio::time::timeout(
+        Duration::from_secs(limit_secs),
+        futures_join_all(runs.into_iter().map(Box::pin).collect()),
+    )
+    .await
+    .expect("the runs end soon after their duration")
 }
 
 /// Awaits all futures (one task each, so they run concurrently).
@@ -137,16 +146,7 @@ fn over_the_emulated_link_every_update_arrives_no_sooner_than_the_delay() {
                 server_netns: Some(server),
                 ..Options::default()
             };
-            let runs = Transport::ALL.map(|transport| {
-                let (addr, options) = (addr.clone(), options.clone());
-                async move { measure(&addr, transport, &options, None).await }
-            });
-            let results = tokio::time::timeout(
-                Duration::from_secs(20),
-                futures_join_all(runs.into_iter().map(Box::pin).collect()),
-            )
-            .await
-            .expect("the runs end soon after their duration");
+            let results = every_transport_at_once(&addr, &options, 20).await;
             Ok((results, netem.counters()))
         })
     })
@@ -201,16 +201,7 @@ fn chat_messages_reach_every_other_client() {
             chat: true,
             ..Options::default()
         };
-        let runs = Transport::ALL.map(|transport| {
-            let (addr, options) = (addr.clone(), options.clone());
-            async move { measure(&addr, transport, &options, None).await }
-        });
-        let results = tokio::time::timeout(
-            Duration::from_secs(20),
-            futures_join_all(runs.into_iter().map(Box::pin).collect()),
-        )
-        .await
-        .expect("the runs end soon after their duration");
+        let results = every_transport_at_once(&addr, &options, 20).await;
         let mut published = 0;
         for result in results {
             let m = result.unwrap();
