@@ -259,9 +259,9 @@ impl TestServer {
             .workers(2)
             .handshake_timeout(limits.handshake_timeout)
             .shutdown_timeout(Duration::from_secs(1))
-            .write_buffer_limits(limits.write_buffer, limits.write_buffer_hard)
             .handshake_limits(limits.head)
             .engine(limits.engine())
+            .write_buffer_limits(limits.write_buffer, limits.write_buffer_hard)
             .deflate(limits.deflate);
         let server = duplex_mio::Server::from_listener(listen()?, config)?;
         let addr = server.local_addr()?;
@@ -526,7 +526,8 @@ impl duplex_mio::Handler for MioHandler {
     ) {
         if matches!(
             error,
-            duplex_mio::ConnectionError::WriteBufferOverflow { .. }
+            duplex_mio::ConnectionError::WebSocket(duplex_core::Error::LimitExceeded(limit))
+                if limit.limit == duplex_core::Limit::WriteBuffer
         ) {
             self.stats.overflows.fetch_add(1, Ordering::AcqRel);
         }

@@ -12,6 +12,8 @@
 //! - [`http`]: accept key, upgrade requests and 101 responses, response head parsing.
 //! - [`svg`]: one small SVG chart writer for the xtask reports.
 
+#![forbid(unsafe_code)]
+
 pub mod frame;
 pub mod http;
 pub mod svg;

@@ -28,6 +28,8 @@
 //! # Ok::<(), duplex_codec::DecodeError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod decoder;
 mod encoder;
 mod error;

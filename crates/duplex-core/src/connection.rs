@@ -47,6 +47,57 @@ const AWAIT_STEP: usize = 64 << 10;
 /// Pongs that may wait unsent in the output before later pings collapse into one.
 const MAX_QUEUED_PONGS: usize = 16;
 
+/// What a driver does with its transport next, as [`Connection::poll_transport`] decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportAction {
+    /// Keep serving it: write pending output, read while
+    /// [`wants_read`](Connection::wants_read), sleep until
+    /// [`poll_timeout`](Connection::poll_timeout).
+    Continue,
+    /// Everything is written: shut down our sending side (TCP `shutdown(Write)`, a TLS
+    /// close_notify, an HTTP/2 `END_STREAM`), then call
+    /// [`shutdown_done`](Connection::shutdown_done). The linger deadline already runs,
+    /// so a shutdown that never completes is bounded too.
+    ShutdownWrite,
+    /// Our side is shut down: keep reading and hand what arrives to the engine, which
+    /// discards it (closing a socket with unread input makes the kernel send a reset,
+    /// which can destroy the close frame just written). Ends at end of file, the linger
+    /// time or its byte cap.
+    Drain,
+    /// Close the transport now and drop it. Final.
+    Close,
+}
+
+/// How a failure ends a connection (see `Connection::fail`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fail {
+    /// A close frame for the error goes out before the transport closes; reported.
+    Graceful,
+    /// The transport closes now, nothing more is written; reported.
+    Abort,
+    /// As `Abort`, kept as the failure but not reported (the peer left after our own
+    /// close: the end the application asked for).
+    Silent,
+}
+
+/// What becomes of the transport: the engine's half of a connection's life that the
+/// protocol state does not cover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wire {
+    /// In use for the protocol.
+    Up,
+    /// The connection is over and its output written: our side is being shut down.
+    /// The linger deadline (`TimerKind::Linger`) bounds shutting down and draining
+    /// together; `left` is what may still be discarded.
+    ShuttingDown { left: u32 },
+    /// Our side is shut down: input is discarded until end of file, the linger
+    /// deadline, or `left` more bytes.
+    Draining { left: u32 },
+    /// To be closed now (a deadline passed, the peer left, the transport failed, or
+    /// draining ended).
+    Gone,
+}
+
 /// One WebSocket connection after the opening handshake, without any I/O.
 ///
 /// The adapter feeds it what the socket read ([`receive`](Self::receive)), takes events
@@ -98,16 +149,11 @@ pub struct Connection {
     pongs_in_flight: VecDeque<u64>,
     /// Where the connection is in its life; changed only by [`Connection::become`].
     state: State,
-    /// The close handshake was started here (by the application or a failure), not by
-    /// the peer: sending afterwards is the application's mistake, not the peer's doing.
-    closed_here: bool,
     /// Close frames and failures, allocated when the connection starts to end (most of
     /// a connection's life it is `None`, which keeps idle connections small).
     ending: Option<Box<Ending>>,
-    /// No more frames will be decoded (peer's close seen, or the stream is undecodable).
-    read_closed: bool,
-    /// Close the transport now, whatever is still queued (a deadline passed).
-    abort: bool,
+    /// What becomes of the transport (see [`Connection::poll_transport`]).
+    wire: Wire,
     timers: TimerTable,
     /// The timers that count from the first time given were started.
     clock_started: bool,
@@ -124,6 +170,9 @@ pub struct Connection {
 /// What a connection keeps once it starts to end.
 #[derive(Debug, Default)]
 struct Ending {
+    /// The close handshake was started here (by the application or a failure), not by
+    /// the peer: sending afterwards is the application's mistake, not the peer's doing.
+    closed_here: bool,
     /// The close frame we queued (code 1005 for an empty one).
     sent_close: Option<CloseFrame>,
     /// The close frame the peer sent (code 1005 for an empty one).
@@ -208,10 +257,8 @@ impl Connection {
             pending_pong: None,
             pongs_in_flight: VecDeque::new(),
             state: State::Open,
-            closed_here: false,
             ending: None,
-            read_closed: false,
-            abort: false,
+            wire: Wire::Up,
             timers: TimerTable::default(),
             clock_started: false,
             consumed_at_stall_arm: 0,
@@ -257,7 +304,11 @@ impl Connection {
     /// [`poll_event`](Self::poll_event); call it until it returns `None` before reading
     /// more, so that the engine only ever holds a partial frame.
     pub fn receive(&mut self, data: &[u8]) {
-        if self.read_closed || data.is_empty() {
+        if self.wire != Wire::Up {
+            self.discard(data.len());
+            return;
+        }
+        if self.read_closed() || data.is_empty() {
             return;
         }
         if self.read_buf.is_empty() {
@@ -282,8 +333,8 @@ impl Connection {
     /// here without moving it, and the read does not run into the next frame), and
     /// otherwise at least `min`, or more when the last frame was larger.
     pub fn input_buffer(&mut self, min: usize) -> &mut BytesMut {
-        if self.read_closed {
-            self.read_buf.clear();
+        if self.read_closed() {
+            self.discard_appended();
         }
         let wanted = self.input_wanted();
         let room = if self.decoder.awaiting() > 0 {
@@ -305,7 +356,7 @@ impl Connection {
     /// of the last large frame. 0 when nothing is known: a small read, e.g. into an
     /// adapter's shared buffer passed to [`receive`](Self::receive), serves as well.
     pub fn input_wanted(&self) -> usize {
-        if self.read_closed {
+        if self.read_closed() {
             return 0;
         }
         match self.decoder.awaiting() {
@@ -319,6 +370,9 @@ impl Connection {
     /// bytes already received are processed.
     pub fn receive_eof(&mut self) {
         self.eof = true;
+        if matches!(self.wire, Wire::ShuttingDown { .. } | Wire::Draining { .. }) {
+            self.close_wire();
+        }
     }
 
     /// The next event: a message, a ping, a pong, the peer's close, or the error that
@@ -338,10 +392,10 @@ impl Connection {
             return Some(Err(error));
         }
         self.note_input(now);
-        if self.read_closed && !self.read_buf.is_empty() {
+        if self.read_closed() && !self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
-        while !self.read_closed {
+        while !self.read_closed() {
             let item = match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(item)) => item,
                 Ok(None) => {
@@ -350,16 +404,15 @@ impl Connection {
                     }
                     break;
                 }
-                Err(error) => return self.fail(error.into(), now),
+                Err(error) => return self.fail(error.into(), Fail::Graceful, now),
             };
             match self.handle(item, now) {
                 Ok(Some(message)) => return Some(Ok(message)),
                 Ok(None) => {}
-                Err(error) => return self.fail(error, now),
+                Err(error) => return self.fail(error, Fail::Graceful, now),
             }
         }
-        if self.eof && !self.read_closed {
-            self.read_closed = true;
+        if self.eof && !self.read_closed() {
             // Bytes left over are part of a frame (a header, or a frame held until whole).
             let partial_frame = !std::mem::take(&mut self.read_buf).is_empty();
             return self.transport_ended(partial_frame, now);
@@ -376,16 +429,15 @@ impl Connection {
         let mid_message =
             partial_frame || self.incoming.kind.is_some() || !self.decoder.is_at_frame_boundary();
         let error = Error::PeerVanished { mid_message };
-        // Nobody is left to read a close frame: the transport closes at once.
-        self.abort = true;
-        if self.state == State::CloseSent {
-            // We asked to close and the peer left: the end the application asked for,
-            // though not a clean one.
-            self.ending().failure = Some(error);
-            self.become_(State::Failed, now);
-            return None;
-        }
-        self.fail(error, now)
+        // Nobody is left to read a close frame: the transport closes at once. After our
+        // own close it is the end the application asked for, though not a clean one:
+        // kept as the failure, not reported as news.
+        let how = if self.state == State::CloseSent {
+            Fail::Silent
+        } else {
+            Fail::Abort
+        };
+        self.fail(error, how, now)
     }
 
     /// Starts the deadlines that count from the first time the engine is given.
@@ -426,7 +478,7 @@ impl Connection {
     /// it counts from when output became pending, or from the last time the transport
     /// took at least `MIN_WRITE_PROGRESS` of it.
     fn tick(&mut self, now: Instant) {
-        if self.output.is_empty() || self.abort {
+        if self.output.is_empty() || self.wire == Wire::Gone {
             self.timers.clear(TimerKind::WriteStall);
         } else if let Some(timeout) = self.config.write_timeout {
             let consumed = self.output.consumed_position();
@@ -454,7 +506,7 @@ impl Connection {
             self.timers.clear(TimerKind::Keepalive);
             self.timers.clear(TimerKind::PongWait);
             self.timers.clear(TimerKind::Idle);
-            // Without a time the transport is being closed at once (`abort`).
+            // Without a time the transport is being closed at once (`Wire::Gone`).
             if let Some(now) = now.into() {
                 self.timers
                     .set(TimerKind::Close, now + self.config.close_timeout);
@@ -655,7 +707,6 @@ impl Connection {
 
     fn handle_close(&mut self, payload: &[u8], now: Instant) -> Result<Option<Message>, Error> {
         let frame = parse_close_payload(payload)?;
-        self.read_closed = true;
         self.read_buf = BytesMut::new();
         self.ending().received_close = Some(
             frame
@@ -678,33 +729,40 @@ impl Connection {
         Ok(Some(Message::Close(frame)))
     }
 
-    /// Fails the connection (RFC 6455 section 7.1.7): queues a close frame for `error`
-    /// (unless one was sent already), stops reading, and reports the error once. The
-    /// transport is closed as soon as the close frame is written; waiting for the peer's
-    /// reply could mean waiting for the rest of a frame that will never come.
-    fn fail(&mut self, error: Error, now: Instant) -> Option<Result<Message, Error>> {
-        self.read_closed = true;
+    /// The one way a connection fails (RFC 6455 section 7.1.7): no more frames are
+    /// decoded, the failure is kept for every later call that needs to say so, and `how`
+    /// decides the rest: a close frame for `error` (unless one was sent already) written
+    /// before the transport closes, or the transport closed at once; reported once by
+    /// [`poll_event`](Self::poll_event), which gets the report back from this call, or
+    /// kept silent. Nothing happens to a connection that is over already.
+    fn fail(
+        &mut self,
+        error: Error,
+        how: Fail,
+        now: impl Into<Option<Instant>>,
+    ) -> Option<Result<Message, Error>> {
+        if how != Fail::Graceful {
+            self.close_wire();
+        }
         self.read_buf = BytesMut::new();
         if self.state.is_terminal() {
             return None;
         }
         self.incoming = Incoming::default();
         self.pending_pong = None;
-        if self.state == State::Open && !self.abort {
-            self.closed_here = true;
+        if how == Fail::Graceful && self.state == State::Open && self.wire == Wire::Up {
             self.write_close(error.close_frame());
+            self.ending().closed_here = true;
         }
         self.ending().failure = Some(error.duplicate());
         self.become_(State::Failed, now);
-        Some(Err(error))
+        (how != Fail::Silent).then_some(Err(error))
     }
 
-    /// Fails the connection and closes the transport at once (a deadline passed: the
-    /// peer is not reading or not answering, so nothing more is written).
-    fn fail_now(&mut self, error: Error, now: Instant) {
-        self.abort = true;
-        self.read_closed = true;
-        if let Some(Err(error)) = self.fail(error, now) {
+    /// [`fail`](Self::fail) outside `poll_event` (a deadline, a send, the transport):
+    /// the report waits for its next call.
+    fn fail_later(&mut self, error: Error, how: Fail, now: impl Into<Option<Instant>>) {
+        if let Some(Err(error)) = self.fail(error, how, now) {
             self.ending().pending_error = Some(error);
         }
     }
@@ -813,7 +871,11 @@ impl Connection {
     /// `max_write_buffer`. Above it the peer is not reading our replies; reading more
     /// of its requests would only queue more.
     pub fn wants_read(&self) -> bool {
-        !self.read_closed && self.output.len() <= self.config.max_write_buffer
+        match self.wire {
+            Wire::Up => !self.read_closed() && self.output.len() <= self.config.max_write_buffer,
+            Wire::Draining { .. } => true,
+            Wire::ShuttingDown { .. } | Wire::Gone => false,
+        }
     }
 
     /// True when the adapter should write before handling more input: half the unsent
@@ -835,9 +897,9 @@ impl Connection {
         if self.state != State::Open {
             return Ok(());
         }
-        self.closed_here = true;
         self.queue_pong();
         self.write_close(frame);
+        self.ending().closed_here = true;
         self.become_(State::CloseSent, now);
         self.tick(now);
         Ok(())
@@ -848,7 +910,9 @@ impl Connection {
         match self.state {
             State::Open => Ok(()),
             State::Failed => Err(self.failure().unwrap_or(Error::ConnectionClosed)),
-            _ if self.closed_here => Err(UsageError::SendAfterClose.into()),
+            _ if self.ending.as_ref().is_some_and(|e| e.closed_here) => {
+                Err(UsageError::SendAfterClose.into())
+            }
             _ => Err(Error::ConnectionClosed),
         }
     }
@@ -889,10 +953,9 @@ impl Connection {
             max: limit as u64,
         });
         // The peer reads nothing: nothing more is written, the transport closes now.
-        self.abort = true;
-        self.read_closed = true;
-        self.ending().failure = Some(error.duplicate());
-        self.become_(State::Failed, None);
+        // The sender gets the error, and so does the next `poll_event` (the failure is
+        // the connection's, reported once to whoever reads it).
+        self.fail_later(error.duplicate(), Fail::Abort, None);
         Err(error)
     }
 
@@ -1103,12 +1166,66 @@ impl Connection {
         self.ending.as_ref()?.failure.as_ref().map(Error::duplicate)
     }
 
-    /// True once the adapter should close the transport: a server after the close
-    /// handshake, a client once the server closed TCP, anyone after a failure, once the
-    /// output is written; and at once when a deadline passed or the peer's side ended
-    /// without a close frame.
-    pub fn wants_close_transport(&self) -> bool {
-        if self.abort {
+    /// What the driver does with its transport next: keep serving it, shut down its
+    /// sending side, drain it, or close it now. The engine alone decides when a
+    /// connection's transport ends: a server after the close handshake, a client once
+    /// the server closed TCP (or the close deadline passed), anyone after a failure,
+    /// each once the output is written; then the linger policy
+    /// ([`Linger`](crate::Linger)): shut down, drain until end of file, the linger time or
+    /// its byte cap. At once when a deadline passed, the transport failed or the peer
+    /// left without a close frame. Its deadlines are in
+    /// [`poll_timeout`](Self::poll_timeout).
+    pub fn poll_transport(&mut self, now: Instant) -> TransportAction {
+        match self.wire {
+            Wire::Up if self.transport_done() => {
+                let linger = self.config.linger;
+                if self.eof || linger.time.is_zero() || linger.max_bytes == 0 {
+                    self.close_wire();
+                    return TransportAction::Close;
+                }
+                self.wire = Wire::ShuttingDown {
+                    left: u32::try_from(linger.max_bytes).unwrap_or(u32::MAX),
+                };
+                self.timers.set(TimerKind::Linger, now + linger.time);
+                TransportAction::ShutdownWrite
+            }
+            Wire::Up => TransportAction::Continue,
+            Wire::ShuttingDown { .. } => TransportAction::ShutdownWrite,
+            Wire::Draining { .. } => {
+                self.discard_appended();
+                if self.wire == Wire::Gone {
+                    TransportAction::Close
+                } else {
+                    TransportAction::Drain
+                }
+            }
+            Wire::Gone => TransportAction::Close,
+        }
+    }
+
+    /// Tells the engine that our sending side was shut down as
+    /// [`TransportAction::ShutdownWrite`] asked: draining starts (or the transport is
+    /// to be closed, if its input already ended).
+    pub fn shutdown_done(&mut self) {
+        if let Wire::ShuttingDown { left } = self.wire {
+            self.wire = Wire::Draining { left };
+            if self.eof {
+                self.close_wire();
+            }
+        }
+    }
+
+    /// A cheap check without the time, for hot paths: true when
+    /// [`poll_transport`](Self::poll_transport) would say anything but
+    /// [`TransportAction::Continue`].
+    pub fn is_transport_ending(&self) -> bool {
+        self.transport_done()
+    }
+
+    /// True once the protocol is done with the transport (before the linger policy):
+    /// nothing left to write, and nothing left to wait for from the peer.
+    pub(crate) fn transport_done(&self) -> bool {
+        if self.wire != Wire::Up {
             return true;
         }
         if !self.output.is_empty() {
@@ -1117,27 +1234,76 @@ impl Connection {
         match self.state {
             State::Failed => true,
             State::Closed => self.role == Role::Server || self.eof,
-            State::Open | State::CloseSent | State::CloseReceived => self.eof && self.read_closed,
+            State::Open | State::CloseSent | State::CloseReceived => self.eof && self.read_closed(),
         }
     }
 
-    /// True when the transport should be dropped at once, without shutting it down
-    /// gracefully or draining it: a deadline passed, or the peer left without a close.
-    pub fn wants_close_transport_now(&self) -> bool {
-        self.abort
+    /// True when the transport is to be closed at once, without a graceful shutdown.
+    #[cfg(test)]
+    pub(crate) fn is_wire_gone(&self) -> bool {
+        self.wire == Wire::Gone
     }
 
-    /// Tells the engine that the transport failed (a write or read error): the
-    /// connection fails with [`Error::Io`], and every later send reports it.
+    /// No more frames are decoded: the peer's close arrived, the connection failed, or
+    /// the transport is ending. Derived from the state, never set by hand.
+    fn read_closed(&self) -> bool {
+        self.wire != Wire::Up || !matches!(self.state, State::Open | State::CloseSent)
+    }
+
+    /// Nothing more is read or written: the transport is to be closed now.
+    fn close_wire(&mut self) {
+        self.wire = Wire::Gone;
+        self.read_buf = BytesMut::new();
+        self.timers.clear(TimerKind::Linger);
+    }
+
+    /// Counts `n` bytes that arrived while draining (or after reading stopped) as
+    /// discarded; the transport is closed once the linger policy's byte cap is reached.
+    fn discard(&mut self, n: usize) {
+        if let Wire::ShuttingDown { left, .. } | Wire::Draining { left, .. } = &mut self.wire {
+            *left = left.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+            if *left == 0 {
+                self.close_wire();
+            }
+        }
+    }
+
+    /// Discards what a driver appended to [`input_buffer`](Self::input_buffer) while no
+    /// frame is decoded any more.
+    fn discard_appended(&mut self) {
+        let n = self.read_buf.len();
+        self.read_buf.clear();
+        self.input_mark = None;
+        self.discard(n);
+    }
+
+    /// Tells the engine that the transport failed (a write or read error). A reset
+    /// (`ConnectionReset`, `ConnectionAborted`, `BrokenPipe`) is the peer leaving, as an
+    /// end of file is: what it sent before is still delivered by
+    /// [`poll_event`](Self::poll_event), then [`Error::PeerVanished`] (no error at all
+    /// after the close handshake), and what we queued is dropped, since nobody will read
+    /// it. Any other error fails the connection with [`Error::Io`] at once. Either way
+    /// the failure is reported once by `poll_event` and by every later send, and
+    /// [`poll_transport`](Self::poll_transport) says to close the transport.
     pub fn transport_failed(&mut self, error: &std::io::Error, now: Instant) {
-        let error = Error::Io(std::io::Error::new(error.kind(), error.to_string()));
-        self.abort = true;
-        self.read_closed = true;
-        if self.state.is_terminal() {
+        if self.wire != Wire::Up || self.state.is_terminal() {
+            // Errors while closing a transport that is done anyway do not matter.
+            self.close_wire();
             return;
         }
-        self.ending().failure = Some(error);
-        self.become_(State::Failed, now);
+        match error.kind() {
+            std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe => {
+                let unsent = self.output.len();
+                self.output.consume(unsent);
+                self.eof = true;
+            }
+            kind => {
+                let error = Error::Io(std::io::Error::new(kind, error.to_string()));
+                self.fail_later(error, Fail::Abort, now);
+            }
+        }
     }
 
     /// True once the connection is over: closed cleanly, or failed.
@@ -1159,7 +1325,7 @@ impl Connection {
     /// output and before asking for the deadline. `handle_timeout(now)` is cheap and
     /// may be called at any time for that.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.abort {
+        if self.wire == Wire::Gone {
             return None;
         }
         self.timers.earliest()
@@ -1172,7 +1338,7 @@ impl Connection {
         self.start_clock(now);
         // Bytes received but not yet decoded are signs of life too.
         self.note_input(now);
-        while !self.abort {
+        while self.wire != Wire::Gone {
             let Some(kind) = self.timers.expired(now) else {
                 break;
             };
@@ -1205,13 +1371,11 @@ impl Connection {
                     self.timers.set(TimerKind::PongWait, now + timeout);
                     return;
                 }
-                self.fail_now(Error::Timeout(TimeoutKind::Keepalive), now);
+                self.fail_later(Error::Timeout(TimeoutKind::Keepalive), Fail::Abort, now);
             }
             TimerKind::Idle => {
                 // A graceful failure: our 1001 goes out, bounded by the close deadline.
-                if let Some(Err(error)) = self.fail(Error::Timeout(TimeoutKind::Idle), now) {
-                    self.ending().pending_error = Some(error);
-                }
+                self.fail_later(Error::Timeout(TimeoutKind::Idle), Fail::Graceful, now);
             }
             TimerKind::WriteStall => {
                 let progress = self.output.consumed_position() - self.consumed_at_stall_arm;
@@ -1226,17 +1390,15 @@ impl Connection {
                     }
                     return;
                 }
-                self.fail_now(Error::Timeout(TimeoutKind::WriteStall), now);
+                self.fail_later(Error::Timeout(TimeoutKind::WriteStall), Fail::Abort, now);
             }
+            TimerKind::Linger => self.close_wire(),
             TimerKind::Close => {
-                self.abort = true;
-                self.read_closed = true;
+                self.close_wire();
                 match self.state {
                     State::CloseSent | State::CloseReceived => {
                         let error = Error::Timeout(TimeoutKind::CloseHandshake);
-                        self.ending().failure = Some(error.duplicate());
-                        self.ending().pending_error = Some(error);
-                        self.become_(State::Failed, now);
+                        self.fail_later(error, Fail::Abort, now);
                     }
                     // A client whose server did not close TCP, or a failed connection
                     // whose close frame could not be written: only the transport is left.

@@ -74,6 +74,9 @@
 //! holds about 48 KiB. A [`PreparedMessage`] is compressed once, from an empty context,
 //! for every connection whose window allows it.
 
+// The one `unsafe` block of this crate is allowed where it is, with its reason.
+#![deny(unsafe_code)]
+
 mod close;
 mod config;
 mod connection;
@@ -90,9 +93,10 @@ pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 pub use config::{
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_KEEPALIVE, DEFAULT_MAX_FRAGMENTS,
     DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_WRITE_BUFFER,
-    DEFAULT_WRITE_TIMEOUT, Deadlines, EngineConfig, Linger, MIN_WRITE_PROGRESS, SizeLimits,
+    DEFAULT_WRITE_BUFFER_HARD_LIMIT, DEFAULT_WRITE_TIMEOUT, Deadlines, EngineConfig, Linger,
+    MIN_WRITE_PROGRESS, SizeLimits,
 };
-pub use connection::{Connection, PreparedMessage};
+pub use connection::{Connection, PreparedMessage, TransportAction};
 pub use deflate::DeflateParams;
 pub use error::{Error, Limit, LimitError, ProtocolError, TimeoutKind, UsageError};
 pub use lifecycle::{State, TimerKind};

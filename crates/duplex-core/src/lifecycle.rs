@@ -74,15 +74,19 @@ pub enum TimerKind {
     Close,
     /// Output is pending and the transport has taken almost none of it.
     WriteStall,
+    /// Shutting down and draining the transport after the connection ended
+    /// ([`Linger`](crate::Linger)) must be done.
+    Linger,
 }
 
 impl TimerKind {
-    const ALL: [TimerKind; 5] = [
+    const ALL: [TimerKind; 6] = [
         TimerKind::Keepalive,
         TimerKind::PongWait,
         TimerKind::Idle,
         TimerKind::Close,
         TimerKind::WriteStall,
+        TimerKind::Linger,
     ];
 
     fn index(self) -> usize {
@@ -93,7 +97,7 @@ impl TimerKind {
 /// One optional deadline per [`TimerKind`].
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TimerTable {
-    at: [Option<Instant>; 5],
+    at: [Option<Instant>; 6],
 }
 
 impl TimerTable {

@@ -121,6 +121,7 @@ impl Utf8Bytes {
     }
 
     /// The text.
+    #[allow(unsafe_code)]
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor guarantees that `self.0` is valid UTF-8: `From<String>`
         // and `from_static` take `str`, `TryFrom<Bytes>` validates, and the engine builds

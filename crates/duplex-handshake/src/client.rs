@@ -2,10 +2,12 @@
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, Version, header};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+};
 
 use crate::deflate::{DeflateConfig, DeflateNegotiation};
-use crate::error::HandshakeError;
+use crate::error::{HandshakeError, RefusedResponse};
 use crate::head::{HeadReader, Limits};
 use crate::{accept_key, header_tokens, parse_headers};
 use duplex_core::DeflateParams;
@@ -151,17 +153,66 @@ impl ClientRequest {
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).expect("the OS random generator failed");
         let key = base64::engine::general_purpose::STANDARD.encode(nonce);
-        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let path = self.path();
         let mut out = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+Sec-WebSocket-Key: {key}\r\n",
             self.host
         )
         .into_bytes();
+        let fields = self.offer_fields();
+        let fields = fields.iter().map(|(name, value)| (*name, value.as_bytes()));
+        let own = self.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+        for (name, value) in fields.chain(own) {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        (out, self.handshake(Some(accept_key(key.as_bytes()))))
+    }
+
+    /// The same offer as an HTTP/2 extended CONNECT (RFC 8441): method CONNECT to the
+    /// URL's authority and path (scheme `https` or `http`), the offer's headers, no key;
+    /// the caller's HTTP/2 client adds the `:protocol` pseudo-header (`websocket`),
+    /// which `http` types carry as an extension of the client's own crate. The
+    /// handshake checks the 2xx answer with the same rules as a 101.
+    pub fn extended_connect(&self) -> Result<(Request<()>, ClientHandshake), HandshakeError> {
+        let uri = Uri::builder()
+            .scheme(if self.tls { "https" } else { "http" })
+            .authority(self.host.as_str())
+            .path_and_query(self.path())
+            .build()
+            .map_err(|e| HandshakeError::InvalidUrl(e.to_string()))?;
+        let mut request = Request::new(());
+        *request.method_mut() = Method::CONNECT;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_2;
+        let headers = request.headers_mut();
+        for (name, value) in self.offer_fields() {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid name");
+            let value = HeaderValue::try_from(value)
+                .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+            headers.insert(name, value);
+        }
+        for (name, value) in &self.headers {
+            headers.append(name, value.clone());
+        }
+        Ok((request, self.handshake(None)))
+    }
+
+    fn path(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    /// The fields of the offer, the same in both HTTP versions: the version,
+    /// subprotocols and extensions (permessage-deflate first); the caller's own headers
+    /// follow them.
+    fn offer_fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![("Sec-WebSocket-Version", "13".to_owned())];
         if !self.protocols.is_empty() {
-            out.extend_from_slice(
-                format!("Sec-WebSocket-Protocol: {}\r\n", self.protocols.join(", ")).as_bytes(),
-            );
+            fields.push(("Sec-WebSocket-Protocol", self.protocols.join(", ")));
         }
         let offers: Vec<String> = self
             .deflate
@@ -170,19 +221,14 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
             .chain(self.extensions.iter().cloned())
             .collect();
         if !offers.is_empty() {
-            out.extend_from_slice(
-                format!("Sec-WebSocket-Extensions: {}\r\n", offers.join(", ")).as_bytes(),
-            );
+            fields.push(("Sec-WebSocket-Extensions", offers.join(", ")));
         }
-        for (name, value) in &self.headers {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        let handshake = ClientHandshake {
-            expected_accept: accept_key(key.as_bytes()),
+        fields
+    }
+
+    fn handshake(&self, expected_accept: Option<String>) -> ClientHandshake {
+        ClientHandshake {
+            expected_accept,
             protocols: self.protocols.clone(),
             require_protocol: self.require_protocol && !self.protocols.is_empty(),
             extensions_offered: self.extensions.clone(),
@@ -191,15 +237,16 @@ Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
             max_headers: self.limits.max_headers,
             refusal: None,
             max_refusal_body: DEFAULT_MAX_REFUSAL_BODY,
-        };
-        (out, handshake)
+        }
     }
 }
 
 /// Checks the server's response to a [`ClientRequest`].
 #[derive(Debug)]
 pub struct ClientHandshake {
-    expected_accept: String,
+    /// The `Sec-WebSocket-Accept` a 101 must carry; `None` for an HTTP/2 extended
+    /// CONNECT, answered with a 2xx and no key.
+    expected_accept: Option<String>,
     protocols: Vec<String>,
     require_protocol: bool,
     /// The other extension offers of the request (full header values).
@@ -222,29 +269,6 @@ struct Refusal {
 
 /// The most of a refusal's body a client keeps by default (64 KiB).
 pub const DEFAULT_MAX_REFUSAL_BODY: usize = 64 << 10;
-
-/// A server's answer other than 101: status, headers and (the start of) the body, for
-/// a client to show why it was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RefusedResponse {
-    /// The status.
-    pub status: StatusCode,
-    /// The headers (`WWW-Authenticate`, `Retry-After`, ...).
-    pub headers: http::HeaderMap,
-    /// The body as sent (not decoded from chunked encoding), at most the refusal body
-    /// limit.
-    pub body: Bytes,
-    /// The body is whole: it ended, or `Content-Length` said so. False when it was
-    /// cut at the limit, or the transport ended or the time ran out first.
-    pub complete: bool,
-}
-
-impl RefusedResponse {
-    /// The body as text, if it is UTF-8.
-    pub fn text(&self) -> Option<&str> {
-        std::str::from_utf8(&self.body).ok()
-    }
-}
 
 /// What the server agreed to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -342,9 +366,14 @@ impl ClientHandshake {
         Ok(None)
     }
 
-    /// Validates a response (RFC 6455 section 4.2.2, client side).
+    /// Validates a response (RFC 6455 section 4.2.2, client side; over HTTP/2, RFC
+    /// 8441 section 5: a 2xx without the HTTP/1.1 upgrade headers).
     pub fn validate(&self, response: &Response<()>) -> Result<Negotiated, HandshakeError> {
-        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let accepted = match self.expected_accept {
+            Some(_) => response.status() == StatusCode::SWITCHING_PROTOCOLS,
+            None => response.status().is_success(),
+        };
+        if !accepted {
             let (parts, ()) = response.clone().into_parts();
             return Err(HandshakeError::Refused(Box::new(RefusedResponse {
                 status: parts.status,
@@ -354,16 +383,8 @@ impl ClientHandshake {
             })));
         }
         let headers = response.headers();
-        if !header_tokens(headers, &header::UPGRADE).any(|t| t.eq_ignore_ascii_case("websocket")) {
-            return Err(HandshakeError::MissingHeader("Upgrade: websocket"));
-        }
-        if !header_tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade")) {
-            return Err(HandshakeError::MissingHeader("Connection: Upgrade"));
-        }
-        match headers.get(header::SEC_WEBSOCKET_ACCEPT) {
-            Some(value) if value.as_bytes() == self.expected_accept.as_bytes() => {}
-            Some(_) => return Err(HandshakeError::AcceptMismatch),
-            None => return Err(HandshakeError::MissingHeader("Sec-WebSocket-Accept")),
+        if let Some(expected) = &self.expected_accept {
+            check_upgrade(headers, expected)?;
         }
         let mut chosen: Vec<&str> =
             header_tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL).collect();
@@ -409,6 +430,22 @@ impl ClientHandshake {
             extensions,
             deflate,
         })
+    }
+}
+
+/// The HTTP/1.1 envelope of an accepted handshake: `Upgrade: websocket`,
+/// `Connection: Upgrade` and the accept value for our key.
+fn check_upgrade(headers: &HeaderMap, expected_accept: &str) -> Result<(), HandshakeError> {
+    if !header_tokens(headers, &header::UPGRADE).any(|t| t.eq_ignore_ascii_case("websocket")) {
+        return Err(HandshakeError::MissingHeader("Upgrade: websocket"));
+    }
+    if !header_tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade")) {
+        return Err(HandshakeError::MissingHeader("Connection: Upgrade"));
+    }
+    match headers.get(header::SEC_WEBSOCKET_ACCEPT) {
+        Some(value) if value.as_bytes() == expected_accept.as_bytes() => Ok(()),
+        Some(_) => Err(HandshakeError::AcceptMismatch),
+        None => Err(HandshakeError::MissingHeader("Sec-WebSocket-Accept")),
     }
 }
 
@@ -515,13 +552,13 @@ Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
 
         let (_, mut handshake) = request.encode();
         // The new handshake has a new key, so rebuild the expectation from it.
-        handshake.expected_accept = accept.clone();
+        handshake.expected_accept = Some(accept.clone());
         assert_eq!(
             respond(&mut handshake, "Sec-WebSocket-Protocol: other\r\n", &accept),
             Err(HandshakeError::UnofferedSubprotocol("other".into()))
         );
         let (_, mut handshake) = request.encode();
-        handshake.expected_accept = accept.clone();
+        handshake.expected_accept = Some(accept.clone());
         assert_eq!(
             respond(
                 &mut handshake,

@@ -7,10 +7,10 @@
 use std::fmt;
 
 use duplex_core::DeflateParams;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 
 use crate::deflate::DeflateConfig;
-use crate::error::HandshakeError;
+use crate::error::{HandshakeError, closing, plain_response};
 use crate::server::{Acceptance, ClientOffer, Rejection, write_response};
 
 /// The server's answer: accept with a 101, or refuse with an HTTP error response.
@@ -159,32 +159,6 @@ impl Decision {
         }
         out
     }
-}
-
-/// A plain-text response with `status` and `body` that closes the connection: the one
-/// shape of every error answer of the handshake.
-pub(crate) fn plain_response(status: StatusCode, body: impl Into<String>) -> Response<String> {
-    let mut response = text_response(status, body);
-    closing(&mut response);
-    response
-}
-
-/// A plain-text response with `status` and `body` (for an application's rejection,
-/// which an HTTP server may send on a connection it keeps, or over HTTP/2).
-pub(crate) fn text_response(status: StatusCode, body: impl Into<String>) -> Response<String> {
-    let mut response = Response::new(body.into());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-fn closing<B>(response: &mut Response<B>) {
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 impl ServerError {

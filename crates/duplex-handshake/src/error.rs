@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 use http::{HeaderValue, Response, StatusCode, header};
 
 /// A failed opening handshake, on either side.
@@ -38,7 +40,7 @@ pub enum HandshakeError {
     /// `Sec-WebSocket-Key` is not the base64 encoding of 16 bytes.
     InvalidKey,
     /// The server answered with a status other than 101: its status, headers and body.
-    Refused(Box<crate::client::RefusedResponse>),
+    Refused(Box<RefusedResponse>),
     /// `Sec-WebSocket-Accept` does not match the key we sent.
     AcceptMismatch,
     /// The server chose a subprotocol we did not offer.
@@ -69,7 +71,7 @@ impl HandshakeError {
     /// The full rejection response for this error: its status, a plain-text body that
     /// says what was wrong, `Sec-WebSocket-Version: 13` with 426, `Allow: GET` with 405.
     pub fn response(&self) -> Response<String> {
-        let mut response = crate::decision::plain_response(self.status(), format!("{self}\n"));
+        let mut response = plain_response(self.status(), format!("{self}\n"));
         let headers = response.headers_mut();
         match self {
             Self::UnsupportedVersion(_) => {
@@ -150,3 +152,52 @@ impl fmt::Display for HandshakeError {
 }
 
 impl std::error::Error for HandshakeError {}
+
+/// A server's answer other than 101: status, headers and (the start of) the body, for
+/// a client to show why it was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers (`WWW-Authenticate`, `Retry-After`, ...).
+    pub headers: http::HeaderMap,
+    /// The body as sent (not decoded from chunked encoding), at most the refusal body
+    /// limit.
+    pub body: Bytes,
+    /// The body is whole: it ended, or `Content-Length` said so. False when it was
+    /// cut at the limit, or the transport ended or the time ran out first.
+    pub complete: bool,
+}
+
+impl RefusedResponse {
+    /// The body as text, if it is UTF-8.
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.body).ok()
+    }
+}
+
+/// A plain-text response with `status` and `body` that closes the connection: the one
+/// shape of every error answer of the handshake.
+pub(crate) fn plain_response(status: StatusCode, body: impl Into<String>) -> Response<String> {
+    let mut response = text_response(status, body);
+    closing(&mut response);
+    response
+}
+
+/// A plain-text response with `status` and `body` (for an application's rejection,
+/// which an HTTP server may send on a connection it keeps, or over HTTP/2).
+pub(crate) fn text_response(status: StatusCode, body: impl Into<String>) -> Response<String> {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+pub(crate) fn closing<B>(response: &mut Response<B>) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}

@@ -28,6 +28,8 @@
 //! # Ok::<(), duplex_handshake::HandshakeError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod decision;
 mod deflate;
@@ -40,14 +42,17 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use sha1::{Digest, Sha1};
 
 pub use client::{
-    ClientHandshake, ClientRequest, DEFAULT_MAX_REFUSAL_BODY, Negotiated, RefusedResponse,
-    parse_response,
+    ClientHandshake, ClientRequest, DEFAULT_MAX_REFUSAL_BODY, Negotiated, parse_response,
 };
 pub use decision::{Accepted, Decision, Refused, ServerError, decide, decide_offer};
 pub use deflate::{DeflateConfig, DeflateNegotiation};
 pub use duplex_core::DeflateParams;
-pub use error::HandshakeError;
+pub use error::{HandshakeError, RefusedResponse};
 pub use head::Limits;
+
+/// 10 s: the default bound of every adapter on an opening handshake, from the first
+/// byte (or the TCP connect, for a client) to the last byte of the answer.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub use server::{
     Acceptance, ClientOffer, Rejection, ResponseBody, ServerHandshake, parse_request,
     write_response,

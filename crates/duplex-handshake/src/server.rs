@@ -79,10 +79,15 @@ pub fn parse_request(head: &[u8], max_headers: usize) -> Result<Request<()>, Han
     Ok(request)
 }
 
-/// A validated client request: what the client offered.
+/// A validated client request: what the client offered, whatever the HTTP version it
+/// came in. The negotiation (subprotocols, extensions, the application's decision) is
+/// the same for both; only the envelope differs: an HTTP/1.1 upgrade carries a key
+/// answered in a 101, an HTTP/2 extended CONNECT (RFC 8441) has none and is answered
+/// with a 200.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientOffer {
-    key: HeaderValue,
+    /// The HTTP/1.1 `Sec-WebSocket-Key`; `None` for an HTTP/2 extended CONNECT.
+    key: Option<HeaderValue>,
     protocols: Vec<String>,
     extensions: Vec<String>,
 }
@@ -118,16 +123,7 @@ impl ClientOffer {
         if !header_tokens(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade")) {
             return Err(HandshakeError::MissingHeader("Connection: Upgrade"));
         }
-        let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
-        match (versions.next(), versions.next()) {
-            (Some(v), None) if v.as_bytes() == b"13" => {}
-            (Some(v), _) => {
-                return Err(HandshakeError::UnsupportedVersion(
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                ));
-            }
-            (None, _) => return Err(HandshakeError::UnsupportedVersion(String::new())),
-        }
+        check_version(headers)?;
         let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
         let key = match (keys.next(), keys.next()) {
             (Some(key), None) => key.clone(),
@@ -141,7 +137,35 @@ impl ClientOffer {
         if decoded.len() != 16 {
             return Err(HandshakeError::InvalidKey);
         }
-        Ok(Self {
+        Ok(Self::offered(Some(key), headers))
+    }
+
+    /// Validates an HTTP/2 extended CONNECT (RFC 8441 sections 4 and 5): method
+    /// CONNECT, the `:protocol` pseudo-header `websocket` (HTTP servers keep it apart
+    /// from the headers: pass its value), an `:authority` and a `:path`, and version 13.
+    /// Subprotocols and extensions are read as over HTTP/1.1; there is no key.
+    pub fn from_extended_connect<B>(
+        request: &Request<B>,
+        protocol: Option<&str>,
+    ) -> Result<Self, HandshakeError> {
+        if request.method() != Method::CONNECT {
+            return Err(HandshakeError::MissingHeader(":method = CONNECT"));
+        }
+        if !protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket")) {
+            return Err(HandshakeError::MissingHeader(":protocol = websocket"));
+        }
+        if request.uri().authority().is_none() {
+            return Err(HandshakeError::MissingHeader(":authority"));
+        }
+        if request.uri().path().is_empty() {
+            return Err(HandshakeError::MissingHeader(":path"));
+        }
+        check_version(request.headers())?;
+        Ok(Self::offered(None, request.headers()))
+    }
+
+    fn offered(key: Option<HeaderValue>, headers: &HeaderMap) -> Self {
+        Self {
             key,
             protocols: header_tokens(headers, &header::SEC_WEBSOCKET_PROTOCOL)
                 .map(str::to_owned)
@@ -152,7 +176,12 @@ impl ClientOffer {
                 .filter_map(|v| v.to_str().ok())
                 .map(str::to_owned)
                 .collect(),
-        })
+        }
+    }
+
+    /// True when the offer came as an HTTP/2 extended CONNECT (answered with 200).
+    pub fn is_http2(&self) -> bool {
+        self.key.is_none()
     }
 
     /// The subprotocols the client offered, in its order of preference.
@@ -173,12 +202,14 @@ impl ClientOffer {
             .find_map(|offered| supported.iter().find(|s| **s == offered).copied())
     }
 
-    /// The `Sec-WebSocket-Accept` value for this client's key.
-    pub fn accept_key(&self) -> String {
-        accept_key(self.key.as_bytes())
+    /// The `Sec-WebSocket-Accept` value for this client's key (`None` over HTTP/2,
+    /// which has no key).
+    pub fn accept_key(&self) -> Option<String> {
+        self.key.as_ref().map(|key| accept_key(key.as_bytes()))
     }
 
-    /// The 101 response accepting the connection, with `protocol` if one was chosen.
+    /// The response accepting the connection (101, or 200 over HTTP/2), with
+    /// `protocol` if one was chosen.
     /// A protocol the client did not offer is refused with
     /// [`HandshakeError::UnofferedSubprotocol`].
     pub fn accept(&self, protocol: Option<&str>) -> Result<Response<()>, HandshakeError> {
@@ -211,18 +242,24 @@ impl ClientOffer {
         Ok((response, params))
     }
 
-    /// The 101 response with the choices and extra headers of `acceptance`.
+    /// The response with the choices and extra headers of `acceptance`: a 101 with
+    /// `Upgrade`, `Connection` and `Sec-WebSocket-Accept` over HTTP/1.1; a 200 over
+    /// HTTP/2 (RFC 8441 section 5), which has no key to answer and no connection-level
+    /// headers.
     pub fn accept_with(&self, acceptance: &Acceptance) -> Result<Response<()>, HandshakeError> {
         let mut response = Response::new(());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
         headers.clone_from(&acceptance.headers);
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(
-            header::SEC_WEBSOCKET_ACCEPT,
-            HeaderValue::from_str(&self.accept_key()).expect("base64 is a valid header value"),
-        );
+        if let Some(accept) = self.accept_key() {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(
+                header::SEC_WEBSOCKET_ACCEPT,
+                HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+            );
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        }
+        let headers = response.headers_mut();
         if let Some(protocol) = &acceptance.protocol {
             let offered = self.protocols.iter().any(|p| p == protocol);
             let value = HeaderValue::from_str(protocol).ok().filter(|_| offered);
@@ -231,6 +268,18 @@ impl ClientOffer {
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
         }
         Ok(response)
+    }
+}
+
+/// Exactly one `Sec-WebSocket-Version: 13` (RFC 6455 section 4.2.1, RFC 8441 section 5).
+fn check_version(headers: &HeaderMap) -> Result<(), HandshakeError> {
+    let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION).iter();
+    match (versions.next(), versions.next()) {
+        (Some(v), None) if v.as_bytes() == b"13" => Ok(()),
+        (Some(v), _) => Err(HandshakeError::UnsupportedVersion(
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )),
+        (None, _) => Err(HandshakeError::UnsupportedVersion(String::new())),
     }
 }
 
@@ -276,7 +325,7 @@ pub struct Rejection(Box<Response<String>>);
 impl Rejection {
     /// A plain-text rejection with `status` and `body`.
     pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
-        Self(Box::new(crate::decision::text_response(status, body)))
+        Self(Box::new(crate::error::text_response(status, body)))
     }
 
     /// The response to send.
@@ -382,7 +431,10 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
     #[test]
     fn rfc_sample_key_gives_the_rfc_accept_value() {
         let offer = validate(RFC_REQUEST).unwrap();
-        assert_eq!(offer.accept_key(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            offer.accept_key().as_deref(),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
         assert_eq!(offer.select_protocol(&["superchat", "chat"]), Some("chat"));
         let response = offer.accept(Some("chat")).unwrap();
         assert_eq!(
@@ -525,5 +577,123 @@ sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nsec-websocket-protocol: ch
             assert!(rest.is_empty());
             assert_eq!(request.headers()["origin"], "http://example.com");
         }
+    }
+}
+
+#[cfg(test)]
+mod http2_tests {
+    use super::*;
+
+    fn connect(protocol: Option<&str>, extra: &[(&str, &str)]) -> (Request<()>, Option<String>) {
+        let mut builder = Request::builder()
+            .method(Method::CONNECT)
+            .version(Version::HTTP_2)
+            .uri("https://example.com/chat");
+        for (name, value) in extra {
+            builder = builder.header(*name, *value);
+        }
+        (builder.body(()).unwrap(), protocol.map(str::to_owned))
+    }
+
+    #[test]
+    fn an_extended_connect_is_answered_200_without_the_http1_envelope() {
+        let (request, protocol) = connect(
+            Some("websocket"),
+            &[
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-protocol", "chat.v2, chat.v1"),
+                ("sec-websocket-extensions", "permessage-deflate"),
+            ],
+        );
+        let offer = ClientOffer::from_extended_connect(&request, protocol.as_deref()).unwrap();
+        assert!(offer.is_http2());
+        assert_eq!(offer.accept_key(), None);
+        assert_eq!(offer.protocols(), ["chat.v2", "chat.v1"]);
+        let acceptance = Acceptance::default().protocol("chat.v1");
+        let (response, deflate) = offer
+            .accept_negotiated(&acceptance, Some(&DeflateConfig::default()))
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers();
+        for absent in [
+            header::UPGRADE,
+            header::CONNECTION,
+            header::SEC_WEBSOCKET_ACCEPT,
+        ] {
+            assert!(!headers.contains_key(&absent), "{absent}");
+        }
+        assert_eq!(headers[header::SEC_WEBSOCKET_PROTOCOL], "chat.v1");
+        assert!(deflate.is_some());
+        assert!(headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS));
+    }
+
+    #[test]
+    fn a_bad_extended_connect_says_what_is_wrong() {
+        let version = [("sec-websocket-version", "13")];
+        let (request, _) = connect(None, &version);
+        assert_eq!(
+            ClientOffer::from_extended_connect(&request, None),
+            Err(HandshakeError::MissingHeader(":protocol = websocket"))
+        );
+        assert_eq!(
+            ClientOffer::from_extended_connect(&request, Some("webtransport")),
+            Err(HandshakeError::MissingHeader(":protocol = websocket"))
+        );
+        let (request, _) = connect(None, &[("sec-websocket-version", "12")]);
+        let error = ClientOffer::from_extended_connect(&request, Some("websocket")).unwrap_err();
+        assert_eq!(error.status(), StatusCode::UPGRADE_REQUIRED);
+        let get = Request::get("https://example.com/")
+            .header("sec-websocket-version", "13")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            ClientOffer::from_extended_connect(&get, Some("websocket")),
+            Err(HandshakeError::MissingHeader(":method = CONNECT"))
+        );
+        let relative = Request::builder()
+            .method(Method::CONNECT)
+            .uri("/chat")
+            .header("sec-websocket-version", "13")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            ClientOffer::from_extended_connect(&relative, Some("websocket")),
+            Err(HandshakeError::MissingHeader(":authority"))
+        );
+    }
+
+    #[test]
+    fn the_client_offer_and_the_server_answer_meet_over_http2() {
+        let request = crate::ClientRequest::new("wss://example.com:8443/room?x=1")
+            .unwrap()
+            .protocol("chat.v1")
+            .deflate(Some(DeflateConfig::default()))
+            .header("authorization", "Bearer t")
+            .unwrap();
+        let (connect, handshake) = request.extended_connect().unwrap();
+        assert_eq!(connect.method(), Method::CONNECT);
+        assert_eq!(connect.uri(), "https://example.com:8443/room?x=1");
+        assert!(!connect.headers().contains_key(header::SEC_WEBSOCKET_KEY));
+        assert_eq!(connect.headers()["authorization"], "Bearer t");
+        let offer = ClientOffer::from_extended_connect(&connect, Some("websocket")).unwrap();
+        let (response, server_deflate) = offer
+            .accept_negotiated(
+                &Acceptance::default().protocol("chat.v1"),
+                Some(&DeflateConfig::default()),
+            )
+            .unwrap();
+        let negotiated = handshake.validate(&response).unwrap();
+        assert_eq!(negotiated.protocol.as_deref(), Some("chat.v1"));
+        assert_eq!(negotiated.deflate.is_some(), server_deflate.is_some());
+        // A 101 is not an HTTP/2 answer; a 4xx is a refusal.
+        let mut switching = response.clone();
+        *switching.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        assert!(handshake.validate(&switching).is_err());
+        let mut forbidden = response;
+        *forbidden.status_mut() = StatusCode::FORBIDDEN;
+        assert!(matches!(
+            handshake.validate(&forbidden),
+            Err(HandshakeError::Refused(r)) if r.status == StatusCode::FORBIDDEN
+        ));
     }
 }

@@ -38,6 +38,8 @@
 //! # Ok::<(), duplex_hub::HubError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod framing;
 mod memory;
 #[cfg(feature = "mio")]

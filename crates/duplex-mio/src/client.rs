@@ -16,7 +16,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use duplex_core::{CloseFrame, Connection, EngineConfig, Error, Message, Role};
+use duplex_core::{CloseFrame, Connection, EngineConfig, Error, Message, Role, TransportAction};
 use duplex_handshake::http::Response;
 use duplex_handshake::{ClientHandshake, DeflateConfig, HandshakeError};
 
@@ -39,7 +39,7 @@ impl Default for ClientConfig {
             engine: EngineConfig::default(),
             deflate: Some(DeflateConfig::default()),
             connect_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: duplex_handshake::DEFAULT_HANDSHAKE_TIMEOUT,
             read_buffer_size: 64 << 10,
         }
     }
@@ -285,7 +285,7 @@ impl WebSocket {
         let result = loop {
             match self.step(started) {
                 Ok(Some(Err(error))) if !matches!(error, Error::Timeout(_)) => break Err(error),
-                Ok(_) if self.conn.wants_close_transport() => break Ok(()),
+                Ok(_) if self.conn.is_transport_ending() => break Ok(()),
                 Ok(_) => {}
                 Err(Error::ConnectionClosed) => break Ok(()),
                 Err(error) => break Err(error),
@@ -359,7 +359,7 @@ impl WebSocket {
             }
             return Ok(Some(event));
         }
-        if self.closed || self.conn.wants_close_transport() {
+        if self.closed || self.conn.is_transport_ending() {
             self.finish();
             return Err(Error::ConnectionClosed);
         }
@@ -385,11 +385,9 @@ impl WebSocket {
             Ok(0) => self.conn.receive_eof(),
             Ok(n) => self.conn.receive(&self.buf[..n]),
             Err(error) if is_timeout(&error) || error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => {
-                self.closed = true;
-                self.conn.transport_failed(&error, Instant::now());
-                return Err(Error::Io(error));
-            }
+            // The engine decides what it means (a reset is the server leaving) and
+            // reports it as the next event.
+            Err(error) => self.conn.transport_failed(&error, now),
         }
         Ok(None)
     }
@@ -402,7 +400,7 @@ impl WebSocket {
             let now = Instant::now();
             // Runs what is due and arms the write-stall deadline for pending output.
             self.conn.handle_timeout(now);
-            if self.conn.wants_close_transport_now() {
+            if self.conn.poll_transport(now) == TransportAction::Close {
                 self.closed = true;
                 return Err(self.conn.failure().unwrap_or(Error::ConnectionClosed));
             }
@@ -440,17 +438,29 @@ impl WebSocket {
         Ok(())
     }
 
-    /// After the close frames or a failure: wait (bounded by the engine's close timeout)
-    /// for the server to close TCP, then shut our side down and drain briefly.
+    /// After the close frames or a failure: does what the engine decides for the
+    /// transport (wait for the server to close TCP, shut our side down, drain), each
+    /// step bounded by the engine's deadlines.
     fn finish(&mut self) {
         if self.closed {
             return;
         }
         let _ = self.flush();
-        while !self.conn.wants_close_transport() {
+        loop {
             let now = Instant::now();
             if self.conn.poll_event(now).is_some() {
                 continue;
+            }
+            match self.conn.poll_transport(now) {
+                TransportAction::Close => break,
+                TransportAction::ShutdownWrite => {
+                    match self.stream.shutdown(Shutdown::Write) {
+                        Ok(()) => self.conn.shutdown_done(),
+                        Err(error) => self.conn.transport_failed(&error, now),
+                    }
+                    continue;
+                }
+                TransportAction::Continue | TransportAction::Drain => {}
             }
             let Some(deadline) = self.conn.poll_timeout() else {
                 break;
@@ -463,37 +473,15 @@ impl WebSocket {
             if self.stream.set_read_timeout(wait).is_err() {
                 break;
             }
+            self.socket_timeout = wait;
             match self.stream.read(&mut self.buf) {
                 Ok(0) => self.conn.receive_eof(),
                 Ok(n) => self.conn.receive(&self.buf[..n]),
                 Err(error) if is_timeout(&error) || error.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+                Err(error) => self.conn.transport_failed(&error, now),
             }
         }
         self.closed = true;
-        if self.conn.wants_close_transport_now() || self.conn.output_len() > 0 {
-            // A deadline passed: the server is not answering or not reading.
-            let _ = self.stream.shutdown(Shutdown::Both);
-            return;
-        }
-        let _ = self.stream.shutdown(Shutdown::Write);
-        // Discard what is still in flight, as the engine's linger policy says, so that
-        // the close is not a reset.
-        let linger = self.conn.config().deadlines().linger;
-        let drain_until = Instant::now() + linger.time;
-        let mut left = linger.max_bytes;
-        while left > 0 {
-            let wait = drain_until.saturating_duration_since(Instant::now());
-            if wait.is_zero() || self.stream.set_read_timeout(Some(wait)).is_err() {
-                break;
-            }
-            match self.stream.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => left = left.saturating_sub(n),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 }

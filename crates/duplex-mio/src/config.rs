@@ -31,12 +31,14 @@ use duplex_handshake::{DeflateConfig, Limits};
 /// - messages that the sender cannot hold back (broadcasts, topic publications, sends
 ///   through a [`Sender`](crate::Sender)) are still queued up to the **hard limit**
 ///   (default 4 MiB); one that would pass it closes the connection and reports
-///   [`ConnectionError::WriteBufferOverflow`](crate::ConnectionError::WriteBufferOverflow)
+///   `LimitExceeded` with `Limit::WriteBuffer` (in [`ConnectionError::WebSocket`](crate::ConnectionError::WebSocket))
 ///   to its handler, so a peer that never reads costs at most the hard limit.
 ///
-/// The engine applies both (its `max_write_buffer` and `write_buffer_hard_limit` are
-/// set from them); on top of them its write timeout fails a connection whose peer reads
-/// (almost) nothing for that long.
+/// Both are the engine's `max_write_buffer` and `write_buffer_hard_limit`, kept in the
+/// engine configuration only: `write_buffer_limits` writes them there, so call it after
+/// [`engine`](Self::engine), which replaces the whole engine configuration. On top of
+/// them the engine's write timeout fails a connection whose peer reads (almost) nothing
+/// for that long.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub(crate) workers: usize,
@@ -48,8 +50,6 @@ pub struct ServerConfig {
     pub(crate) backlog: i32,
     pub(crate) read_buffer_size: usize,
     pub(crate) read_budget: usize,
-    pub(crate) write_buffer_soft: usize,
-    pub(crate) write_buffer_hard: usize,
     pub(crate) command_queue: usize,
     pub(crate) events_capacity: usize,
     pub(crate) engine: EngineConfig,
@@ -65,10 +65,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 << 10;
 /// 128 KiB: the most bytes read from one connection per turn of the event loop.
 pub const DEFAULT_READ_BUDGET: usize = 128 << 10;
-/// 1 MiB: unsent output above which a connection is no longer read.
-pub const DEFAULT_WRITE_BUFFER_SOFT: usize = 1 << 20;
-/// 4 MiB: unsent output past which a connection is closed as a slow reader.
-pub const DEFAULT_WRITE_BUFFER_HARD: usize = 4 << 20;
+/// 1 MiB: unsent output above which a connection is no longer read (the engine's
+/// `max_write_buffer`).
+pub use duplex_core::DEFAULT_MAX_WRITE_BUFFER as DEFAULT_WRITE_BUFFER_SOFT;
+/// 4 MiB: unsent output past which a connection is closed as a slow reader (the
+/// engine's `write_buffer_hard_limit`).
+pub use duplex_core::DEFAULT_WRITE_BUFFER_HARD_LIMIT as DEFAULT_WRITE_BUFFER_HARD;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -76,22 +78,17 @@ impl Default for ServerConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_rejecting: 64,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: duplex_handshake::DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_timeout: Duration::from_secs(5),
             accept_backoff: Duration::from_millis(50),
             backlog: DEFAULT_BACKLOG,
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             read_budget: DEFAULT_READ_BUDGET,
-            write_buffer_soft: DEFAULT_WRITE_BUFFER_SOFT,
-            write_buffer_hard: DEFAULT_WRITE_BUFFER_HARD,
             command_queue: 4096,
             events_capacity: 1024,
             engine: EngineConfig::default(),
             handshake_limits: Limits::default(),
-            deflate: Some(DeflateConfig {
-                server_no_context_takeover: true,
-                ..DeflateConfig::default()
-            }),
+            deflate: Some(DeflateConfig::ADAPTER_DEFAULT),
         }
     }
 }
@@ -159,8 +156,12 @@ impl ServerConfig {
     /// The soft and hard limits on a connection's unsent output (default 1 MiB and
     /// 4 MiB); see [Slow readers](Self#slow-readers). `hard` is raised to `soft` if lower.
     pub fn write_buffer_limits(mut self, soft: usize, hard: usize) -> Self {
-        self.write_buffer_soft = soft;
-        self.write_buffer_hard = hard.max(soft);
+        // The engine applies them: they are its `max_write_buffer` and
+        // `write_buffer_hard_limit`, kept in one place.
+        self.engine = self
+            .engine
+            .max_write_buffer(soft)
+            .write_buffer_hard_limit(hard.max(soft));
         self
     }
 
@@ -178,9 +179,10 @@ impl ServerConfig {
         self
     }
 
-    /// The WebSocket engine's limits and timers (message and frame sizes, keepalive,
-    /// idle timeout, close timeout). Its write buffer limits are replaced by the
-    /// server's [`write_buffer_limits`](Self::write_buffer_limits).
+    /// The WebSocket engine's limits and timers (message and frame sizes, write buffer
+    /// limits, keepalive, idle timeout, close timeout).
+    /// [`write_buffer_limits`](Self::write_buffer_limits) sets the engine's write
+    /// buffer limits on what is here.
     pub fn engine(mut self, config: EngineConfig) -> Self {
         self.engine = config;
         self
@@ -211,9 +213,6 @@ impl ServerConfig {
 
     /// The engine configuration connections are created with.
     pub(crate) fn engine_config(&self) -> EngineConfig {
-        self.engine
-            .clone()
-            .max_write_buffer(self.write_buffer_soft)
-            .write_buffer_hard_limit(self.write_buffer_hard)
+        self.engine.clone()
     }
 }

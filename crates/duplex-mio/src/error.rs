@@ -1,6 +1,6 @@
 //! Errors of the server: refused sends, and what ended a connection.
 
-use std::{fmt, io};
+use std::fmt;
 
 use duplex_handshake::ServerError;
 
@@ -78,19 +78,11 @@ impl From<duplex_core::Error> for SendError {
 #[non_exhaustive]
 pub enum ConnectionError {
     /// The engine failed the connection: a protocol violation or exceeded limit (the
-    /// close frame with the RFC's code is already on its way), a timeout, or a peer that
-    /// vanished without a close frame.
+    /// close frame with the RFC's code is already on its way; a peer that does not read
+    /// while broadcasts pass the hard write limit is `LimitExceeded` with
+    /// `Limit::WriteBuffer`), a timeout, a peer that vanished without a close frame
+    /// (a reset included), or a socket error (`Io`).
     WebSocket(duplex_core::Error),
-    /// The socket failed.
-    Io(io::Error),
-    /// The peer did not read: a message would have taken its unsent output past the
-    /// hard limit, so the connection was dropped.
-    WriteBufferOverflow {
-        /// Bytes that would have been waiting, with the message.
-        buffered: usize,
-        /// The hard limit.
-        limit: usize,
-    },
     /// The handler's decision could not be carried out (its `Acceptance` chose a
     /// subprotocol the client did not offer, or `on_open` panicked); the client got 500.
     Handshake(ServerError),
@@ -100,12 +92,6 @@ impl fmt::Display for ConnectionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::WebSocket(error) => write!(f, "{error}"),
-            Self::Io(error) => write!(f, "I/O error: {error}"),
-            Self::WriteBufferOverflow { buffered, limit } => write!(
-                f,
-                "peer does not read: {buffered} bytes unsent, a message would pass the hard \
-                 limit of {limit} bytes"
-            ),
             Self::Handshake(error) => write!(f, "cannot accept the handshake: {error}"),
         }
     }
@@ -115,9 +101,7 @@ impl std::error::Error for ConnectionError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::WebSocket(error) => Some(error),
-            Self::Io(error) => Some(error),
             Self::Handshake(error) => Some(error),
-            Self::WriteBufferOverflow { .. } => None,
         }
     }
 }

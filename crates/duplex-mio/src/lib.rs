@@ -82,6 +82,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// The one `unsafe` block of this crate is allowed where it is, with its reason.
+#![deny(unsafe_code)]
+
 pub mod client;
 mod config;
 mod context;

@@ -28,9 +28,9 @@ fn a_client_that_stops_reading_costs_bounded_memory() {
     let server = start(
         ServerConfig::default()
             .workers(1)
-            .write_buffer_limits(MIB, 4 * MIB)
             .shutdown_timeout(Duration::from_millis(300))
-            .engine(duplex_mio::EngineConfig::default().linger(duplex_core_linger(300))),
+            .engine(duplex_mio::EngineConfig::default().linger(duplex_core_linger(300)))
+            .write_buffer_limits(MIB, 4 * MIB),
     );
     let mut raw = raw_client(server.addr);
     let id = server.wait_for(|r| match r {

@@ -1,5 +1,5 @@
-//! An axum app whose `/ws` route upgrades with duplex instead of axum's own WebSocket:
-//! `cargo run -p duplex-tokio --features hyper --example axum -- [ADDR]`
+//! An axum app whose `/ws` route upgrades with duplex's extractor instead of axum's own
+//! WebSocket: `cargo run -p duplex-tokio --features axum --example axum -- [ADDR]`
 //! (default 127.0.0.1:3000).
 //!
 //! Prints `listening on ADDR` as its first line. `/` answers with a line of text;
@@ -9,21 +9,25 @@
 //! conformance --h2` tests it over HTTP/2, so the limits are the suite's (64 MiB
 //! messages, 2^20 fragments).
 //!
-//! Ctrl-C shuts it down gracefully: axum stops accepting and finishes its HTTP
-//! requests, every open WebSocket is sent 1001 (going away) and gets up to 5 s for its
-//! close handshake, and the rest are dropped (`duplex_tokio::Shutdown`; axum itself does
-//! not track upgraded connections).
+//! Ctrl-C shuts it down gracefully, in bounded time whatever the peers do: at once,
+//! axum stops accepting and finishes its HTTP requests (over HTTP/2 it sends GOAWAY),
+//! and every open WebSocket is sent 1001 (going away) and gets up to 5 s for its close
+//! handshake; the rest are dropped (`duplex_tokio::Shutdown`; axum itself does not track
+//! upgraded connections). axum's graceful shutdown gets 1 s more of its own: an HTTP/2
+//! connection waits for its streams, and hyper keeps a stream whose peer never opens
+//! its flow-control window until the connection ends, so what is still open then is
+//! dropped with the process.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::response::Response;
 use axum::routing::{any, get};
-use duplex_tokio::hyper::upgrade_with;
-use duplex_tokio::{Acceptance, Config, Shutdown};
+use duplex_tokio::axum::WebSocketUpgrade;
+use duplex_tokio::{Config, Shutdown};
 
 /// What the handlers share.
 struct App {
@@ -62,44 +66,44 @@ async fn main() -> std::io::Result<()> {
     });
     // `axum::serve` serves HTTP/1.1 with upgrades and HTTP/2 with extended CONNECT.
     let stopped = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopped.initiated().await })
-        .await?;
-    // axum is done with HTTP; now the WebSockets it handed over.
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stopped.initiated().await })
+            .await
+    });
+    tokio::select! {
+        served = &mut server => return served.map_err(std::io::Error::other)?,
+        () = shutdown.initiated() => {}
+    }
+    // The WebSockets axum handed over, while axum finishes its HTTP requests: over
+    // HTTP/2 a WebSocket is a stream of a connection axum waits for.
     let report = shutdown.shutdown(Duration::from_secs(5)).await;
     eprintln!(
         "shut down: {} WebSockets closed, {} dropped",
         report.closed, report.dropped
     );
+    if tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .is_err()
+    {
+        eprintln!("HTTP connections still open after the shutdown deadline: dropped");
+    }
     Ok(())
 }
 
-/// Takes the whole request (not an extractor): `upgrade_with` needs `&mut` access to
-/// it for hyper's upgrade handle.
-async fn websocket(State(app): State<Arc<App>>, mut request: Request) -> Response {
-    let upgraded = upgrade_with(&mut request, &app.config, |_, offer| {
-        let mut acceptance = Acceptance::default();
-        if let Some(protocol) = offer.select_protocol(&["echo.v1"]) {
-            acceptance = acceptance.protocol(protocol);
-        }
-        Ok(acceptance)
-    });
-    let (response, websocket) = match upgraded {
-        Ok(accepted) => accepted,
-        // 400 / 405 / 426 with the reason, as RFC 6455 asks.
-        Err(error) => return error.into_response().into_response(),
-    };
+/// A request that is no WebSocket handshake is answered by the extractor (400, 405, or
+/// 426 with the reason, as RFC 6455 asks) before this runs.
+async fn websocket(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
     let shutdown = app.shutdown.clone();
-    tokio::spawn(async move {
-        let Ok(mut ws) = websocket.await else { return };
-        // Until the guard drops, a shutdown sends this connection 1001 and waits for it.
-        let _tracked = shutdown.track(&ws);
-        while let Some(Ok(message)) = ws.recv().await {
-            if message.is_data() && ws.feed(message).await.is_err() {
-                break;
+    ws.protocols(["echo.v1"])
+        .config(app.config.clone())
+        .on_upgrade(move |mut ws| async move {
+            // Until the guard drops, a shutdown sends this connection 1001 and waits for it.
+            let _tracked = shutdown.track(&ws);
+            while let Some(Ok(message)) = ws.recv().await {
+                if message.is_data() && ws.feed(message).await.is_err() {
+                    break;
+                }
             }
-        }
-    });
-    // `Response<Full<Bytes>>` is an axum response like any other.
-    response.into_response()
+        })
 }

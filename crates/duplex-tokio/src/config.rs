@@ -43,8 +43,7 @@ pub(crate) enum ProxySetting {
     FromEnv,
 }
 
-/// 10 seconds to complete the opening handshake.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use duplex_handshake::DEFAULT_HANDSHAKE_TIMEOUT;
 
 impl Default for Config {
     fn default() -> Self {
@@ -52,10 +51,7 @@ impl Default for Config {
             engine: std::sync::Arc::default(),
             limits: Limits::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            deflate: Some(DeflateConfig {
-                server_no_context_takeover: true,
-                ..DeflateConfig::default()
-            }),
+            deflate: Some(DeflateConfig::ADAPTER_DEFAULT),
             #[cfg(feature = "tls")]
             tls: None,
             proxy: ProxySetting::Direct,

@@ -19,6 +19,9 @@ pub enum HandshakeError {
     Refused(duplex_handshake::ServerError),
     /// The proxy did not open a tunnel, or the proxy setting is invalid.
     Proxy(crate::proxy::ProxyError),
+    /// Client side, over HTTP/2: the server did not advertise
+    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL`, so it takes no WebSocket (RFC 8441).
+    ExtendedConnectNotAllowed,
 }
 
 impl HandshakeError {
@@ -40,6 +43,10 @@ impl fmt::Display for HandshakeError {
             Self::Protocol(error) => write!(f, "WebSocket handshake failed: {error}"),
             Self::Refused(error) => write!(f, "WebSocket request refused: {error}"),
             Self::Proxy(error) => write!(f, "proxy failure: {error}"),
+            Self::ExtendedConnectNotAllowed => f.write_str(
+                "the HTTP/2 server does not allow extended CONNECT (RFC 8441): no WebSocket \
+                 over this connection",
+            ),
         }
     }
 }
@@ -51,7 +58,7 @@ impl std::error::Error for HandshakeError {
             Self::Protocol(error) => Some(error),
             Self::Proxy(error) => Some(error),
             Self::Refused(error) => Some(error),
-            Self::Timeout => None,
+            Self::Timeout | Self::ExtendedConnectNotAllowed => None,
         }
     }
 }

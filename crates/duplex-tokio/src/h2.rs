@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use duplex_core::Role;
-use duplex_handshake::http::{self, HeaderValue, Method, Request, Response, StatusCode, header};
+use duplex_handshake::http::Response;
 use duplex_handshake::{ClientRequest, HandshakeError as BadHandshake};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -269,42 +269,20 @@ impl Http2Connection {
     ) -> Result<(H2Stream, ClientResponse, Option<duplex_core::DeflateParams>), HandshakeError>
     {
         if !self.extended_connect {
-            return Err(HandshakeError::Io(io::Error::other(
-                "the HTTP/2 server does not allow extended CONNECT (RFC 8441)",
-            )));
+            return Err(HandshakeError::ExtendedConnectNotAllowed);
         }
-        let tls = request.is_tls();
         let request = match request.deflate_config() {
             Some(_) => request,
             None => request.deflate(config.deflate),
         };
-        // The HTTP/1.1 request, read back as `http` types, is the single source of the
-        // path, headers and offers; its key is only used to check the answer with the
-        // same rules as a 101.
-        let (bytes, handshake) = request.limits(config.limits).encode();
-        let parsed = duplex_handshake::parse_request(&bytes, config.limits.max_headers)?;
-        let (parts, ()) = parsed.into_parts();
-        let mut headers = parts.headers;
-        let authority = headers
-            .remove(header::HOST)
-            .ok_or(BadHandshake::MissingHeader("Host"))?;
-        let key = headers
-            .remove(header::SEC_WEBSOCKET_KEY)
-            .ok_or(BadHandshake::MissingHeader("Sec-WebSocket-Key"))?;
-        headers.remove(header::UPGRADE);
-        headers.remove(header::CONNECTION);
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri = http::Uri::builder()
-            .scheme(if tls { "https" } else { "http" })
-            .authority(authority.as_bytes())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| BadHandshake::InvalidUrl(e.to_string()))?;
-        let mut connect = Request::new(());
-        *connect.method_mut() = Method::CONNECT;
-        *connect.uri_mut() = uri;
-        *connect.version_mut() = http::Version::HTTP_2;
-        *connect.headers_mut() = headers;
+        // The same offer as over HTTP/1.1, in the HTTP/2 envelope: no key, and a 2xx
+        // answer checked with the same subprotocol and extension rules as a 101.
+        let (mut connect, handshake) = request.limits(config.limits).extended_connect()?;
+        let path = connect
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
         connect
             .extensions_mut()
             .insert(::h2::ext::Protocol::from_static("websocket"));
@@ -332,29 +310,13 @@ impl Http2Connection {
                 .into(),
             );
         }
-        // The same checks as for a 101: subprotocol and extensions must be among the
-        // offers, and permessage-deflate parameters valid.
-        let mut as_upgrade = Response::new(());
-        *as_upgrade.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        *as_upgrade.headers_mut() = parts.headers.clone();
-        let upgrade_headers = as_upgrade.headers_mut();
-        upgrade_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        upgrade_headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        let accept = duplex_handshake::accept_key(key.as_bytes());
-        upgrade_headers.insert(
-            header::SEC_WEBSOCKET_ACCEPT,
-            HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
-        );
-        let negotiated = handshake.validate(&as_upgrade)?;
+        let negotiated = handshake.validate(&Response::from_parts(parts.clone(), ()))?;
         let deflate = negotiated.deflate;
         let mut response = ClientResponse {
             response: Response::from_parts(parts, ()),
             negotiated,
         };
-        response
-            .response
-            .extensions_mut()
-            .insert(RequestPath(path.to_owned()));
+        response.response.extensions_mut().insert(RequestPath(path));
         Ok((H2Stream::new(send, recv), response, deflate))
     }
 }

@@ -81,9 +81,7 @@ use std::task::{Context, Poll, ready};
 use ::hyper::upgrade::{OnUpgrade, Upgraded};
 use bytes::Bytes;
 use duplex_core::{DeflateParams, Role};
-use duplex_handshake::http::{
-    self, HeaderValue, Method, Request, Response, StatusCode, Version, header,
-};
+use duplex_handshake::http::{self, Method, Request, Response, StatusCode, Version, header};
 use duplex_handshake::{
     Acceptance, Accepted, ClientOffer, Decision, Refused, Rejection, ServerError, decide,
     decide_offer,
@@ -96,8 +94,95 @@ use crate::stream::WebSocketStream;
 
 pub use http_body_util::Full;
 
-/// The upgraded connection as a tokio `AsyncRead + AsyncWrite` stream.
-pub type UpgradedIo = TokioIo<Upgraded>;
+/// The most one write hands to hyper's HTTP/2 stream: one HTTP/2 DATA frame's worth.
+///
+/// hyper copies each write into a queue of its own (a slot for one write, one more
+/// taken by the task that waits for the peer's flow-control window, and one in flight),
+/// and that task is not told when the stream is dropped while it waits for a window that
+/// never opens: the stream is only freed when the HTTP/2 connection ends. Small writes
+/// keep what such a stream pins to three of them.
+const H2_MAX_WRITE: usize = 16 << 10;
+
+/// The upgraded connection as a tokio `AsyncRead + AsyncWrite` stream: hyper's
+/// [`Upgraded`] (an HTTP/1.1 connection, or one HTTP/2 stream), with writes into an
+/// HTTP/2 stream cut to 16 KiB each (see [`UpgradedIo::is_http2`]).
+#[derive(Debug)]
+pub struct UpgradedIo {
+    io: TokioIo<Upgraded>,
+    max_write: usize,
+}
+
+impl UpgradedIo {
+    fn new(upgraded: Upgraded, http2: bool) -> Self {
+        Self {
+            io: TokioIo::new(upgraded),
+            max_write: if http2 { H2_MAX_WRITE } else { usize::MAX },
+        }
+    }
+
+    /// True when this is one stream of an HTTP/2 connection (RFC 8441). Each write then
+    /// hands hyper at most 16 KiB: when the peer never opens the stream's flow-control
+    /// window, our side gives up at the engine's write timeout, but hyper keeps the
+    /// stream, and what was written into it, until the HTTP/2 connection ends; small
+    /// writes bound that to about 48 KiB a stream.
+    pub fn is_http2(&self) -> bool {
+        self.max_write != usize::MAX
+    }
+
+    /// hyper's upgraded connection.
+    pub fn into_inner(self) -> Upgraded {
+        self.io.into_inner()
+    }
+}
+
+impl AsyncRead for UpgradedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpgradedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let n = buf.len().min(self.max_write);
+        Pin::new(&mut self.io).poll_write(cx, &buf[..n])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if !self.is_http2() {
+            return Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        }
+        // hyper's HTTP/2 stream takes one buffer a write.
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        self.poll_write(cx, first)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        !self.is_http2() && self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
 
 /// True when `request` asks for a WebSocket (`Upgrade: websocket`, any case, or an
 /// HTTP/2 extended CONNECT with `:protocol = websocket`), for routing one path to a
@@ -211,7 +296,11 @@ where
     let http2 = request.version() == Version::HTTP_2 && request.method() == Method::CONNECT;
     let deflate = config.deflate.as_ref();
     let decision = if http2 {
-        match extended_connect_offer(request) {
+        let protocol = request
+            .extensions()
+            .get::<::hyper::ext::Protocol>()
+            .map(::hyper::ext::Protocol::as_str);
+        match ClientOffer::from_extended_connect(request, protocol) {
             Ok(offer) => decide_offer(request, &offer, deflate, callback),
             Err(error) => Decision::peer_error(error),
         }
@@ -219,7 +308,7 @@ where
         decide(request, deflate, callback)
     };
     let Accepted {
-        mut response,
+        response,
         protocol,
         deflate,
     } = match decision {
@@ -238,15 +327,6 @@ where
             });
         }
     };
-    if http2 {
-        // RFC 8441 section 5: a 2xx answers the CONNECT; there is no key to answer, and
-        // HTTP/2 has no Upgrade or Connection headers.
-        *response.status_mut() = StatusCode::OK;
-        let headers = response.headers_mut();
-        headers.remove(header::UPGRADE);
-        headers.remove(header::CONNECTION);
-        headers.remove(header::SEC_WEBSOCKET_ACCEPT);
-    }
     let on_upgrade = request
         .extensions_mut()
         .remove::<OnUpgrade>()
@@ -296,40 +376,6 @@ fn is_extended_connect<B>(request: &Request<B>) -> bool {
             .is_some_and(|protocol| protocol.as_str().eq_ignore_ascii_case("websocket"))
 }
 
-/// Validates an HTTP/2 CONNECT as a WebSocket handshake (RFC 8441 sections 4 and 5):
-/// `:protocol = websocket`, a `:path` and `:authority`, version 13, and whatever
-/// subprotocols and extensions it offers. The RFC 6455 checks are reused on a copy of
-/// the headers completed with what HTTP/2 carries elsewhere or leaves out (Host from
-/// `:authority`, Upgrade and Connection, a placeholder key, which nothing answers).
-fn extended_connect_offer<B>(
-    request: &Request<B>,
-) -> Result<ClientOffer, duplex_handshake::HandshakeError> {
-    use duplex_handshake::HandshakeError as Bad;
-    if !is_extended_connect(request) {
-        return Err(Bad::MissingHeader(":protocol = websocket"));
-    }
-    let authority = request
-        .uri()
-        .authority()
-        .ok_or(Bad::MissingHeader(":authority"))?;
-    if request.uri().path().is_empty() {
-        return Err(Bad::MissingHeader(":path"));
-    }
-    let mut headers = request.headers().clone();
-    if !headers.contains_key(header::HOST) {
-        let host = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| Bad::Malformed("invalid :authority".into()))?;
-        headers.insert(header::HOST, host);
-    }
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(
-        header::SEC_WEBSOCKET_KEY,
-        HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA=="),
-    );
-    ClientOffer::from_headers(&headers)
-}
-
 impl HyperWebSocket {
     fn span(&self) -> crate::trace::Span {
         let http = if self.http2 { "HTTP/2" } else { "HTTP/1.1" };
@@ -365,9 +411,10 @@ impl HyperWebSocket {
             on_upgrade,
             config,
             deflate,
+            http2,
             ..
         } = self;
-        let io = TokioIo::new(on_upgrade.await?);
+        let io = UpgradedIo::new(on_upgrade.await?, http2);
         // hyper keeps bytes that arrived after the request head inside `Upgraded` and
         // returns them first, so there is no leftover to pass on.
         let ws = WebSocketStream::from_raw(wrap(io), Role::Server, config, deflate, &[]);
@@ -383,7 +430,7 @@ impl Future for HyperWebSocket {
         let this = &mut *self;
         let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx))?;
         let ws = WebSocketStream::from_raw(
-            TokioIo::new(upgraded),
+            UpgradedIo::new(upgraded, this.http2),
             Role::Server,
             this.config.clone(),
             this.deflate,

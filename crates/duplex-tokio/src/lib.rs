@@ -113,6 +113,8 @@
 //! - `tls` (default): `wss://` for the client, with rustls (`ring`) and the web PKI roots.
 //! - `hyper`: [`hyper::upgrade`] for WebSocket requests served by hyper 1 or axum, as
 //!   HTTP/1.1 upgrades or HTTP/2 extended CONNECT (RFC 8441).
+//! - `axum` (enables `hyper`): [`axum::WebSocketUpgrade`], an axum 0.8 extractor in
+//!   place of `axum::extract::ws`, for HTTP/1.1 and HTTP/2 with the same handler.
 //! - `http2`: the client over HTTP/2 (RFC 8441): [`h2::Http2Connection`] and
 //!   [`Config::http2`].
 //!
@@ -122,14 +124,22 @@
 //! Proxies ([`Proxy`]: HTTP CONNECT and SOCKS5), graceful shutdown ([`Shutdown`]) and
 //! counters ([`ServerStats`]) need no feature.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-/// The README's examples, compiled and run as doctests (they use the `hyper` and `http2`
-/// features; CI tests with `--all-features`).
-#[cfg(all(doctest, feature = "hyper", feature = "http2"))]
+/// The README's examples, compiled and run as doctests (they use the `axum`, `hyper` and
+/// `http2` features; CI tests with `--all-features`).
+#[cfg(all(doctest, feature = "axum", feature = "http2"))]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
+/// docs/MIGRATING.md's examples, compiled as doctests (they use the `axum` feature).
+#[cfg(all(doctest, feature = "axum"))]
+#[doc = include_str!("../../../docs/MIGRATING.md")]
+struct MigratingDoctests;
+
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod config;
 mod error;

@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
-use duplex_core::{CloseCode, CloseFrame, Connection, DeflateParams, Error, Message, Role};
+use duplex_core::{
+    CloseCode, CloseFrame, Connection, DeflateParams, Error, Message, Role, TransportAction,
+};
 use futures::{Sink, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
@@ -115,20 +117,11 @@ struct Shared<S> {
     unflushed: bool,
     /// Events the writer decoded while driving input, for the reader.
     events: VecDeque<Result<Message, Error>>,
-    /// The transport is being closed: shut down, then drained until this deadline.
-    closing: Option<Box<Closing>>,
     reader_dropped: bool,
     /// The server counters this connection adds to, if any (`ServerStats::attach`).
     counters: Option<Arc<crate::stats::Counters>>,
     /// The connection's span (the `tracing` feature), when the handshake made one.
     span: Option<crate::trace::Span>,
-}
-
-struct Closing {
-    until: tokio::time::Instant,
-    /// Input still allowed to be discarded.
-    left: usize,
-    shut_down: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
@@ -162,7 +155,6 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
             eof: false,
             unflushed: false,
             events: VecDeque::new(),
-            closing: None,
             reader_dropped: false,
             counters: None,
             span: None,
@@ -669,7 +661,8 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             if self.io.is_none() {
                 return Poll::Ready(None);
             }
-            let event = self.conn.poll_event(now());
+            let now = now();
+            let event = self.conn.poll_event(now);
             // Write what is queued (pongs, close replies, messages fed without a flush)
             // without waiting for it: at once for anything but a data message, otherwise
             // once the input is used up or a batch is full, so that the replies to many
@@ -686,8 +679,8 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             if let Some(event) = event {
                 return Poll::Ready(Some(event));
             }
-            if self.closing.is_some() || self.conn.wants_close_transport() {
-                ready!(self.poll_close_transport(cx, READER));
+            if self.conn.is_transport_ending() {
+                ready!(self.poll_end_transport(cx, READER, now));
                 continue;
             }
             // A reader that never waits (its peer keeps sending) still runs the deadlines.
@@ -735,8 +728,8 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
             if self.io.is_none() {
                 return true;
             }
-            if self.closing.is_some() || self.conn.wants_close_transport() {
-                return self.poll_close_transport(cx, WRITER).is_ready() || changed;
+            if self.conn.is_transport_ending() {
+                return self.poll_end_transport(cx, WRITER, now()).is_ready() || changed;
             }
             if !self.eof {
                 let mut read = true;
@@ -799,19 +792,15 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
     /// and close deadlines on time), the transport is to be closed, or nobody reads.
     /// Otherwise the reader, or the writer's next wait, drives it.
     fn needs_driving(&mut self) -> bool {
-        self.reader_dropped
-            || self.io.is_none()
-            || self.closing.is_some()
-            || self.conn.wants_close_transport()
-            || {
-                // Armed once here for a task that never waits; later, a deadline that
-                // comes earlier is armed where it is made (our close, output left by
-                // `try_send`) or by the reader's loop and the waits.
-                if self.armed.is_none() {
-                    self.arm_timer();
-                }
-                self.timer_fired()
+        self.reader_dropped || self.io.is_none() || self.conn.is_transport_ending() || {
+            // Armed once here for a task that never waits; later, a deadline that
+            // comes earlier is armed where it is made (our close, output left by
+            // `try_send`) or by the reader's loop and the waits.
+            if self.armed.is_none() {
+                self.arm_timer();
             }
+            self.timer_fired()
+        }
     }
 
     /// True when the timer fired and nobody has looked at the engine's deadlines since
@@ -923,15 +912,11 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(error)) => {
+                // The engine decides what the error means (a reset is the peer leaving)
+                // and reports it through `poll_event`.
                 self.eof = true;
-                if self.conn.is_closed() || error.kind() == io::ErrorKind::ConnectionReset {
-                    // A reset after the close handshake is only the peer's way of
-                    // leaving; before it, the engine reports the peer as vanished.
-                    self.conn.receive_eof();
-                    return Poll::Ready(Ok(()));
-                }
                 self.conn.transport_failed(&error, now());
-                Poll::Ready(Err(Error::Io(error)))
+                Poll::Ready(Ok(()))
             }
         }
     }
@@ -1012,62 +997,67 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
         (result, progressed)
     }
 
-    /// Closes the transport as the engine's linger policy says: shut our side down,
-    /// then discard input until end of file, the linger time or its byte cap; at once
-    /// when a deadline passed. Then drops the stream and wakes both halves.
-    fn poll_close_transport(&mut self, cx: &mut Context<'_>, who: usize) -> Poll<()> {
-        let linger = self.conn.config().deadlines().linger;
-        let abort = self.conn.wants_close_transport_now();
-        let closing = self.closing.get_or_insert_with(|| {
-            Box::new(Closing {
-                until: tokio::time::Instant::now() + linger.time,
-                left: linger.max_bytes,
-                shut_down: false,
-            })
-        });
-        let until = closing.until;
-        self.register(cx, who);
-        let mut proxy_cx = Context::from_waker(&self.proxy);
-        let finished = loop {
-            let (Some(io), Some(closing)) = (self.io.as_mut(), self.closing.as_mut()) else {
-                break true;
+    /// Does what the engine decides for the transport once the connection is over:
+    /// shut our side down, drain (what is read goes to the engine, which discards it),
+    /// or drop it; the engine's linger deadline bounds the whole. `Ready` once the
+    /// transport is dropped (or the engine wants it kept after all).
+    fn poll_end_transport(&mut self, cx: &mut Context<'_>, who: usize, now: Instant) -> Poll<()> {
+        let mut now = now;
+        loop {
+            self.register(cx, who);
+            let Some(io) = self.io.as_mut() else {
+                return Poll::Ready(());
             };
-            if abort || tokio::time::Instant::now() >= until || closing.left == 0 {
-                break true;
-            }
-            if !closing.shut_down {
-                match io.as_mut().poll_shutdown(&mut proxy_cx) {
-                    // Errors closing a socket that is done anyway do not matter.
-                    Poll::Ready(_) => closing.shut_down = true,
-                    Poll::Pending => break false,
+            let mut proxy_cx = Context::from_waker(&self.proxy);
+            let waiting = match self.conn.poll_transport(now) {
+                TransportAction::Continue => return Poll::Ready(()),
+                TransportAction::Close => {
+                    self.io = None;
+                    std::task::Wake::wake_by_ref(&self.wakers);
+                    return Poll::Ready(());
                 }
-            }
-            if self.eof {
-                break true;
-            }
-            let mut buf = [MaybeUninit::<u8>::uninit(); 8 << 10];
-            let mut read_buf = ReadBuf::uninit(&mut buf);
-            match io.as_mut().poll_read(&mut proxy_cx, &mut read_buf) {
-                Poll::Ready(Ok(())) if !read_buf.filled().is_empty() => {
-                    closing.left = closing.left.saturating_sub(read_buf.filled().len());
+                TransportAction::ShutdownWrite => match io.as_mut().poll_shutdown(&mut proxy_cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.conn.shutdown_done();
+                        false
+                    }
+                    Poll::Ready(Err(error)) => {
+                        self.conn.transport_failed(&error, now);
+                        false
+                    }
+                    Poll::Pending => true,
+                },
+                TransportAction::Drain if self.eof => {
+                    self.conn.receive_eof();
+                    false
                 }
-                Poll::Ready(_) => break true,
-                Poll::Pending => break false,
-            }
-        };
-        if !finished {
-            if self.armed != Some(until) {
-                self.sleep.as_mut().reset(until);
-                self.armed = Some(until);
-                self.sleep_polled = false;
-            }
-            if self.sleep.as_mut().poll(&mut proxy_cx).is_pending() {
-                return Poll::Pending;
+                TransportAction::Drain => {
+                    let mut buf = [MaybeUninit::<u8>::uninit(); 8 << 10];
+                    let mut read_buf = ReadBuf::uninit(&mut buf);
+                    match io.as_mut().poll_read(&mut proxy_cx, &mut read_buf) {
+                        Poll::Ready(Ok(())) if read_buf.filled().is_empty() => {
+                            self.eof = true;
+                            self.conn.receive_eof();
+                            false
+                        }
+                        Poll::Ready(Ok(())) => {
+                            self.conn.receive(read_buf.filled());
+                            false
+                        }
+                        Poll::Ready(Err(error)) => {
+                            self.conn.transport_failed(&error, now);
+                            false
+                        }
+                        Poll::Pending => true,
+                    }
+                }
+            };
+            if waiting {
+                // Waits for the transport or the linger deadline, whichever comes first.
+                ready!(self.poll_deadline(cx, who));
+                now = self::now();
             }
         }
-        self.io = None;
-        std::task::Wake::wake_by_ref(&self.wakers);
-        Poll::Ready(())
     }
 
     /// Why sending is over, once the transport is gone.
@@ -1276,7 +1266,7 @@ impl<S: Send> Remote for Mutex<Shared<S>> {
 
     fn abort(&self) {
         let mut shared = lock(self);
-        let error = io::Error::new(io::ErrorKind::ConnectionAborted, "dropped at shutdown");
+        let error = io::Error::new(io::ErrorKind::TimedOut, "dropped at the shutdown deadline");
         shared.conn.transport_failed(&error, now());
         shared.io = None;
         std::task::Wake::wake_by_ref(&shared.wakers);

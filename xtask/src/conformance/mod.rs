@@ -465,7 +465,7 @@ async fn test_builtin_h2(o: &Options, cases: &[Case]) -> Result<Vec<AgentReport>
     let (_, target) = metadata().await?;
     let logs = o.report.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
-    let bin = match build_example_with(PKG, "axum", &["hyper"], &target, o.build).await {
+    let bin = match build_example_with(PKG, "axum", &["axum"], &target, o.build).await {
         Ok(bin) => bin,
         Err(e) => {
             println!("error: {e}");

@@ -377,7 +377,7 @@ fn forced_output_goes_past_the_soft_limit_up_to_the_hard_one_then_fails_the_conn
             "{role:?}: {error}"
         );
         assert_eq!(conn.state(), State::Failed);
-        assert!(conn.wants_close_transport_now());
+        assert!(conn.is_wire_gone());
         assert!(matches!(
             conn.send_forced(Message::text("more")),
             Err(Error::LimitExceeded(_))

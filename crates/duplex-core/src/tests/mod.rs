@@ -24,6 +24,7 @@ mod input;
 mod limits;
 mod props;
 mod timers;
+mod transport;
 mod utf8;
 
 mod lifecycle;
@@ -223,5 +224,6 @@ fn an_idle_connection_stays_small() {
     // deflate state and close bookkeeping are allocated only when used. (It was 1,152
     // bytes before they were.)
     let size = std::mem::size_of::<Connection>();
+    eprintln!("Connection is {size} bytes");
     assert!(size <= 576, "Connection is {size} bytes");
 }

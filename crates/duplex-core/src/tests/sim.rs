@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Connection, EngineConfig, Error, Message, Role};
+use crate::{Connection, EngineConfig, Error, Message, Role, TransportAction};
 
 /// One endpoint and what its transport does.
 pub(crate) struct End {
@@ -16,6 +16,8 @@ pub(crate) struct End {
     pub reads_per_step: Option<usize>,
     /// The transport was closed by this end (the engine asked for it).
     pub transport_closed: Option<Instant>,
+    /// This end shut down its sending side (the engine asked for it).
+    pub shut_down: Option<Instant>,
     /// The peer's transport ended and this end was told.
     pub saw_eof: bool,
 }
@@ -27,6 +29,7 @@ impl End {
             events: Vec::new(),
             reads_per_step: None,
             transport_closed: None,
+            shut_down: None,
             saw_eof: false,
         }
     }
@@ -186,12 +189,21 @@ fn transfer(from: &mut End, to: &mut End, budget: &mut usize, now: Instant) -> u
     moved
 }
 
-/// Closes `end`'s transport if its engine asks for it, and tells the peer.
+/// Does what `end`'s engine asks of its transport (the driver contract of
+/// `Connection::poll_transport`): shutting down our side or closing it ends the peer's
+/// input.
 fn close_if_wanted(end: &mut End, peer: &mut End, now: Instant) -> bool {
-    if end.transport_closed.is_some() || !end.conn.wants_close_transport() {
+    if end.transport_closed.is_some() {
         return false;
     }
-    end.transport_closed = Some(now);
+    match end.conn.poll_transport(now) {
+        TransportAction::Continue | TransportAction::Drain => return false,
+        TransportAction::ShutdownWrite => {
+            end.conn.shutdown_done();
+            end.shut_down = Some(now);
+        }
+        TransportAction::Close => end.transport_closed = Some(now),
+    }
     if peer.transport_closed.is_none() && !peer.saw_eof {
         peer.saw_eof = true;
         peer.conn.receive_eof();

@@ -26,8 +26,9 @@ pub(crate) enum State {
     Open { conn: Box<Connection> },
     /// Writing a rejection response; then `Draining`.
     Rejecting { deadline: Instant },
-    /// Our side is shut down: reading and discarding until the peer closes, the
-    /// deadline passes or `left` more bytes were discarded (the engine's linger policy).
+    /// A rejection was written and our side shut down: reading and discarding until the
+    /// peer closes, the deadline passes or `left` more bytes were discarded (the engine's
+    /// linger policy; an open connection's engine runs it itself).
     Draining { deadline: Instant, left: usize },
 }
 
@@ -87,8 +88,6 @@ pub(crate) struct Entry {
     pub(super) dirty: bool,
     /// Over the connection limit: answer with 503.
     pub(super) reject: bool,
-    /// A message would have passed the hard write limit: (buffered, limit). Boxed: rare.
-    pub(super) overflow: Option<Box<(usize, usize)>>,
     /// The topics this connection is subscribed to (boxed: most connections have none,
     /// and a pointer is all they pay).
     // Boxed on purpose: 8 bytes in every entry instead of a `Vec`'s 24.
@@ -103,7 +102,7 @@ impl Entry {
     pub(super) fn can_read(&self) -> bool {
         match &self.state {
             State::Handshake(_) | State::Draining { .. } => true,
-            State::Open { conn, .. } => self.overflow.is_none() && conn.wants_read(),
+            State::Open { conn, .. } => conn.wants_read(),
             State::Rejecting { .. } => false,
         }
     }
@@ -152,6 +151,13 @@ impl Entry {
             .is_some_and(|t| t.iter().any(|t| &**t == topic))
     }
 
+    pub(crate) fn conn(&self) -> Option<&Connection> {
+        match &self.state {
+            State::Open { conn, .. } => Some(conn),
+            _ => None,
+        }
+    }
+
     pub(crate) fn conn_mut(&mut self) -> Option<&mut Connection> {
         match &mut self.state {
             State::Open { conn, .. } => Some(conn),
@@ -174,7 +180,7 @@ pub(crate) struct Local {
     /// Each topic's subscribers, in slot order: a publish visits the connection table
     /// front to back.
     pub(crate) topics: HashMap<Arc<str>, BTreeSet<usize>>,
-    /// Connections given output (or an overflow) outside their own turn.
+    /// Connections given output outside their own turn.
     pub(super) dirty: Vec<usize>,
 }
 
@@ -252,16 +258,12 @@ impl Local {
         let Some(entry) = self.entry_mut(slot) else {
             return;
         };
-        if entry.overflow.is_some() {
-            return;
-        }
         let Some(conn) = entry.conn_mut() else {
             return;
         };
-        if let Err(duplex_core::Error::LimitExceeded(error)) = queue(conn) {
-            // The engine failed the connection: its peer does not read.
-            entry.overflow = Some(Box::new((error.actual as usize, error.max as usize)));
-        }
+        // Refused when not open; past the hard limit the engine fails the connection
+        // (its peer does not read) and reports it at the next turn.
+        let _ = queue(conn);
         self.mark_dirty(slot);
     }
 
@@ -359,23 +361,19 @@ fn deliver(slots: &mut [Slot], dirty: &mut Vec<usize>, slot: usize, prepared: &P
     let Some(entry) = slots.get_mut(slot).and_then(|s| s.entry.as_mut()) else {
         return;
     };
-    if entry.overflow.is_some() {
-        return;
-    }
     let State::Open { conn } = &mut entry.state else {
         return;
     };
     let alone = conn.output_len() == 0;
-    match conn.send_prepared_forced(prepared) {
-        Ok(()) => {}
-        Err(duplex_core::Error::LimitExceeded(error)) => {
-            // The engine failed the connection: its peer does not read.
-            entry.overflow = Some(Box::new((error.actual as usize, error.max as usize)));
-        }
+    let overflowed = match conn.send_prepared_forced(prepared) {
+        Ok(()) => false,
+        // Past the hard limit: the engine failed the connection (its peer does not
+        // read); the worker's turn reports it and closes the socket.
+        Err(duplex_core::Error::LimitExceeded(_)) => true,
         // Not open any more: nothing was queued.
         Err(_) => return,
-    }
-    if alone && entry.overflow.is_none() && !entry.write_blocked && entry.response.is_none() {
+    };
+    if alone && !overflowed && !entry.write_blocked && entry.response.is_none() {
         match entry.write_output() {
             Ok(_) => {
                 if let Some(conn) = entry.conn_mut().filter(|c| c.output_len() == 0) {
@@ -451,7 +449,6 @@ mod tests {
                 queued: false,
                 dirty: false,
                 reject: false,
-                overflow: None,
                 topics: None,
                 timer: 0,
             });
@@ -548,11 +545,27 @@ mod tests {
         let chunk = PreparedMessage::new(Message::binary(vec![0u8; 4000])).unwrap();
         local.broadcast_local(&chunk, None);
         local.broadcast_local(&chunk, None);
-        assert!(local.entry(0).unwrap().overflow.is_none());
+        assert!(conn(&mut local, 0).state().is_open());
         local.broadcast_local(&chunk, None);
-        let entry = local.entry(0).unwrap();
-        // 8,008 queued plus the next 4,004-byte frame would pass 10,000.
-        assert_eq!(entry.overflow.as_deref(), Some(&(12_012, 10_000)));
+        // 8,008 queued plus the next 4,004-byte frame would pass 10,000: the engine
+        // failed the connection, and its transport is to be closed now.
+        let failure = conn(&mut local, 0).failure();
+        assert!(
+            matches!(
+                failure,
+                Some(duplex_core::Error::LimitExceeded(duplex_core::LimitError {
+                    limit: duplex_core::Limit::WriteBuffer,
+                    actual: 12_012,
+                    max: 10_000,
+                    ..
+                }))
+            ),
+            "{failure:?}"
+        );
+        assert_eq!(
+            conn(&mut local, 0).poll_transport(Instant::now()),
+            duplex_core::TransportAction::Close
+        );
         // Nothing more is queued once it overflowed.
         local.queue_forced(0, Message::binary(vec![0u8; 10]));
         assert_eq!(conn(&mut local, 0).output_len(), 8008);

@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use duplex_core::{CloseCode, CloseFrame, Message};
+use duplex_core::{CloseCode, CloseFrame, Message, TransportAction};
 use duplex_handshake::ServerHandshake;
 use mio::{Events, Interest, Poll, Token};
 
@@ -264,7 +264,6 @@ where
                 queued: false,
                 dirty: false,
                 reject,
-                overflow: None,
                 topics: None,
                 timer: 0,
             };
@@ -373,7 +372,7 @@ where
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     entry.readable = false;
-                    self.fail(slot, ConnectionError::Io(error));
+                    self.transport_failed(slot, &error);
                 }
             }
         }
@@ -509,7 +508,7 @@ where
                 Err(error) => break error,
             }
         };
-        self.fail(slot, ConnectionError::Io(error));
+        self.transport_failed(slot, &error);
     }
 
     /// After a turn, a timer or new output: close what is done, note what is drained,
@@ -531,16 +530,11 @@ where
         };
         match &mut entry.state {
             State::Open { conn, .. } => {
-                if let Some(&(buffered, limit)) = entry.overflow.as_deref() {
-                    return self.fail(
-                        slot,
-                        ConnectionError::WriteBufferOverflow { buffered, limit },
-                    );
-                }
-                if conn.wants_close_transport() {
-                    return self.teardown(slot, true);
-                }
-                if !entry.readable && conn.output_len() == 0 {
+                if conn.is_transport_ending() {
+                    if !self.end_transport(slot) {
+                        return;
+                    }
+                } else if !entry.readable && conn.output_len() == 0 {
                     // Released at the end of every turn that drains the connection, busy
                     // or not: the allocator hands the same cache-warm blocks to the next
                     // turn of any connection, where buffers kept per connection are cold
@@ -571,70 +565,84 @@ where
         self.schedule(slot);
     }
 
-    /// Reports `error` to an open connection's handler and drops the connection.
-    fn fail(&mut self, slot: usize, error: ConnectionError) {
+    /// A read or write failed: an open connection's engine decides what it means (a
+    /// reset is the peer leaving) and reports it through the handler's `on_error`; any
+    /// other connection is dropped.
+    fn transport_failed(&mut self, slot: usize, error: &io::Error) {
+        let now = self.now;
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
         };
-        if matches!(entry.state, State::Open { .. }) {
-            if let Some(handler) = self.handlers.get_mut(slot).and_then(Option::as_mut) {
-                let id = self.local.id(slot);
-                let called = guarded(id, "on_error", || {
-                    let mut ctx = Context::new(&mut self.local, &self.shared, slot);
-                    handler.on_error(&mut ctx, &error);
-                });
-                if called.is_none() {
-                    // No `on_close` for a handler that panicked.
-                    if let Some(handler) = self.handlers.get_mut(slot).and_then(Option::take) {
-                        drop_handler(id, handler);
-                    }
+        match &mut entry.state {
+            State::Open { conn } => {
+                conn.transport_failed(error, now);
+                self.dispatch(slot);
+                if self.end_transport(slot) {
+                    self.schedule(slot);
                 }
             }
-            self.teardown(slot, false);
-        } else {
-            self.final_close(slot);
+            _ => self.final_close(slot),
         }
     }
 
-    /// Ends an open connection: its handler's `on_close`, then either a graceful
-    /// shutdown of our side (drain what the peer still sends) or an immediate drop.
-    fn teardown(&mut self, slot: usize, graceful: bool) {
-        let linger = self.engine.deadlines().linger;
-        let deadline = Instant::now() + linger.time;
-        let Some(entry) = self.local.entry_mut(slot) else {
+    /// Does what the engine decides for an open connection's transport: shut our side
+    /// down, drain (reading goes on; the engine discards what arrives), or close it. The
+    /// handler gets `on_close` when the transport starts to end. Returns false once the
+    /// connection is gone.
+    fn end_transport(&mut self, slot: usize) -> bool {
+        let now = self.now;
+        loop {
+            let Some(entry) = self.local.entry_mut(slot) else {
+                return false;
+            };
+            let State::Open { conn } = &mut entry.state else {
+                return true;
+            };
+            match conn.poll_transport(now) {
+                TransportAction::Continue => return true,
+                TransportAction::ShutdownWrite => {
+                    match entry.socket.shutdown(Shutdown::Write) {
+                        Ok(()) => conn.shutdown_done(),
+                        Err(error) => conn.transport_failed(&error, now),
+                    }
+                    self.finish_handler(slot);
+                }
+                TransportAction::Drain if entry.eof => conn.receive_eof(),
+                TransportAction::Drain => {
+                    if entry.readable {
+                        self.enqueue(slot);
+                    }
+                    return true;
+                }
+                TransportAction::Close => {
+                    self.finish_handler(slot);
+                    self.final_close(slot);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The connection's handler is done: `on_close` with the peer's close frame (if it
+    /// sent one) and the handler dropped, once; its topics are left.
+    fn finish_handler(&mut self, slot: usize) {
+        self.local.unsubscribe_all(slot);
+        let Some(mut handler) = self.handlers.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        let peer_close = match &entry.state {
-            State::Open { conn } => Some(
-                conn.received_close_frame()
-                    .filter(|frame| frame.code != CloseCode::NoStatus)
-                    .cloned(),
-            ),
-            _ => None,
-        };
-        entry.state = State::Draining {
-            deadline,
-            left: linger.max_bytes,
-        };
-        let keep = graceful && !entry.eof && entry.socket.shutdown(Shutdown::Write).is_ok();
-        self.local.unsubscribe_all(slot);
-        if let (Some(frame), Some(mut handler)) = (
-            peer_close,
-            self.handlers.get_mut(slot).and_then(Option::take),
-        ) {
-            let id = self.local.id(slot);
+        let id = self.local.id(slot);
+        let peer_close = self.local.entry(slot).and_then(Entry::conn).map(|conn| {
+            conn.received_close_frame()
+                .filter(|frame| frame.code != CloseCode::NoStatus)
+                .cloned()
+        });
+        if let Some(frame) = peer_close {
             guarded(id, "on_close", || {
                 let mut ctx = Context::new(&mut self.local, &self.shared, slot);
                 handler.on_close(&mut ctx, frame);
             });
-            drop_handler(id, handler);
         }
-        if keep {
-            self.enqueue(slot);
-            self.schedule(slot);
-        } else {
-            self.final_close(slot);
-        }
+        drop_handler(id, handler);
     }
 
     /// Drops the socket and forgets the connection.
@@ -770,10 +778,9 @@ where
                 Some(State::Open { .. })
             );
             if open {
-                self.teardown(slot, false);
-            } else {
-                self.final_close(slot);
+                self.finish_handler(slot);
             }
+            self.final_close(slot);
         }
         while let Ok(_accepted) = self.accepted.try_recv() {
             self.release_socket();
@@ -784,6 +791,7 @@ where
 /// Reads from `socket` into the spare room of `buf`, at most `max` bytes, and appends
 /// what was read; the room is not zeroed first (a large read buffer would be zeroed on
 /// every read otherwise).
+#[allow(unsafe_code)]
 fn read_spare(socket: &mio::net::TcpStream, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
     let len = buf.len();
     let spare = buf.spare_capacity_mut();

@@ -94,7 +94,11 @@ impl Handler for Commands {
 
     fn on_error(&mut self, _ctx: &mut Context<'_>, error: &ConnectionError) {
         let report = match error {
-            ConnectionError::WriteBufferOverflow { .. } => Report::Overflow(self.id),
+            ConnectionError::WebSocket(duplex_mio::core::Error::LimitExceeded(limit))
+                if limit.limit == duplex_mio::core::Limit::WriteBuffer =>
+            {
+                Report::Overflow(self.id)
+            }
             other => Report::Error(self.id, other.to_string()),
         };
         let _ = self.reports.send(report);
