@@ -392,7 +392,8 @@ impl Feed {
     ) -> Response<Body> {
         let http2 = is_extended_connect(request);
         let offer = if http2 {
-            h2_offer(request)
+            let protocol = request.extensions().get::<hyper::ext::Protocol>();
+            ClientOffer::from_extended_connect(request, protocol.map(|p| p.as_str()))
         } else {
             ClientOffer::from_request(request)
         };
@@ -411,20 +412,12 @@ impl Feed {
             }),
             WsMode::PerConnection => Some(DeflateConfig::default()),
         };
-        let (mut response, deflate) =
+        // Over HTTP/2 the answer is a 200 without Upgrade headers (RFC 8441 section 5).
+        let (response, deflate) =
             match offer.accept_negotiated(&Acceptance::default(), policy.as_ref()) {
                 Ok(accepted) => accepted,
                 Err(error) => return error.response().map(|body| Full::from(body).boxed_unsync()),
             };
-        if http2 {
-            // RFC 8441 section 5: 200 answers the CONNECT; no key is answered, and HTTP/2
-            // has no Upgrade or Connection headers.
-            *response.status_mut() = StatusCode::OK;
-            let headers = response.headers_mut();
-            headers.remove(header::UPGRADE);
-            headers.remove(header::CONNECTION);
-            headers.remove(header::SEC_WEBSOCKET_ACCEPT);
-        }
         let on_upgrade = hyper::upgrade::on(request);
         let mode = if deflate.is_none() {
             WsMode::Plain
@@ -520,27 +513,6 @@ fn is_extended_connect<B>(request: &Request<B>) -> bool {
             .extensions()
             .get::<hyper::ext::Protocol>()
             .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
-}
-
-/// The offer of an extended CONNECT: its headers checked as an HTTP/1.1 handshake's,
-/// with what HTTP/2 carries elsewhere (the Host, from `:authority`) or not at all (the
-/// upgrade headers, and a key, which nothing answers) filled in.
-fn h2_offer<B>(
-    request: &Request<B>,
-) -> Result<ClientOffer, duplex_tokio::handshake::HandshakeError> {
-    let mut headers = request.headers().clone();
-    if let Some(authority) = request.uri().authority()
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        headers.entry(header::HOST).or_insert(host);
-    }
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(
-        header::SEC_WEBSOCKET_KEY,
-        HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA=="),
-    );
-    ClientOffer::from_headers(&headers)
 }
 
 /// The updates in `history` after sequence number `since`.

@@ -505,9 +505,9 @@ pub async fn server_stats(addr: &str, netns: Option<&str>) -> io::Result<ServerS
     };
     conn.send(&wire::get("/stats", addr, "Connection: close\r\n"))
         .await?;
-    let (head, body) = tokio::time::timeout(Duration::from_secs(5), conn.response())
+    let (head, body) = tokio::time::timeout(Duration::from_secs(10), conn.response())
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "/stats timed out"))??;
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "/stats: no answer within 10 s"))??;
     if head.status != 200 {
         return Err(io::Error::other(format!("/stats answered {}", head.status)));
     }
