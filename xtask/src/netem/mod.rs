@@ -95,9 +95,8 @@ pub const PROFILES: [Profile; 6] = [
         burst: None,
         rate_mbit: Some(10.0),
         queue: ms(200),
-        source: "a mobile LTE connection in a city: 40 to 70 ms round trips in operators' \
-                 and crowd-sourced reports, a few Mbit/s to tens, ±10 ms jitter and 1% \
-                 loss as issue 27 sets them",
+        source: "issue 27's figures for a city LTE connection; a 60 ms round trip is \
+                 within the range crowd-sourced speed tests report for LTE",
     },
     Profile {
         name: "3g",
@@ -107,8 +106,8 @@ pub const PROFILES: [Profile; 6] = [
         burst: None,
         rate_mbit: Some(1.0),
         queue: ms(500),
-        source: "a poor 3G (UMTS/HSPA) connection at the edge of a cell: round trips of \
-                 several hundred ms, 1 Mbit/s, 3% loss (issue 27's figures)",
+        source: "issue 27's figures for a poor 3G (UMTS/HSPA) connection at the edge of \
+                 a cell",
     },
 ];
 
