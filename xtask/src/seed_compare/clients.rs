@@ -497,20 +497,39 @@ async fn h2_sse(settings: &Settings, deadline: Instant, tally: &mut Tally) -> io
         tally.setup_up = h2.up();
         tally.setup_down = h2.down();
         let mut parser = SseParser::default();
-        loop {
-            let data = match timeout_at(deadline, next_data(&mut body)).await {
-                Err(_) => return Ok(()),
-                Ok(data) => data?.ok_or_else(|| invalid("the event stream ended"))?,
-            };
-            for event in parser.feed(&data) {
-                tally.deliver_json(event.as_bytes())?;
-            }
-        }
+        h2_deliver(&mut body, deadline, tally, "the event stream", |data| {
+            Ok(parser
+                .feed(data)
+                .into_iter()
+                .map(String::into_bytes)
+                .collect())
+        })
+        .await
     }
     .await;
     tally.up = h2.up();
     tally.down = h2.down();
     result
+}
+
+/// Delivers the updates a stream carries until `deadline`; `split` cuts its bytes into
+/// updates (server-sent events, WebSocket frames).
+async fn h2_deliver(
+    body: &mut h2::RecvStream,
+    deadline: Instant,
+    tally: &mut Tally,
+    what: &str,
+    mut split: impl FnMut(&[u8]) -> io::Result<Vec<Vec<u8>>>,
+) -> io::Result<()> {
+    loop {
+        let data = match timeout_at(deadline, next_data(body)).await {
+            Err(_) => return Ok(()),
+            Ok(data) => data?.ok_or_else(|| invalid(format!("{what} ended")))?,
+        };
+        for update in split(&data)? {
+            tally.deliver_json(&update)?;
+        }
+    }
 }
 
 /// A WebSocket over HTTP/2 (RFC 8441), without permessage-deflate.
@@ -523,15 +542,10 @@ async fn h2_websocket(settings: &Settings, deadline: Instant, tally: &mut Tally)
         tally.setup_up = h2.up();
         tally.setup_down = h2.down();
         let mut frames = ServerFrames::default();
-        loop {
-            let data = match timeout_at(deadline, next_data(&mut body)).await {
-                Err(_) => return Ok(()),
-                Ok(data) => data?.ok_or_else(|| invalid("the WebSocket stream ended"))?,
-            };
-            for payload in frames.feed(&data)? {
-                tally.deliver_json(&payload)?;
-            }
-        }
+        h2_deliver(&mut body, deadline, tally, "the WebSocket stream", |data| {
+            frames.feed(data)
+        })
+        .await
     }
     .await;
     tally.up = h2.up();
