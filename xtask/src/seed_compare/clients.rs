@@ -212,6 +212,16 @@ impl Tally {
         Ok(())
     }
 
+    /// The bytes of an HTTP/2 connection so far, all of them.
+    fn count_h2(&mut self, h2: &H2) {
+        (self.up, self.down) = (h2.up(), h2.down());
+    }
+
+    /// The bytes of an HTTP/2 connection so far, as its setup.
+    fn setup_h2(&mut self, h2: &H2) {
+        (self.setup_up, self.setup_down) = (h2.up(), h2.down());
+    }
+
     fn count(&mut self, conn: &Conn) {
         self.up += conn.up;
         self.down += conn.down;
@@ -464,8 +474,7 @@ async fn h2_poll(
             let body: PollBody = serde_json::from_slice(&body).map_err(invalid)?;
             if tally.last_seq.is_none() {
                 tally.last_seq = Some(body.last);
-                tally.setup_up = h2.up();
-                tally.setup_down = h2.down();
+                tally.setup_h2(&h2);
             } else {
                 for quote in &body.updates {
                     tally.deliver(quote, now);
@@ -474,8 +483,7 @@ async fn h2_poll(
         }
     }
     .await;
-    tally.up = h2.up();
-    tally.down = h2.down();
+    tally.count_h2(&h2);
     result
 }
 
@@ -494,8 +502,7 @@ async fn h2_sse(settings: &Settings, deadline: Instant, tally: &mut Tally) -> io
         if parts.status != 200 {
             return Err(invalid(format!("/sse answered {}", parts.status)));
         }
-        tally.setup_up = h2.up();
-        tally.setup_down = h2.down();
+        tally.setup_h2(&h2);
         let mut parser = SseParser::default();
         h2_deliver(&mut body, deadline, tally, "the event stream", |data| {
             Ok(parser
@@ -507,8 +514,7 @@ async fn h2_sse(settings: &Settings, deadline: Instant, tally: &mut Tally) -> io
         .await
     }
     .await;
-    tally.up = h2.up();
-    tally.down = h2.down();
+    tally.count_h2(&h2);
     result
 }
 
@@ -539,8 +545,7 @@ async fn h2_websocket(settings: &Settings, deadline: Instant, tally: &mut Tally)
     tally.requests = 1;
     let result = async {
         let (mut body, _send) = h2_ws_open(&mut h2, settings, "/ws?deflate=0").await?;
-        tally.setup_up = h2.up();
-        tally.setup_down = h2.down();
+        tally.setup_h2(&h2);
         let mut frames = ServerFrames::default();
         h2_deliver(&mut body, deadline, tally, "the WebSocket stream", |data| {
             frames.feed(data)
@@ -548,8 +553,7 @@ async fn h2_websocket(settings: &Settings, deadline: Instant, tally: &mut Tally)
         .await
     }
     .await;
-    tally.up = h2.up();
-    tally.down = h2.down();
+    tally.count_h2(&h2);
     result
 }
 
@@ -685,15 +689,13 @@ async fn speaker(
                 }
                 tally.requests += 1;
             }
-            tally.up = h2.up();
-            tally.down = h2.down();
+            tally.count_h2(&h2);
         }
         Transport::H2Ws => {
             let mut h2 = H2::connect(addr).await?;
             let (_body, mut stream) =
                 h2_ws_open(&mut h2, settings, "/ws?deflate=0&listen=0").await?;
-            tally.setup_up = h2.up();
-            tally.setup_down = h2.down();
+            tally.setup_h2(&h2);
             let mut rng = now_micros() | 1;
             let mut n = 0;
             while next < end {
@@ -707,8 +709,7 @@ async fn speaker(
             }
             // Let the last frames leave before the connection goes.
             sleep(Duration::from_millis(200)).await;
-            tally.up = h2.up();
-            tally.down = h2.down();
+            tally.count_h2(&h2);
         }
     }
     Ok(())
