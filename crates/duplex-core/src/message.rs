@@ -70,6 +70,65 @@ impl Message {
             _ => None,
         }
     }
+
+    /// True for a text message.
+    pub fn is_text(&self) -> bool {
+        matches!(self, Self::Text(_))
+    }
+
+    /// True for a binary message.
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Self::Binary(_))
+    }
+
+    /// True for a ping.
+    pub fn is_ping(&self) -> bool {
+        matches!(self, Self::Ping(_))
+    }
+
+    /// True for a pong.
+    pub fn is_pong(&self) -> bool {
+        matches!(self, Self::Pong(_))
+    }
+
+    /// True for a close frame.
+    pub fn is_close(&self) -> bool {
+        matches!(self, Self::Close(_))
+    }
+
+    /// The payload's length in bytes (for `Close`, the reason's).
+    pub fn len(&self) -> usize {
+        self.payload().len()
+    }
+
+    /// True when the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.payload().is_empty()
+    }
+
+    /// The payload as `Bytes`, without a copy (the name tungstenite users know; the
+    /// same as [`into_payload`](Self::into_payload)).
+    pub fn into_data(self) -> Bytes {
+        self.into_payload()
+    }
+
+    /// The payload as text: a text message's without a check, any other's if it is
+    /// valid UTF-8 (for `Close`, the reason).
+    pub fn to_text(&self) -> Result<&str, NotUtf8> {
+        match self {
+            Self::Text(text) => Ok(text.as_str()),
+            other => std::str::from_utf8(other.payload()).map_err(|_| NotUtf8),
+        }
+    }
+
+    /// The payload as [`Utf8Bytes`], without a copy: a text message's as it is, any
+    /// other's if it is valid UTF-8.
+    pub fn into_text(self) -> Result<Utf8Bytes, NotUtf8> {
+        match self {
+            Self::Text(text) => Ok(text),
+            other => Utf8Bytes::try_from(other.into_payload()),
+        }
+    }
 }
 
 impl From<String> for Message {
@@ -233,5 +292,34 @@ mod tests {
         let data = Bytes::from(vec![1u8; 1000]);
         let message = Message::binary(data.clone());
         assert_eq!(message.into_payload().as_ptr(), data.as_ptr());
+    }
+}
+
+#[cfg(test)]
+mod helper_tests {
+    use super::*;
+    use crate::CloseCode;
+
+    #[test]
+    fn the_helpers_tungstenite_users_expect() {
+        let text = Message::text("héllo");
+        assert!(text.is_text() && text.is_data() && !text.is_binary());
+        assert_eq!(text.len(), 6);
+        assert_eq!(text.to_text(), Ok("héllo"));
+        assert_eq!(text.clone().into_text().unwrap(), "héllo");
+        assert_eq!(&text.into_data()[..], "héllo".as_bytes());
+
+        let binary = Message::binary(vec![0xff, 0xfe]);
+        assert!(binary.is_binary() && !binary.is_text());
+        assert_eq!(binary.to_text(), Err(NotUtf8));
+        assert_eq!(binary.clone().into_text(), Err(NotUtf8));
+        assert_eq!(Message::binary("ok").into_text().unwrap(), "ok");
+
+        assert!(Message::Ping(Bytes::new()).is_ping() && Message::Ping(Bytes::new()).is_empty());
+        assert!(Message::Pong(Bytes::from_static(b"p")).is_pong());
+        let close = Message::Close(Some(CloseFrame::new(CloseCode::Normal, "bye")));
+        assert!(close.is_close() && !close.is_data());
+        assert_eq!(close.to_text(), Ok("bye"));
+        assert_eq!(Message::Close(None).len(), 0);
     }
 }

@@ -21,14 +21,18 @@ pub enum SendError {
     /// [`ServerConfig::command_queue`](crate::ServerConfig::command_queue)); for a
     /// broadcast, the workers that had room still got the message.
     QueueFull,
-    /// The connection is closed or closing: our close frame was queued already.
+    /// No such connection: it ended and is no longer served. (While it is still being
+    /// served, a send after a close is the engine's error, in `WebSocket`:
+    /// `Usage(SendAfterClose)` after our own close, `ConnectionClosed` after the peer's,
+    /// or what failed it.)
     Closed,
     /// The server stopped.
     ServerStopped,
     /// Only text and binary messages can be broadcast or published.
     NotData,
-    /// The engine refused the message (a control payload over 125 bytes, a close code
-    /// that may not be sent).
+    /// The engine refused the message, saying why: the connection is closing or over
+    /// (whose doing it was), a control payload over 125 bytes, a close code that may
+    /// not be sent.
     WebSocket(duplex_core::Error),
 }
 
@@ -60,8 +64,6 @@ impl std::error::Error for SendError {
 impl From<duplex_core::Error> for SendError {
     fn from(error: duplex_core::Error) -> Self {
         match error {
-            duplex_core::Error::Usage(duplex_core::UsageError::SendAfterClose)
-            | duplex_core::Error::ConnectionClosed => Self::Closed,
             duplex_core::Error::Usage(duplex_core::UsageError::WriteBufferFull {
                 buffered,
                 limit,
