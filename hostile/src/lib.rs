@@ -10,8 +10,12 @@
 //! - [`rss`]: the process's resident memory, sampled while an attack runs.
 //! - [`servers`] (feature `servers`): the duplex-tokio and duplex-mio servers the attack
 //!   suite and the soak run start, with small limits, and the attacker's socket helpers.
+//! - [`kit`] (feature `servers`): the driver test kit, the same never-ending peers against
+//!   every driver and transport (`tests/driver_kit.rs`).
 
 pub mod check;
+#[cfg(feature = "servers")]
+pub mod kit;
 pub mod rss;
 pub mod seeds;
 #[cfg(feature = "servers")]

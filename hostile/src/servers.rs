@@ -1,13 +1,21 @@
 //! The servers under attack, started with small limits, and the attacker's tools.
 //!
-//! Both servers behave the same: on `/` they echo text and binary messages up to 64 KiB
-//! and answer larger ones with the text `received N bytes`; on `/flood` they push 64 KiB
-//! binary messages at the client (duplex-tokio: a task that `send`s in a loop; duplex-mio:
-//! the `flood` topic, which [`TestServer::flood`] publishes to).
+//! Both servers behave the same, chosen by the first segment of the request's path: on
+//! `/` (or any other) they echo text and binary messages up to 64 KiB and answer larger
+//! ones with the text `received N bytes`; on `/flood` they push 64 KiB binary messages at
+//! the client (duplex-tokio: a task that `send`s in a loop; duplex-mio: the `flood`
+//! topic, which [`TestServer::flood`] publishes to); on `/close` they close at once; on
+//! `/fill-close` they send until the transport takes no more, then close (duplex-mio:
+//! flooded like `/flood` until [`TestServer::close_marked`]); on `/split` (duplex-tokio)
+//! the reader half is dropped while the writer floods.
+//!
+//! duplex-tokio's server runs over plain TCP, TLS or HTTP/2 ([`TokioTransport`]), and
+//! tracks every WebSocket with a `duplex_tokio::Shutdown`;
+//! [`TestServer::shutdown_gracefully`] shuts either server down and times it.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,6 +23,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use duplex_core::Message;
 use duplex_handshake::{DeflateConfig, Limits};
+use duplex_tokio::tokio_rustls::rustls;
+use duplex_tokio::tokio_rustls::rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+use duplex_tokio::{Shutdown, WebSocketStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::wire;
 
@@ -45,6 +57,9 @@ pub struct ServerLimits {
     pub head: Limits,
     /// permessage-deflate policy (`None`: off).
     pub deflate: Option<DeflateConfig>,
+    /// duplex-mio's shutdown timeout (duplex-tokio's grace is the caller's, given to
+    /// [`TestServer::shutdown_gracefully`]).
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -65,12 +80,14 @@ impl Default for ServerLimits {
                 max_headers: 64,
             },
             deflate: Some(DeflateConfig::default()),
+            shutdown_timeout: Duration::from_secs(1),
         }
     }
 }
 
 impl ServerLimits {
-    fn engine(&self) -> duplex_core::EngineConfig {
+    /// The engine configuration these limits make (servers and the driver kit's clients).
+    pub fn engine(&self) -> duplex_core::EngineConfig {
         let config = match self.keepalive {
             Some((interval, timeout)) => {
                 duplex_core::EngineConfig::default().keepalive(interval, timeout)
@@ -101,6 +118,58 @@ pub enum Kind {
     Mio,
 }
 
+/// What a duplex-tokio test server's WebSockets run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokioTransport {
+    /// Plain TCP, accepted with `duplex_tokio::accept_with`.
+    Tcp,
+    /// TLS (tokio-rustls with a self-signed certificate for 127.0.0.1, see
+    /// [`TestServer::pki`]), then `accept_with` over the TLS stream.
+    Tls,
+    /// Cleartext HTTP/2 (prior knowledge) served by hyper with extended CONNECT enabled
+    /// (RFC 8441): each WebSocket is a stream upgraded with `duplex_tokio::hyper`.
+    /// HTTP/1.1 upgrades on the same port work too.
+    Http2,
+}
+
+/// A self-signed certificate for 127.0.0.1, with the rustls configurations that serve it
+/// and trust it.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    /// A server configuration presenting the certificate.
+    pub server: Arc<rustls::ServerConfig>,
+    /// A client configuration trusting only it.
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl Pki {
+    /// A fresh certificate and key.
+    pub fn new() -> io::Result<Self> {
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .map_err(io::Error::other)?;
+        let cert: CertificateDer<'static> = certified.cert.der().clone();
+        let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key.into())
+            .map_err(io::Error::other)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).map_err(io::Error::other)?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self {
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })
+    }
+}
+
 impl Kind {
     /// A short name for reports.
     pub fn name(self) -> &'static str {
@@ -114,7 +183,8 @@ impl Kind {
 /// What a server saw, counted.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Connections held (duplex-tokio: from TCP accept to the end of the task).
+    /// Connections held (duplex-tokio: from TCP accept to the end of the task; over
+    /// HTTP/2, each WebSocket from its upgrade to the end of its task).
     pub open: AtomicUsize,
     /// Handshakes that failed (duplex-tokio only; duplex-mio answers them internally).
     pub handshake_failures: AtomicUsize,
@@ -128,14 +198,20 @@ pub struct Stats {
     pub messages: AtomicU64,
     /// duplex-mio connections whose `on_close` ran.
     pub closed: AtomicUsize,
+    /// When a `/fill-close` connection was closed (duplex-tokio: when its task called
+    /// `close`; duplex-mio: [`TestServer::close_marked`]).
+    pub close_called: Mutex<Option<Instant>>,
+    /// duplex-mio's `/fill-close` connections, for [`TestServer::close_marked`].
+    marked: Mutex<Vec<duplex_mio::ConnectionId>>,
     /// The last few errors, for diagnostics.
     pub last_errors: Mutex<Vec<String>>,
 }
 
 impl Stats {
-    fn error(&self, what: String) {
+    /// Counts an error and keeps its text among the last few.
+    pub fn error(&self, what: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        let mut last = self.last_errors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.last_errors);
         if last.len() >= 16 {
             last.remove(0);
         }
@@ -144,10 +220,7 @@ impl Stats {
 
     /// The last errors recorded, most recent last.
     pub fn recent_errors(&self) -> Vec<String> {
-        self.last_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.last_errors).clone()
     }
 }
 
@@ -171,11 +244,12 @@ fn reply_to(message: Message) -> Option<Message> {
 enum Inner {
     Tokio {
         runtime: Option<tokio::runtime::Runtime>,
+        shutdown: Shutdown,
     },
     Mio {
         sender: duplex_mio::Sender,
         shutdown: duplex_mio::ShutdownHandle,
-        thread: Option<JoinHandle<io::Result<()>>>,
+        thread: Mutex<Option<JoinHandle<io::Result<()>>>>,
     },
 }
 
@@ -184,6 +258,7 @@ pub struct TestServer {
     kind: Kind,
     addr: SocketAddr,
     stats: Arc<Stats>,
+    pki: Option<Pki>,
     inner: Inner,
 }
 
@@ -200,12 +275,13 @@ impl TestServer {
     /// Starts a server of `kind` on 127.0.0.1 (a free port) with `limits`.
     pub fn start(kind: Kind, limits: &ServerLimits) -> io::Result<Self> {
         match kind {
-            Kind::Tokio => Self::start_tokio(limits),
+            Kind::Tokio => Self::start_tokio(TokioTransport::Tcp, limits),
             Kind::Mio => Self::start_mio(limits),
         }
     }
 
-    fn start_tokio(limits: &ServerLimits) -> io::Result<Self> {
+    /// Starts a duplex-tokio server whose WebSockets run over `transport`.
+    pub fn start_tokio(transport: TokioTransport, limits: &ServerLimits) -> io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -214,12 +290,24 @@ impl TestServer {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::default());
-        let config = duplex_tokio::Config::default()
-            .engine(limits.engine())
-            .handshake_limits(limits.head)
-            .handshake_timeout(limits.handshake_timeout)
-            .deflate(limits.deflate);
-        let accept_stats = stats.clone();
+        let shutdown = Shutdown::new();
+        let pki = match transport {
+            TokioTransport::Tls => Some(Pki::new()?),
+            TokioTransport::Tcp | TokioTransport::Http2 => None,
+        };
+        let serving = Serving {
+            config: duplex_tokio::Config::default()
+                .engine(limits.engine())
+                .handshake_limits(limits.head)
+                .handshake_timeout(limits.handshake_timeout)
+                .deflate(limits.deflate),
+            handshake_timeout: limits.handshake_timeout,
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            tls: pki
+                .as_ref()
+                .map(|pki| duplex_tokio::tokio_rustls::TlsAcceptor::from(pki.server.clone())),
+        };
         runtime.spawn(async move {
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
                 return;
@@ -230,26 +318,31 @@ impl TestServer {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
-                let stats = accept_stats.clone();
-                let config = config.clone();
-                stats.open.fetch_add(1, Ordering::AcqRel);
-                tokio::spawn(async move {
-                    let _guard = OpenGuard(stats.clone());
-                    // Every connection's life is bounded, whatever the peer does.
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(120),
-                        serve_tokio(tcp, config, &stats),
-                    )
-                    .await;
-                });
+                let serving = serving.clone();
+                match transport {
+                    TokioTransport::Tcp | TokioTransport::Tls => {
+                        let guard = serving.hold();
+                        tokio::spawn(async move {
+                            let _guard = guard;
+                            bounded(serving.connection(tcp)).await;
+                        });
+                    }
+                    // The WebSockets are counted, each from its upgrade to the end of its
+                    // task, not the HTTP/2 connection that carries them.
+                    TokioTransport::Http2 => {
+                        tokio::spawn(bounded(serving.http2(tcp)));
+                    }
+                }
             }
         });
         Ok(Self {
             kind: Kind::Tokio,
             addr,
             stats,
+            pki,
             inner: Inner::Tokio {
                 runtime: Some(runtime),
+                shutdown,
             },
         })
     }
@@ -258,7 +351,7 @@ impl TestServer {
         let config = duplex_mio::ServerConfig::default()
             .workers(2)
             .handshake_timeout(limits.handshake_timeout)
-            .shutdown_timeout(Duration::from_secs(1))
+            .shutdown_timeout(limits.shutdown_timeout)
             .handshake_limits(limits.head)
             .engine(limits.engine())
             .write_buffer_limits(limits.write_buffer, limits.write_buffer_hard)
@@ -280,10 +373,11 @@ impl TestServer {
             kind: Kind::Mio,
             addr,
             stats,
+            pki: None,
             inner: Inner::Mio {
                 sender,
                 shutdown,
-                thread: Some(thread),
+                thread: Mutex::new(Some(thread)),
             },
         })
     }
@@ -308,7 +402,13 @@ impl TestServer {
         &self.stats
     }
 
-    /// Sockets the server holds now: open connections and handshakes in progress.
+    /// The certificate of a TLS server, for its clients.
+    pub fn pki(&self) -> Option<&Pki> {
+        self.pki.as_ref()
+    }
+
+    /// Sockets the server holds now: open connections and handshakes in progress
+    /// (duplex-tokio over HTTP/2: WebSockets, see [`Stats::open`]).
     pub fn open_connections(&self) -> usize {
         match &self.inner {
             Inner::Tokio { .. } => self.stats.open.load(Ordering::Acquire),
@@ -336,13 +436,22 @@ impl TestServer {
     /// until a connection overflowed; returns the bytes published. duplex-tokio floods
     /// `/flood` clients by itself and this returns 0.
     pub fn flood(&self, duration: Duration) -> u64 {
+        let start = Instant::now();
+        self.publish_flood(|_| start.elapsed() < duration)
+    }
+
+    /// [`flood`](Self::flood) until `max_bytes` are published or `stop` is set.
+    pub fn flood_while(&self, max_bytes: u64, stop: &AtomicBool) -> u64 {
+        self.publish_flood(|published| published < max_bytes && !stop.load(Ordering::Acquire))
+    }
+
+    fn publish_flood(&self, go_on: impl Fn(u64) -> bool) -> u64 {
         let Inner::Mio { sender, .. } = &self.inner else {
             return 0;
         };
         let chunk = Bytes::from(vec![0x5A; FLOOD_MESSAGE]);
-        let start = Instant::now();
         let mut published = 0;
-        while start.elapsed() < duration && self.stats.overflows.load(Ordering::Acquire) == 0 {
+        while go_on(published) && self.stats.overflows.load(Ordering::Acquire) == 0 {
             match sender.publish("flood", Message::Binary(chunk.clone())) {
                 Ok(()) => {
                     published += FLOOD_MESSAGE as u64;
@@ -359,10 +468,87 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// duplex-mio: closes (1000) the `/fill-close` connections opened so far and records
+    /// when in [`Stats::close_called`]; returns how many. duplex-tokio's close them by
+    /// themselves and this returns 0.
+    pub fn close_marked(&self) -> usize {
+        let Inner::Mio { sender, .. } = &self.inner else {
+            return 0;
+        };
+        let ids = std::mem::take(&mut *lock(&self.stats.marked));
+        *lock(&self.stats.close_called) = Some(Instant::now());
+        for id in &ids {
+            let _ = sender.close(*id, duplex_core::CloseCode::Normal, "bye");
+        }
+        ids.len()
+    }
+
+    /// Shuts the server down gracefully and waits, up to `limit`, until it let go of
+    /// every connection. duplex-tokio: `Shutdown::shutdown(grace)` returned and every
+    /// WebSocket task ended; duplex-mio: `ShutdownHandle::shutdown`, then `run`
+    /// returned (its grace is [`ServerLimits::shutdown_timeout`]). Errors with what was
+    /// still held at `limit`.
+    pub fn shutdown_gracefully(
+        &self,
+        grace: Duration,
+        limit: Duration,
+    ) -> Result<Graceful, String> {
+        let start = Instant::now();
+        match &self.inner {
+            Inner::Tokio { runtime, shutdown } => {
+                let runtime = runtime.as_ref().ok_or("the server is stopped")?;
+                let (done, report) = std::sync::mpsc::channel();
+                let shutdown = shutdown.clone();
+                runtime.spawn(async move {
+                    let _ = done.send(shutdown.shutdown(grace).await);
+                });
+                let report = report.recv_timeout(limit).map_err(|_| {
+                    format!("Shutdown::shutdown({grace:?}) still running after {limit:?}")
+                })?;
+                self.wait_open_at_most(0, limit.saturating_sub(start.elapsed()))
+                    .map_err(|open| {
+                        format!("{open} WebSocket tasks still running after {limit:?} ({report:?})")
+                    })?;
+                Ok(Graceful {
+                    took: start.elapsed(),
+                    report: Some(report),
+                })
+            }
+            Inner::Mio {
+                shutdown,
+                thread,
+                sender,
+            } => {
+                shutdown.shutdown();
+                let mut thread = lock(thread);
+                while thread.as_ref().is_some_and(|t| !t.is_finished()) {
+                    if start.elapsed() > limit {
+                        return Err(format!(
+                            "Server::run still running after {limit:?}, {} connections held",
+                            sender.connection_count()
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let took = start.elapsed();
+                if let Some(thread) = thread.take() {
+                    match thread.join() {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => return Err(format!("Server::run failed: {error}")),
+                        Err(_) => return Err("the server thread panicked".into()),
+                    }
+                }
+                Ok(Graceful { took, report: None })
+            }
+        }
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         match &mut self.inner {
-            Inner::Tokio { runtime } => {
+            Inner::Tokio { runtime, .. } => {
                 if let Some(runtime) = runtime.take() {
                     runtime.shutdown_timeout(Duration::from_secs(1));
                 }
@@ -371,12 +557,34 @@ impl Drop for TestServer {
                 shutdown, thread, ..
             } => {
                 shutdown.shutdown();
-                if let Some(thread) = thread.take() {
-                    let _ = thread.join();
+                if let Some(thread) = lock(thread).take() {
+                    // Bounded: a server that does not stop is left behind rather than
+                    // hanging the test (which then fails on what it measured).
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while !thread.is_finished() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    if thread.is_finished() {
+                        let _ = thread.join();
+                    }
                 }
             }
         }
     }
+}
+
+/// How a graceful shutdown went.
+#[derive(Debug)]
+pub struct Graceful {
+    /// From the call until the server held no WebSocket (duplex-mio: until `run`
+    /// returned).
+    pub took: Duration,
+    /// duplex-tokio's report (`None` for duplex-mio).
+    pub report: Option<duplex_tokio::ShutdownReport>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The listen backlog of both test servers. `std::net::TcpListener::bind` (and so
@@ -404,75 +612,223 @@ impl Drop for OpenGuard {
     }
 }
 
-async fn serve_tokio(tcp: tokio::net::TcpStream, config: duplex_tokio::Config, stats: &Stats) {
-    let mut path = String::new();
-    let accepted = duplex_tokio::accept_with(tcp, config, |request, offer| {
-        path = request.uri().path().to_owned();
-        let mut acceptance = duplex_tokio::Acceptance::default();
-        if let Some(protocol) = offer.select_protocol(&["chat"]) {
-            acceptance = acceptance.protocol(protocol);
-        }
-        Ok(acceptance)
-    })
-    .await;
-    let mut ws = match accepted {
-        Ok(ws) => ws,
-        Err(_) => {
-            stats.handshake_failures.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
-    if path == "/close" {
-        // Closes at once; `close` returns within the close timeout whatever the peer does.
-        let _ = ws
-            .close(Some(duplex_core::CloseFrame::new(
-                duplex_core::CloseCode::Normal,
-                "bye",
-            )))
-            .await;
-        return;
+/// Every connection's life is bounded, whatever the peer does.
+async fn bounded<F: std::future::Future>(serving: F) {
+    let _ = tokio::time::timeout(Duration::from_secs(120), serving).await;
+}
+
+fn choose(offer: &duplex_tokio::ClientOffer) -> duplex_tokio::Acceptance {
+    let mut acceptance = duplex_tokio::Acceptance::default();
+    if let Some(protocol) = offer.select_protocol(&["chat"]) {
+        acceptance = acceptance.protocol(protocol);
     }
-    if path == "/split" {
-        // A writer whose reader half is dropped: its sends must fail, not park.
-        let (reader, mut writer) = ws.split();
-        drop(reader);
-        let chunk = Bytes::from(vec![0x5A; FLOOD_MESSAGE]);
-        for _ in 0..1_000_000 {
-            if writer.send(Message::Binary(chunk.clone())).await.is_err() {
-                break;
-            }
-        }
-        return;
+    acceptance
+}
+
+/// What every connection task of a duplex-tokio test server shares.
+#[derive(Clone)]
+struct Serving {
+    config: duplex_tokio::Config,
+    handshake_timeout: Duration,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+    tls: Option<duplex_tokio::tokio_rustls::TlsAcceptor>,
+}
+
+impl Serving {
+    /// Counts a connection in [`Stats::open`] until the guard is dropped.
+    fn hold(&self) -> OpenGuard {
+        self.stats.open.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(self.stats.clone())
     }
-    if path == "/flood" {
-        let chunk = Bytes::from(vec![0x5A; FLOOD_MESSAGE]);
-        // Bounded in count (and by the caller's timeout); `send` waits while the
-        // client does not read.
-        for _ in 0..1_000_000 {
-            if let Err(error) = ws.send(Message::Binary(chunk.clone())).await {
-                stats.error(error.to_string());
-                break;
-            }
-            stats
-                .flood_bytes
-                .fetch_add(FLOOD_MESSAGE as u64, Ordering::Relaxed);
-        }
-        return;
-    }
-    // Bounded: each event consumes input, and the caller's timeout bounds the time.
-    while let Some(event) = ws.recv().await {
-        match event {
-            Ok(message) => {
-                if message.is_data() {
-                    stats.messages.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Some(reply) = reply_to(message) {
-                    if ws.send(reply).await.is_err() {
-                        break;
+
+    /// TCP or TLS: the WebSocket handshake on the stream, then the WebSocket.
+    async fn connection(&self, tcp: tokio::net::TcpStream) {
+        match &self.tls {
+            None => self.accept(tcp).await,
+            Some(acceptor) => {
+                match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => self.accept(tls).await,
+                    _ => {
+                        self.stats
+                            .handshake_failures
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            Err(error) => stats.error(error.to_string()),
+        }
+    }
+
+    async fn accept<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut path = String::new();
+        let accepted = duplex_tokio::accept_with(stream, self.config.clone(), |request, offer| {
+            path = request.uri().path().to_owned();
+            Ok(choose(offer))
+        })
+        .await;
+        match accepted {
+            Ok(ws) => serve_websocket(ws, &path, &self.stats, Some(&self.shutdown)).await,
+            Err(_) => {
+                self.stats
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// HTTP/2 (and HTTP/1.1) served by hyper; every upgrade gets a task of its own.
+    async fn http2(self, tcp: tokio::net::TcpStream) {
+        let serving = self.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                let path = request.uri().path().to_owned();
+                let upgraded =
+                    duplex_tokio::hyper::upgrade_with(&mut request, &serving.config, |_, offer| {
+                        Ok(choose(offer))
+                    });
+                let response = match upgraded {
+                    Ok((response, websocket)) => {
+                        // Counted before the peer sees the answer.
+                        let guard = serving.hold();
+                        let serving = serving.clone();
+                        tokio::spawn(bounded(async move {
+                            let _guard = guard;
+                            match websocket.await {
+                                Ok(ws) => {
+                                    serve_websocket(
+                                        ws,
+                                        &path,
+                                        &serving.stats,
+                                        Some(&serving.shutdown),
+                                    )
+                                    .await
+                                }
+                                Err(error) => serving.stats.error(error.to_string()),
+                            }
+                        }));
+                        response
+                    }
+                    Err(error) => {
+                        serving
+                            .stats
+                            .handshake_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        error.into_response()
+                    }
+                };
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            },
+        );
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder.http2().enable_connect_protocol();
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let _ = builder.serve_connection_with_upgrades(io, service).await;
+    }
+}
+
+/// The behaviour a request's path asks for: its first segment (`/flood/slow` is
+/// `flood`).
+pub fn behaviour(path: &str) -> &str {
+    path.split('/').nth(1).unwrap_or("")
+}
+
+/// A duplex-tokio WebSocket doing what `path` asks (see the module documentation), on
+/// either side: the test servers run it for each connection, and the driver kit's
+/// clients run it after connecting. Tracked by `shutdown` while it runs.
+pub async fn serve_websocket<S>(
+    mut ws: WebSocketStream<S>,
+    path: &str,
+    stats: &Stats,
+    shutdown: Option<&Shutdown>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let _tracked = shutdown.map(|shutdown| shutdown.track(&ws));
+    // Made only for the paths that send it: an echo connection idles lean.
+    let chunk = || Bytes::from(vec![0x5A; FLOOD_MESSAGE]);
+    match behaviour(path) {
+        "close" => {
+            // Closes at once; `close` returns within the close timeout whatever the
+            // peer does.
+            let frame = duplex_core::CloseFrame::new(duplex_core::CloseCode::Normal, "bye");
+            if let Err(error) = ws.close(Some(frame)).await {
+                stats.error(error.to_string());
+            }
+        }
+        "fill-close" => {
+            // Queues until the write buffer is full and a flush has not moved for
+            // 100 ms (the socket takes no more), then closes behind that output.
+            let chunk = chunk();
+            for _ in 0..10_000 {
+                match ws.try_send(Message::Binary(chunk.clone())) {
+                    Ok(()) => continue,
+                    Err(duplex_tokio::TrySendError::WriteBufferFull { .. }) => {}
+                    Err(error) => {
+                        stats.error(error.to_string());
+                        return;
+                    }
+                }
+                match tokio::time::timeout(Duration::from_millis(100), ws.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        stats.error(error.to_string());
+                        return;
+                    }
+                    Err(_) => break,
+                }
+            }
+            *lock(&stats.close_called) = Some(Instant::now());
+            if let Err(error) = ws.close(None).await {
+                stats.error(error.to_string());
+            }
+        }
+        "split" => {
+            // A writer whose reader half is dropped: its sends must fail, not park.
+            let (reader, mut writer) = ws.split();
+            drop(reader);
+            let chunk = chunk();
+            for _ in 0..1_000_000 {
+                if writer.send(Message::Binary(chunk.clone())).await.is_err() {
+                    break;
+                }
+            }
+        }
+        "flood" => {
+            // Bounded in count (and by the caller's timeout); `send` waits while the
+            // client does not read.
+            let chunk = chunk();
+            for _ in 0..1_000_000 {
+                if let Err(error) = ws.send(Message::Binary(chunk.clone())).await {
+                    stats.error(error.to_string());
+                    break;
+                }
+                stats
+                    .flood_bytes
+                    .fetch_add(FLOOD_MESSAGE as u64, Ordering::Relaxed);
+            }
+        }
+        _ => {
+            // Bounded: each event consumes input, and the caller's timeout bounds the
+            // time.
+            while let Some(event) = ws.recv().await {
+                match event {
+                    Ok(message) => {
+                        if message.is_data() {
+                            stats.messages.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let Some(reply) = reply_to(message) {
+                            if ws.send(reply).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Err(error) => stats.error(error.to_string()),
+                }
+            }
         }
     }
 }
@@ -496,11 +852,15 @@ impl duplex_mio::Handler for MioHandler {
         request: &duplex_mio::http::Request<()>,
         offer: &duplex_mio::ClientOffer,
     ) -> Result<duplex_mio::Acceptance, duplex_mio::Rejection> {
-        match request.uri().path() {
-            "/flood" => {
+        match behaviour(request.uri().path()) {
+            "flood" => {
                 ctx.subscribe("flood");
             }
-            "/close" => {
+            "fill-close" => {
+                ctx.subscribe("flood");
+                lock(&self.stats.marked).push(ctx.id());
+            }
+            "close" => {
                 let _ = ctx.close(duplex_core::CloseCode::Normal, "bye");
             }
             _ => {}

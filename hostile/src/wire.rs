@@ -3,9 +3,9 @@
 //! the names the attack suite uses.
 
 pub use wire_kit::{
-    FIN, Frame, KEY, OP_BINARY as BINARY, OP_CLOSE as CLOSE, OP_CONT as CONTINUATION,
-    OP_PING as PING, OP_PONG as PONG, OP_TEXT as TEXT, client_frame, close_code, close_payload,
-    frame, frames, header, response_101, split_head, status_of,
+    CLIENT_MASK, FIN, Frame, KEY, OP_BINARY as BINARY, OP_CLOSE as CLOSE, OP_CONT as CONTINUATION,
+    OP_PING as PING, OP_PONG as PONG, OP_TEXT as TEXT, accept_key, client_frame, close_code,
+    close_payload, frame, frames, header, header_value, response_101, split_head, status_of,
 };
 
 /// A valid opening request for `path` on 127.0.0.1 with [`KEY`], plus `extra` header

@@ -1,7 +1,8 @@
 //! Never-ending peers: clients that would hold a connection for ever if any path of the
-//! server lacked a deadline. Both servers run with a 2 s write timeout, keepalive pings
-//! after 1 s of silence answered within 1 s, and a 1 s close timeout; each case opens
-//! many such peers at once and asserts that the server lets go of every one of them
+//! server lacked a deadline. Both servers run with the driver kit's configuration
+//! (`duplex_hostile::kit::limits`: a 2 s write timeout, keepalive pings after 1 s of
+//! silence answered within 1 s, and a 1 s close timeout); each case opens many such peers
+//! at once and asserts that the server lets go of every one of them
 //! (its socket closed: duplex-tokio's task finished, duplex-mio's slot freed) within the
 //! case's deadline plus one second, that resident memory stays bounded, and that a
 //! well-behaved client is served meanwhile. Each prints one `NEVER-ENDING |` line with
@@ -13,25 +14,12 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use duplex_hostile::kit::{CLOSE_TIMEOUT, KEEPALIVE, SLACK as GRACE, WRITE_TIMEOUT, limits};
 use duplex_hostile::rss::RssSampler;
-use duplex_hostile::servers::{Kind, ServerLimits, TestServer, good_client, open, raise_fd_limit};
+use duplex_hostile::servers::{Kind, TestServer, good_client, open, raise_fd_limit};
 use duplex_hostile::wire::{BINARY, CLOSE, FIN, client_frame, close_payload, header};
 
-const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(1));
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-const GRACE: Duration = Duration::from_secs(1);
-
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn limits() -> ServerLimits {
-    ServerLimits {
-        write_timeout: Some(WRITE_TIMEOUT),
-        keepalive: Some(KEEPALIVE),
-        close_timeout: CLOSE_TIMEOUT,
-        ..ServerLimits::default()
-    }
-}
 
 /// What an attacking client does after its handshake.
 #[derive(Clone, Copy, Debug)]

@@ -806,6 +806,7 @@ impl Connection {
             return self.send(prepared.message.clone());
         };
         self.check_write_buffer()?;
+        self.output.begin_frame();
         self.output.push_shared(frame);
         Ok(())
     }
@@ -863,6 +864,7 @@ impl Connection {
             return self.send_forced(prepared.message.clone());
         };
         self.check_hard_limit(frame.len())?;
+        self.output.begin_frame();
         self.output.push_shared(frame);
         Ok(())
     }
@@ -905,9 +907,31 @@ impl Connection {
         Ok(())
     }
 
-    /// `Ok` while messages may be sent; otherwise the error that says why not.
+    /// Starts the close handshake like [`close`](Self::close), overtaking what is
+    /// queued: whole frames not yet started (messages, pings, pongs) are dropped and
+    /// only the rest of the frame being written goes before the close frame. For a
+    /// slow consumer that is kicked: it gets the close frame and its code as soon as the
+    /// socket takes a few bytes, instead of after the output it is not reading (or not
+    /// at all, when the close deadline ends the connection first).
+    pub fn close_now(&mut self, frame: Option<CloseFrame>, now: Instant) -> Result<(), Error> {
+        if let Some(frame) = &frame {
+            frame.check()?;
+        }
+        if self.state == State::Open {
+            let end = self.output.cut_after_front_frame();
+            self.pongs_in_flight.retain(|pong_end| *pong_end <= end);
+            self.pending_pong = None;
+        }
+        self.close(frame, now)
+    }
+
+    /// `Ok` while messages may be sent; otherwise the error that says why not (the
+    /// same one whatever the method: `send`, `send_prepared`, `close`...).
     pub fn check_open(&self) -> Result<(), Error> {
         match self.state {
+            // The peer's side ended (or was reset) and the engine has not decoded up to
+            // it yet: nobody will read what we would send.
+            State::Open if self.eof => Err(Error::PeerVanished { mid_message: false }),
             State::Open => Ok(()),
             State::Failed => Err(self.failure().unwrap_or(Error::ConnectionClosed)),
             _ if self.ending.as_ref().is_some_and(|e| e.closed_here) => {
@@ -1005,6 +1029,7 @@ impl Connection {
     }
 
     fn write_frame_rsv1(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: Bytes) {
+        self.output.begin_frame();
         let mut header = FrameHeader::new(opcode, payload.len() as u64);
         header.fin = fin;
         header.rsv1 = rsv1;

@@ -27,6 +27,14 @@ pub(crate) struct Output {
     consumed: u64,
     /// Total bytes ever queued.
     queued: u64,
+    /// Where the frames queued behind other output start (a frame queued into an empty
+    /// queue starts at the front and needs no entry, so a connection that keeps up
+    /// records nothing); entries at or before the consumed position are dropped. The
+    /// first one past it is where the frame being written ends
+    /// ([`Output::cut_after_front_frame`]). Boxed: allocated only when output backs up.
+    starts: Option<Box<VecDeque<u64>>>,
+    /// Where the last frame queued into an empty queue starts.
+    first_start: u64,
 }
 
 impl Output {
@@ -63,6 +71,47 @@ impl Output {
         let added = self.staging.len() - before;
         self.len += added;
         self.queued += added as u64;
+    }
+
+    /// Notes that a frame starts at the end of the queue (call before queuing it).
+    pub(crate) fn begin_frame(&mut self) {
+        if self.len > 0 {
+            self.starts.get_or_insert_default().push_back(self.queued);
+        } else {
+            self.first_start = self.queued;
+        }
+    }
+
+    /// Drops every queued frame that has not started to be written, keeping the rest of
+    /// the one being written (a frame cut in the middle would break the stream).
+    /// Returns the new end position.
+    pub(crate) fn cut_after_front_frame(&mut self) -> u64 {
+        let end = match self.starts.as_ref().and_then(|starts| starts.front()) {
+            // The front frame was not started either.
+            _ if self.first_start == self.consumed => self.consumed,
+            Some(&start) if start <= self.consumed => self.consumed,
+            Some(&start) => start,
+            None => self.queued,
+        };
+        let mut keep = (end - self.consumed) as usize;
+        let mut chunks = 0;
+        for chunk in &mut self.chunks {
+            if keep == 0 {
+                break;
+            }
+            if chunk.len() > keep {
+                chunk.truncate(keep);
+            }
+            keep -= chunk.len();
+            chunks += 1;
+        }
+        self.chunks.truncate(chunks);
+        // What is left to keep is in the staging buffer, which follows every chunk.
+        self.staging.truncate(keep);
+        self.len = (end - self.consumed) as usize;
+        self.queued = end;
+        self.starts = None;
+        end
     }
 
     /// Queues a payload: shared if large, copied into staging if small.
@@ -144,6 +193,11 @@ impl Output {
                 }
             }
         }
+        if let Some(starts) = &mut self.starts {
+            while starts.front().is_some_and(|start| *start < self.consumed) {
+                starts.pop_front();
+            }
+        }
         if self.len == 0 && self.staging.capacity() > KEEP_STAGING {
             self.staging = BytesMut::new();
         }
@@ -156,6 +210,9 @@ impl Output {
         }
         if self.chunks.is_empty() {
             self.chunks = VecDeque::new();
+        }
+        if self.starts.as_ref().is_some_and(|starts| starts.is_empty()) {
+            self.starts = None;
         }
     }
 }

@@ -284,7 +284,10 @@ impl WebSocket {
         let saved = self.read_timeout.take();
         let result = loop {
             match self.step(started) {
-                Ok(Some(Err(error))) if !matches!(error, Error::Timeout(_)) => break Err(error),
+                // As duplex-tokio's `close`: what the peer sent wrong after our close does
+                // not matter; a deadline (the peer never answered) or a vanished peer does.
+                Ok(Some(Err(Error::Protocol(_) | Error::LimitExceeded(_)))) => {}
+                Ok(Some(Err(error))) => break Err(error),
                 Ok(_) if self.conn.is_transport_ending() => break Ok(()),
                 Ok(_) => {}
                 Err(Error::ConnectionClosed) => break Ok(()),

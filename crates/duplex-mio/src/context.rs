@@ -86,6 +86,17 @@ impl<'a> Context<'a> {
         Ok(())
     }
 
+    /// Starts the close handshake with `code` and `reason` (at most 123 bytes), overtaking
+    /// what is queued: messages not yet started are dropped, so a slow consumer that is
+    /// kicked gets the close frame (and learns why) as soon as its socket takes the rest
+    /// of the frame being written. See `duplex_core::Connection::close_now`.
+    pub fn close_now(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        let conn = self.conn()?;
+        conn.close_now(Some(CloseFrame::new(code, reason)), Instant::now())?;
+        self.local.mark_dirty(self.slot);
+        Ok(())
+    }
+
     /// Starts the close handshake with `code` and `reason` (at most 123 bytes). The
     /// connection ends when the client answers, or after the close timeout.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {

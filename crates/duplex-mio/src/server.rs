@@ -121,6 +121,8 @@ impl fmt::Display for ConnectionId {
 pub(crate) enum Command {
     Send(ConnectionId, Message),
     Close(ConnectionId, Option<CloseFrame>),
+    /// A close overtaking the queue (`Sender::close_now`).
+    CloseNow(ConnectionId, CloseFrame),
     Broadcast {
         prepared: PreparedMessage,
         topic: Option<Arc<str>>,
@@ -245,6 +247,21 @@ impl Sender {
     /// close deadline counts from when its worker takes the command.
     pub fn close(&self, id: ConnectionId, code: CloseCode, reason: &str) -> Result<(), SendError> {
         self.send(id, Message::Close(Some(CloseFrame::new(code, reason))))
+    }
+
+    /// Starts closing one connection with `code` and `reason`, overtaking its queued
+    /// output like [`Context::close_now`](crate::Context::close_now): for kicking a slow
+    /// consumer from another thread.
+    pub fn close_now(
+        &self,
+        id: ConnectionId,
+        code: CloseCode,
+        reason: &str,
+    ) -> Result<(), SendError> {
+        let frame = CloseFrame::new(code, reason);
+        frame.check().map_err(duplex_core::Error::from)?;
+        self.shared
+            .command(id.worker as usize, Command::CloseNow(id, frame))
     }
 
     /// Sends a text or binary message to every open connection, encoded once.

@@ -711,3 +711,36 @@ fn a_close_sent_through_a_sender_ends_a_peer_that_never_answers_at_the_close_tim
     drop(raw);
     server.stop();
 }
+
+/// A slow consumer kicked with `Context::close_now` gets its close code at once: the
+/// close frame overtakes the megabyte queued for it (none of which was written yet).
+/// duplex-tokio's test kicks one whose kernel buffers are full too.
+#[test]
+fn a_kicked_slow_consumer_gets_its_close_code_at_once() {
+    let server = start(config().workers(1));
+    let mut socket = client(&server.url("/"));
+    let kicked = Instant::now();
+    socket.send(Message::text("kick")).unwrap();
+    let mut received = 0usize;
+    let close = loop {
+        match socket.recv().unwrap() {
+            Message::Close(frame) => break frame,
+            Message::Ping(_) | Message::Pong(_) => {}
+            _ => received += 1,
+        }
+    };
+    let took = kicked.elapsed();
+    let frame = close.expect("a close code");
+    assert_eq!(frame.code, CloseCode::PolicyViolation);
+    assert_eq!(frame.reason, "too slow");
+    assert_eq!(received, 0, "the queued messages were dropped");
+    assert!(
+        took < Duration::from_secs(1),
+        "the close frame took {took:?}"
+    );
+    println!(
+        "KICK | mio | close 1008 received {:.0} ms after the request; 1 MiB queued, none sent",
+        took.as_secs_f64() * 1000.0
+    );
+    server.stop();
+}

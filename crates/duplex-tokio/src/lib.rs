@@ -48,6 +48,13 @@
 //! [`WebSocketStream::buffered_amount`] tells how far behind a client is. Whatever the
 //! application does, a client that stops reading is failed by the write timeout.
 //!
+//! To tell a dropped client why, close it with [`CloseHandle::close_now`] (or
+//! [`WsWriter::close_now`]) and a code such as 1008 (policy) or 1013 (try again later):
+//! a plain close frame waits behind the output the client is not reading, so it would
+//! arrive only after that output (or never, when the close deadline ends the connection
+//! first); `close_now` drops the messages not yet started and sends the close frame
+//! right after the frame being written.
+//!
 //! ```
 //! use std::collections::HashMap;
 //! use duplex_tokio::{accept, connect, Message, PreparedMessage};

@@ -210,6 +210,18 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
         Ok(())
     }
 
+    /// Starts the close handshake overtaking what is queued (see
+    /// [`CloseHandle::close_now`]), then drives the connection like
+    /// [`close`](Self::close) until it ends.
+    pub async fn close_now(&mut self, frame: CloseFrame) -> Result<(), Error> {
+        {
+            let mut shared = self.writer.lock();
+            shared.conn.close_now(Some(frame), now())?;
+            shared.close_started();
+        }
+        self.close(None).await
+    }
+
     /// Splits into a reader and a writer for use from different tasks.
     pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
         (self.reader, self.writer)
@@ -406,6 +418,18 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
         poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
+    /// Closes like [`close`](Self::close), overtaking what is queued: messages not yet
+    /// started are dropped and the close frame follows the rest of the frame being
+    /// written (see [`CloseHandle::close_now`]).
+    pub async fn close_now(&mut self, frame: CloseFrame) -> Result<(), Error> {
+        {
+            let mut shared = self.lock();
+            shared.conn.close_now(Some(frame), now())?;
+            shared.close_started();
+        }
+        poll_fn(|cx| self.poll_flush_inner(cx)).await
+    }
+
     /// Queues a message without waiting, and writes as much as the socket takes now;
     /// the rest leaves with the next call on either half. Refused with the message given
     /// back while the write buffer is above `max_write_buffer`, so a broadcaster can skip
@@ -517,13 +541,22 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
 impl<S: AsyncRead + AsyncWrite> Shared<S> {
     fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
         self.conn.close(frame, now())?;
+        self.close_started();
+        Ok(())
+    }
+}
+
+impl<S> Shared<S> {
+    /// After a close was queued here: its deadline, and the other half told.
+    fn close_started(&mut self) {
         // The close deadline, for a task that may never wait.
         self.arm_timer();
         // Another half parked on the socket or the timer must see the new deadline.
         self.wakers.wake(READER);
-        Ok(())
     }
+}
 
+impl<S: AsyncRead + AsyncWrite> Shared<S> {
     /// The writer's `poll_ready`: room in the write buffer.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.needs_driving() {
@@ -1249,16 +1282,20 @@ pub struct CloseHandle {
 
 /// What a [`CloseHandle`] can do to a connection, whatever its transport type.
 trait Remote: Send + Sync {
-    fn start_close(&self, frame: CloseFrame);
+    fn start_close(&self, frame: CloseFrame, overtake: bool);
     fn abort(&self);
     fn is_finished(&self) -> bool;
 }
 
 impl<S: Send> Remote for Mutex<Shared<S>> {
-    fn start_close(&self, frame: CloseFrame) {
+    fn start_close(&self, frame: CloseFrame, overtake: bool) {
         let mut shared = lock(self);
         // Already closing, closed or failed: nothing to start.
-        let _ = shared.conn.close(Some(frame), now());
+        let _ = if overtake {
+            shared.conn.close_now(Some(frame), now())
+        } else {
+            shared.conn.close(Some(frame), now())
+        };
         shared.arm_timer();
         // Whichever half is parked writes the close frame and arms its deadline.
         std::task::Wake::wake_by_ref(&shared.wakers);
@@ -1283,7 +1320,18 @@ impl CloseHandle {
     /// the connection is already closing; the task that owns the stream drives it.
     pub fn start_close(&self, frame: CloseFrame) {
         if let Some(shared) = self.shared.upgrade() {
-            shared.start_close(frame);
+            shared.start_close(frame, false);
+        }
+    }
+
+    /// Starts the close handshake with `frame` overtaking what is queued: messages not
+    /// yet started are dropped, so a slow consumer that is kicked (1008, 1013) gets the
+    /// close frame, and learns why, as soon as its socket takes the rest of the frame
+    /// being written, instead of after the output it is not reading (or never, when
+    /// the close deadline ends the connection first).
+    pub fn close_now(&self, frame: CloseFrame) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.start_close(frame, true);
         }
     }
 

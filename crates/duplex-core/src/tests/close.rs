@@ -321,3 +321,65 @@ fn eof_is_reported_after_the_messages_before_it() {
         );
     }
 }
+
+#[test]
+fn close_now_overtakes_the_queue_and_finishes_the_frame_being_written() {
+    let now = Instant::now();
+    for written in [0usize, 1, 3000, 5003] {
+        let mut server = Connection::new(Role::Server, EngineConfig::default());
+        let mut client = Connection::new(Role::Client, EngineConfig::default());
+        for i in 0..4u8 {
+            server.send(Message::binary(vec![i; 5000])).unwrap();
+        }
+        server
+            .send(Message::Ping(Bytes::from_static(b"p")))
+            .unwrap();
+        // The socket took `written` bytes: the frame they belong to must be finished.
+        let mut wire = Vec::new();
+        while wire.len() < written {
+            let chunk = server.pending_output();
+            let n = chunk.len().min(written - wire.len());
+            wire.extend_from_slice(&chunk[..n]);
+            server.consume_output(n);
+        }
+        let frame = CloseFrame::new(CloseCode::PolicyViolation, "too slow");
+        server.close_now(Some(frame), now).unwrap();
+        assert_eq!(server.state(), State::CloseSent);
+        while server.output_len() > 0 {
+            let chunk = server.pending_output().to_vec();
+            server.consume_output(chunk.len());
+            wire.extend_from_slice(&chunk);
+        }
+        // 5004 bytes a frame (4-byte header); the close frame is 12 bytes.
+        let frames_started = written.div_ceil(5004);
+        assert_eq!(wire.len(), frames_started * 5004 + 12, "written {written}");
+        client.receive(&wire);
+        let mut received = Vec::new();
+        while let Some(event) = client.poll_event(now) {
+            received.push(event.unwrap());
+        }
+        let (close, data) = received.split_last().unwrap();
+        assert_eq!(data.len(), frames_started, "written {written}");
+        for (i, message) in data.iter().enumerate() {
+            assert_eq!(message, &Message::binary(vec![i as u8; 5000]));
+        }
+        assert!(
+            matches!(close, Message::Close(Some(f)) if f.code == CloseCode::PolicyViolation),
+            "{close:?}"
+        );
+    }
+}
+
+#[test]
+fn close_now_after_the_close_started_changes_nothing() {
+    let now = Instant::now();
+    let mut server = Connection::new(Role::Server, EngineConfig::default());
+    server.send(Message::binary(vec![1; 5000])).unwrap();
+    server.close(None, now).unwrap();
+    let before = server.output_len();
+    server
+        .close_now(Some(CloseFrame::new(CloseCode::GoingAway, "")), now)
+        .unwrap();
+    assert_eq!(server.output_len(), before);
+    assert_eq!(server.sent_close_frame().unwrap().code, CloseCode::NoStatus);
+}

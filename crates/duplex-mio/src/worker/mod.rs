@@ -306,6 +306,14 @@ where
                         }
                     }
                 }
+                Command::CloseNow(id, frame) => {
+                    if let Some(slot) = self.local.lookup(id) {
+                        if let Some(conn) = self.local.entry_mut(slot).and_then(Entry::conn_mut) {
+                            let _ = conn.close_now(Some(frame), Instant::now());
+                            self.local.mark_dirty(slot);
+                        }
+                    }
+                }
                 Command::Broadcast { prepared, topic } => {
                     self.local.broadcast_local(&prepared, topic.as_deref());
                 }

@@ -19,6 +19,19 @@ use duplex_mio::{
 /// Bound on every blocking call in the tests.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `len` bytes that do not compress (permessage-deflate is on by default).
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut seed = 0x2545_f491_u32;
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as u8
+        })
+        .collect()
+}
+
 /// What the test handler reports.
 #[derive(Debug)]
 pub enum Report {
@@ -33,6 +46,8 @@ pub enum Report {
 /// - `pub:T:M` publishes M to topic T;
 /// - `all:M` broadcasts M;
 /// - `close:C` closes with code C;
+/// - `kick` queues incompressible 64 KiB messages until the soft write limit refuses
+///   one (more than 1 MiB, none written yet), then closes with 1008 overtaking them;
 /// - `panic` panics (as does opening `/panic`);
 /// - anything else (and binary) is echoed, unless the server is a sink.
 pub struct Commands {
@@ -84,6 +99,14 @@ impl Handler for Commands {
             ctx.broadcast(Message::text(body)).unwrap();
         } else if text == "panic" {
             panic!("asked to panic in on_message");
+        } else if text == "kick" {
+            let mut queued = 0;
+            while ctx.send(Message::binary(noise(64 << 10))).is_ok() {
+                queued += 1;
+            }
+            assert!(ctx.buffered() > 1 << 20, "{queued} queued");
+            ctx.close_now(duplex_mio::CloseCode::PolicyViolation, "too slow")
+                .unwrap();
         } else if let Some(code) = text.strip_prefix("close:") {
             let code: u16 = code.parse().unwrap();
             ctx.close(code.into(), "bye").unwrap();
