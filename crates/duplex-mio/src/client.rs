@@ -288,7 +288,17 @@ impl WebSocket {
                 // not matter; a deadline (the peer never answered) or a vanished peer does.
                 Ok(Some(Err(Error::Protocol(_) | Error::LimitExceeded(_)))) => {}
                 Ok(Some(Err(error))) => break Err(error),
-                Ok(_) if self.conn.is_transport_ending() => break Ok(()),
+                // A failure the engine has not reported yet (the close deadline passed).
+                Ok(_) if self.conn.is_transport_ending() => {
+                    match self.conn.poll_event(Instant::now()) {
+                        Some(Err(error))
+                            if !matches!(error, Error::Protocol(_) | Error::LimitExceeded(_)) =>
+                        {
+                            break Err(error);
+                        }
+                        _ => break Ok(()),
+                    }
+                }
                 Ok(_) => {}
                 Err(Error::ConnectionClosed) => break Ok(()),
                 Err(error) => break Err(error),
