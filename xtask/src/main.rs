@@ -4,12 +4,14 @@
 //! - `conformance`: Autobahn-style WebSocket conformance suite
 //!   (see `xtask/README.md`).
 //! - `load`: load generator and peer comparison.
+//! - `netem`: a packet-level network emulator between two network namespaces.
 //! - `seed-compare`: the ticker feed over four transports, measured.
 
 use std::process::ExitCode;
 
 mod conformance;
 mod load;
+mod netem;
 mod seed_compare;
 
 const USAGE: &str = "\
@@ -18,6 +20,7 @@ usage: cargo xtask <task> [options]
 tasks:
   conformance   Autobahn-style conformance suite (cargo xtask conformance --help)
   load          load generator and peer comparison (cargo xtask load --help)
+  netem         network emulator: delay, loss, rate limit (cargo xtask netem --help)
   seed-compare  polling vs long polling vs streaming vs WebSocket (cargo xtask seed-compare --help)
 ";
 
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("conformance") => conformance::main(&args[1..]),
         Some("load") => load::main(&args[1..]),
+        Some("netem") => netem::main(&args[1..]),
         Some("seed-compare") => seed_compare::main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

@@ -32,7 +32,8 @@ pub(crate) struct Output {
     /// records nothing); entries at or before the consumed position are dropped. The
     /// first one past it is where the frame being written ends
     /// ([`Output::cut_after_front_frame`]). Boxed: allocated only when output backs up.
-    #[allow(clippy::box_collection)] // one pointer while unused, not a VecDeque's four words
+    // Boxed on purpose: 8 bytes in every connection instead of a `VecDeque`'s 32.
+    #[allow(clippy::box_collection)]
     starts: Option<Box<VecDeque<u64>>>,
     /// Where the last frame queued into an empty queue starts.
     first_start: u64,

@@ -25,6 +25,11 @@
 //!   connections with `PreparedMessage`, from an empty compression context.
 //!   `/ws?deflate=0` refuses permessage-deflate; `/ws?deflate=ctx` compresses per
 //!   connection with context takeover (smaller frames, one compression per connection).
+//! - With `--chat`, the feed is a chat room instead of quotes: nothing is published on
+//!   a timer; `POST /say` (a JSON object with a `ts`, up to 4 KiB) and every text
+//!   message a WebSocket client sends are published to all, as they came with a
+//!   `seq` put first: `{"seq":43,"ts":...,"text":"..."}`. `/ws?listen=0` is a
+//!   WebSocket that only speaks (it gets no updates).
 //! - `GET /stats`: the server's CPU time (user + system from `/proc/self/stat` in
 //!   milliseconds, in 10 ms ticks; and the run time of its threads from
 //!   `/proc/self/task/*/schedstat` in nanoseconds), the last sequence number, the rate,
@@ -33,6 +38,11 @@
 //! The WebSocket upgrade is done here with `duplex-handshake` over hyper's upgraded
 //! connection (the `hyper` feature's `duplex_tokio::hyper::upgrade` does the same), so
 //! the example runs without features.
+//!
+//! Every route is served over HTTP/1.1 and over HTTP/2 with prior knowledge (h2c, told
+//! apart by the connection preface): polling and long polling as requests on one
+//! HTTP/2 connection, the event stream as one HTTP/2 stream, and `/ws` as a WebSocket
+//! over HTTP/2 (RFC 8441: extended CONNECT, which the server's SETTINGS allow).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -50,9 +60,9 @@ use duplex_tokio::{
 };
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
@@ -76,6 +86,7 @@ async fn main() -> std::io::Result<()> {
     let mut addr = "127.0.0.1:8090".to_owned();
     let mut rate = 10.0_f64;
     let mut symbols = 20_usize;
+    let mut chat = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -85,6 +96,7 @@ async fn main() -> std::io::Result<()> {
         match arg.as_str() {
             "--rate" => rate = value("--rate").parse().unwrap_or(0.0),
             "--symbols" => symbols = value("--symbols").parse().unwrap_or(0),
+            "--chat" => chat = true,
             "-h" | "--help" => usage(""),
             other if !other.starts_with('-') => addr = other.to_owned(),
             other => usage(&format!("unknown option {other}")),
@@ -101,13 +113,16 @@ async fn main() -> std::io::Result<()> {
     let feed = Arc::new(Feed {
         rate,
         symbols,
+        chat,
         history: Mutex::new(VecDeque::with_capacity(HISTORY)),
         latest: watch::channel(0).0,
         live: broadcast::channel(QUEUE).0,
         open: Default::default(),
         requests: Default::default(),
     });
-    tokio::spawn(publish(feed.clone()));
+    if !chat {
+        tokio::spawn(publish(feed.clone()));
+    }
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
@@ -117,12 +132,19 @@ async fn main() -> std::io::Result<()> {
                 let feed = feed.clone();
                 async move { Ok::<_, Infallible>(feed.route(request).await) }
             });
-            let connection = http1::Builder::new()
+            // HTTP/1.1, or HTTP/2 when the connection starts with its preface.
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            let _ = connection.await;
+                .header_read_timeout(Duration::from_secs(30));
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .enable_connect_protocol();
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .await;
         });
     }
 }
@@ -131,7 +153,7 @@ fn usage(problem: &str) -> ! {
     if !problem.is_empty() {
         eprintln!("ticker: {problem}");
     }
-    eprintln!("usage: ticker [ADDR] [--rate UPDATES_PER_SECOND] [--symbols N]");
+    eprintln!("usage: ticker [ADDR] [--rate UPDATES_PER_SECOND] [--symbols N] [--chat]");
     std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }
 
@@ -149,6 +171,8 @@ struct Update {
 struct Feed {
     rate: f64,
     symbols: usize,
+    /// A chat room: the clients publish.
+    chat: bool,
     history: Mutex<VecDeque<Arc<Update>>>,
     /// The last sequence number, for long polls to wait on.
     latest: watch::Sender<u64>,
@@ -184,11 +208,20 @@ impl WsMode {
 async fn publish(feed: Arc<Feed>) {
     let mut market = Market::new(feed.symbols);
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / feed.rate));
-    let mut seq = 0;
     loop {
         interval.tick().await;
-        seq += 1;
-        let json = market.quote(seq, now_micros());
+        feed.publish(|seq| market.quote(seq, now_micros()));
+    }
+}
+
+impl Feed {
+    /// Publishes the next update, `json` made for its sequence number.
+    fn publish(&self, json: impl FnOnce(u64) -> String) {
+        // Under the history's lock, so that updates from several publishers (chat
+        // clients) go out in sequence order.
+        let mut history = self.history.lock().unwrap();
+        let seq = history.back().map_or(1, |u| u.seq + 1);
+        let json = json(seq);
         let update = Arc::new(Update {
             seq,
             sse: Bytes::from(format!("id: {seq}\ndata: {json}\n\n")),
@@ -196,22 +229,42 @@ async fn publish(feed: Arc<Feed>) {
                 .expect("text is a data message"),
             json: Bytes::from(json),
         });
-        {
-            let mut history = feed.history.lock().unwrap();
-            if history.len() == HISTORY {
-                history.pop_front();
-            }
-            history.push_back(update.clone());
+        if history.len() == HISTORY {
+            history.pop_front();
         }
+        history.push_back(update.clone());
         // In this order: whoever subscribed before reading the history sees no gap.
-        let _ = feed.live.send(update);
-        feed.latest.send_replace(seq);
+        let _ = self.live.send(update);
+        self.latest.send_replace(seq);
     }
-}
 
-impl Feed {
+    /// Publishes a chat message (a JSON object) with its sequence number put first;
+    /// false if it is not an object.
+    fn say(&self, message: &str) -> bool {
+        let message = message.trim();
+        let Some(rest) = message.strip_prefix('{') else {
+            return false;
+        };
+        if !message.ends_with('}') || rest.len() < 2 {
+            return false;
+        }
+        self.publish(|seq| format!("{{\"seq\":{seq},{rest}"));
+        true
+    }
+
     async fn route(self: Arc<Self>, mut request: Request<Incoming>) -> Response<Body> {
-        if request.method() != Method::GET {
+        if self.chat && request.method() == Method::POST && request.uri().path() == "/say" {
+            let body = http_body_util::Limited::new(request.into_body(), 4096);
+            return match body.collect().await.map(|b| b.to_bytes()) {
+                Ok(body) if self.say(&String::from_utf8_lossy(&body)) => {
+                    let mut response = Response::new(Full::new(Bytes::new()).boxed_unsync());
+                    *response.status_mut() = StatusCode::NO_CONTENT;
+                    response
+                }
+                _ => text(StatusCode::BAD_REQUEST, "a JSON object of up to 4 KiB\n"),
+            };
+        }
+        if request.method() != Method::GET && !is_extended_connect(&request) {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         }
         let query = request.uri().query().unwrap_or("").to_owned();
@@ -256,7 +309,8 @@ impl Feed {
                     Some("ctx") => WsMode::PerConnection,
                     _ => WsMode::Shared,
                 };
-                self.websocket(&mut request, mode)
+                let listen = param(&query, "listen") != Some("0");
+                self.websocket(&mut request, mode, listen)
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
@@ -330,10 +384,22 @@ impl Feed {
     }
 
     /// Answers the handshake (or not) and spawns the connection's task.
-    fn websocket(self: Arc<Self>, request: &mut Request<Incoming>, mode: WsMode) -> Response<Body> {
-        let offer = match ClientOffer::from_request(request) {
-            Ok(offer) if request.version() == Version::HTTP_11 => offer,
-            Ok(_) => return text(StatusCode::BAD_REQUEST, "WebSocket needs HTTP/1.1\n"),
+    fn websocket(
+        self: Arc<Self>,
+        request: &mut Request<Incoming>,
+        mode: WsMode,
+        listen: bool,
+    ) -> Response<Body> {
+        let http2 = is_extended_connect(request);
+        let offer = if http2 {
+            let protocol = request.extensions().get::<hyper::ext::Protocol>();
+            ClientOffer::from_extended_connect(request, protocol.map(|p| p.as_str()))
+        } else {
+            ClientOffer::from_request(request)
+        };
+        let offer = match offer {
+            Ok(offer) if http2 || request.version() == Version::HTTP_11 => offer,
+            Ok(_) => return text(StatusCode::BAD_REQUEST, "WebSocket needs HTTP/1.1 or 2\n"),
             Err(error) => return error.response().map(|body| Full::from(body).boxed_unsync()),
         };
         let policy = match mode {
@@ -346,6 +412,7 @@ impl Feed {
             }),
             WsMode::PerConnection => Some(DeflateConfig::default()),
         };
+        // Over HTTP/2 the answer is a 200 without Upgrade headers (RFC 8441 section 5).
         let (response, deflate) =
             match offer.accept_negotiated(&Acceptance::default(), policy.as_ref()) {
                 Ok(accepted) => accepted,
@@ -372,21 +439,21 @@ impl Feed {
                 deflate,
                 &[],
             );
-            self.serve_websocket(ws, mode).await;
+            self.serve_websocket(ws, mode, listen).await;
         });
         response.map(|()| Full::new(Bytes::new()).boxed_unsync())
     }
 
     /// Sends every update until the client leaves (its messages are read and ignored,
     /// so pings are answered and its close completes the handshake).
-    async fn serve_websocket<S>(&self, mut ws: WebSocketStream<S>, mode: WsMode)
+    async fn serve_websocket<S>(&self, mut ws: WebSocketStream<S>, mode: WsMode, listen: bool)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
     {
         let mut live = self.live.subscribe();
         loop {
             tokio::select! {
-                update = live.recv() => match update {
+                update = live.recv(), if listen => match update {
                     Ok(update) => {
                         let sent = match mode {
                             WsMode::PerConnection => ws.send(update.prepared.message().clone()).await,
@@ -404,7 +471,11 @@ impl Feed {
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 incoming = ws.recv() => match incoming {
-                    Some(Ok(_)) => {}
+                    Some(Ok(message)) => {
+                        if self.chat && let Some(text) = message.as_text() {
+                            self.say(text);
+                        }
+                    }
                     Some(Err(_)) | None => break,
                 },
             }
@@ -433,6 +504,15 @@ impl Feed {
         out.push('}');
         out
     }
+}
+
+/// An HTTP/2 extended CONNECT for a WebSocket (RFC 8441 section 4).
+fn is_extended_connect<B>(request: &Request<B>) -> bool {
+    request.method() == Method::CONNECT
+        && request
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
 }
 
 /// The updates in `history` after sequence number `since`.

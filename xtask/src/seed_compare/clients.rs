@@ -5,8 +5,9 @@ use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 
+use super::h2::{H2, ServerFrames, next_data};
 use super::wire::{Conn, SseParser, WsClient, get};
 
 /// The ways to get the feed.
@@ -18,16 +19,24 @@ pub enum Transport {
     Ws,
     WsDeflate,
     WsDeflateCtx,
+    H2Poll,
+    H2LongPoll,
+    H2Sse,
+    H2Ws,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 6] = [
+    pub const ALL: [Transport; 10] = [
         Transport::Poll,
         Transport::LongPoll,
         Transport::Sse,
         Transport::Ws,
         Transport::WsDeflate,
         Transport::WsDeflateCtx,
+        Transport::H2Poll,
+        Transport::H2LongPoll,
+        Transport::H2Sse,
+        Transport::H2Ws,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +47,10 @@ impl Transport {
             Self::Ws => "ws",
             Self::WsDeflate => "ws-deflate",
             Self::WsDeflateCtx => "ws-deflate-ctx",
+            Self::H2Poll => "h2-poll",
+            Self::H2LongPoll => "h2-long-poll",
+            Self::H2Sse => "h2-sse",
+            Self::H2Ws => "h2-ws",
         }
     }
 
@@ -49,6 +62,18 @@ impl Transport {
             Self::Ws => "WebSocket",
             Self::WsDeflate => "WebSocket + deflate, shared frame",
             Self::WsDeflateCtx => "WebSocket + deflate, per connection",
+            Self::H2Poll => "short polling, HTTP/2",
+            Self::H2LongPoll => "long polling, HTTP/2",
+            Self::H2Sse => "SSE over HTTP/2",
+            Self::H2Ws => "WebSocket over HTTP/2 (RFC 8441)",
+        }
+    }
+
+    /// Where a polling transport polls: `/poll` for short polling, `/long` for long.
+    fn poll_path(self) -> &'static str {
+        match self {
+            Self::Poll | Self::H2Poll => "/poll",
+            _ => "/long",
         }
     }
 
@@ -90,6 +115,17 @@ impl Headers {
         }
     }
 
+    /// The same for HTTP/2: lower-case names, without the connection-specific ones
+    /// HTTP/2 forbids.
+    fn http2(self, host: &str, accept: &str, event_stream: bool) -> Vec<(String, String)> {
+        self.http(host, accept, event_stream)
+            .lines()
+            .filter_map(|line| line.split_once(": "))
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("connection"))
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+            .collect()
+    }
+
     /// Headers for a WebSocket handshake besides the handshake's own.
     fn websocket(self, host: &str) -> String {
         match self {
@@ -113,6 +149,8 @@ pub struct Settings {
     pub clients: usize,
     pub poll_interval: Duration,
     pub headers: Headers,
+    /// Messages per second of the chat case's speaker.
+    pub rate: f64,
 }
 
 /// What one client saw.
@@ -137,7 +175,13 @@ pub struct Tally {
     /// The negotiated `Sec-WebSocket-Extensions`.
     pub extensions: Option<String>,
     pub error: Option<String>,
+    /// Updates that arrived bunched: less than a tenth of their publish interval after
+    /// the update before them (a poll answer with several, or a stalled stream
+    /// catching up).
+    pub bunched: u64,
     last_seq: Option<u64>,
+    /// The previous update's publish time and receipt time, microseconds.
+    last_times: Option<(u64, u64)>,
 }
 
 impl Tally {
@@ -151,6 +195,12 @@ impl Tally {
         }
         self.last_seq = Some(quote.seq);
         self.delivered += 1;
+        if let Some((published, received)) = self.last_times
+            && now_us.saturating_sub(received) * 10 < quote.ts.saturating_sub(published)
+        {
+            self.bunched += 1;
+        }
+        self.last_times = Some((quote.ts, now_us));
         let latency = now_us.saturating_sub(quote.ts).min(u64::from(u32::MAX));
         self.latencies_us.push(latency as u32);
     }
@@ -160,6 +210,16 @@ impl Tally {
         let quote: Quote = serde_json::from_slice(json).map_err(invalid)?;
         self.deliver(&quote, now);
         Ok(())
+    }
+
+    /// The bytes of an HTTP/2 connection so far, all of them.
+    fn count_h2(&mut self, h2: &H2) {
+        (self.up, self.down) = (h2.up(), h2.down());
+    }
+
+    /// The bytes of an HTTP/2 connection so far, as its setup.
+    fn setup_h2(&mut self, h2: &H2) {
+        (self.setup_up, self.setup_down) = (h2.up(), h2.down());
     }
 
     fn count(&mut self, conn: &Conn) {
@@ -208,6 +268,11 @@ pub async fn run(
         Transport::Ws | Transport::WsDeflate | Transport::WsDeflateCtx => {
             websocket(transport, settings, index, deadline, &mut tally).await
         }
+        Transport::H2Poll | Transport::H2LongPoll => {
+            h2_poll(transport, settings, index, start, deadline, &mut tally).await
+        }
+        Transport::H2Sse => h2_sse(settings, deadline, &mut tally).await,
+        Transport::H2Ws => h2_websocket(settings, deadline, &mut tally).await,
     };
     if let Err(error) = result {
         tally.error = Some(format!("{} client {index}: {error}", transport.name()));
@@ -226,11 +291,7 @@ async fn poll(
     deadline: Instant,
     tally: &mut Tally,
 ) -> io::Result<()> {
-    let path = if transport == Transport::Poll {
-        "/poll"
-    } else {
-        "/long"
-    };
+    let path = transport.poll_path();
     let headers = settings.headers.http(&settings.addr, "*/*", false);
     let mut conn: Option<Conn> = None;
     let mut since: Option<u64> = None;
@@ -371,6 +432,287 @@ async fn websocket(
     }
     tally.count(&ws.conn);
     result
+}
+
+/// Polling over one HTTP/2 connection: the same schedule as `poll`, each request a new
+/// stream.
+async fn h2_poll(
+    transport: Transport,
+    settings: &Settings,
+    index: usize,
+    start: Instant,
+    deadline: Instant,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    let path = transport.poll_path();
+    let headers = settings.headers.http2(&settings.addr, "*/*", false);
+    let mut h2 = H2::connect(&settings.addr).await?;
+    tally.connections = 1;
+    let phase = settings
+        .poll_interval
+        .mul_f64((index + 1) as f64 / settings.clients as f64);
+    let mut next = start + phase;
+    let result = async {
+        loop {
+            let target = match tally.last_seq {
+                None => path.to_owned(),
+                Some(since) => format!("{path}?since={since}"),
+            };
+            if tally.last_seq.is_some() && transport == Transport::H2Poll {
+                if next >= deadline {
+                    return Ok(());
+                }
+                sleep_until(next).await;
+                next += settings.poll_interval;
+            }
+            let body = match timeout_at(deadline, h2.get(&target, &headers)).await {
+                Ok(body) => body?,
+                Err(_) => return Ok(()),
+            };
+            tally.requests += 1;
+            let now = now_micros();
+            let body: PollBody = serde_json::from_slice(&body).map_err(invalid)?;
+            if tally.last_seq.is_none() {
+                tally.last_seq = Some(body.last);
+                tally.setup_h2(&h2);
+            } else {
+                for quote in &body.updates {
+                    tally.deliver(quote, now);
+                }
+            }
+        }
+    }
+    .await;
+    tally.count_h2(&h2);
+    result
+}
+
+/// The event stream as one HTTP/2 stream.
+async fn h2_sse(settings: &Settings, deadline: Instant, tally: &mut Tally) -> io::Result<()> {
+    let mut h2 = H2::connect(&settings.addr).await?;
+    tally.connections = 1;
+    tally.requests = 1;
+    let headers = settings
+        .headers
+        .http2(&settings.addr, "text/event-stream", true);
+    let result = async {
+        let (parts, mut body, _) = h2
+            .request(http::Method::GET, "/sse", &headers, None)
+            .await?;
+        if parts.status != 200 {
+            return Err(invalid(format!("/sse answered {}", parts.status)));
+        }
+        tally.setup_h2(&h2);
+        let mut parser = SseParser::default();
+        h2_deliver(&mut body, deadline, tally, "the event stream", |data| {
+            Ok(parser
+                .feed(data)
+                .into_iter()
+                .map(String::into_bytes)
+                .collect())
+        })
+        .await
+    }
+    .await;
+    tally.count_h2(&h2);
+    result
+}
+
+/// Delivers the updates a stream carries until `deadline`; `split` cuts its bytes into
+/// updates (server-sent events, WebSocket frames).
+async fn h2_deliver(
+    body: &mut h2::RecvStream,
+    deadline: Instant,
+    tally: &mut Tally,
+    what: &str,
+    mut split: impl FnMut(&[u8]) -> io::Result<Vec<Vec<u8>>>,
+) -> io::Result<()> {
+    loop {
+        let data = match timeout_at(deadline, next_data(body)).await {
+            Err(_) => return Ok(()),
+            Ok(data) => data?.ok_or_else(|| invalid(format!("{what} ended")))?,
+        };
+        for update in split(&data)? {
+            tally.deliver_json(&update)?;
+        }
+    }
+}
+
+/// A WebSocket over HTTP/2 (RFC 8441), without permessage-deflate.
+async fn h2_websocket(settings: &Settings, deadline: Instant, tally: &mut Tally) -> io::Result<()> {
+    let mut h2 = H2::connect(&settings.addr).await?;
+    tally.connections = 1;
+    tally.requests = 1;
+    let result = async {
+        let (mut body, _send) = h2_ws_open(&mut h2, settings, "/ws?deflate=0").await?;
+        tally.setup_h2(&h2);
+        let mut frames = ServerFrames::default();
+        h2_deliver(&mut body, deadline, tally, "the WebSocket stream", |data| {
+            frames.feed(data)
+        })
+        .await
+    }
+    .await;
+    tally.count_h2(&h2);
+    result
+}
+
+/// Opens a WebSocket on `path` over the HTTP/2 connection (an extended CONNECT with a
+/// browser's headers): its two directions.
+async fn h2_ws_open(
+    h2: &mut H2,
+    settings: &Settings,
+    path: &str,
+) -> io::Result<(h2::RecvStream, h2::SendStream<bytes::Bytes>)> {
+    let addr = &settings.addr;
+    let mut headers = settings.headers.http2(addr, "*/*", false);
+    headers.retain(|(name, _)| !name.starts_with("sec-fetch") && name != "accept");
+    headers.push(("sec-websocket-version".into(), "13".into()));
+    headers.push(("origin".into(), format!("http://{addr}")));
+    // The server's SETTINGS (which allow extended CONNECT) come with its first answer;
+    // a first request gets them.
+    if !h2.extended_connect_allowed() {
+        h2.get("/stats", &[]).await?;
+    }
+    if !h2.extended_connect_allowed() {
+        return Err(invalid("the server does not allow extended CONNECT"));
+    }
+    let (parts, body, send) = h2
+        .request(http::Method::CONNECT, path, &headers, Some("websocket"))
+        .await?;
+    if parts.status != 200 {
+        return Err(invalid(format!(
+            "extended CONNECT answered {}",
+            parts.status
+        )));
+    }
+    Ok((body, send))
+}
+
+/// The chat case's speaker: one more client, which sends `settings.rate` messages a
+/// second to everyone the way its transport can. HTTP: a `POST /say` on a keep-alive
+/// connection of its own (the receiving one is busy with a long poll or a stream;
+/// over HTTP/2, a stream of one connection). WebSocket: a text message on a
+/// connection that only speaks (`listen=0`). `requests` counts the messages.
+pub async fn speak(
+    transport: Transport,
+    settings: &Settings,
+    start: Instant,
+    deadline: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    if let Err(error) = speaker(transport, settings, start, deadline, &mut tally).await {
+        tally.error = Some(format!("{} speaker: {error}", transport.name()));
+    }
+    tally
+}
+
+async fn speaker(
+    transport: Transport,
+    settings: &Settings,
+    start: Instant,
+    deadline: Instant,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    let addr = &settings.addr;
+    let interval = Duration::from_secs_f64(1.0 / settings.rate);
+    // Room for every receiver to connect first, and for the last messages to arrive.
+    let (mut next, end) = (
+        start + Duration::from_secs(1),
+        deadline - Duration::from_millis(500),
+    );
+    let message = |n: u64| {
+        let ts = now_micros();
+        format!(r#"{{"ts":{ts},"from":"speaker","text":"message {n} to everyone in the room"}}"#)
+    };
+    tally.connections = 1;
+    match transport {
+        Transport::Poll | Transport::LongPoll | Transport::Sse => {
+            let mut conn = Conn::connect(addr).await?;
+            let headers = settings.headers.http(addr, "*/*", false);
+            let mut n = 0;
+            while next < end {
+                sleep_until(next).await;
+                next += interval;
+                n += 1;
+                let body = message(n);
+                let request = format!(
+                    "POST /say HTTP/1.1\r\nHost: {addr}\r\n{headers}Origin: http://{addr}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.send(request.as_bytes()).await?;
+                let (head, _) = conn.response().await?;
+                if head.status != 204 {
+                    return Err(invalid(format!("POST /say answered {}", head.status)));
+                }
+                tally.requests += 1;
+            }
+            tally.count(&conn);
+        }
+        Transport::Ws | Transport::WsDeflate | Transport::WsDeflateCtx => {
+            let (path, offer) = match transport {
+                Transport::Ws => ("/ws?deflate=0&listen=0", false),
+                Transport::WsDeflateCtx => ("/ws?deflate=ctx&listen=0", true),
+                _ => ("/ws?listen=0", true),
+            };
+            let conn = Conn::connect(addr).await?;
+            let headers = settings.headers.websocket(addr);
+            let mut ws =
+                WsClient::handshake(conn, path, addr, &headers, offer, now_micros()).await?;
+            tally.setup_up = ws.conn.up;
+            tally.setup_down = ws.conn.down;
+            let mut n = 0;
+            while next < end {
+                sleep_until(next).await;
+                next += interval;
+                n += 1;
+                ws.send_frame(0x1, message(n).as_bytes()).await?;
+                tally.requests += 1;
+            }
+            let _ = timeout(Duration::from_secs(1), ws.close()).await;
+            tally.count(&ws.conn);
+        }
+        Transport::H2Poll | Transport::H2LongPoll | Transport::H2Sse => {
+            let mut h2 = H2::connect(addr).await?;
+            let mut headers = settings.headers.http2(addr, "*/*", false);
+            headers.push(("origin".into(), format!("http://{addr}")));
+            headers.push(("content-type".into(), "application/json".into()));
+            let mut n = 0;
+            while next < end {
+                sleep_until(next).await;
+                next += interval;
+                n += 1;
+                let status = h2.post("/say", &headers, message(n).into()).await?;
+                if status != 204 {
+                    return Err(invalid(format!("POST /say answered {status}")));
+                }
+                tally.requests += 1;
+            }
+            tally.count_h2(&h2);
+        }
+        Transport::H2Ws => {
+            let mut h2 = H2::connect(addr).await?;
+            let (_body, mut stream) =
+                h2_ws_open(&mut h2, settings, "/ws?deflate=0&listen=0").await?;
+            tally.setup_h2(&h2);
+            let mut rng = now_micros() | 1;
+            let mut n = 0;
+            while next < end {
+                sleep_until(next).await;
+                next += interval;
+                n += 1;
+                let mask = (super::wire::xorshift(&mut rng) as u32).to_be_bytes();
+                let frame = wire_kit::frame(0x81, message(n).as_bytes(), Some(mask));
+                stream.send_data(frame.into(), false).map_err(invalid)?;
+                tally.requests += 1;
+            }
+            // Let the last frames leave before the connection goes.
+            sleep(Duration::from_millis(200)).await;
+            tally.count_h2(&h2);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

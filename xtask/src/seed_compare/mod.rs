@@ -8,6 +8,7 @@
 //! every byte is counted where it crosses the socket.
 
 mod clients;
+mod h2;
 mod report;
 mod wire;
 
@@ -22,6 +23,8 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 pub use clients::{Headers, Settings, Tally, Transport};
+
+use crate::netem::{self, Netem, Profile, Snapshot};
 
 const USAGE: &str = "\
 cargo xtask seed-compare [OPTIONS]
@@ -39,10 +42,20 @@ Options:
   --poll-interval SECS   short polling interval (default 1)
   --duration SECS        measuring time per transport (default 10)
   --transports LIST      comma-separated, from poll,long-poll,sse,ws,ws-deflate,
-                         ws-deflate-ctx (default: all)
+                         ws-deflate-ctx,h2-poll,h2-long-poll,h2-sse,h2-ws
+                         (default: all; h2-*: HTTP/2 with prior knowledge)
   --headers KIND         request headers: browser (what Chrome sends, no cookies;
                          default) or minimal (host, user agent, accept)
   --url http://HOST:PORT measure a running ticker (its --rate and --symbols apply)
+  --profile NAME         run the ticker and the clients at the two ends of the
+                         packet-level emulator (cargo xtask netem profiles): bytes
+                         on the wire (IP packets, both ways) are counted there.
+                         Needs root. --rtt, --jitter, --loss, --link-rate, --queue
+                         and --bursts change the profile (cargo xtask netem --help)
+  --chat                 the chat case: the ticker is a chat room and one more client
+                         per transport (the speaker) sends --rate messages a second
+                         to all the others: POST /say for HTTP, a WebSocket message
+                         for WebSocket
   --json PATH            also write the results as JSON
   --svg PATH             also write the chart as SVG
   -h, --help             this help
@@ -61,6 +74,13 @@ pub struct Options {
     pub url: Option<String>,
     pub json: Option<String>,
     pub svg: Option<String>,
+    /// The chat case: the ticker publishes what a speaker sends.
+    pub chat: bool,
+    /// The emulated link, if any.
+    pub profile: Option<Profile>,
+    /// The namespace the ticker runs in (set with the link): `/stats` is asked there,
+    /// so that it does not cross the link.
+    pub server_netns: Option<String>,
 }
 
 impl Default for Options {
@@ -76,6 +96,9 @@ impl Default for Options {
             url: None,
             json: None,
             svg: None,
+            chat: false,
+            profile: None,
+            server_netns: None,
         }
     }
 }
@@ -96,6 +119,23 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 .map(Duration::from_secs_f64)
                 .ok_or_else(|| format!("{arg}: {v:?} is not a positive number of seconds"))
         };
+        const LINK: [&str; 7] = [
+            "--profile",
+            "--rtt",
+            "--jitter",
+            "--loss",
+            "--link-rate",
+            "--queue",
+            "--bursts",
+        ];
+        if LINK.contains(&arg.as_str()) {
+            let mut value = || value().map(str::to_owned);
+            let profile = options
+                .profile
+                .get_or_insert_with(|| netem::PROFILES[0].clone());
+            profile.parse_arg(arg, &mut value)?;
+            continue;
+        }
         match arg.as_str() {
             "--clients" => {
                 options.clients = value()?
@@ -141,10 +181,14 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 let addr = url.strip_prefix("http://").unwrap_or(url);
                 options.url = Some(addr.trim_end_matches('/').to_owned());
             }
+            "--chat" => options.chat = true,
             "--json" => options.json = Some(value()?.to_owned()),
             "--svg" => options.svg = Some(value()?.to_owned()),
             other => return Err(format!("unknown option {other:?}")),
         }
+    }
+    if options.profile.is_some() && options.url.is_some() {
+        return Err("--url and a link profile do not go together".into());
     }
     Ok(options)
 }
@@ -162,11 +206,14 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    match runtime.block_on(run_main(options)) {
+    let result = match options.profile.clone() {
+        None => block_on(run_main(options, None)),
+        Some(profile) => {
+            netem::cleanup_on_signals();
+            with_link(&profile, |netem| block_on(run_main(options, Some(netem))))
+        }
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
@@ -176,18 +223,56 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+/// Sets up the emulated link and runs `f` on a thread in its client namespace (the
+/// ticker goes to the server end).
+pub fn with_link<T: Send>(
+    profile: &Profile,
+    f: impl FnOnce(&Netem) -> io::Result<T> + Send,
+) -> io::Result<T> {
+    let netem = Netem::with_profile(profile)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                netem::enter(&netem.client.name)?;
+                f(&netem)
+            })
+            .join()
+            .map_err(|_| io::Error::other("the measuring thread panicked"))?
+    })
+}
+
 /// Runs the comparison and prints the report; false when an update was missed or
-/// duplicated or a client failed.
-async fn run_main(options: Options) -> io::Result<bool> {
+/// duplicated or a client failed, or came sooner than the link allows.
+async fn run_main(mut options: Options, netem: Option<&Netem>) -> io::Result<bool> {
     let (addr, _ticker) = match &options.url {
         Some(addr) => (addr.clone(), None),
         None => {
             let binary = build_ticker(true)?;
-            let (child, addr) = start_ticker(&binary, options.rate, options.symbols).await?;
+            let server = netem.map(|n| n.server.name.clone());
+            let (child, addr) = start_ticker_in(
+                &binary,
+                options.rate,
+                options.symbols,
+                server.as_deref(),
+                options.chat,
+            )
+            .await?;
+            options.server_netns = server;
             (addr, Some(child))
         }
     };
-    let stats = server_stats(&addr).await?;
+    let stats = server_stats(&addr, options.server_netns.as_deref()).await?;
+    if let Some(profile) = &options.profile {
+        eprintln!("link: {} ({})", profile.name, profile.summary());
+    }
     eprintln!(
         "ticker at {addr}: {} updates/s over {} symbols; {} clients per transport, {:?} each",
         stats.rate, stats.symbols, options.clients, options.duration
@@ -196,12 +281,13 @@ async fn run_main(options: Options) -> io::Result<bool> {
     let mut results = Vec::new();
     for &transport in &options.transports {
         eprint!("{:<16}", transport.name());
-        let result = measure(&addr, transport, &options).await?;
+        let result = measure(&addr, transport, &options, netem).await?;
         eprintln!(
-            "{} delivered, {} missed, {} duplicated, {} errors",
+            "{} delivered, {} missed, {} duplicated, {} bunched, {} errors",
             result.delivered(),
             result.missed(),
             result.duplicated(),
+            result.bunched(),
             result.errors().len()
         );
         for error in result.errors().iter().take(5) {
@@ -225,10 +311,21 @@ async fn run_main(options: Options) -> io::Result<bool> {
     if let Some(path) = &options.svg {
         std::fs::write(path, run.svg())?;
     }
-    Ok(run
-        .results
-        .iter()
-        .all(|r| r.missed() == 0 && r.duplicated() == 0 && r.errors().is_empty()))
+    let mut ok = true;
+    for r in &run.results {
+        let floor = run.one_way_floor();
+        let fastest = r.fastest();
+        if fastest < floor {
+            eprintln!(
+                "{}: an update came {fastest:?} after it was published, sooner than the link's \
+                 {floor:?}",
+                r.transport.name()
+            );
+            ok = false;
+        }
+        ok &= r.missed() == 0 && r.duplicated() == 0 && r.errors().is_empty();
+    }
+    Ok(ok)
 }
 
 /// One transport's run: every client's tally and the server's counters around it.
@@ -242,6 +339,11 @@ pub struct Measurement {
     pub cpu_ms_ticks: f64,
     /// Updates published over the run.
     pub published: u64,
+    /// What crossed the emulated link over the run, if there was one: client to
+    /// server, server to client.
+    pub wire: Option<(Snapshot, Snapshot)>,
+    /// The chat case's speaker.
+    pub speaker: Option<Tally>,
 }
 
 impl Measurement {
@@ -254,9 +356,23 @@ impl Measurement {
     pub fn duplicated(&self) -> u64 {
         self.tallies.iter().map(|t| t.duplicated).sum()
     }
+    pub fn bunched(&self) -> u64 {
+        self.tallies.iter().map(|t| t.bunched).sum()
+    }
+    /// The shortest publish-to-receipt time.
+    pub fn fastest(&self) -> Duration {
+        let us = self
+            .tallies
+            .iter()
+            .flat_map(|t| t.latencies_us.iter().copied())
+            .min()
+            .unwrap_or(u32::MAX);
+        Duration::from_micros(u64::from(us))
+    }
     pub fn errors(&self) -> Vec<&str> {
         self.tallies
             .iter()
+            .chain(&self.speaker)
             .filter_map(|t| t.error.as_deref())
             .collect()
     }
@@ -267,14 +383,18 @@ pub async fn measure(
     addr: &str,
     transport: Transport,
     options: &Options,
+    netem: Option<&Netem>,
 ) -> io::Result<Measurement> {
     let settings = Arc::new(Settings {
         addr: addr.to_owned(),
         clients: options.clients,
         poll_interval: options.poll_interval,
         headers: options.headers,
+        rate: options.rate,
     });
-    let before = server_stats(addr).await?;
+    let stats_netns = options.server_netns.as_deref();
+    let before = server_stats(addr, stats_netns).await?;
+    let wire_before = netem.map(Netem::counters);
     let start = Instant::now();
     let deadline = start + options.duration;
     let handles: Vec<_> = (0..options.clients)
@@ -285,17 +405,35 @@ pub async fn measure(
             )
         })
         .collect();
+    let speaker = options.chat.then(|| {
+        let settings = settings.clone();
+        tokio::spawn(async move { clients::speak(transport, &settings, start, deadline).await })
+    });
     let mut tallies = Vec::with_capacity(handles.len());
     for handle in handles {
         tallies.push(handle.await.map_err(io::Error::other)?);
     }
+    let speaker = match speaker {
+        Some(handle) => Some(handle.await.map_err(io::Error::other)?),
+        None => None,
+    };
     let wall = start.elapsed();
-    let after = server_stats(addr).await?;
+    let after = server_stats(addr, stats_netns).await?;
     // Let the server finish closing these connections before the next transport.
     let settle = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < settle && server_stats(addr).await?.open(transport) > 0 {
+    while Instant::now() < settle && server_stats(addr, stats_netns).await?.open(transport) > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The closing packets cross the link too: give them a few round trips.
+    let wire = match (netem, wire_before) {
+        (Some(netem), Some((up, down))) => {
+            let rtt = options.profile.as_ref().map_or(Duration::ZERO, |p| p.rtt);
+            tokio::time::sleep(rtt * 3 + Duration::from_millis(100)).await;
+            let (up_after, down_after) = netem.counters();
+            Some((up_after - up, down_after - down))
+        }
+        _ => None,
+    };
     Ok(Measurement {
         transport,
         tallies,
@@ -303,6 +441,8 @@ pub async fn measure(
         cpu_ms: after.cpu_ms() - before.cpu_ms(),
         cpu_ms_ticks: after.cpu_ms - before.cpu_ms,
         published: after.seq - before.seq,
+        wire,
+        speaker,
     })
 }
 
@@ -333,8 +473,9 @@ impl ServerStats {
     fn open(&self, transport: Transport) -> u64 {
         let key = match transport {
             Transport::Poll | Transport::LongPoll => return 0,
-            Transport::Sse => "sse",
-            Transport::Ws => "ws",
+            Transport::H2Poll | Transport::H2LongPoll => return 0,
+            Transport::Sse | Transport::H2Sse => "sse",
+            Transport::Ws | Transport::H2Ws => "ws",
             Transport::WsDeflate => "ws_deflate",
             Transport::WsDeflateCtx => "ws_deflate_ctx",
         };
@@ -342,13 +483,31 @@ impl ServerStats {
     }
 }
 
-pub async fn server_stats(addr: &str) -> io::Result<ServerStats> {
-    let mut conn = wire::Conn::connect(addr).await?;
+/// The ticker's `/stats`, asked from inside `netns` if given (there the connection
+/// stays on the server's side of the link).
+pub async fn server_stats(addr: &str, netns: Option<&str>) -> io::Result<ServerStats> {
+    let mut conn = match netns {
+        None => wire::Conn::connect(addr).await?,
+        Some(netns) => {
+            let tcp = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        netem::enter(netns)?;
+                        let tcp = std::net::TcpStream::connect(addr)?;
+                        tcp.set_nonblocking(true)?;
+                        Ok::<_, io::Error>(tcp)
+                    })
+                    .join()
+                    .map_err(|_| io::Error::other("connecting in the namespace panicked"))?
+            })?;
+            wire::Conn::from_tcp(tokio::net::TcpStream::from_std(tcp)?)?
+        }
+    };
     conn.send(&wire::get("/stats", addr, "Connection: close\r\n"))
         .await?;
-    let (head, body) = tokio::time::timeout(Duration::from_secs(5), conn.response())
+    let (head, body) = tokio::time::timeout(Duration::from_secs(10), conn.response())
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "/stats timed out"))??;
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "/stats: no answer within 10 s"))??;
     if head.status != 200 {
         return Err(io::Error::other(format!("/stats answered {}", head.status)));
     }
@@ -384,13 +543,50 @@ pub fn build_ticker(release: bool) -> io::Result<std::path::PathBuf> {
 
 /// Starts the ticker on a free loopback port; returns it (killed when dropped) and its
 /// address.
+#[cfg(test)]
 pub async fn start_ticker(
     binary: &std::path::Path,
     rate: f64,
     symbols: usize,
 ) -> io::Result<(Child, String)> {
-    let mut child = Command::new(binary)
-        .args(["127.0.0.1:0", "--rate", &rate.to_string()])
+    start_ticker_in(binary, rate, symbols, None, false).await
+}
+
+/// The same, in the server namespace of the emulated link if `netns` is given (on the
+/// server end's address).
+pub async fn start_ticker_in(
+    binary: &std::path::Path,
+    rate: f64,
+    symbols: usize,
+    netns: Option<&str>,
+    chat: bool,
+) -> io::Result<(Child, String)> {
+    let mut command = match netns {
+        None => {
+            let mut command = Command::new(binary);
+            command.arg("127.0.0.1:0");
+            command
+        }
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(binary);
+            command.arg(format!("{}:0", Netem::SERVER_IP));
+            command
+        }
+    };
+    // SAFETY: prctl is async-signal-safe; it only asks for SIGKILL when this thread
+    // ends, so that the ticker does not outlive a killed seed-compare.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    if chat {
+        command.arg("--chat");
+    }
+    let mut child = command
+        .args(["--rate", &rate.to_string()])
         .args(["--symbols", &symbols.to_string()])
         .stdout(Stdio::piped())
         .stdin(Stdio::null())

@@ -31,6 +31,14 @@ pub struct Row {
     pub setup: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub max_ms: f64,
+    /// IP bytes per delivered update that crossed the emulated link, everything
+    /// included (TCP handshakes and ACKs, retransmissions, setup), if there was one.
+    pub wire_down: Option<f64>,
+    pub wire_up: Option<f64>,
+    /// Retransmitted or lost share: packets the link dropped over packets offered.
+    pub wire_loss_pct: Option<f64>,
+    pub bunched: u64,
     pub cpu_us: f64,
     pub cpu_pct: f64,
     pub requests_per_s: f64,
@@ -67,6 +75,14 @@ impl Measurement {
                 / (sum(|t| t.connections).max(1) as f64),
             p50_ms: percentile(0.5),
             p99_ms: percentile(0.99),
+            max_ms: percentile(1.0),
+            wire_down: self.wire.map(|(_, down)| per(down.bytes_out)),
+            wire_up: self.wire.map(|(up, _)| per(up.bytes_out)),
+            wire_loss_pct: self.wire.map(|(up, down)| {
+                let dropped = up.lost + up.queue_drops + down.lost + down.queue_drops;
+                dropped as f64 * 100.0 / (up.packets_in + down.packets_in).max(1) as f64
+            }),
+            bunched: self.bunched(),
             cpu_us: self.cpu_ms * 1000.0 / delivered.max(1) as f64,
             cpu_pct: self.cpu_ms / 10.0 / wall,
             requests_per_s: sum(|t| t.requests) as f64 / wall,
@@ -92,6 +108,25 @@ pub fn machine() -> String {
 }
 
 impl Run {
+    /// The least time an update can take over the link: the one-way delay less the
+    /// jitter (zero without a link).
+    pub fn one_way_floor(&self) -> std::time::Duration {
+        self.options
+            .profile
+            .as_ref()
+            .map_or(Default::default(), |p| {
+                let shape = p.shape();
+                shape.delay.saturating_sub(shape.jitter)
+            })
+    }
+
+    fn link(&self) -> String {
+        self.options
+            .profile
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" {}", p.args()))
+    }
+
     fn command(&self) -> String {
         let o = &self.options;
         let transports: Vec<&str> = o.transports.iter().map(|t| t.name()).collect();
@@ -100,8 +135,10 @@ impl Run {
             Headers::Minimal => "minimal",
         };
         format!(
-            "cargo xtask seed-compare --clients {} --rate {} --symbols {} --poll-interval {} \
+            "cargo xtask seed-compare{}{} --clients {} --rate {} --symbols {} --poll-interval {} \
              --duration {} --headers {headers} --transports {}",
+            self.link(),
+            if o.chat { " --chat" } else { "" },
             o.clients,
             self.rate,
             self.symbols,
@@ -114,35 +151,91 @@ impl Run {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "\n`{}`", self.command());
+        if let Some(p) = &self.options.profile {
+            let _ = writeln!(out, "\nLink: {} ({}).", p.name, p.summary());
+        }
         let _ = writeln!(
             out,
             "\nMachine: {}; load average before {}, after {}.\n",
             self.machine, self.load_before, self.load_after
         );
-        out.push_str(
-            "| transport | delivered / published×clients | ↓ B/update | ↑ B/update | setup B/conn | \
-             latency p50 | p99 | server CPU/update | server CPU | requests/s | missed | dup |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-        );
+        let wire = self.results.iter().any(|m| m.wire.is_some());
+        if wire {
+            out.push_str(
+                "| transport | delivered / published×clients | wire ↓ B/update | wire ↑ B/update | \
+                 link drops | socket ↓ B/update | socket ↑ B/update | latency p50 | p99 | max | \
+                 bunched | server CPU/update | missed | dup |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            );
+        } else {
+            out.push_str(
+                "| transport | delivered / published×clients | ↓ B/update | ↑ B/update | setup B/conn | \
+                 latency p50 | p99 | server CPU/update | server CPU | requests/s | missed | dup |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            );
+        }
         for m in &self.results {
             let r = m.row();
-            let _ = writeln!(
-                out,
-                "| {} | {} / {} | {:.1} | {:.1} | {:.0} | {} | {} | {:.1} µs | {:.1}% | {:.1} | {} | {} |",
-                r.label,
+            let delivered = format!(
+                "{} / {}",
                 r.delivered,
-                r.published * self.options.clients as u64,
-                r.down,
-                r.up,
-                r.setup,
-                ms(r.p50_ms),
-                ms(r.p99_ms),
-                r.cpu_us,
-                r.cpu_pct,
-                r.requests_per_s,
-                r.missed,
-                r.duplicated,
+                r.published * self.options.clients as u64
             );
+            let _ = if wire {
+                writeln!(
+                    out,
+                    "| {} | {delivered} | {:.0} | {:.0} | {:.1}% | {:.1} | {:.1} | {} | {} | {} | {} | {:.1} µs | {} | {} |",
+                    r.label,
+                    r.wire_down.unwrap_or(f64::NAN),
+                    r.wire_up.unwrap_or(f64::NAN),
+                    r.wire_loss_pct.unwrap_or(f64::NAN),
+                    r.down,
+                    r.up,
+                    ms(r.p50_ms),
+                    ms(r.p99_ms),
+                    ms(r.max_ms),
+                    r.bunched,
+                    r.cpu_us,
+                    r.missed,
+                    r.duplicated,
+                )
+            } else {
+                writeln!(
+                    out,
+                    "| {} | {delivered} | {:.1} | {:.1} | {:.0} | {} | {} | {:.1} µs | {:.1}% | {:.1} | {} | {} |",
+                    r.label,
+                    r.down,
+                    r.up,
+                    r.setup,
+                    ms(r.p50_ms),
+                    ms(r.p99_ms),
+                    r.cpu_us,
+                    r.cpu_pct,
+                    r.requests_per_s,
+                    r.missed,
+                    r.duplicated,
+                )
+            };
+        }
+        if self.options.chat {
+            out.push_str(
+                "\nThe speaker (one more client per transport, sending to all the others):\n\n\
+                 | transport | messages sent | speaker ↑ B/message | speaker ↓ B/message |\n\
+                 |---|---:|---:|---:|\n",
+            );
+            for m in &self.results {
+                if let Some(t) = &m.speaker {
+                    let per = |bytes: u64| bytes as f64 / t.requests.max(1) as f64;
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {:.1} | {:.1} |",
+                        m.transport.label(),
+                        t.requests,
+                        per(t.up - t.setup_up),
+                        per(t.down - t.setup_down)
+                    );
+                }
+            }
         }
         for m in &self.results {
             let r = m.row();
@@ -168,6 +261,11 @@ impl Run {
                     "setup_bytes_per_connection": r.setup,
                     "latency_p50_ms": r.p50_ms,
                     "latency_p99_ms": r.p99_ms,
+                    "latency_max_ms": r.max_ms,
+                    "wire_down_bytes_per_update": r.wire_down,
+                    "wire_up_bytes_per_update": r.wire_up,
+                    "link_drop_percent": r.wire_loss_pct,
+                    "bunched": r.bunched,
                     "server_cpu_us_per_update": r.cpu_us,
                     "server_cpu_percent": r.cpu_pct,
                     "server_cpu_ms": m.cpu_ms,
@@ -182,10 +280,21 @@ impl Run {
             .collect();
         let report = json!({
             "command": self.command(),
+            "link": self.options.profile.as_ref().map(|p| json!({
+                "profile": p.name,
+                "summary": p.summary(),
+                "source": p.source,
+            })),
             "machine": self.machine,
             "load_before": self.load_before,
             "load_after": self.load_after,
             "results": rows,
+            "speakers": self.results.iter().filter_map(|m| m.speaker.as_ref().map(|t| json!({
+                "transport": m.transport.name(),
+                "messages": t.requests,
+                "up_bytes": t.up - t.setup_up,
+                "down_bytes": t.down - t.setup_down,
+            }))).collect::<Vec<_>>(),
         });
         serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
     }
@@ -193,7 +302,14 @@ impl Run {
     /// Three bar charts: bytes per update (down and up), latency (p50 bar, p99 mark,
     /// log scale) and server CPU per update.
     pub fn svg(&self) -> String {
-        let rows: Vec<Row> = self.results.iter().map(Measurement::row).collect();
+        let mut rows: Vec<Row> = self.results.iter().map(Measurement::row).collect();
+        // Over the emulated link, the bytes are the link's (IP packets, everything).
+        let wire = rows.iter().all(|r| r.wire_down.is_some());
+        if wire {
+            for r in &mut rows {
+                (r.down, r.up) = (r.wire_down.unwrap_or(r.down), r.wire_up.unwrap_or(r.up));
+            }
+        }
         let (width, label_w, bar_h, gap) = (820.0, 250.0, 18.0, 6.0);
         let plot_w = width - label_w - 150.0;
         let panel_h = 34.0 + rows.len() as f64 * (bar_h + gap) + 26.0;
@@ -203,10 +319,19 @@ impl Run {
             10.0,
             22.0,
             r#"font-size="15" font-weight="bold""#,
-            &format!(
-                "One ticker feed, {} clients, {} updates/s: polling vs streaming vs WebSocket",
-                self.options.clients, self.rate
-            ),
+            &match &self.options.profile {
+                None => format!(
+                    "One ticker feed, {} clients, {} updates/s: polling vs streaming vs WebSocket",
+                    self.options.clients, self.rate
+                ),
+                Some(p) => format!(
+                    "{} clients, {} updates/s over the {} profile ({})",
+                    self.options.clients,
+                    self.rate,
+                    p.name,
+                    p.summary()
+                ),
+            },
         );
         let headers = match self.options.headers {
             Headers::Browser => "browser-like request headers",
@@ -224,7 +349,12 @@ impl Run {
             40.0,
             r##"fill="#555""##,
             &format!(
-                "{transports}; {headers}; measured at the client sockets on {}",
+                "{transports}; {headers}; {} on {}",
+                if wire {
+                    "bytes counted on the emulated link (IP packets)"
+                } else {
+                    "measured at the client sockets"
+                },
                 self.machine
             ),
         );
@@ -240,7 +370,11 @@ impl Run {
         let log_x = |v: f64| ((v.max(0.1).log10() - lo) / (hi - lo)).clamp(0.0, 1.0) * plot_w;
         let panels: [(&str, Draw<'_>); 3] = [
             (
-                "Bytes on the wire per delivered update (after setup; dark: server→client, light: client→server)",
+                if wire {
+                    "IP bytes on the link per delivered update (all included; dark: server→client, light: client→server)"
+                } else {
+                    "Bytes on the wire per delivered update (after setup; dark: server→client, light: client→server)"
+                },
                 &|r, y, s| {
                     let down = r.down / max_bytes * plot_w;
                     let up = r.up / max_bytes * plot_w;

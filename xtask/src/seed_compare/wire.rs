@@ -31,7 +31,10 @@ fn invalid(what: impl Into<String>) -> io::Error {
 
 impl Conn {
     pub async fn connect(addr: &str) -> io::Result<Conn> {
-        let tcp = TcpStream::connect(addr).await?;
+        Conn::from_tcp(TcpStream::connect(addr).await?)
+    }
+
+    pub fn from_tcp(tcp: TcpStream) -> io::Result<Conn> {
         tcp.set_nodelay(true)?;
         Ok(Conn {
             tcp,
@@ -102,7 +105,9 @@ impl Conn {
     /// A whole response: head and body (Content-Length or chunked).
     pub async fn response(&mut self) -> io::Result<(Head, Vec<u8>)> {
         let head = self.read_head().await?;
-        let body = if head.has_token("transfer-encoding", "chunked") {
+        let body = if head.status == 204 || head.status == 304 {
+            Vec::new()
+        } else if head.has_token("transfer-encoding", "chunked") {
             let mut body = Vec::new();
             while let Some(chunk) = self.chunk().await? {
                 body.extend_from_slice(&chunk);
