@@ -751,8 +751,70 @@ fn feed_response(
     if offered_extensions {
         request = request.extension("permessage-deflate; client_max_window_bits");
     }
-    let (bytes, mut handshake) = request.encode();
+    let (bytes, handshake) = request.encode();
     let accept = duplex_handshake::accept_key(&key_of(&bytes));
+    feed_planted(handshake, flags, split, input, &accept)
+        .map_err(|error| unplant_error(error, &accept))
+}
+
+/// The accept value depends on each run's random key: wherever it landed in what a
+/// result carries (a refusal's headers and body, an error's text), the placeholder is
+/// put back, so that two runs with different keys compare equal.
+fn unplant_error(error: HandshakeError, accept: &str) -> HandshakeError {
+    let unplant = |text: String| {
+        String::from_utf8_lossy(&replace_all(
+            text.as_bytes(),
+            accept.as_bytes(),
+            ACCEPT_PLACEHOLDER,
+        ))
+        .into_owned()
+    };
+    match error {
+        HandshakeError::Refused(mut refused) => {
+            refused.body = replace_all(&refused.body, accept.as_bytes(), ACCEPT_PLACEHOLDER).into();
+            refused.headers = unplant_headers(&refused.headers, accept);
+            HandshakeError::Refused(refused)
+        }
+        HandshakeError::Malformed(text) => HandshakeError::Malformed(unplant(text)),
+        HandshakeError::UnsupportedVersion(text) => {
+            HandshakeError::UnsupportedVersion(unplant(text))
+        }
+        HandshakeError::UnofferedSubprotocol(text) => {
+            HandshakeError::UnofferedSubprotocol(unplant(text))
+        }
+        HandshakeError::UnofferedExtension(text) => {
+            HandshakeError::UnofferedExtension(unplant(text))
+        }
+        HandshakeError::InvalidExtension(text) => HandshakeError::InvalidExtension(unplant(text)),
+        other => other,
+    }
+}
+
+/// `headers` with the accept value replaced by the placeholder (and without
+/// `Sec-WebSocket-Accept` itself, which is checked, not compared).
+fn unplant_headers(headers: &HeaderMap, accept: &str) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        if name == "sec-websocket-accept" {
+            continue;
+        }
+        let value = replace_all(value.as_bytes(), accept.as_bytes(), ACCEPT_PLACEHOLDER);
+        let value = duplex_handshake::http::HeaderValue::from_bytes(&value)
+            .expect("the placeholder is a valid header value");
+        out.append(name.clone(), value);
+    }
+    out
+}
+
+fn feed_planted(
+    mut handshake: duplex_handshake::ClientHandshake,
+    flags: u8,
+    split: Option<&[u8]>,
+    input: &[u8],
+    accept: &str,
+) -> Result<Option<ParsedResponse>, HandshakeError> {
+    let offered_protocols = flags & 1 != 0;
+    let offered_extensions = flags & 2 != 0;
     let input = replace_all(input, ACCEPT_PLACEHOLDER, accept.as_bytes());
     let pieces = match split {
         Some(sizes) => Splitter::new(sizes).pieces(&input),
@@ -786,16 +848,7 @@ fn feed_response(
             // back wherever it landed (any header, or the bytes after the head), so that
             // two runs with different keys compare equal.
             let rest = replace_all(&rest, accept.as_bytes(), ACCEPT_PLACEHOLDER);
-            let mut headers = HeaderMap::new();
-            for (name, value) in response.headers() {
-                if name == "sec-websocket-accept" {
-                    continue;
-                }
-                let value = replace_all(value.as_bytes(), accept.as_bytes(), ACCEPT_PLACEHOLDER);
-                let value = duplex_handshake::http::HeaderValue::from_bytes(&value)
-                    .expect("the placeholder is a valid header value");
-                headers.append(name.clone(), value);
-            }
+            let headers = unplant_headers(response.headers(), accept);
             return Ok(Some(ParsedResponse {
                 status: response.status(),
                 headers,

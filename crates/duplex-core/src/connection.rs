@@ -304,7 +304,7 @@ impl Connection {
     /// [`poll_event`](Self::poll_event); call it until it returns `None` before reading
     /// more, so that the engine only ever holds a partial frame.
     pub fn receive(&mut self, data: &[u8]) {
-        if self.wire != Wire::Up {
+        if !matches!(self.wire, Wire::Up) {
             self.discard(data.len());
             return;
         }
@@ -478,7 +478,7 @@ impl Connection {
     /// it counts from when output became pending, or from the last time the transport
     /// took at least `MIN_WRITE_PROGRESS` of it.
     fn tick(&mut self, now: Instant) {
-        if self.output.is_empty() || self.wire == Wire::Gone {
+        if self.output.is_empty() || matches!(self.wire, Wire::Gone) {
             self.timers.clear(TimerKind::WriteStall);
         } else if let Some(timeout) = self.config.write_timeout {
             let consumed = self.output.consumed_position();
@@ -750,7 +750,7 @@ impl Connection {
         }
         self.incoming = Incoming::default();
         self.pending_pong = None;
-        if how == Fail::Graceful && self.state == State::Open && self.wire == Wire::Up {
+        if how == Fail::Graceful && self.state == State::Open && matches!(self.wire, Wire::Up) {
             self.write_close(error.close_frame());
             self.ending().closed_here = true;
         }
@@ -927,6 +927,7 @@ impl Connection {
 
     /// `Ok` while messages may be sent; otherwise the error that says why not (the
     /// same one whatever the method: `send`, `send_prepared`, `close`...).
+    #[inline]
     pub fn check_open(&self) -> Result<(), Error> {
         match self.state {
             // The peer's side ended (or was reset) and the engine has not decoded up to
@@ -1218,7 +1219,7 @@ impl Connection {
             Wire::ShuttingDown { .. } => TransportAction::ShutdownWrite,
             Wire::Draining { .. } => {
                 self.discard_appended();
-                if self.wire == Wire::Gone {
+                if matches!(self.wire, Wire::Gone) {
                     TransportAction::Close
                 } else {
                     TransportAction::Drain
@@ -1243,14 +1244,16 @@ impl Connection {
     /// A cheap check without the time, for hot paths: true when
     /// [`poll_transport`](Self::poll_transport) would say anything but
     /// [`TransportAction::Continue`].
+    #[inline]
     pub fn is_transport_ending(&self) -> bool {
         self.transport_done()
     }
 
     /// True once the protocol is done with the transport (before the linger policy):
     /// nothing left to write, and nothing left to wait for from the peer.
+    #[inline]
     pub(crate) fn transport_done(&self) -> bool {
-        if self.wire != Wire::Up {
+        if !matches!(self.wire, Wire::Up) {
             return true;
         }
         if !self.output.is_empty() {
@@ -1266,13 +1269,14 @@ impl Connection {
     /// True when the transport is to be closed at once, without a graceful shutdown.
     #[cfg(test)]
     pub(crate) fn is_wire_gone(&self) -> bool {
-        self.wire == Wire::Gone
+        matches!(self.wire, Wire::Gone)
     }
 
     /// No more frames are decoded: the peer's close arrived, the connection failed, or
     /// the transport is ending. Derived from the state, never set by hand.
+    #[inline]
     fn read_closed(&self) -> bool {
-        self.wire != Wire::Up || !matches!(self.state, State::Open | State::CloseSent)
+        !matches!(self.wire, Wire::Up) || !matches!(self.state, State::Open | State::CloseSent)
     }
 
     /// Nothing more is read or written: the transport is to be closed now.
@@ -1311,7 +1315,7 @@ impl Connection {
     /// the failure is reported once by `poll_event` and by every later send, and
     /// [`poll_transport`](Self::poll_transport) says to close the transport.
     pub fn transport_failed(&mut self, error: &std::io::Error, now: Instant) {
-        if self.wire != Wire::Up || self.state.is_terminal() {
+        if !matches!(self.wire, Wire::Up) || self.state.is_terminal() {
             // Errors while closing a transport that is done anyway do not matter.
             self.close_wire();
             return;
@@ -1349,8 +1353,9 @@ impl Connection {
     /// [`close`](Self::close)): an adapter calls one of them after queuing or writing
     /// output and before asking for the deadline. `handle_timeout(now)` is cheap and
     /// may be called at any time for that.
+    #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.wire == Wire::Gone {
+        if matches!(self.wire, Wire::Gone) {
             return None;
         }
         self.timers.earliest()
@@ -1363,7 +1368,7 @@ impl Connection {
         self.start_clock(now);
         // Bytes received but not yet decoded are signs of life too.
         self.note_input(now);
-        while self.wire != Wire::Gone {
+        while !matches!(self.wire, Wire::Gone) {
             let Some(kind) = self.timers.expired(now) else {
                 break;
             };
