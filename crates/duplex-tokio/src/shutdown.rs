@@ -93,7 +93,12 @@ impl Default for Inner {
 #[derive(Debug, Default)]
 struct Registry {
     next: u64,
-    open: HashMap<u64, CloseHandle>,
+    /// The tracked connections, and whether each was sent 1001 (or tracked after the
+    /// shutdown started).
+    open: HashMap<u64, (CloseHandle, bool)>,
+    /// Connections that were sent 1001 and ended since, whenever the report is asked
+    /// for: the order of `initiate` and `shutdown` does not change the count.
+    closed: usize,
 }
 
 /// What [`Shutdown::shutdown`] saw.
@@ -119,7 +124,9 @@ pub struct Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         let mut registry = self.inner.lock();
-        registry.open.remove(&self.id);
+        if let Some((_, true)) = registry.open.remove(&self.id) {
+            registry.closed += 1;
+        }
         drop(registry);
         self.inner.ended.notify_waiters();
     }
@@ -158,10 +165,11 @@ impl Shutdown {
         let mut registry = self.inner.lock();
         let id = registry.next;
         registry.next += 1;
-        if self.is_initiated() {
+        let initiated = self.is_initiated();
+        if initiated {
             handle.start_close(going_away());
         }
-        registry.open.insert(id, handle);
+        registry.open.insert(id, (handle, initiated));
         Tracked {
             inner: self.inner.clone(),
             id,
@@ -186,9 +194,10 @@ impl Shutdown {
     /// connection is sent 1001.
     pub fn initiate(&self) {
         self.inner.started.send_replace(true);
-        let registry = self.inner.lock();
-        for handle in registry.open.values() {
+        let mut registry = self.inner.lock();
+        for (handle, sent) in registry.open.values_mut() {
             handle.start_close(going_away());
+            *sent = true;
         }
     }
 
@@ -201,7 +210,6 @@ impl Shutdown {
     /// connections to end (their close handshakes are bounded by the engine's close
     /// timeout as well), then drops the transport of those still open, and reports.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
-        let total = self.open_connections();
         self.initiate();
         let deadline = tokio::time::Instant::now() + grace;
         loop {
@@ -211,7 +219,7 @@ impl Shutdown {
                 registry
                     .open
                     .values()
-                    .filter(|handle| !handle.is_finished())
+                    .filter(|(handle, _)| !handle.is_finished())
                     .count()
             };
             if remaining == 0 || tokio::time::Instant::now() >= deadline {
@@ -223,15 +231,22 @@ impl Shutdown {
                 _ = tokio::time::sleep_until(recheck) => {}
             }
         }
+        let mut registry = self.inner.lock();
         let mut dropped = 0;
-        for handle in self.inner.lock().open.values() {
-            if !handle.is_finished() {
+        let mut finished = 0;
+        for (handle, sent) in registry.open.values_mut() {
+            // Counted here, once: not again when the guard drops.
+            *sent = false;
+            if handle.is_finished() {
+                // Its transport is closed; its task is about to drop the guard.
+                finished += 1;
+            } else {
                 handle.abort();
                 dropped += 1;
             }
         }
         ShutdownReport {
-            closed: total.saturating_sub(dropped),
+            closed: registry.closed + finished,
             dropped,
         }
     }

@@ -354,6 +354,11 @@ impl<S: AsyncRead + AsyncWrite> WsReader<S> {
     pub fn recv(&mut self) -> impl Future<Output = Option<Result<Message, Error>>> + '_ {
         self.next()
     }
+
+    /// Where the connection is in its life (the same as the writer half's).
+    pub fn state(&self) -> duplex_core::State {
+        lock(&self.shared).conn.state()
+    }
 }
 
 impl<S> Drop for WsReader<S> {

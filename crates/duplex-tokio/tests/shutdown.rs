@@ -222,3 +222,39 @@ async fn axum_serve_and_its_websockets_shut_down_together() {
     );
     timeout(LIMIT, server).await.unwrap().unwrap().unwrap();
 }
+
+/// The documented axum pattern: the signal initiates the shutdown, the clients answer
+/// their 1001 and leave, and only then is `shutdown` called: the report still counts
+/// every connection that was closed, whatever the order.
+#[tokio::test]
+async fn the_report_counts_connections_closed_before_shutdown_was_called() {
+    let shutdown = Shutdown::new();
+    let addr = echo_server(shutdown.clone()).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (ws, _) = connect(&format!("ws://{addr}/")).await.unwrap();
+        clients.push(tokio::spawn(async move {
+            let mut ws = ws;
+            while let Some(Ok(_)) = ws.recv().await {}
+        }));
+    }
+    let start = Instant::now();
+    while shutdown.open_connections() < 3 {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the server did not track 3 connections"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.initiate();
+    for client in clients {
+        timeout(LIMIT, client).await.unwrap().unwrap();
+    }
+    let start = Instant::now();
+    while shutdown.open_connections() > 0 {
+        assert!(start.elapsed() < LIMIT, "the server kept its connections");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let report = shutdown.shutdown(Duration::from_secs(1)).await;
+    assert_eq!((report.closed, report.dropped), (3, 0), "{report:?}");
+}
