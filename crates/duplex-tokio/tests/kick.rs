@@ -17,16 +17,7 @@ async fn a_kicked_slow_consumer_gets_its_close_code_within_a_second() {
 
     // The client reads nothing: fill the kernel's buffers, then 1 MiB in our queue.
     // Incompressible: permessage-deflate is on by default.
-    let mut seed = 0x2545_f491_u32;
-    let noise: Vec<u8> = (0..64 << 10)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed as u8
-        })
-        .collect();
-    let chunk = Message::binary(noise);
+    let chunk = Message::binary(wire_kit::noise(64 << 10, 7));
     let mut sent = 0usize;
     for _ in 0..10_000 {
         if server.buffered_amount() >= 1 << 20 {

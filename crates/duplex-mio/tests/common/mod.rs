@@ -19,19 +19,6 @@ use duplex_mio::{
 /// Bound on every blocking call in the tests.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `len` bytes that do not compress (permessage-deflate is on by default).
-pub fn noise(len: usize) -> Vec<u8> {
-    let mut seed = 0x2545_f491_u32;
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed as u8
-        })
-        .collect()
-}
-
 /// What the test handler reports.
 #[derive(Debug)]
 pub enum Report {
@@ -101,7 +88,10 @@ impl Handler for Commands {
             panic!("asked to panic in on_message");
         } else if text == "kick" {
             let mut queued = 0;
-            while ctx.send(Message::binary(noise(64 << 10))).is_ok() {
+            while ctx
+                .send(Message::binary(wire_kit::noise(64 << 10, 7)))
+                .is_ok()
+            {
                 queued += 1;
             }
             assert!(ctx.buffered() > 1 << 20, "{queued} queued");
