@@ -104,8 +104,9 @@ enum Wire {
 /// out ([`poll_event`](Self::poll_event)), writes what it asks
 /// ([`pending_output`](Self::pending_output), [`consume_output`](Self::consume_output)),
 /// runs its one timer ([`poll_timeout`](Self::poll_timeout),
-/// [`handle_timeout`](Self::handle_timeout)) and closes the socket when
-/// [`wants_close_transport`](Self::wants_close_transport) says so.
+/// [`handle_timeout`](Self::handle_timeout)) and shuts down, drains or closes the socket
+/// as [`poll_transport`](Self::poll_transport) says (the driver contract; the loop a
+/// driver writes is in the repository's ARCHITECTURE.md).
 ///
 /// ```
 /// use std::time::Instant;
