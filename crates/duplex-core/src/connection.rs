@@ -875,7 +875,10 @@ impl Connection {
     /// of its requests would only queue more.
     pub fn wants_read(&self) -> bool {
         match self.wire {
-            Wire::Up => !self.read_closed() && self.output.len() <= self.config.max_write_buffer,
+            Wire::Up => {
+                matches!(self.state, State::Open | State::CloseSent)
+                    && self.output.len() <= self.config.max_write_buffer
+            }
             Wire::Draining { .. } => true,
             Wire::ShuttingDown { .. } | Wire::Gone => false,
         }
@@ -1204,7 +1207,7 @@ impl Connection {
     /// [`poll_timeout`](Self::poll_timeout).
     pub fn poll_transport(&mut self, now: Instant) -> TransportAction {
         match self.wire {
-            Wire::Up if self.transport_done() => {
+            Wire::Up if self.is_transport_ending() => {
                 let linger = self.config.linger;
                 if self.eof || linger.time.is_zero() || linger.max_bytes == 0 {
                     self.close_wire();
@@ -1244,16 +1247,10 @@ impl Connection {
 
     /// A cheap check without the time, for hot paths: true when
     /// [`poll_transport`](Self::poll_transport) would say anything but
-    /// [`TransportAction::Continue`].
+    /// [`TransportAction::Continue`]: the protocol is done with the transport (nothing
+    /// left to write, nothing left to wait for from the peer) or it is ending already.
     #[inline]
     pub fn is_transport_ending(&self) -> bool {
-        self.transport_done()
-    }
-
-    /// True once the protocol is done with the transport (before the linger policy):
-    /// nothing left to write, and nothing left to wait for from the peer.
-    #[inline]
-    pub(crate) fn transport_done(&self) -> bool {
         if !matches!(self.wire, Wire::Up) {
             return true;
         }

@@ -120,9 +120,13 @@ impl fmt::Display for ConnectionId {
 /// What other threads ask a worker to do.
 pub(crate) enum Command {
     Send(ConnectionId, Message),
-    Close(ConnectionId, Option<CloseFrame>),
-    /// A close overtaking the queue (`Sender::close_now`).
-    CloseNow(ConnectionId, CloseFrame),
+    /// Start the close handshake; `overtake` (`Sender::close_now`) drops the frames
+    /// not yet started.
+    Close {
+        id: ConnectionId,
+        frame: Option<CloseFrame>,
+        overtake: bool,
+    },
     Broadcast {
         prepared: PreparedMessage,
         topic: Option<Arc<str>>,
@@ -236,7 +240,11 @@ impl Sender {
                 if let Some(frame) = &frame {
                     frame.check().map_err(duplex_core::Error::from)?;
                 }
-                Command::Close(id, frame)
+                Command::Close {
+                    id,
+                    frame,
+                    overtake: false,
+                }
             }
             other => Command::Send(id, other),
         };
@@ -260,8 +268,12 @@ impl Sender {
     ) -> Result<(), SendError> {
         let frame = CloseFrame::new(code, reason);
         frame.check().map_err(duplex_core::Error::from)?;
-        self.shared
-            .command(id.worker as usize, Command::CloseNow(id, frame))
+        let command = Command::Close {
+            id,
+            frame: Some(frame),
+            overtake: true,
+        };
+        self.shared.command(id.worker as usize, command)
     }
 
     /// Sends a text or binary message to every open connection, encoded once.

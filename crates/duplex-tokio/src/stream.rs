@@ -214,11 +214,7 @@ impl<S: AsyncRead + AsyncWrite> WebSocketStream<S> {
     /// [`CloseHandle::close_now`]), then drives the connection like
     /// [`close`](Self::close) until it ends.
     pub async fn close_now(&mut self, frame: CloseFrame) -> Result<(), Error> {
-        {
-            let mut shared = self.writer.lock();
-            shared.conn.close_now(Some(frame), now())?;
-            shared.close_started();
-        }
+        self.writer.lock().start_close(Some(frame), true)?;
         self.close(None).await
     }
 
@@ -427,11 +423,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     /// started are dropped and the close frame follows the rest of the frame being
     /// written (see [`CloseHandle::close_now`]).
     pub async fn close_now(&mut self, frame: CloseFrame) -> Result<(), Error> {
-        {
-            let mut shared = self.lock();
-            shared.conn.close_now(Some(frame), now())?;
-            shared.close_started();
-        }
+        self.lock().start_close(Some(frame), true)?;
         poll_fn(|cx| self.poll_flush_inner(cx)).await
     }
 
@@ -527,7 +519,7 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     }
 
     fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
-        self.lock().start_close(frame)
+        self.lock().start_close(frame, false)
     }
 
     fn poll_ready_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -543,21 +535,20 @@ impl<S: AsyncRead + AsyncWrite> WsWriter<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite> Shared<S> {
-    fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
-        self.conn.close(frame, now())?;
-        self.close_started();
-        Ok(())
-    }
-}
-
 impl<S> Shared<S> {
-    /// After a close was queued here: its deadline, and the other half told.
-    fn close_started(&mut self) {
+    /// Queues our close frame (with `overtake`, ahead of the frames not yet started:
+    /// `Connection::close_now`), arms its deadline and tells the other half.
+    fn start_close(&mut self, frame: Option<CloseFrame>, overtake: bool) -> Result<(), Error> {
+        if overtake {
+            self.conn.close_now(frame, now())?;
+        } else {
+            self.conn.close(frame, now())?;
+        }
         // The close deadline, for a task that may never wait.
         self.arm_timer();
         // Another half parked on the socket or the timer must see the new deadline.
         self.wakers.wake(READER);
+        Ok(())
     }
 }
 
@@ -591,7 +582,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
 
     fn start_send(&mut self, message: Message) -> Result<(), Error> {
         match message {
-            Message::Close(frame) => self.start_close(frame),
+            Message::Close(frame) => self.start_close(frame, false),
             other => self.send_counted(|conn| conn.send(other)),
         }
     }
@@ -1296,12 +1287,7 @@ impl<S: Send> Remote for Mutex<Shared<S>> {
     fn start_close(&self, frame: CloseFrame, overtake: bool) {
         let mut shared = lock(self);
         // Already closing, closed or failed: nothing to start.
-        let _ = if overtake {
-            shared.conn.close_now(Some(frame), now())
-        } else {
-            shared.conn.close(Some(frame), now())
-        };
-        shared.arm_timer();
+        let _ = shared.start_close(Some(frame), overtake);
         // Whichever half is parked writes the close frame and arms its deadline.
         std::task::Wake::wake_by_ref(&shared.wakers);
     }

@@ -73,21 +73,21 @@ fn received_close_is_answered_with_the_same_code_and_server_closes_tcp_first() {
                 "{role:?} {code}"
             );
             assert!(
-                !conn.transport_done(),
+                !conn.is_transport_ending(),
                 "{role:?} {code}: the reply is not written yet"
             );
             assert_eq!(drain(&mut conn), close_bytes(code, ""), "{role:?} {code}");
             assert!(conn.is_closed(), "{role:?} {code}");
             match role {
-                Role::Server => assert!(conn.transport_done(), "{code}"),
+                Role::Server => assert!(conn.is_transport_ending(), "{code}"),
                 Role::Client => {
                     assert!(
-                        !conn.transport_done(),
+                        !conn.is_transport_ending(),
                         "{code}: a client waits for the server to close TCP"
                     );
                     conn.receive_eof();
                     assert!(
-                        conn.transport_done(),
+                        conn.is_transport_ending(),
                         "{code}: and closes once the server did"
                     );
                 }
@@ -156,12 +156,12 @@ fn client_waits_for_the_server_to_close_tcp_then_gives_up() {
         &Message::Close(Some(CloseFrame::new(CloseCode::Normal, "")))
     );
     assert!(
-        !client.transport_done(),
+        !client.is_transport_ending(),
         "a client waits for the server to close TCP"
     );
     assert_eq!(client.poll_timeout(), Some(now + Duration::from_secs(2)));
     client.handle_timeout(now + Duration::from_secs(2));
-    assert!(client.transport_done());
+    assert!(client.is_transport_ending());
     assert!(
         client.poll_event(now).is_none(),
         "a completed handshake is not an error"
@@ -195,7 +195,7 @@ fn messages_arriving_after_our_close_are_still_delivered() {
             "{role:?}: no second close frame"
         );
         // The server closes TCP first; the client waits for it.
-        assert_eq!(conn.transport_done(), role == Role::Server, "{role:?}");
+        assert_eq!(conn.is_transport_ending(), role == Role::Server, "{role:?}");
     }
 }
 
@@ -249,11 +249,11 @@ fn after_a_protocol_error_the_transport_closes_once_the_close_frame_is_written()
             "{role:?}: {event:?}"
         );
         assert!(
-            !conn.transport_done(),
+            !conn.is_transport_ending(),
             "{role:?}: the close frame is not written yet"
         );
         drain(&mut conn);
-        assert!(conn.transport_done(), "{role:?}");
+        assert!(conn.is_transport_ending(), "{role:?}");
         // Whatever the peer sends afterwards is ignored.
         conn.receive(&peer_frame(role, 0x81, b"ignored"));
         assert!(events(&mut conn, Instant::now()).is_empty(), "{role:?}");
@@ -273,7 +273,7 @@ fn an_invalid_close_from_the_peer_ends_reading_at_once() {
             matches!(error, Error::Protocol(ProtocolError::InvalidCloseCode(999))),
             "{role:?}: {error:?}"
         );
-        assert!(conn.transport_done(), "{role:?}");
+        assert!(conn.is_transport_ending(), "{role:?}");
     }
 }
 
@@ -289,7 +289,7 @@ fn peer_vanishing_is_an_error_distinct_from_a_clean_close() {
             matches!(got[..], [Err(Error::PeerVanished { mid_message: true })]),
             "{role:?}: {got:?}"
         );
-        assert!(conn.transport_done(), "{role:?}");
+        assert!(conn.is_transport_ending(), "{role:?}");
 
         // After a complete close handshake, end of file is not an error.
         let mut conn = connection(role);

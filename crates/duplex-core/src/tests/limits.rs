@@ -64,7 +64,7 @@ fn header_declaring_2_pow_63_minus_1_bytes_is_a_bounded_1009() {
         );
         // The stream is undecodable past that header: the transport closes once the
         // close is out.
-        assert!(conn.transport_done(), "{role:?}");
+        assert!(conn.is_transport_ending(), "{role:?}");
     }
 }
 

@@ -26,7 +26,7 @@ fn keepalive_pings_after_interval_and_fails_without_answer() {
             "{role:?}"
         );
         conn.handle_timeout(t0 + Duration::from_secs(15));
-        assert!(conn.transport_done(), "{role:?}");
+        assert!(conn.is_transport_ending(), "{role:?}");
         assert!(
             matches!(
                 conn.poll_event(t0),
@@ -52,7 +52,7 @@ fn keepalive_is_satisfied_by_any_frame_from_the_peer() {
             "{role:?}"
         );
         conn.handle_timeout(t0 + Duration::from_secs(15));
-        assert!(!conn.transport_done(), "{role:?}");
+        assert!(!conn.is_transport_ending(), "{role:?}");
         assert_eq!(
             conn.poll_timeout(),
             Some(t1 + Duration::from_secs(10)),
@@ -93,13 +93,13 @@ fn close_handshake_times_out_when_the_peer_never_answers() {
         let now = Instant::now();
         conn.close(None, now).unwrap();
         drain(&mut conn);
-        assert!(!conn.transport_done(), "{role:?}");
+        assert!(!conn.is_transport_ending(), "{role:?}");
         let deadline = conn.poll_timeout().unwrap();
         assert_eq!(deadline, now + DEFAULT_CLOSE_TIMEOUT, "{role:?}");
         conn.handle_timeout(deadline - Duration::from_millis(1));
-        assert!(!conn.transport_done(), "{role:?}");
+        assert!(!conn.is_transport_ending(), "{role:?}");
         conn.handle_timeout(deadline);
-        assert!(conn.transport_done(), "{role:?}");
+        assert!(conn.is_transport_ending(), "{role:?}");
         assert!(
             matches!(
                 conn.poll_event(deadline),

@@ -298,18 +298,19 @@ where
                         self.local.queue_forced(slot, message);
                     }
                 }
-                Command::Close(id, frame) => {
+                Command::Close {
+                    id,
+                    frame,
+                    overtake,
+                } => {
                     if let Some(slot) = self.local.lookup(id) {
                         if let Some(conn) = self.local.entry_mut(slot).and_then(Entry::conn_mut) {
-                            let _ = conn.close(frame, Instant::now());
-                            self.local.mark_dirty(slot);
-                        }
-                    }
-                }
-                Command::CloseNow(id, frame) => {
-                    if let Some(slot) = self.local.lookup(id) {
-                        if let Some(conn) = self.local.entry_mut(slot).and_then(Entry::conn_mut) {
-                            let _ = conn.close_now(Some(frame), Instant::now());
+                            // Already closing, closed or failed: nothing to start.
+                            let _ = if overtake {
+                                conn.close_now(frame, Instant::now())
+                            } else {
+                                conn.close(frame, Instant::now())
+                            };
                             self.local.mark_dirty(slot);
                         }
                     }
