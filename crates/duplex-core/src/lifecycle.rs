@@ -77,16 +77,21 @@ pub enum TimerKind {
     /// Shutting down and draining the transport after the connection ended
     /// ([`Linger`](crate::Linger)) must be done.
     Linger,
+    /// The connection holds memory counted in its server's
+    /// [`MemoryBudget`](crate::MemoryBudget): time to look at the budget again (to
+    /// resume reading, elect whom to shed, or be shed).
+    Budget,
 }
 
 impl TimerKind {
-    const ALL: [TimerKind; 6] = [
+    const ALL: [TimerKind; 7] = [
         TimerKind::Keepalive,
         TimerKind::PongWait,
         TimerKind::Idle,
         TimerKind::Close,
         TimerKind::WriteStall,
         TimerKind::Linger,
+        TimerKind::Budget,
     ];
 
     fn index(self) -> usize {
@@ -97,7 +102,7 @@ impl TimerKind {
 /// One optional deadline per [`TimerKind`].
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TimerTable {
-    at: [Option<Instant>; 6],
+    at: [Option<Instant>; 7],
 }
 
 impl TimerTable {
