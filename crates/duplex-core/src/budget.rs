@@ -54,6 +54,8 @@ pub struct MemoryBudget {
 struct Shared {
     limit: usize,
     in_use: AtomicUsize,
+    /// Connections that count something now.
+    holders: AtomicUsize,
     shed: AtomicU64,
     /// When the budget was first seen exceeded, in nanoseconds since `epoch`, plus one;
     /// 0 while it is not.
@@ -95,6 +97,7 @@ impl MemoryBudget {
             shared: Arc::new(Shared {
                 limit,
                 in_use: AtomicUsize::new(0),
+                holders: AtomicUsize::new(0),
                 shed: AtomicU64::new(0),
                 over_since: AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -142,6 +145,40 @@ impl MemoryBudget {
             in_use: self.in_use(),
             shed: self.shared.shed.load(Ordering::Relaxed),
         }
+    }
+
+    /// The most that connections under their fair share may take past the limit:
+    /// an eighth of it.
+    fn ceiling(&self) -> usize {
+        self.shared.limit.saturating_add(self.shared.limit / 8)
+    }
+
+    /// True when a connection counting `charged` bytes must stop growing: the budget is
+    /// exceeded and it holds at least its fair share (the limit divided among the
+    /// connections that count something), or the total passed the ceiling (the limit
+    /// and an eighth). Connections under their share go on up to the ceiling, so that a
+    /// modest message is not starved by large ones.
+    pub(crate) fn must_pause(&self, charged: usize) -> bool {
+        let in_use = self.in_use();
+        if in_use <= self.shared.limit {
+            return false;
+        }
+        let holders = self.shared.holders.load(Ordering::Relaxed).max(1);
+        charged >= self.shared.limit / holders || in_use >= self.ceiling()
+    }
+
+    /// How much a connection counting `charged` bytes may add before it counts again:
+    /// 0 when it must pause, else the room left under the limit or what is left of its
+    /// fair share, whichever is more, within `min..=max` (so that it moves in steps
+    /// worth counting, and never far past the limit at once).
+    pub(crate) fn allowance(&self, charged: usize, min: usize, max: usize) -> usize {
+        if self.must_pause(charged) {
+            return 0;
+        }
+        let holders = self.shared.holders.load(Ordering::Relaxed).max(1);
+        let share = (self.shared.limit / holders).saturating_sub(charged);
+        let below_ceiling = self.ceiling().saturating_sub(self.in_use());
+        self.room().max(share.min(below_ceiling)).clamp(min, max)
     }
 
     /// What may still be counted before the limit.
@@ -282,7 +319,17 @@ impl Seat {
 
     /// Counts `charge` bytes for this connection instead of what it counted before.
     pub(crate) fn set_charge(&mut self, charge: usize) {
-        let in_use = &self.budget.shared.in_use;
+        let shared = &self.budget.shared;
+        match (self.charged, charge) {
+            (0, 1..) => {
+                shared.holders.fetch_add(1, Ordering::Relaxed);
+            }
+            (1.., 0) => {
+                shared.holders.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        let in_use = &shared.in_use;
         if charge > self.charged {
             in_use.fetch_add(charge - self.charged, Ordering::Relaxed);
         } else {

@@ -373,8 +373,11 @@ impl Connection {
             awaiting => {
                 let step = self.read_buf.len().max(AWAIT_STEP);
                 // Within the budget's room: one read may not double what we hold past it.
-                let room = self.seat.as_ref().map_or(usize::MAX, |s| s.budget().room());
-                awaiting.min(step.min(room.max(AWAIT_STEP)))
+                let room = self.seat.as_ref().map_or(usize::MAX, |seat| {
+                    let budget = seat.budget();
+                    budget.allowance(seat.charged(), AWAIT_STEP, usize::MAX)
+                });
+                awaiting.min(step.min(room))
             }
         }
     }
@@ -693,8 +696,11 @@ impl Connection {
         loop {
             let before = self.incoming.inflated.len();
             let pause_at = match &self.seat {
-                Some(seat) if seat.budget().is_exceeded() => before,
-                Some(seat) => before.saturating_add(seat.budget().room().clamp(1, INFLATE_STEP)),
+                Some(seat) => before.saturating_add(seat.budget().allowance(
+                    seat.charged(),
+                    BUDGET_FREE_PER_CONNECTION,
+                    INFLATE_STEP,
+                )),
                 // Counted once the connection holds past its free allowance.
                 None if self.config.budget(self.role).is_some() => {
                     before + BUDGET_FREE_PER_CONNECTION
@@ -731,7 +737,11 @@ impl Connection {
             };
             payload.advance(consumed);
             self.account();
-            if self.seat.as_ref().is_some_and(|s| s.budget().is_exceeded()) {
+            if self
+                .seat
+                .as_ref()
+                .is_some_and(|s| s.budget().must_pause(s.charged()))
+            {
                 if let Some(seat) = &mut self.seat {
                     seat.stash = Some((payload, last));
                 }
@@ -947,10 +957,10 @@ impl Connection {
     }
 
     /// True while the server's [`MemoryBudget`](crate::MemoryBudget) is exceeded and
-    /// this connection holds counted memory for a message in progress: the adapter stops
-    /// reading it (backpressure; [`wants_read`](Self::wants_read) says the same), and the
-    /// engine looks at the budget again by [`TimerKind::Budget`], which
-    /// [`poll_timeout`](Self::poll_timeout) includes.
+    /// this connection holds at least its fair share of it for a message in progress:
+    /// the adapter stops reading it (backpressure; [`wants_read`](Self::wants_read) says
+    /// the same), and the engine looks at the budget again by [`TimerKind::Budget`],
+    /// which [`poll_timeout`](Self::poll_timeout) includes.
     pub fn is_input_paused(&self) -> bool {
         self.seat.as_ref().is_some_and(|seat| {
             seat.charged() > 0
@@ -958,7 +968,7 @@ impl Connection {
                     || self.incoming.kind.is_some()
                     || !self.read_buf.is_empty()
                     || !self.decoder.is_at_frame_boundary())
-                && seat.budget().is_exceeded()
+                && seat.budget().must_pause(seat.charged())
         })
     }
 
@@ -974,18 +984,18 @@ impl Connection {
     }
 
     /// What this connection holds that its peer can make grow: unparsed input, the
-    /// message being assembled or inflated, and queued output. Lengths, not capacities:
-    /// room reserved ahead and not yet written is not resident memory.
+    /// message being assembled or inflated, and queued output: the buffers' capacities,
+    /// what the allocator gave (growing one by doubling holds old and new at once).
     pub(crate) fn held(&self) -> usize {
         let stash = self
             .seat
             .as_ref()
             .and_then(|seat| seat.stash.as_ref())
             .map_or(0, |(rest, _)| rest.len());
-        self.read_buf.len()
+        self.read_buf.capacity()
             + self.incoming.first.as_ref().map_or(0, Bytes::len)
-            + self.incoming.joined.len()
-            + self.incoming.inflated.len()
+            + self.incoming.joined.capacity()
+            + self.incoming.inflated.capacity()
             + self.output.len()
             + stash
     }

@@ -295,7 +295,9 @@ where
 {
     let http2 = request.version() == Version::HTTP_2 && request.method() == Method::CONNECT;
     let deflate = config.deflate.as_ref();
-    let decision = if http2 {
+    let decision = if config.is_over_budget() {
+        Decision::unavailable()
+    } else if http2 {
         let protocol = request
             .extensions()
             .get::<::hyper::ext::Protocol>()

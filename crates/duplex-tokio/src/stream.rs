@@ -722,6 +722,14 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 }
                 return Poll::Pending;
             }
+            if self.conn.is_input_paused() {
+                // The server's memory budget is exceeded and this message grows: no
+                // reading until the engine's budget check (a deadline) says otherwise.
+                if self.poll_deadline(cx, READER).is_ready() {
+                    continue;
+                }
+                return Poll::Pending;
+            }
             match self.poll_read(cx, READER) {
                 Poll::Pending => {
                     if self.poll_deadline(cx, READER).is_ready() {
@@ -791,7 +799,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                     // of life once read, so a send-only task keeps a live peer.
                     read = false;
                 }
-                if read {
+                if read && !self.conn.is_input_paused() {
                     match self.poll_read(cx, WRITER) {
                         Poll::Pending => {}
                         Poll::Ready(Err(error)) => {
