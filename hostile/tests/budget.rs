@@ -246,12 +246,7 @@ fn run(server_kind: Server, deflate: bool) {
     let attackers_n = env_or("BUDGET_ATTACKERS", ATTACKERS);
     let message = env_or("BUDGET_MESSAGE_MIB", MESSAGE_LIMIT / MIB) * MIB;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let budget = MemoryBudget::new(
-        std::env::var("BUDGET_MIB")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .map_or(BUDGET, |m| m * MIB),
-    );
+    let budget = MemoryBudget::new(env_or("BUDGET_MIB", BUDGET / MIB) * MIB);
     let server = Arc::new(start(server_kind, &budget));
     let http2 = matches!(server_kind, Server::TokioHttp2);
     let runtime = tokio::runtime::Builder::new_multi_thread()

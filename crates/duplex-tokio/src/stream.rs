@@ -1409,7 +1409,12 @@ impl<S> Drop for Shared<S> {
 impl<S> WebSocketStream<S> {
     /// Adds this connection to `counters` (see `ServerStats::attach`).
     pub(crate) fn set_counters(&self, counters: Arc<crate::stats::Counters>) {
-        lock(&self.writer.shared).counters = Some(counters);
+        let mut shared = lock(&self.writer.shared);
+        let role = shared.conn.role();
+        if let Some(budget) = shared.conn.config().budget(role) {
+            counters.note_budget(budget);
+        }
+        shared.counters = Some(counters);
     }
 
     /// Gives the connection the span its handshake made.

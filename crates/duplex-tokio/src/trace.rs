@@ -66,6 +66,15 @@ pub(crate) fn error(span: &Span, error: &Error) {
     #[cfg(feature = "tracing")]
     {
         let kind = match error {
+            Error::LimitExceeded(duplex_core::LimitError {
+                limit: duplex_core::Limit::MemoryBudget,
+                ..
+            }) => {
+                // The server's memory budget shed this connection: the operator's concern.
+                let code = error.close_code().map(u16::from);
+                tracing::warn!(parent: span, kind = "memory budget", close_code = code, %error, "WebSocket shed");
+                return;
+            }
             Error::Protocol(_) => "protocol violation",
             Error::LimitExceeded(_) => "limit exceeded",
             Error::Timeout(_) => "timeout",
