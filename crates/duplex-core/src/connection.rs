@@ -399,7 +399,6 @@ impl Connection {
     /// `now` is the current time; keepalive and idle deadlines count from it.
     pub fn poll_event(&mut self, now: Instant) -> Option<Result<Message, Error>> {
         let event = self.next_event(now);
-        self.account();
         self.tick(now);
         event
     }
@@ -505,6 +504,10 @@ impl Connection {
     /// it counts from when output became pending, or from the last time the transport
     /// took at least `MIN_WRITE_PROGRESS` of it.
     fn tick(&mut self, now: Instant) {
+        // What was received, decoded or queued since the last timed call is counted here
+        // (sends take no time: what they queue is counted at the adapter's next timed
+        // call, which it makes after every write attempt).
+        self.account();
         match &self.seat {
             Some(seat) if seat.charged() > 0 || seat.stash.is_some() => {
                 if !self.timers.is_armed(TimerKind::Budget) {
@@ -878,7 +881,6 @@ impl Connection {
         self.check_write_buffer()?;
         self.output.begin_frame();
         self.output.push_shared(frame);
-        self.account();
         Ok(())
     }
 
@@ -937,7 +939,6 @@ impl Connection {
         self.check_hard_limit(frame.len())?;
         self.output.begin_frame();
         self.output.push_shared(frame);
-        self.account();
         Ok(())
     }
 
@@ -1004,7 +1005,16 @@ impl Connection {
     /// (a few loads and a comparison while it holds little).
     #[inline]
     fn account(&mut self) {
-        let charge = self.held().saturating_sub(BUDGET_FREE_PER_CONNECTION);
+        let held = self.held();
+        if held > BUDGET_FREE_PER_CONNECTION || self.seat.is_some() {
+            self.account_held(held);
+        }
+    }
+
+    /// [`account`](Self::account) for a connection past its allowance, or one that was.
+    #[inline(never)]
+    fn account_held(&mut self, held: usize) {
+        let charge = held.saturating_sub(BUDGET_FREE_PER_CONNECTION);
         match &mut self.seat {
             Some(seat) => {
                 if seat.charged() != charge {
@@ -1225,7 +1235,6 @@ impl Connection {
             self.output.staged(before);
             self.output.push_payload(payload);
         }
-        self.account();
     }
 
     /// Queues our close frame and remembers it (an empty one as code 1005).
@@ -1313,7 +1322,10 @@ impl Connection {
             // close deadline armed when the peer's close arrived keeps running.
             self.become_(State::Closed, None);
         }
-        self.account();
+        if self.seat.is_some() {
+            // Written output is given back at once; growth waits for a timed call.
+            self.account();
+        }
     }
 
     /// Releases buffers that hold nothing, so an idle connection costs almost no memory.
@@ -1541,7 +1553,6 @@ impl Connection {
             self.timers.clear(kind);
             self.timer_fired(kind, now);
         }
-        self.account();
         self.tick(now);
     }
 
