@@ -508,13 +508,15 @@ impl Connection {
         // (sends take no time: what they queue is counted at the adapter's next timed
         // call, which it makes after every write attempt).
         self.account();
-        match &self.seat {
-            Some(seat) if seat.charged() > 0 || seat.stash.is_some() => {
+        // Only a connection with a seat can have the budget deadline armed.
+        if let Some(seat) = &self.seat {
+            if seat.charged() > 0 || seat.stash.is_some() {
                 if !self.timers.is_armed(TimerKind::Budget) {
                     self.timers.set(TimerKind::Budget, now + BUDGET_CHECK);
                 }
+            } else {
+                self.timers.clear(TimerKind::Budget);
             }
-            _ => self.timers.clear(TimerKind::Budget),
         }
         if self.output.is_empty() || matches!(self.wire, Wire::Gone) {
             self.timers.clear(TimerKind::WriteStall);
@@ -993,20 +995,29 @@ impl Connection {
             .as_ref()
             .and_then(|seat| seat.stash.as_ref())
             .map_or(0, |(rest, _)| rest.len());
+        self.buffers_held() + stash
+    }
+
+    /// [`held`](Self::held) but for input kept while inflating waits.
+    #[inline]
+    fn buffers_held(&self) -> usize {
         self.read_buf.capacity()
             + self.incoming.first.as_ref().map_or(0, Bytes::len)
             + self.incoming.joined.capacity()
             + self.incoming.inflated.capacity()
             + self.output.len()
-            + stash
     }
 
     /// Counts what the connection holds past its free allowance in its memory budget
     /// (a few loads and a comparison while it holds little).
     #[inline]
     fn account(&mut self) {
-        let held = self.held();
-        if held > BUDGET_FREE_PER_CONNECTION || self.seat.is_some() {
+        if self.seat.is_some() {
+            return self.account_held(self.held());
+        }
+        // Without a seat there is no stash: the buffers alone.
+        let held = self.buffers_held();
+        if held > BUDGET_FREE_PER_CONNECTION {
             self.account_held(held);
         }
     }
