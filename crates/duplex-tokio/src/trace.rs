@@ -53,6 +53,15 @@ pub(crate) fn rejected(status: StatusCode, why: &dyn std::fmt::Display) {
     tracing::info!(status = status.as_u16(), reason = %why, "WebSocket handshake rejected");
 }
 
+/// A `HyperWebSocket` awaited in the task that has yet to return its upgrade response.
+pub(crate) fn awaited_in_handler() {
+    #[cfg(feature = "tracing")]
+    tracing::error!(
+        "a WebSocket upgrade was awaited in the service that has yet to return the 101 \
+         response: it waits until the client gives up; await it in a spawned task"
+    );
+}
+
 /// A handshake that did not finish in time.
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn handshake_timeout(role: Role) {
