@@ -54,6 +54,7 @@ pub(crate) fn rejected(status: StatusCode, why: &dyn std::fmt::Display) {
 }
 
 /// A `HyperWebSocket` awaited in the task that has yet to return its upgrade response.
+#[cfg(feature = "hyper")]
 pub(crate) fn awaited_in_handler() {
     #[cfg(feature = "tracing")]
     tracing::error!(
