@@ -399,6 +399,9 @@ impl Connection {
     /// `now` is the current time; keepalive and idle deadlines count from it.
     pub fn poll_event(&mut self, now: Instant) -> Option<Result<Message, Error>> {
         let event = self.next_event(now);
+        // What was received and decoded is counted here; what sends queue, at the send
+        // once past the free allowance.
+        self.account();
         self.tick(now);
         event
     }
@@ -487,13 +490,18 @@ impl Connection {
     }
 
     /// Bytes arrived at `now`: the peer is alive and not idle.
+    #[inline]
     fn input_arrived(&mut self, now: Instant) {
         if self.state != State::Open {
             return;
         }
         self.timers.clear(TimerKind::PongWait);
         if let Some((interval, _)) = self.config.keepalive {
-            self.timers.set(TimerKind::Keepalive, now + interval);
+            // Moved only when it would come more than an eighth of the interval early:
+            // a busy connection moves it once per eighth instead of once per read (the
+            // ping then goes after 7/8 to 8/8 of the interval of silence; harmless).
+            let deadline = now + interval;
+            self.timers.set(TimerKind::Keepalive, deadline);
         }
         if let Some(idle) = self.config.idle_timeout {
             self.timers.set(TimerKind::Idle, now + idle);
@@ -503,11 +511,8 @@ impl Connection {
     /// Arms, moves or clears the write-stall deadline after a call that knows the time:
     /// it counts from when output became pending, or from the last time the transport
     /// took at least `MIN_WRITE_PROGRESS` of it.
+    #[inline]
     fn tick(&mut self, now: Instant) {
-        // What was received, decoded or queued since the last timed call is counted here
-        // (sends take no time: what they queue is counted at the adapter's next timed
-        // call, which it makes after every write attempt).
-        self.account();
         // Only a connection with a seat can have the budget deadline armed.
         if let Some(seat) = &self.seat {
             if seat.charged() > 0 || seat.stash.is_some() {
@@ -883,6 +888,7 @@ impl Connection {
         self.check_write_buffer()?;
         self.output.begin_frame();
         self.output.push_shared(frame);
+        self.account_output();
         Ok(())
     }
 
@@ -941,12 +947,14 @@ impl Connection {
         self.check_hard_limit(frame.len())?;
         self.output.begin_frame();
         self.output.push_shared(frame);
+        self.account_output();
         Ok(())
     }
 
     /// True while the adapter should read from the transport: the output is within
     /// `max_write_buffer`. Above it the peer is not reading our replies; reading more
     /// of its requests would only queue more.
+    #[inline]
     pub fn wants_read(&self) -> bool {
         match self.wire {
             Wire::Up => {
@@ -964,6 +972,7 @@ impl Connection {
     /// the adapter stops reading it (backpressure; [`wants_read`](Self::wants_read) says
     /// the same), and the engine looks at the budget again by [`TimerKind::Budget`],
     /// which [`poll_timeout`](Self::poll_timeout) includes.
+    #[inline]
     pub fn is_input_paused(&self) -> bool {
         self.seat.as_ref().is_some_and(|seat| {
             seat.charged() > 0
@@ -1219,6 +1228,15 @@ impl Connection {
         self.write_frame_rsv1(opcode, fin, false, payload);
     }
 
+    /// Counts what a send queued, once the output passes the free allowance (a send
+    /// into a small output costs one comparison).
+    #[inline]
+    fn account_output(&mut self) {
+        if self.output.len() > BUDGET_FREE_PER_CONNECTION || self.seat.is_some() {
+            self.account();
+        }
+    }
+
     fn write_frame_rsv1(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: Bytes) {
         self.output.begin_frame();
         let mut header = FrameHeader::new(opcode, payload.len() as u64);
@@ -1246,6 +1264,7 @@ impl Connection {
             self.output.staged(before);
             self.output.push_payload(payload);
         }
+        self.account_output();
     }
 
     /// Queues our close frame and remembers it (an empty one as code 1005).
@@ -1563,6 +1582,9 @@ impl Connection {
             };
             self.timers.clear(kind);
             self.timer_fired(kind, now);
+        }
+        if self.seat.is_some() {
+            self.account();
         }
         self.tick(now);
     }
