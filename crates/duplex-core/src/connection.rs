@@ -497,11 +497,7 @@ impl Connection {
         }
         self.timers.clear(TimerKind::PongWait);
         if let Some((interval, _)) = self.config.keepalive {
-            // Moved only when it would come more than an eighth of the interval early:
-            // a busy connection moves it once per eighth instead of once per read (the
-            // ping then goes after 7/8 to 8/8 of the interval of silence; harmless).
-            let deadline = now + interval;
-            self.timers.set(TimerKind::Keepalive, deadline);
+            self.timers.set(TimerKind::Keepalive, now + interval);
         }
         if let Some(idle) = self.config.idle_timeout {
             self.timers.set(TimerKind::Idle, now + idle);
