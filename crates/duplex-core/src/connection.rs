@@ -1032,11 +1032,8 @@ impl Connection {
     fn account_held(&mut self, held: usize) {
         let charge = held.saturating_sub(BUDGET_FREE_PER_CONNECTION);
         match &mut self.seat {
-            Some(seat) => {
-                if seat.charged() != charge {
-                    seat.set_charge(charge);
-                }
-            }
+            Some(seat) if seat.charged() != charge => seat.set_charge(charge),
+            Some(_) => {}
             None if charge > 0 => {
                 if let Some(budget) = self.config.budget(self.role) {
                     let mut seat = Box::new(Seat::new(budget));
@@ -1391,6 +1388,14 @@ impl Connection {
         self.ending.as_ref()?.sent_close.as_ref()
     }
 
+    /// Our close frame once the transport took all of it (what the peer can have
+    /// read); `None` while it is queued, or when none was sent. For logs and counters
+    /// that must not claim a close the peer never got.
+    pub fn written_close_frame(&self) -> Option<&CloseFrame> {
+        let ending = self.ending.as_ref()?;
+        let frame = ending.sent_close.as_ref()?;
+        (self.output.consumed_position() >= ending.close_frame_end).then_some(frame)
+    }
     /// The close frame the peer sent, if it arrived; an empty one has code 1005.
     pub fn received_close_frame(&self) -> Option<&CloseFrame> {
         self.ending.as_ref()?.received_close.as_ref()
