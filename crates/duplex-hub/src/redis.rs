@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use duplex_core::{Bytes, Message, Utf8Bytes};
 use redis::{Connection, Script, Value};
 
+#[cfg(feature = "tokio")]
+use crate::direct::Direct;
 use crate::{
     Backend, Change, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, HubError, Loss, Member, Position,
     Sink, Stored, Stretch, new_epoch,
@@ -324,6 +326,12 @@ struct Batch {
     queue: Mutex<Vec<Queued>>,
     /// A flushing task is running.
     running: AtomicBool,
+    /// The flushing task's connection, driven by that task itself (taken while it
+    /// publishes), with the pub/sub generation it was opened in; `None` also where
+    /// the address needs the multiplexed connection (`direct` false).
+    conn: Mutex<Option<(Direct, u64)>>,
+    /// The address is one a [`Direct`] connection can reach.
+    direct: bool,
 }
 
 #[cfg(feature = "tokio")]
@@ -375,11 +383,16 @@ impl RedisBackend {
             backoff: config.backoff_min,
             generation: 0,
         });
+        #[cfg(feature = "tokio")]
+        let batch = Batch {
+            direct: Direct::supports(client.get_connection_info()),
+            ..Batch::default()
+        };
         let inner = Arc::new(Inner {
             #[cfg(feature = "tokio")]
             aconn,
             #[cfg(feature = "tokio")]
-            batch: Batch::default(),
+            batch,
             client,
             conn: Mutex::new(Conn {
                 con: None,
@@ -610,16 +623,12 @@ impl Inner {
     async fn publish_batch(&self, batch: &[Queued]) -> Result<Vec<Position>, HubError> {
         if let [one] = batch {
             let invocation = self.publish_invocation(&one.topic, &one.message);
-            let reply: Value = self
-                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                .await?;
+            let reply = self.publish_call(&invocation).await?;
             return Ok(vec![position_of(&reply)?]);
         }
         let invocation =
             self.publish_many_invocation(batch.iter().map(|q| (q.topic.as_str(), &q.message)));
-        let reply: Value = self
-            .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
+        let reply = self.publish_call(&invocation).await?;
         let Value::Array(rows) = reply else {
             return Err(unavailable("unexpected reply to publish"));
         };
@@ -649,10 +658,69 @@ impl Inner {
         }
     }
 
-    /// The async connection, connecting first if needed (failing at once while the
-    /// backoff runs).
-    async fn aconn(&self) -> Result<redis::aio::MultiplexedConnection, HubError> {
-        let mut c = self.aconn.lock().await;
+    /// Runs a publish script call on the flushing task's own connection (see
+    /// [`Direct`]), connecting first if needed, under the same backoff and time-out
+    /// rules as the multiplexed connection (which serves where `Direct` cannot).
+    async fn publish_call(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<Value, HubError> {
+        if !self.batch.direct {
+            return self
+                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
+                .await;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let kept = lock(&self.batch.conn)
+            .take()
+            .filter(|(_, g)| *g == generation);
+        let mut direct = match kept {
+            Some((direct, _)) => direct,
+            None => {
+                self.may_connect(&mut *self.aconn.lock().await)?;
+                let connecting = tokio::time::timeout(
+                    self.config.timeout,
+                    Direct::connect(self.client.get_connection_info()),
+                )
+                .await;
+                match connecting {
+                    Ok(Ok(direct)) => direct,
+                    Ok(Err(e)) => {
+                        self.async_failed(&mut *self.aconn.lock().await);
+                        return Err(unavailable(e));
+                    }
+                    Err(_) => {
+                        self.async_failed(&mut *self.aconn.lock().await);
+                        return Err(unavailable("connecting to Redis timed out"));
+                    }
+                }
+            }
+        };
+        let called =
+            tokio::time::timeout(self.config.timeout, invocation.invoke_async(&mut direct)).await;
+        match called {
+            Ok(Ok(reply)) => {
+                *lock(&self.batch.conn) = Some((direct, generation));
+                Ok(reply)
+            }
+            Ok(Err(e)) if connection_survives(&e) => {
+                *lock(&self.batch.conn) = Some((direct, generation));
+                Err(unavailable(e))
+            }
+            Ok(Err(e)) => {
+                self.async_failed(&mut *self.aconn.lock().await);
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                self.async_failed(&mut *self.aconn.lock().await);
+                Err(unavailable("Redis did not answer in time"))
+            }
+        }
+    }
+
+    /// Whether a connection may be opened now: not while the backoff after a failure
+    /// runs (unless the pub/sub thread has reconnected since, which ends it).
+    fn may_connect(&self, c: &mut AsyncConn) -> Result<(), HubError> {
         let generation = self.generation.load(Ordering::Acquire);
         if c.generation != generation {
             c.generation = generation;
@@ -660,11 +728,19 @@ impl Inner {
             c.retry_at = None;
             c.backoff = self.config.backoff_min;
         }
-        if let Some(con) = &c.con {
-            return Ok(con.clone());
-        }
         if c.retry_at.is_some_and(|at| Instant::now() < at) {
             return Err(HubError::Unavailable("reconnecting to Redis".into()));
+        }
+        Ok(())
+    }
+
+    /// The async connection, connecting first if needed (failing at once while the
+    /// backoff runs).
+    async fn aconn(&self) -> Result<redis::aio::MultiplexedConnection, HubError> {
+        let mut c = self.aconn.lock().await;
+        self.may_connect(&mut c)?;
+        if let Some(con) = &c.con {
+            return Ok(con.clone());
         }
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(self.config.timeout)
