@@ -196,8 +196,61 @@ impl RedisConfig {
 /// reconnecting with backoff, for both.
 pub struct RedisBackend {
     inner: Arc<Inner>,
+    thread: Background<Command>,
+}
+
+/// A backend's thread (the pub/sub reader here, the cluster's push thread), started
+/// with the node's sink, and the receiver of what the backend tells it.
+pub(crate) struct Background<N> {
     thread: Mutex<Option<JoinHandle<()>>>,
-    rx: Mutex<Option<Receiver<Command>>>,
+    rx: Mutex<Option<Receiver<N>>>,
+}
+
+impl<N: Send + 'static> Background<N> {
+    pub(crate) fn new(rx: Receiver<N>) -> Self {
+        Self {
+            thread: Mutex::new(None),
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Starts the thread, once.
+    pub(crate) fn start(&self, name: &str, run: impl FnOnce(Receiver<N>) + Send + 'static) {
+        let Some(rx) = lock(&self.rx).take() else {
+            return;
+        };
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(rx));
+        if let Ok(t) = thread {
+            *lock(&self.thread) = Some(t);
+        }
+    }
+
+    /// Waits for the thread, told to stop, to end. The thread itself may drop the last
+    /// hub reference (while it delivers): it then ends by itself.
+    pub(crate) fn join(&self) {
+        if let Some(t) = lock(&self.thread).take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Waits, 1 ms at a time, while `waiting` says so, until `deadline`.
+pub(crate) fn wait_while(deadline: Instant, waiting: impl Fn() -> bool) {
+    while waiting() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// [`wait_while`] for async callers.
+#[cfg(feature = "tokio")]
+pub(crate) async fn wait_while_async(deadline: Instant, waiting: impl Fn() -> bool) {
+    while waiting() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 enum Command {
@@ -362,11 +415,11 @@ struct Conn {
     generation: u64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn unavailable(e: impl std::fmt::Display) -> HubError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> HubError {
     HubError::Unavailable(e.to_string())
 }
 
@@ -410,8 +463,7 @@ impl RedisBackend {
         });
         Ok(Self {
             inner,
-            thread: Mutex::new(None),
-            rx: Mutex::new(Some(rx)),
+            thread: Background::new(rx),
         })
     }
 }
@@ -419,13 +471,7 @@ impl RedisBackend {
 impl Drop for RedisBackend {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = lock(&self.thread).take() {
-            // The pub/sub thread itself may drop the last hub reference (while it
-            // delivers); it then ends by itself on the stop flag.
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
-            }
-        }
+        self.thread.join();
     }
 }
 
@@ -609,7 +655,9 @@ async fn flush(inner: Arc<Inner>) {
                 Err(e) => Err(unavailable(e)),
             };
             if let Ok(position) = result {
-                inner.deliver_own(&q.topic, position, &q.message).await;
+                inner
+                    .deliver_own(&*inner, inner.sink.get(), &q.topic, position, &q.message)
+                    .await;
             }
             let _ = q.done.send(result);
         }
@@ -635,29 +683,6 @@ impl Inner {
         rows.iter().map(position_of).collect()
     }
 
-    /// Delivers this node's own publish to its subscribers (its echo from Redis is
-    /// ignored); other nodes' messages not received yet come before it: read here,
-    /// asynchronously, rather than in the delivery (which would block).
-    async fn deliver_own(&self, topic: &str, position: Position, message: &Message) {
-        let Some(sink) = self.sink.get() else { return };
-        let stored = Stored {
-            position,
-            message: message.clone(),
-        };
-        match sink.gap(topic, position) {
-            Some(from) => {
-                let missed = (position.offset - 1 - from.offset) as usize;
-                let invocation = self.replay_invocation(topic, from, missed);
-                let read = self
-                    .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                    .await
-                    .map(|reply: Value| stretch_of(reply, from, missed));
-                sink.deliver_filled(topic, stored, from, read);
-            }
-            None => sink.deliver(topic, stored),
-        }
-    }
-
     /// Runs a publish script call on the flushing task's own connection (see
     /// [`Direct`]), connecting first if needed, under the same backoff and time-out
     /// rules as the multiplexed connection (which serves where `Direct` cannot).
@@ -666,9 +691,7 @@ impl Inner {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<Value, HubError> {
         if !self.batch.direct {
-            return self
-                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                .await;
+            return self.script(self, invocation).await;
         }
         let generation = self.generation.load(Ordering::Acquire);
         let kept = lock(&self.batch.conn)
@@ -774,27 +797,189 @@ impl Inner {
         c.retry_at = Some(Instant::now() + c.backoff);
         c.backoff = (c.backoff * 2).min(self.config.backoff_max);
     }
+}
 
-    /// Runs one request on the async connection, bounded by the timeout; a failure
-    /// that may have broken the connection drops it (the next call reconnects after
-    /// the backoff): nothing queues up while Redis is away.
-    async fn with_aconn<T, F, R>(&self, request: F) -> Result<T, HubError>
+/// The connection layer both Redis backends' async calls share (feature `tokio`): the
+/// single server's multiplexed connection and the cluster's connection each give a
+/// connection on demand and know what to do once a request may have broken it;
+/// [`Model`]'s async calls run their commands through it, bounded by the time-out.
+#[cfg(feature = "tokio")]
+pub(crate) trait Link: Send + Sync {
+    type Con: redis::aio::ConnectionLike + Send + 'static;
+    /// A connection, connecting first if needed (or failing at once, as the backend's
+    /// reconnection rules say).
+    fn con(&self) -> impl std::future::Future<Output = Result<Self::Con, HubError>> + Send;
+    /// A request failed in a way that may have broken its connection (I/O, time-out):
+    /// the next one starts from a new connection.
+    fn broken(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+#[cfg(feature = "tokio")]
+impl Link for Inner {
+    type Con = redis::aio::MultiplexedConnection;
+
+    fn con(&self) -> impl std::future::Future<Output = Result<Self::Con, HubError>> + Send {
+        self.aconn()
+    }
+
+    async fn broken(&self) {
+        self.async_failed(&mut *self.aconn.lock().await);
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Model {
+    /// Runs one request on a connection of `link`, bounded by the time-out; a failure
+    /// that may have broken the connection is reported to `link` (which drops it, so
+    /// nothing queues up while Redis is away).
+    pub(crate) async fn run<L: Link, T, F, R>(&self, link: &L, request: F) -> Result<T, HubError>
     where
-        F: FnOnce(redis::aio::MultiplexedConnection) -> R,
+        F: FnOnce(L::Con) -> R,
         R: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let con = self.aconn().await?;
+        let con = link.con().await?;
         match tokio::time::timeout(self.config.timeout, request(con)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if connection_survives(&e) => Err(unavailable(e)),
             Ok(Err(e)) => {
-                self.async_failed(&mut *self.aconn.lock().await);
+                link.broken().await;
                 Err(unavailable(e))
             }
             Err(_) => {
-                self.async_failed(&mut *self.aconn.lock().await);
+                link.broken().await;
                 Err(unavailable("Redis did not answer in time"))
             }
+        }
+    }
+
+    /// One script call on `link`.
+    pub(crate) async fn script<L: Link, T: redis::FromRedisValue>(
+        &self,
+        link: &L,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, HubError> {
+        self.run(link, |mut c| async move {
+            invocation.invoke_async(&mut c).await
+        })
+        .await
+    }
+
+    /// One publish (the single-message script).
+    pub(crate) async fn publish_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+        message: &Message,
+    ) -> Result<Position, HubError> {
+        let reply: Value = self
+            .script(link, &self.publish_invocation(topic, message))
+            .await?;
+        position_of(&reply)
+    }
+
+    pub(crate) async fn replay_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+        after: Position,
+        limit: usize,
+    ) -> Result<Stretch, HubError> {
+        let reply: Value = self
+            .script(link, &self.replay_invocation(topic, after, limit))
+            .await?;
+        Ok(stretch_of(reply, after, limit))
+    }
+
+    pub(crate) async fn latest_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+    ) -> Result<Option<Position>, HubError> {
+        let key = self.key(topic, "m");
+        let row: (Option<u64>, Option<u64>) = self
+            .run(link, |mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("epoch")
+                    .arg("offset")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match row {
+            (Some(epoch), Some(offset)) => Some(Position { epoch, offset }),
+            _ => None,
+        })
+    }
+
+    pub(crate) async fn present_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+        client: &str,
+        info: &str,
+        ttl: Duration,
+    ) -> Result<(), HubError> {
+        let invocation = self.present_invocation(topic, client, info, ttl);
+        let _: i64 = self.script(link, &invocation).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn absent_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+        client: &str,
+    ) -> Result<(), HubError> {
+        let mut invocation = self.presence_invocation(&self.absent, topic);
+        invocation.arg(&self.node).arg(client);
+        let _: i64 = self.script(link, &invocation).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn sweep_on<L: Link>(&self, link: &L, topic: &str) -> Result<(), HubError> {
+        let invocation = self.presence_invocation(&self.sweep, topic);
+        let _: i64 = self.script(link, &invocation).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn members_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+    ) -> Result<Vec<Member>, HubError> {
+        let key = self.key(topic, "pi");
+        let rows: Vec<(String, String)> = self
+            .run(link, |mut c| async move {
+                redis::cmd("HGETALL").arg(key).query_async(&mut c).await
+            })
+            .await?;
+        Ok(Model::members_of(rows))
+    }
+
+    /// Delivers this node's own publish to its subscribers (its echo from Redis is
+    /// ignored); other nodes' messages not received yet come before it: read here,
+    /// asynchronously, rather than in the delivery (which would block).
+    pub(crate) async fn deliver_own<L: Link>(
+        &self,
+        link: &L,
+        sink: Option<&Sink>,
+        topic: &str,
+        position: Position,
+        message: &Message,
+    ) {
+        let Some(sink) = sink else { return };
+        let stored = Stored {
+            position,
+            message: message.clone(),
+        };
+        match sink.gap(topic, position) {
+            Some(from) => {
+                let missed = (position.offset - 1 - from.offset) as usize;
+                let read = self.replay_on(link, topic, from, missed).await;
+                sink.deliver_filled(topic, stored, from, read);
+            }
+            None => sink.deliver(topic, stored),
         }
     }
 }
@@ -1032,16 +1217,9 @@ pub(crate) fn stretch_of(reply: Value, after: Position, limit: usize) -> Stretch
 impl Backend for RedisBackend {
     fn start(&self, sink: Sink) {
         let _ = self.inner.sink.set(sink);
-        let Some(rx) = lock(&self.rx).take() else {
-            return;
-        };
         let inner = self.inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("duplex-hub-redis".into())
-            .spawn(move || listen(&inner, &rx));
-        if let Ok(t) = thread {
-            *lock(&self.thread) = Some(t);
-        }
+        self.thread
+            .start("duplex-hub-redis", move |rx| listen(&inner, &rx));
     }
 
     fn publish(&self, topic: &str, message: &Message) -> Result<Position, HubError> {
@@ -1079,12 +1257,10 @@ impl Backend for RedisBackend {
             let inner = &self.inner;
             // Off tokio, no task can flush a batch: one script call of its own.
             if tokio::runtime::Handle::try_current().is_err() {
-                let invocation = inner.publish_invocation(topic, message);
-                let reply: Value = inner
-                    .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                    .await?;
-                let position = position_of(&reply)?;
-                inner.deliver_own(topic, position, message).await;
+                let position = inner.publish_on(&**inner, topic, message).await?;
+                inner
+                    .deliver_own(&**inner, inner.sink.get(), topic, position, message)
+                    .await;
                 return Ok(position);
             }
             let (done, answer) = tokio::sync::oneshot::channel();
@@ -1114,14 +1290,8 @@ impl Backend for RedisBackend {
         after: Position,
         limit: usize,
     ) -> crate::BoxFuture<'a, Result<Stretch, HubError>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let invocation = inner.replay_invocation(topic, after, limit);
-            let reply: Value = inner
-                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                .await?;
-            Ok(stretch_of(reply, after, limit))
-        })
+        let inner = &*self.inner;
+        Box::pin(inner.replay_on(inner, topic, after, limit))
     }
 
     #[cfg(feature = "tokio")]
@@ -1129,24 +1299,8 @@ impl Backend for RedisBackend {
         &'a self,
         topic: &'a str,
     ) -> crate::BoxFuture<'a, Result<Option<Position>, HubError>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let key = inner.key(topic, "m");
-            let row: (Option<u64>, Option<u64>) = inner
-                .with_aconn(|mut c| async move {
-                    redis::cmd("HMGET")
-                        .arg(key)
-                        .arg("epoch")
-                        .arg("offset")
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
-            Ok(match row {
-                (Some(epoch), Some(offset)) => Some(Position { epoch, offset }),
-                _ => None,
-            })
-        })
+        let inner = &*self.inner;
+        Box::pin(inner.latest_on(inner, topic))
     }
 
     fn present(
@@ -1171,14 +1325,8 @@ impl Backend for RedisBackend {
         info: &'a str,
         ttl: Duration,
     ) -> crate::BoxFuture<'a, Result<(), HubError>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let invocation = inner.present_invocation(topic, client, info, ttl);
-            let _: i64 = inner
-                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                .await?;
-            Ok(())
-        })
+        let inner = &*self.inner;
+        Box::pin(inner.present_on(inner, topic, client, info, ttl))
     }
 
     fn absent(&self, topic: &str, client: &str) -> Result<(), HubError> {
@@ -1202,33 +1350,19 @@ impl Backend for RedisBackend {
         &'a self,
         topic: &'a str,
     ) -> crate::BoxFuture<'a, Result<Vec<Member>, HubError>> {
-        Box::pin(async move {
-            let key = self.inner.key(topic, "pi");
-            let rows: Vec<(String, String)> = self
-                .inner
-                .with_aconn(|mut c| async move {
-                    redis::cmd("HGETALL").arg(key).query_async(&mut c).await
-                })
-                .await?;
-            Ok(Model::members_of(rows))
-        })
+        let inner = &*self.inner;
+        Box::pin(inner.members_on(inner, topic))
     }
 
     fn wait_live(&self, topic: &str) {
-        let deadline = Instant::now() + LIVE_WAIT;
-        while self.inner.waiting_for(topic) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_while(Instant::now() + LIVE_WAIT, || self.inner.waiting_for(topic));
     }
 
     #[cfg(feature = "tokio")]
     fn wait_live_async<'a>(&'a self, topic: &'a str) -> crate::BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let deadline = Instant::now() + LIVE_WAIT;
-            while self.inner.waiting_for(topic) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
+        Box::pin(wait_while_async(Instant::now() + LIVE_WAIT, || {
+            self.inner.waiting_for(topic)
+        }))
     }
 
     fn sweep_presence(&self, topics: &[Arc<str>]) {
