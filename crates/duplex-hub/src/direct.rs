@@ -11,6 +11,10 @@
 //! Plain TCP only (the `redis` dependency is built without TLS); other addresses use
 //! the multiplexed connection. A request that did not finish (an error or a time-out
 //! dropped it midway) leaves the connection in an unknown state: the caller drops it.
+//!
+//! The node's pub/sub connection is one too, on a multi-thread runtime: the task that
+//! reads it delivers what it reads (`listen_async` in `redis.rs`), so a message from
+//! Redis costs no hand-over to another thread.
 
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,11 +72,26 @@ impl Direct {
         self.stream.write_all(packed).await?;
         let mut out = Vec::with_capacity(replies);
         while out.len() < replies {
+            out.push(self.next_value().await?);
+        }
+        Ok(out)
+    }
+
+    /// Writes a command without waiting for its answer (a pub/sub connection's
+    /// `SUBSCRIBE`: the answer comes among the messages).
+    pub(crate) async fn send(&mut self, cmd: &Cmd) -> RedisResult<()> {
+        self.stream.write_all(&cmd.get_packed_command()).await?;
+        Ok(())
+    }
+
+    /// The next value Redis sends. Cancel-safe: what was read stays for the next call.
+    pub(crate) async fn next_value(&mut self) -> RedisResult<Value> {
+        loop {
             match value_end(&self.input, 0) {
                 Some(Ok(end)) => {
-                    let value = redis::parse_redis_value(&self.input[..end])?;
+                    let value = redis::parse_redis_value(&self.input[..end]);
                     self.input.drain(..end);
-                    out.push(value);
+                    return value;
                 }
                 Some(Err(())) => {
                     return Err(redis::RedisError::from((
@@ -88,7 +107,6 @@ impl Direct {
                 }
             }
         }
-        Ok(out)
     }
 }
 
