@@ -402,11 +402,7 @@ struct Batch {
     queue: Mutex<Vec<Queued>>,
     /// A flushing task is running.
     running: AtomicBool,
-    /// The flushing task's connection, driven by that task itself (taken while it
-    /// publishes), with the pub/sub generation it was opened in; `None` also where
-    /// the address needs the multiplexed connection (`direct` false).
-    conn: Mutex<Option<(Direct, u64)>>,
-    /// The address is one a [`Direct`] connection can reach.
+    /// The address is one a [`Direct`] connection can reach (the pub/sub task's).
     direct: bool,
 }
 
@@ -705,74 +701,16 @@ impl Inner {
     async fn publish_batch(&self, batch: &[Queued]) -> Result<Vec<Position>, HubError> {
         if let [one] = batch {
             let invocation = self.publish_invocation(&one.topic, &one.message);
-            let reply = self.publish_call(&invocation).await?;
+            let reply = self.script(self, &invocation).await?;
             return Ok(vec![position_of(&reply)?]);
         }
         let invocation =
             self.publish_many_invocation(batch.iter().map(|q| (q.topic.as_str(), &q.message)));
-        let reply = self.publish_call(&invocation).await?;
+        let reply = self.script(self, &invocation).await?;
         let Value::Array(rows) = reply else {
             return Err(unavailable("unexpected reply to publish"));
         };
         rows.iter().map(position_of).collect()
-    }
-
-    /// Runs a publish script call on the flushing task's own connection (see
-    /// [`Direct`]), connecting first if needed, under the same backoff and time-out
-    /// rules as the multiplexed connection (which serves where `Direct` cannot).
-    async fn publish_call(
-        &self,
-        invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<Value, HubError> {
-        if !self.batch.direct {
-            return self.script(self, invocation).await;
-        }
-        let generation = self.generation.load(Ordering::Acquire);
-        let kept = lock(&self.batch.conn)
-            .take()
-            .filter(|(_, g)| *g == generation);
-        let mut direct = match kept {
-            Some((direct, _)) => direct,
-            None => {
-                self.may_connect(&mut *self.aconn.lock().await)?;
-                let connecting = tokio::time::timeout(
-                    self.config.timeout,
-                    Direct::connect(self.client.get_connection_info()),
-                )
-                .await;
-                match connecting {
-                    Ok(Ok(direct)) => direct,
-                    Ok(Err(e)) => {
-                        self.async_failed(&mut *self.aconn.lock().await);
-                        return Err(unavailable(e));
-                    }
-                    Err(_) => {
-                        self.async_failed(&mut *self.aconn.lock().await);
-                        return Err(unavailable("connecting to Redis timed out"));
-                    }
-                }
-            }
-        };
-        let called =
-            tokio::time::timeout(self.config.timeout, invocation.invoke_async(&mut direct)).await;
-        match called {
-            Ok(Ok(reply)) => {
-                *lock(&self.batch.conn) = Some((direct, generation));
-                Ok(reply)
-            }
-            Ok(Err(e)) if connection_survives(&e) => {
-                *lock(&self.batch.conn) = Some((direct, generation));
-                Err(unavailable(e))
-            }
-            Ok(Err(e)) => {
-                self.async_failed(&mut *self.aconn.lock().await);
-                Err(unavailable(e))
-            }
-            Err(_) => {
-                self.async_failed(&mut *self.aconn.lock().await);
-                Err(unavailable("Redis did not answer in time"))
-            }
-        }
     }
 
     /// Whether a connection may be opened now: not while the backoff after a failure
