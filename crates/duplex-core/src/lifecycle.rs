@@ -77,16 +77,21 @@ pub enum TimerKind {
     /// Shutting down and draining the transport after the connection ended
     /// ([`Linger`](crate::Linger)) must be done.
     Linger,
+    /// The connection holds memory counted in its server's
+    /// [`MemoryBudget`](crate::MemoryBudget): time to look at the budget again (to
+    /// resume reading, elect whom to shed, or be shed).
+    Budget,
 }
 
 impl TimerKind {
-    const ALL: [TimerKind; 6] = [
+    const ALL: [TimerKind; 7] = [
         TimerKind::Keepalive,
         TimerKind::PongWait,
         TimerKind::Idle,
         TimerKind::Close,
         TimerKind::WriteStall,
         TimerKind::Linger,
+        TimerKind::Budget,
     ];
 
     fn index(self) -> usize {
@@ -97,32 +102,38 @@ impl TimerKind {
 /// One optional deadline per [`TimerKind`].
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TimerTable {
-    at: [Option<Instant>; 6],
+    at: [Option<Instant>; 7],
 }
 
 impl TimerTable {
+    #[inline]
     pub(crate) fn get(&self, kind: TimerKind) -> Option<Instant> {
         self.at[kind.index()]
     }
 
+    #[inline]
     pub(crate) fn set(&mut self, kind: TimerKind, deadline: Instant) {
         self.at[kind.index()] = Some(deadline);
     }
 
+    #[inline]
     pub(crate) fn clear(&mut self, kind: TimerKind) {
         self.at[kind.index()] = None;
     }
 
+    #[inline]
     pub(crate) fn is_armed(&self, kind: TimerKind) -> bool {
         self.at[kind.index()].is_some()
     }
 
     /// The earliest deadline of all, if any is armed.
+    #[inline]
     pub(crate) fn earliest(&self) -> Option<Instant> {
         self.at.iter().flatten().min().copied()
     }
 
     /// The first kind (in table order) whose deadline is at or before `now`.
+    #[inline]
     pub(crate) fn expired(&self, now: Instant) -> Option<TimerKind> {
         TimerKind::ALL
             .into_iter()

@@ -53,6 +53,16 @@ pub(crate) fn rejected(status: StatusCode, why: &dyn std::fmt::Display) {
     tracing::info!(status = status.as_u16(), reason = %why, "WebSocket handshake rejected");
 }
 
+/// A `HyperWebSocket` awaited in the task that has yet to return its upgrade response.
+#[cfg(feature = "hyper")]
+pub(crate) fn awaited_in_handler() {
+    #[cfg(feature = "tracing")]
+    tracing::error!(
+        "a WebSocket upgrade was awaited in the service that has yet to return the 101 \
+         response: it waits until the client gives up; await it in a spawned task"
+    );
+}
+
 /// A handshake that did not finish in time.
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn handshake_timeout(role: Role) {
@@ -66,6 +76,15 @@ pub(crate) fn error(span: &Span, error: &Error) {
     #[cfg(feature = "tracing")]
     {
         let kind = match error {
+            Error::LimitExceeded(duplex_core::LimitError {
+                limit: duplex_core::Limit::MemoryBudget,
+                ..
+            }) => {
+                // The server's memory budget shed this connection: the operator's concern.
+                let code = error.close_code().map(u16::from);
+                tracing::warn!(parent: span, kind = "memory budget", close_code = code, %error, "WebSocket shed");
+                return;
+            }
             Error::Protocol(_) => "protocol violation",
             Error::LimitExceeded(_) => "limit exceeded",
             Error::Timeout(_) => "timeout",
@@ -78,17 +97,27 @@ pub(crate) fn error(span: &Span, error: &Error) {
     }
 }
 
-/// The connection is gone: its close frames' codes, if any.
+/// The connection is gone: the close frames each way, as far as they went. A close frame
+/// we queued but never wrote (the stream was dropped, the peer stopped reading) is
+/// reported as such, not as sent; an empty close frame (no code) as `empty`.
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn closed(span: &Span, conn: &Connection) {
     #[cfg(feature = "tracing")]
     {
-        let sent = conn.sent_close_frame().map(|f| u16::from(f.code));
-        let received = conn.received_close_frame().map(|f| u16::from(f.code));
+        let describe = |frame: Option<&duplex_core::CloseFrame>| match frame {
+            None => "none".to_owned(),
+            Some(frame) if frame.code == duplex_core::CloseCode::NoStatus => "empty".to_owned(),
+            Some(frame) => u16::from(frame.code).to_string(),
+        };
+        let sent = match (conn.written_close_frame(), conn.sent_close_frame()) {
+            (None, Some(queued)) => format!("not written ({})", describe(Some(queued))),
+            (written, _) => describe(written),
+        };
+        let received = describe(conn.received_close_frame());
         tracing::debug!(
             parent: span,
-            sent_code = sent,
-            received_code = received,
+            sent_close = %sent,
+            received_close = %received,
             state = ?conn.state(),
             "WebSocket closed"
         );
