@@ -43,8 +43,6 @@
 mod access;
 #[cfg(feature = "cluster")]
 mod cluster;
-#[cfg(all(feature = "redis", feature = "tokio"))]
-mod direct;
 mod framing;
 mod memory;
 #[cfg(feature = "mio")]

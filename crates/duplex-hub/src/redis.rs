@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 use duplex_core::{Bytes, Message, Utf8Bytes};
 use redis::{Connection, Script, Value};
 
-#[cfg(feature = "tokio")]
-use crate::direct::Direct;
 use crate::{
     Backend, Change, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, HubError, Loss, Member, Position,
     Sink, Stored, Stretch, new_epoch,
@@ -214,12 +212,6 @@ impl<N: Send + 'static> Background<N> {
         }
     }
 
-    /// The receiver, for a task to take instead of a thread (once).
-    #[cfg(feature = "tokio")]
-    fn take_rx(&self) -> Option<Receiver<N>> {
-        lock(&self.rx).take()
-    }
-
     /// Starts the thread, once.
     pub(crate) fn start(&self, name: &str, run: impl FnOnce(Receiver<N>) + Send + 'static) {
         let Some(rx) = lock(&self.rx).take() else {
@@ -389,9 +381,6 @@ struct Inner {
     aconn: tokio::sync::Mutex<AsyncConn>,
     #[cfg(feature = "tokio")]
     batch: Batch,
-    /// Wakes the pub/sub task (`listen_async`) for a command or the stop.
-    #[cfg(feature = "tokio")]
-    wake: tokio::sync::Notify,
 }
 
 /// Publishes of async tasks waiting to go to Redis (feature `tokio`): while one batch
@@ -402,8 +391,6 @@ struct Batch {
     queue: Mutex<Vec<Queued>>,
     /// A flushing task is running.
     running: AtomicBool,
-    /// The address is one a [`Direct`] connection can reach (the pub/sub task's).
-    direct: bool,
 }
 
 #[cfg(feature = "tokio")]
@@ -456,17 +443,13 @@ impl RedisBackend {
             generation: 0,
         });
         #[cfg(feature = "tokio")]
-        let batch = Batch {
-            direct: Direct::supports(client.get_connection_info()),
-            ..Batch::default()
-        };
+        let batch = Batch::default();
         let inner = Arc::new(Inner {
             #[cfg(feature = "tokio")]
             aconn,
             #[cfg(feature = "tokio")]
             batch,
-            #[cfg(feature = "tokio")]
-            wake: tokio::sync::Notify::new(),
+
             client,
             conn: Mutex::new(Conn {
                 con: None,
@@ -492,8 +475,6 @@ impl RedisBackend {
 impl Drop for RedisBackend {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Relaxed);
-        #[cfg(feature = "tokio")]
-        self.inner.wake.notify_one();
         self.thread.join();
     }
 }
@@ -580,11 +561,9 @@ impl Inner {
         Ok(con)
     }
 
-    /// Tells the pub/sub thread or task to watch or unwatch a topic.
+    /// Tells the pub/sub thread to watch or unwatch a topic.
     fn command(&self, command: Command) {
         let _ = lock(&self.commands).send(command);
-        #[cfg(feature = "tokio")]
-        self.wake.notify_one();
     }
 
     fn latest_many(&self, topics: &[String]) -> Result<Vec<Option<Position>>, HubError> {
@@ -1189,19 +1168,6 @@ pub(crate) fn stretch_of(reply: Value, after: Position, limit: usize) -> Stretch
 impl Backend for RedisBackend {
     fn start(&self, sink: Sink) {
         let _ = self.inner.sink.set(sink);
-        // On a multi-thread tokio runtime the pub/sub connection is a task of it (see
-        // `listen_async`); elsewhere (threads, a current-thread runtime whose thread
-        // may block in the hub's blocking calls) a thread of its own.
-        #[cfg(feature = "tokio")]
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let multi = runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
-            if multi && self.inner.batch.direct {
-                if let Some(rx) = self.thread.take_rx() {
-                    runtime.spawn(listen_async(self.inner.clone(), rx));
-                    return;
-                }
-            }
-        }
         let inner = self.inner.clone();
         self.thread
             .start("duplex-hub-redis", move |rx| listen(&inner, &rx));
@@ -1439,167 +1405,6 @@ impl Inner {
         }
         Instant::now() < until && !self.stop.load(Ordering::Relaxed)
     }
-}
-
-/// The pub/sub task (feature `tokio`, on a multi-thread runtime): what the pub/sub
-/// thread does ([`listen`]), on a [`Direct`] connection that this task reads itself,
-/// so a message from Redis reaches the subscribers' queues on the runtime's thread
-/// that read it, with no hand-over from another thread; a gap before a message is read
-/// asynchronously first. The syncs (positions checked after each reconnect, every
-/// `sync_interval` and for each new topic) run on tokio's blocking threads.
-#[cfg(feature = "tokio")]
-async fn listen_async(inner: Arc<Inner>, mut rx: Receiver<Command>) {
-    let mut watched: HashSet<String> = HashSet::new();
-    let mut backoff = inner.config.backoff_min;
-    while !inner.stop.load(Ordering::Relaxed) {
-        drain(&rx, &mut watched);
-        let connecting = tokio::time::timeout(
-            inner.config.timeout,
-            Direct::connect(inner.client.get_connection_info()),
-        )
-        .await;
-        if let Ok(Ok(con)) = connecting {
-            inner.reconnected(&mut backoff);
-            let ended = session_async(&inner, &mut rx, con, &mut watched).await;
-            inner.disconnected();
-            if ended.is_ok() {
-                continue; // stopped
-            }
-        }
-        let until = Instant::now() + backoff;
-        while inner.waiting(until) {
-            tokio::time::sleep(POLL.min(backoff)).await;
-        }
-        backoff = (backoff * 2).min(inner.config.backoff_max);
-    }
-}
-
-/// Sends `SUBSCRIBE` or `UNSUBSCRIBE` for the channels of `topics` (the answers come
-/// among the messages), bounded by the time-out.
-#[cfg(feature = "tokio")]
-async fn send(
-    inner: &Inner,
-    con: &mut Direct,
-    name: &str,
-    topics: &[&String],
-) -> redis::RedisResult<()> {
-    let mut cmd = redis::cmd(name);
-    for t in topics {
-        cmd.arg(inner.key(t, "c"));
-    }
-    match tokio::time::timeout(inner.config.timeout, con.send(&cmd)).await {
-        Ok(sent) => sent,
-        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
-    }
-}
-
-/// One pub/sub connection's life on the runtime; returns when it fails (or the backend
-/// stops).
-#[cfg(feature = "tokio")]
-async fn session_async(
-    inner: &Arc<Inner>,
-    rx: &mut Receiver<Command>,
-    mut con: Direct,
-    watched: &mut HashSet<String>,
-) -> redis::RedisResult<()> {
-    if !watched.is_empty() {
-        let topics: Vec<&String> = watched.iter().collect();
-        send(inner, &mut con, "SUBSCRIBE", &topics).await?;
-    }
-    inner.listening.store(true, Ordering::Release);
-    // Anything published while this node was not subscribed is found by the first
-    // sync, right away; a sync that fails is tried again after `backoff_min`.
-    let mut next_sync = Instant::now();
-    let mut fresh: Vec<String> = Vec::new();
-    while !inner.stop.load(Ordering::Relaxed) {
-        while let Ok(cmd) = rx.try_recv() {
-            match cmd {
-                Command::Watch(t) => {
-                    if watched.insert(t.clone()) {
-                        send(inner, &mut con, "SUBSCRIBE", &[&t]).await?;
-                    }
-                }
-                Command::Unwatch(t) => {
-                    if watched.remove(&t) {
-                        lock(&inner.live).remove(&t);
-                        send(inner, &mut con, "UNSUBSCRIBE", &[&t]).await?;
-                    }
-                }
-            }
-        }
-        let now = Instant::now();
-        if now >= next_sync || !fresh.is_empty() {
-            // A new topic's subscription is confirmed: its position is checked now.
-            let topics: Vec<String> = if now >= next_sync {
-                fresh.clear();
-                watched.iter().cloned().collect()
-            } else {
-                std::mem::take(&mut fresh)
-            };
-            let synced = {
-                let inner = inner.clone();
-                tokio::task::spawn_blocking(move || inner.sync(&topics)).await
-            };
-            next_sync = Instant::now()
-                + match synced {
-                    Ok(Ok(())) => inner.config.sync_interval,
-                    _ => inner.config.backoff_min,
-                };
-            if let Some(sink) = inner.sink.get() {
-                sink.expire_gaps();
-            }
-            continue;
-        }
-        let value = tokio::select! {
-            value = con.next_value() => value?,
-            () = inner.wake.notified() => continue,
-            () = tokio::time::sleep(POLL.min(next_sync - now)) => continue,
-        };
-        let Value::Array(parts) = value else { continue };
-        match (
-            parts.first().and_then(bytes_of),
-            parts.get(1).and_then(bytes_of),
-        ) {
-            (Some(b"message"), Some(channel)) => {
-                let (Some(sink), Some(payload)) =
-                    (inner.sink.get(), parts.get(2).and_then(bytes_of))
-                else {
-                    continue;
-                };
-                let Some(topic) = std::str::from_utf8(channel)
-                    .ok()
-                    .and_then(|c| inner.topic_of(c))
-                else {
-                    continue;
-                };
-                match inner.incoming(payload) {
-                    Some(Incoming::Presence(change, member)) => {
-                        sink.presence(topic, change, member)
-                    }
-                    Some(Incoming::Message(stored)) => {
-                        let link: &Inner = inner;
-                        inner
-                            .deliver_own(link, Some(sink), topic, stored.position, &stored.message)
-                            .await;
-                    }
-                    None => {}
-                }
-            }
-            (Some(b"subscribe"), Some(channel)) => {
-                if let Some(topic) = std::str::from_utf8(channel)
-                    .ok()
-                    .and_then(|c| inner.topic_of(c))
-                {
-                    if watched.contains(topic) {
-                        lock(&inner.live).insert(topic.to_owned());
-                        fresh.push(topic.to_owned());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// One pub/sub connection's life; returns when it fails (or the backend stops).
