@@ -81,6 +81,43 @@ function messageIn(page, nick, text) {
     .waitFor({ timeout: WAIT });
 }
 
+/**
+ * A redis-server, two chat-web nodes on it and a Chromium profile with one page per
+ * name (page errors printed).
+ */
+async function twoNodes(names) {
+  const redis = await startRedis();
+  const a = await startServer("127.0.0.1:0", ["--redis", redis.url]);
+  const b = await startServer("127.0.0.1:0", ["--redis", redis.url]);
+  const profile = mkdtempSync(path.join(tmpdir(), "duplex-chromium-nodes-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 960, height: 600 },
+  });
+  for (const page of context.pages()) await page.close();
+  const pages = [];
+  for (const name of names) {
+    const page = await context.newPage();
+    page.on("pageerror", (error) => console.log(`# ${name} page error: ${error}`));
+    pages.push(page);
+  }
+  return { redis, a, b, profile, context, pages };
+}
+
+/** Stops what `twoNodes` started (a stopped redis-server too). */
+async function stopAll({ redis, a, b, profile, context }) {
+  await context?.close();
+  for (const node of [a, b]) if (node) await stopServer(node.child);
+  if (redis) {
+    redis.child.kill("SIGCONT");
+    redis.child.kill("SIGKILL");
+    rmSync(redis.dir, { recursive: true, force: true });
+  }
+  if (profile) rmSync(profile, { recursive: true, force: true });
+}
+
 describe("two chat-web nodes on one Redis, in Chromium", { skip: !haveRedis && `${REDIS} is not installed` }, () => {
   let redis;
   let a;
@@ -88,36 +125,15 @@ describe("two chat-web nodes on one Redis, in Chromium", { skip: !haveRedis && `
   let context;
   let alice;
   let bob;
-  let profile;
+  const all = {};
 
   before(async () => {
-    redis = await startRedis();
-    a = await startServer("127.0.0.1:0", ["--redis", redis.url]);
-    b = await startServer("127.0.0.1:0", ["--redis", redis.url]);
-    profile = mkdtempSync(path.join(tmpdir(), "duplex-chromium-nodes-"));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 960, height: 600 },
-    });
-    for (const page of context.pages()) await page.close();
-    alice = await context.newPage();
-    bob = await context.newPage();
-    for (const [name, page] of [["alice", alice], ["bob", bob]]) {
-      page.on("pageerror", (error) => console.log(`# ${name} page error: ${error}`));
-    }
+    Object.assign(all, await twoNodes(["alice", "bob"]));
+    ({ redis, a, b, context } = all);
+    [alice, bob] = all.pages;
   });
 
-  after(async () => {
-    await context?.close();
-    for (const node of [a, b]) if (node) await stopServer(node.child);
-    if (redis) {
-      redis.child.kill("SIGKILL");
-      rmSync(redis.dir, { recursive: true, force: true });
-    }
-    if (profile) rmSync(profile, { recursive: true, force: true });
-  });
+  after(() => stopAll(all));
 
   it("a page on node A chats with a page on node B", async () => {
     await join(alice, `http://${a.addr}`, b.addr, "alice");
@@ -239,34 +255,15 @@ describe("the hub cannot read the history for a while: the page resumes later, i
   let context;
   let carol;
   let dave;
-  let profile;
+  const all = {};
 
   before(async () => {
-    redis = await startRedis();
-    a = await startServer("127.0.0.1:0", ["--redis", redis.url]);
-    b = await startServer("127.0.0.1:0", ["--redis", redis.url]);
-    profile = mkdtempSync(path.join(tmpdir(), "duplex-chromium-unavailable-"));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 960, height: 600 },
-    });
-    for (const page of context.pages()) await page.close();
-    carol = await context.newPage();
-    dave = await context.newPage();
+    Object.assign(all, await twoNodes(["carol", "dave"]));
+    ({ redis, a, b, context } = all);
+    [carol, dave] = all.pages;
   });
 
-  after(async () => {
-    await context?.close();
-    for (const node of [a, b]) if (node) await stopServer(node.child);
-    if (redis) {
-      redis.child.kill("SIGCONT");
-      redis.child.kill("SIGKILL");
-      rmSync(redis.dir, { recursive: true, force: true });
-    }
-    if (profile) rmSync(profile, { recursive: true, force: true });
-  });
+  after(() => stopAll(all));
 
   it("a resume answered 'unavailable' is tried again and recovers every message once", async () => {
     await join(carol, `http://${a.addr}`, b.addr, "carol", room);
