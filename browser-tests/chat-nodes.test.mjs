@@ -4,6 +4,10 @@
 // other node, resumes from its last (epoch, offset), ends with every message exactly
 // once, and the member lists stay right (a move is neither a leave nor a join); when
 // the room's history is lost (Redis flushed), the pages reload the room and say so.
+// Then, on a second pair of nodes: a page whose node dies while Redis is stopped
+// (SIGSTOP) is told on the other node that the hub cannot read the history yet
+// ("unavailable"); it resumes from its last position again later rather than reload,
+// and once Redis is back (SIGCONT) gets every missed message exactly once.
 //
 // The test starts its own redis-server (Debian's package) on a free 127.0.0.1 port in a
 // temporary directory, without persistence, and stops it. REDIS_SERVER overrides the
@@ -61,10 +65,10 @@ async function startRedis() {
 const haveRedis = spawnSync(REDIS, ["--version"]).status === 0;
 if (!haveRedis && process.env.CI) throw new Error(`${REDIS} is missing (apt-get install -y redis-server)`);
 
-async function join(page, base, peer, nick) {
+async function join(page, base, peer, nick, room = ROOM) {
   await page.goto(`${base}/?nodes=${peer}`);
   await page.fill("#nick", nick);
-  await page.fill("#room", ROOM);
+  await page.fill("#room", room);
   await page.click("#join-button");
   await page.waitForSelector('#state[data-state="open"]', { timeout: WAIT });
 }
@@ -77,6 +81,43 @@ function messageIn(page, nick, text) {
     .waitFor({ timeout: WAIT });
 }
 
+/**
+ * A redis-server, two chat-web nodes on it and a Chromium profile with one page per
+ * name (page errors printed).
+ */
+async function twoNodes(names) {
+  const redis = await startRedis();
+  const a = await startServer("127.0.0.1:0", ["--redis", redis.url]);
+  const b = await startServer("127.0.0.1:0", ["--redis", redis.url]);
+  const profile = mkdtempSync(path.join(tmpdir(), "duplex-chromium-nodes-"));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 960, height: 600 },
+  });
+  for (const page of context.pages()) await page.close();
+  const pages = [];
+  for (const name of names) {
+    const page = await context.newPage();
+    page.on("pageerror", (error) => console.log(`# ${name} page error: ${error}`));
+    pages.push(page);
+  }
+  return { redis, a, b, profile, context, pages };
+}
+
+/** Stops what `twoNodes` started (a stopped redis-server too). */
+async function stopAll({ redis, a, b, profile, context }) {
+  await context?.close();
+  for (const node of [a, b]) if (node) await stopServer(node.child);
+  if (redis) {
+    redis.child.kill("SIGCONT");
+    redis.child.kill("SIGKILL");
+    rmSync(redis.dir, { recursive: true, force: true });
+  }
+  if (profile) rmSync(profile, { recursive: true, force: true });
+}
+
 describe("two chat-web nodes on one Redis, in Chromium", { skip: !haveRedis && `${REDIS} is not installed` }, () => {
   let redis;
   let a;
@@ -84,36 +125,15 @@ describe("two chat-web nodes on one Redis, in Chromium", { skip: !haveRedis && `
   let context;
   let alice;
   let bob;
-  let profile;
+  const all = {};
 
   before(async () => {
-    redis = await startRedis();
-    a = await startServer("127.0.0.1:0", ["--redis", redis.url]);
-    b = await startServer("127.0.0.1:0", ["--redis", redis.url]);
-    profile = mkdtempSync(path.join(tmpdir(), "duplex-chromium-nodes-"));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 960, height: 600 },
-    });
-    for (const page of context.pages()) await page.close();
-    alice = await context.newPage();
-    bob = await context.newPage();
-    for (const [name, page] of [["alice", alice], ["bob", bob]]) {
-      page.on("pageerror", (error) => console.log(`# ${name} page error: ${error}`));
-    }
+    Object.assign(all, await twoNodes(["alice", "bob"]));
+    ({ redis, a, b, context } = all);
+    [alice, bob] = all.pages;
   });
 
-  after(async () => {
-    await context?.close();
-    for (const node of [a, b]) if (node) await stopServer(node.child);
-    if (redis) {
-      redis.child.kill("SIGKILL");
-      rmSync(redis.dir, { recursive: true, force: true });
-    }
-    if (profile) rmSync(profile, { recursive: true, force: true });
-  });
+  after(() => stopAll(all));
 
   it("a page on node A chats with a page on node B", async () => {
     await join(alice, `http://${a.addr}`, b.addr, "alice");
@@ -224,5 +244,75 @@ describe("two chat-web nodes on one Redis, in Chromium", { skip: !haveRedis && `
     assert.equal(welcome.resumed, 0);
     assert.match(welcome.lost ?? "", /epoch/);
     await page.close();
+  });
+});
+
+describe("the hub cannot read the history for a while: the page resumes later, in Chromium", { skip: !haveRedis && `${REDIS} is not installed` }, () => {
+  const room = `unavailable-${process.pid}`;
+  let redis;
+  let a;
+  let b;
+  let context;
+  let carol;
+  let dave;
+  const all = {};
+
+  before(async () => {
+    Object.assign(all, await twoNodes(["carol", "dave"]));
+    ({ redis, a, b, context } = all);
+    [carol, dave] = all.pages;
+  });
+
+  after(() => stopAll(all));
+
+  it("a resume answered 'unavailable' is tried again and recovers every message once", async () => {
+    await join(carol, `http://${a.addr}`, b.addr, "carol", room);
+    await join(dave, `http://${b.addr}`, a.addr, "dave", room);
+    for (const page of [carol, dave]) {
+      await page.waitForFunction(() => window.duplexChat.members().join() === "carol,dave", null, { timeout: WAIT });
+    }
+    const lines = Array.from({ length: 20 }, (_, i) => `event ${String(i).padStart(2, "0")}`);
+    const say = (some) => dave.evaluate(async (some) => {
+      for (const line of some) {
+        if (!window.duplexChat.sendText(line)) throw new Error(`dave could not send ${line}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }, some);
+    await say(lines.slice(0, 10));
+    await messageIn(carol, "dave", lines[9]);
+    // Node A freezes (carol's connection stays open, silent) while dave says ten more
+    // lines on B; then Redis stops, and A dies: carol's page moves to B, whose hub
+    // cannot read the lines she missed.
+    a.child.kill("SIGSTOP");
+    await say(lines.slice(10));
+    await messageIn(dave, "dave", lines[19]);
+    redis.child.kill("SIGSTOP");
+    a.child.kill("SIGKILL");
+    await carol.waitForFunction(
+      () => window.duplexChat.recoveries().some((r) => r.kind === "resume" && r.reason === "unavailable"),
+      null,
+      { timeout: WAIT },
+    );
+    redis.child.kill("SIGCONT");
+    await carol.waitForFunction((node) => window.duplexChat.node() === node, b.addr, { timeout: WAIT });
+    await messageIn(carol, "dave", lines[19]);
+    await carol.waitForSelector('#state[data-state="open"]', { timeout: WAIT });
+
+    const texts = await carol.locator("#log .msg .text").allTextContents();
+    assert.deepEqual(texts.filter((t) => t.startsWith("event ")), lines, "every line once, in order");
+    const seen = await carol.evaluate(() => window.duplexChat.seen());
+    assert.equal(new Set(seen.map(([epoch]) => epoch)).size, 1, "one epoch");
+    for (let i = 1; i < seen.length; i++) {
+      assert.equal(seen[i][1], seen[i - 1][1] + 1, `offset after ${seen[i - 1][1]}: no gap, no repeat`);
+    }
+    const recoveries = await carol.evaluate(() => window.duplexChat.recoveries());
+    assert.ok(recoveries.every((r) => r.kind === "resume" && r.reason === "unavailable"), `no reload: ${JSON.stringify(recoveries)}`);
+    const resumed = await carol.locator(".divider", { hasText: "resumed on" }).allTextContents();
+    console.log(`# carol: ${JSON.stringify(recoveries)}; ${resumed.join("; ")}`);
+    assert.ok(resumed.some((t) => t.includes("10 recovered from the hub")), resumed.join("; "));
+    // Her move was no leave: both pages still list both members.
+    for (const page of [carol, dave]) {
+      assert.deepEqual(await page.evaluate(() => window.duplexChat.members()), ["carol", "dave"]);
+    }
   });
 });

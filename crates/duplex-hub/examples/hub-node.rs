@@ -3,10 +3,11 @@
 //!
 //! ```text
 //! cargo run --release -p duplex-hub --features tokio,redis,cluster --example hub-node -- \
-//!     [ADDR] [--redis redis://127.0.0.1:PORT/ [--cluster]]
+//!     [ADDR] [--redis redis://127.0.0.1:PORT/ [--cluster]] [--threads N]
 //! ```
 //!
-//! (default `127.0.0.1:0`; prints `listening on ADDR`). `ws://ADDR/sub?topic=T`
+//! (default `127.0.0.1:0`; prints `listening on ADDR`; `--threads 1`: a current-thread
+//! tokio runtime, N > 1: that many workers, default: one worker per core). `ws://ADDR/sub?topic=T`
 //! subscribes the connection to topic `T` and sends it every message of the topic as
 //! it was published (`Framing::Raw`, encoded once per node for all its subscribers);
 //! `ws://ADDR/pub?topic=T` publishes every message the connection sends to `T`. With
@@ -22,19 +23,36 @@ use duplex_hub::{Hub, HubConfig, MemoryBackend, MemoryConfig, RedisConfig};
 use duplex_tokio::Acceptance;
 use tokio::net::{TcpListener, TcpStream};
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
     let mut addr = "127.0.0.1:0".to_owned();
     let mut redis = None;
     let mut cluster = false;
+    let mut threads = 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--redis" => redis = args.next(),
             "--cluster" => cluster = true,
+            "--threads" => threads = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             _ => addr = arg,
         }
     }
+    let runtime = match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(run(addr, redis, cluster))
+}
+
+async fn run(addr: String, redis: Option<String>, cluster: bool) -> std::io::Result<()> {
     let config = HubConfig::default();
     let hub = match &redis {
         Some(url) => {

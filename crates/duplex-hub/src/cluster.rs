@@ -20,10 +20,9 @@
 //!   read from the stream (or reported).
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,7 +31,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
 
-use crate::redis::{Model, position_of, stretch_of};
+use crate::redis::{Background, Link, Model, lock, unavailable, wait_while, wait_while_async};
 use crate::{Backend, BoxFuture, HubError, Member, Position, RedisConfig, Sink, Stored, Stretch};
 
 /// What the push thread is told.
@@ -45,8 +44,7 @@ enum Note {
 pub(crate) struct ClusterBackend {
     inner: Arc<Inner>,
     runtime: Option<Runtime>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    rx: Mutex<Option<Receiver<Note>>>,
+    thread: Background<Note>,
 }
 
 /// The backend's runtime: a current-thread runtime driven by a thread of its own until
@@ -67,14 +65,6 @@ struct Inner {
     /// Topics whose channel is subscribed.
     live: Mutex<HashSet<String>>,
     stop: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn unavailable(e: impl std::fmt::Display) -> HubError {
-    HubError::Unavailable(e.to_string())
 }
 
 impl ClusterBackend {
@@ -111,8 +101,7 @@ impl ClusterBackend {
         Ok(Self {
             inner,
             runtime: Some(runtime),
-            thread: Mutex::new(None),
-            rx: Mutex::new(Some(rx)),
+            thread: Background::new(rx),
         })
     }
 }
@@ -157,11 +146,7 @@ impl Drop for Runtime {
 impl Drop for ClusterBackend {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = lock(&self.thread).take() {
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
-            }
-        }
+        self.thread.join();
         drop(self.runtime.take());
     }
 }
@@ -174,7 +159,9 @@ impl std::ops::Deref for Inner {
     }
 }
 
-impl Inner {
+impl Link for Inner {
+    type Con = ClusterConnection;
+
     /// The cluster connection, connecting first if needed (bounded by the timeout).
     async fn con(&self) -> Result<ClusterConnection, HubError> {
         let mut con = self.con.lock().await;
@@ -199,28 +186,15 @@ impl Inner {
         }
     }
 
-    /// Runs one request on the cluster connection, bounded by the timeout.
-    async fn with_con<T, F, R>(&self, request: F) -> Result<T, HubError>
-    where
-        F: FnOnce(ClusterConnection) -> R,
-        R: Future<Output = redis::RedisResult<T>>,
-    {
-        let con = self.con().await?;
-        let result = match tokio::time::timeout(self.config.timeout, request(con)).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if e.kind() == redis::ErrorKind::ResponseError => {
-                return Err(unavailable(e));
-            }
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(unavailable("the Redis Cluster did not answer in time")),
-        };
-        // A shard is gone or moved (a failover): the next request starts from a new
-        // connection, which reads the slot map again from a node that answers, rather
-        // than wait on this one's recovery.
+    /// A shard is gone or moved (a failover): the next request starts from a new
+    /// connection, which reads the slot map again from a node that answers, rather
+    /// than wait on this one's recovery.
+    async fn broken(&self) {
         *self.con.lock().await = None;
-        result
     }
+}
 
+impl Inner {
     /// Runs `work` on the backend's runtime and waits for it (from a thread that is
     /// not that runtime's).
     fn block<T: Send + 'static>(
@@ -236,89 +210,9 @@ impl Inner {
             .unwrap_or_else(|_| Err(unavailable("the Redis Cluster did not answer in time")))
     }
 
-    async fn publish(&self, topic: &str, message: &Message) -> Result<Position, HubError> {
-        let invocation = self.publish_invocation(topic, message);
-        let reply: Value = self
-            .with_con(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
-        position_of(&reply)
-    }
-
-    async fn replay(
-        &self,
-        topic: &str,
-        after: Position,
-        limit: usize,
-    ) -> Result<Stretch, HubError> {
-        let invocation = self.replay_invocation(topic, after, limit);
-        let reply: Value = self
-            .with_con(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
-        Ok(stretch_of(reply, after, limit))
-    }
-
-    async fn latest(&self, topic: &str) -> Result<Option<Position>, HubError> {
-        let key = self.key(topic, "m");
-        let row: (Option<u64>, Option<u64>) = self
-            .with_con(|mut c| async move {
-                redis::cmd("HMGET")
-                    .arg(key)
-                    .arg("epoch")
-                    .arg("offset")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(match row {
-            (Some(epoch), Some(offset)) => Some(Position { epoch, offset }),
-            _ => None,
-        })
-    }
-
-    async fn present(
-        &self,
-        topic: &str,
-        client: &str,
-        info: &str,
-        ttl: Duration,
-    ) -> Result<(), HubError> {
-        let invocation = self.present_invocation(topic, client, info, ttl);
-        let _: i64 = self
-            .with_con(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
-        Ok(())
-    }
-
-    async fn absent(&self, topic: &str, client: &str) -> Result<(), HubError> {
-        let mut invocation = self.presence_invocation(&self.absent, topic);
-        invocation.arg(&self.node).arg(client);
-        let _: i64 = self
-            .with_con(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
-        Ok(())
-    }
-
-    async fn sweep(&self, topic: &str) -> Result<(), HubError> {
-        let invocation = self.presence_invocation(&self.sweep, topic);
-        let _: i64 = self
-            .with_con(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
-        Ok(())
-    }
-
-    async fn members(&self, topic: &str) -> Result<Vec<Member>, HubError> {
-        let key = self.key(topic, "pi");
-        let rows: Vec<(String, String)> = self
-            .with_con(
-                |mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await },
-            )
-            .await?;
-        Ok(Model::members_of(rows))
-    }
-
     async fn subscribe(&self, topic: &str, on: bool) -> Result<(), HubError> {
         let channel = self.key(topic, "c");
-        self.with_con(|mut c| async move {
+        self.run(self, |mut c| async move {
             if on {
                 c.ssubscribe(channel).await
             } else {
@@ -335,8 +229,9 @@ impl Inner {
         };
         for t in topics {
             let topic = t.clone();
-            let latest =
-                self.block(move |inner| Box::pin(async move { inner.latest(&topic).await }))?;
+            let latest = self.block(move |inner| {
+                Box::pin(async move { inner.latest_on(&*inner, &topic).await })
+            })?;
             sink.sync(t, latest);
         }
         Ok(())
@@ -433,23 +328,16 @@ fn run(inner: &Arc<Inner>, rx: &Receiver<Note>) {
 impl Backend for ClusterBackend {
     fn start(&self, sink: Sink) {
         let _ = self.inner.sink.set(sink);
-        let Some(rx) = lock(&self.rx).take() else {
-            return;
-        };
         let inner = self.inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("duplex-hub-cluster".into())
-            .spawn(move || run(&inner, &rx));
-        if let Ok(t) = thread {
-            *lock(&self.thread) = Some(t);
-        }
+        self.thread
+            .start("duplex-hub-cluster", move |rx| run(&inner, &rx));
     }
 
     fn publish(&self, topic: &str, message: &Message) -> Result<Position, HubError> {
         let (t, m) = (topic.to_owned(), message.clone());
         let position = self
             .inner
-            .block(move |i| Box::pin(async move { i.publish(&t, &m).await }))?;
+            .block(move |i| Box::pin(async move { i.publish_on(&*i, &t, &m).await }))?;
         if let Some(sink) = self.inner.sink.get() {
             sink.deliver(
                 topic,
@@ -468,22 +356,11 @@ impl Backend for ClusterBackend {
         message: &'a Message,
     ) -> BoxFuture<'a, Result<Position, HubError>> {
         Box::pin(async move {
-            let inner = &self.inner;
-            let position = inner.publish(topic, message).await?;
-            if let Some(sink) = inner.sink.get() {
-                let stored = Stored {
-                    position,
-                    message: message.clone(),
-                };
-                match sink.gap(topic, position) {
-                    Some(from) => {
-                        let missed = (position.offset - 1 - from.offset) as usize;
-                        let read = inner.replay(topic, from, missed).await;
-                        sink.deliver_filled(topic, stored, from, read);
-                    }
-                    None => sink.deliver(topic, stored),
-                }
-            }
+            let inner = &*self.inner;
+            let position = inner.publish_on(inner, topic, message).await?;
+            inner
+                .deliver_own(inner, inner.sink.get(), topic, position, message)
+                .await;
             Ok(position)
         })
     }
@@ -491,7 +368,7 @@ impl Backend for ClusterBackend {
     fn replay(&self, topic: &str, after: Position, limit: usize) -> Result<Stretch, HubError> {
         let t = topic.to_owned();
         self.inner
-            .block(move |i| Box::pin(async move { i.replay(&t, after, limit).await }))
+            .block(move |i| Box::pin(async move { i.replay_on(&*i, &t, after, limit).await }))
     }
 
     fn replay_async<'a>(
@@ -500,20 +377,22 @@ impl Backend for ClusterBackend {
         after: Position,
         limit: usize,
     ) -> BoxFuture<'a, Result<Stretch, HubError>> {
-        Box::pin(self.inner.replay(topic, after, limit))
+        let inner = &*self.inner;
+        Box::pin(inner.replay_on(inner, topic, after, limit))
     }
 
     fn latest(&self, topic: &str) -> Result<Option<Position>, HubError> {
         let t = topic.to_owned();
         self.inner
-            .block(move |i| Box::pin(async move { i.latest(&t).await }))
+            .block(move |i| Box::pin(async move { i.latest_on(&*i, &t).await }))
     }
 
     fn latest_async<'a>(
         &'a self,
         topic: &'a str,
     ) -> BoxFuture<'a, Result<Option<Position>, HubError>> {
-        Box::pin(self.inner.latest(topic))
+        let inner = &*self.inner;
+        Box::pin(inner.latest_on(inner, topic))
     }
 
     fn watch(&self, topic: &str) {
@@ -532,8 +411,9 @@ impl Backend for ClusterBackend {
         ttl: Duration,
     ) -> Result<(), HubError> {
         let (t, c, i) = (topic.to_owned(), client.to_owned(), info.to_owned());
-        self.inner
-            .block(move |inner| Box::pin(async move { inner.present(&t, &c, &i, ttl).await }))
+        self.inner.block(move |inner| {
+            Box::pin(async move { inner.present_on(&*inner, &t, &c, &i, ttl).await })
+        })
     }
 
     fn present_async<'a>(
@@ -543,23 +423,25 @@ impl Backend for ClusterBackend {
         info: &'a str,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), HubError>> {
-        Box::pin(self.inner.present(topic, client, info, ttl))
+        let inner = &*self.inner;
+        Box::pin(inner.present_on(inner, topic, client, info, ttl))
     }
 
     fn absent(&self, topic: &str, client: &str) -> Result<(), HubError> {
         let (t, c) = (topic.to_owned(), client.to_owned());
         self.inner
-            .block(move |inner| Box::pin(async move { inner.absent(&t, &c).await }))
+            .block(move |inner| Box::pin(async move { inner.absent_on(&*inner, &t, &c).await }))
     }
 
     fn members(&self, topic: &str) -> Result<Vec<Member>, HubError> {
         let t = topic.to_owned();
         self.inner
-            .block(move |inner| Box::pin(async move { inner.members(&t).await }))
+            .block(move |inner| Box::pin(async move { inner.members_on(&*inner, &t).await }))
     }
 
     fn members_async<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Vec<Member>, HubError>> {
-        Box::pin(self.inner.members(topic))
+        let inner = &*self.inner;
+        Box::pin(inner.members_on(inner, topic))
     }
 
     fn sweep_presence(&self, topics: &[Arc<str>]) {
@@ -567,7 +449,7 @@ impl Backend for ClusterBackend {
             let t = topic.to_string();
             if self
                 .inner
-                .block(move |inner| Box::pin(async move { inner.sweep(&t).await }))
+                .block(move |inner| Box::pin(async move { inner.sweep_on(&*inner, &t).await }))
                 .is_err()
             {
                 return;
@@ -576,18 +458,15 @@ impl Backend for ClusterBackend {
     }
 
     fn wait_live(&self, topic: &str) {
-        let deadline = Instant::now() + self.inner.config.timeout;
-        while self.inner.waiting_for(topic) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_while(Instant::now() + self.inner.config.timeout, || {
+            self.inner.waiting_for(topic)
+        });
     }
 
     fn wait_live_async<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let deadline = Instant::now() + self.inner.config.timeout;
-            while self.inner.waiting_for(topic) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
+        Box::pin(wait_while_async(
+            Instant::now() + self.inner.config.timeout,
+            || self.inner.waiting_for(topic),
+        ))
     }
 }

@@ -194,8 +194,61 @@ impl RedisConfig {
 /// reconnecting with backoff, for both.
 pub struct RedisBackend {
     inner: Arc<Inner>,
+    thread: Background<Command>,
+}
+
+/// A backend's thread (the pub/sub reader here, the cluster's push thread), started
+/// with the node's sink, and the receiver of what the backend tells it.
+pub(crate) struct Background<N> {
     thread: Mutex<Option<JoinHandle<()>>>,
-    rx: Mutex<Option<Receiver<Command>>>,
+    rx: Mutex<Option<Receiver<N>>>,
+}
+
+impl<N: Send + 'static> Background<N> {
+    pub(crate) fn new(rx: Receiver<N>) -> Self {
+        Self {
+            thread: Mutex::new(None),
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Starts the thread, once.
+    pub(crate) fn start(&self, name: &str, run: impl FnOnce(Receiver<N>) + Send + 'static) {
+        let Some(rx) = lock(&self.rx).take() else {
+            return;
+        };
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(rx));
+        if let Ok(t) = thread {
+            *lock(&self.thread) = Some(t);
+        }
+    }
+
+    /// Waits for the thread, told to stop, to end. The thread itself may drop the last
+    /// hub reference (while it delivers): it then ends by itself.
+    pub(crate) fn join(&self) {
+        if let Some(t) = lock(&self.thread).take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Waits, 1 ms at a time, while `waiting` says so, until `deadline`.
+pub(crate) fn wait_while(deadline: Instant, waiting: impl Fn() -> bool) {
+    while waiting() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// [`wait_while`] for async callers.
+#[cfg(feature = "tokio")]
+pub(crate) async fn wait_while_async(deadline: Instant, waiting: impl Fn() -> bool) {
+    while waiting() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 enum Command {
@@ -256,20 +309,28 @@ impl Model {
         let Some(topic) = self.topic_of(channel) else {
             return;
         };
-        // This node's own message, back from Redis: dropped before anything is copied.
+        match self.incoming(payload) {
+            Some(Incoming::Presence(change, member)) => sink.presence(topic, change, member),
+            Some(Incoming::Message(stored)) => sink.deliver(topic, stored),
+            None => {}
+        }
+    }
+
+    /// What a payload of a topic's channel is for this node: a presence change, a
+    /// message of another node, or nothing (this node's own message, back from Redis,
+    /// is dropped before anything is copied; so is what does not parse).
+    fn incoming(&self, payload: &[u8]) -> Option<Incoming> {
         let mut fields = payload.splitn(5, |&b| b == b':').skip(2);
         if let (Some(node), Some(b"t" | b"b")) = (fields.next(), fields.next()) {
             if node == self.node.as_bytes() {
-                return;
+                return None;
             }
         }
         if let Some((change, member)) = parse_presence(payload) {
-            sink.presence(topic, change, member);
-        } else if let Some((position, node, message)) = parse_live(payload) {
-            if node != self.node.as_bytes() {
-                sink.deliver(topic, Stored { position, message });
-            }
+            return Some(Incoming::Presence(change, member));
         }
+        let (position, node, message) = parse_live(payload)?;
+        (node != self.node.as_bytes()).then_some(Incoming::Message(Stored { position, message }))
     }
 
     /// A fresh random epoch in `1..2^53` (SplitMix64 over a random start).
@@ -291,6 +352,12 @@ impl Model {
             .and_then(|c| c.strip_prefix('{'))
             .and_then(|c| c.strip_suffix("}:c"))
     }
+}
+
+/// What arrived on a topic's channel, for this node.
+enum Incoming {
+    Presence(Change, Member),
+    Message(Stored),
 }
 
 struct Inner {
@@ -354,11 +421,11 @@ struct Conn {
     generation: u64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn unavailable(e: impl std::fmt::Display) -> HubError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> HubError {
     HubError::Unavailable(e.to_string())
 }
 
@@ -375,11 +442,14 @@ impl RedisBackend {
             backoff: config.backoff_min,
             generation: 0,
         });
+        #[cfg(feature = "tokio")]
+        let batch = Batch::default();
         let inner = Arc::new(Inner {
             #[cfg(feature = "tokio")]
             aconn,
             #[cfg(feature = "tokio")]
-            batch: Batch::default(),
+            batch,
+
             client,
             conn: Mutex::new(Conn {
                 con: None,
@@ -397,8 +467,7 @@ impl RedisBackend {
         });
         Ok(Self {
             inner,
-            thread: Mutex::new(None),
-            rx: Mutex::new(Some(rx)),
+            thread: Background::new(rx),
         })
     }
 }
@@ -406,13 +475,7 @@ impl RedisBackend {
 impl Drop for RedisBackend {
     fn drop(&mut self) {
         self.inner.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = lock(&self.thread).take() {
-            // The pub/sub thread itself may drop the last hub reference (while it
-            // delivers); it then ends by itself on the stop flag.
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
-            }
-        }
+        self.thread.join();
     }
 }
 
@@ -496,6 +559,11 @@ impl Inner {
         con.set_read_timeout(Some(self.config.timeout))?;
         con.set_write_timeout(Some(self.config.timeout))?;
         Ok(con)
+    }
+
+    /// Tells the pub/sub thread to watch or unwatch a topic.
+    fn command(&self, command: Command) {
+        let _ = lock(&self.commands).send(command);
     }
 
     fn latest_many(&self, topics: &[String]) -> Result<Vec<Option<Position>>, HubError> {
@@ -596,7 +664,9 @@ async fn flush(inner: Arc<Inner>) {
                 Err(e) => Err(unavailable(e)),
             };
             if let Ok(position) = result {
-                inner.deliver_own(&q.topic, position, &q.message).await;
+                inner
+                    .deliver_own(&*inner, inner.sink.get(), &q.topic, position, &q.message)
+                    .await;
             }
             let _ = q.done.send(result);
         }
@@ -610,49 +680,21 @@ impl Inner {
     async fn publish_batch(&self, batch: &[Queued]) -> Result<Vec<Position>, HubError> {
         if let [one] = batch {
             let invocation = self.publish_invocation(&one.topic, &one.message);
-            let reply: Value = self
-                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                .await?;
+            let reply = self.script(self, &invocation).await?;
             return Ok(vec![position_of(&reply)?]);
         }
         let invocation =
             self.publish_many_invocation(batch.iter().map(|q| (q.topic.as_str(), &q.message)));
-        let reply: Value = self
-            .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await?;
+        let reply = self.script(self, &invocation).await?;
         let Value::Array(rows) = reply else {
             return Err(unavailable("unexpected reply to publish"));
         };
         rows.iter().map(position_of).collect()
     }
 
-    /// Delivers this node's own publish to its subscribers (its echo from Redis is
-    /// ignored); other nodes' messages not received yet come before it: read here,
-    /// asynchronously, rather than in the delivery (which would block).
-    async fn deliver_own(&self, topic: &str, position: Position, message: &Message) {
-        let Some(sink) = self.sink.get() else { return };
-        let stored = Stored {
-            position,
-            message: message.clone(),
-        };
-        match sink.gap(topic, position) {
-            Some(from) => {
-                let missed = (position.offset - 1 - from.offset) as usize;
-                let invocation = self.replay_invocation(topic, from, missed);
-                let read = self
-                    .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                    .await
-                    .map(|reply: Value| stretch_of(reply, from, missed));
-                sink.deliver_filled(topic, stored, from, read);
-            }
-            None => sink.deliver(topic, stored),
-        }
-    }
-
-    /// The async connection, connecting first if needed (failing at once while the
-    /// backoff runs).
-    async fn aconn(&self) -> Result<redis::aio::MultiplexedConnection, HubError> {
-        let mut c = self.aconn.lock().await;
+    /// Whether a connection may be opened now: not while the backoff after a failure
+    /// runs (unless the pub/sub thread has reconnected since, which ends it).
+    fn may_connect(&self, c: &mut AsyncConn) -> Result<(), HubError> {
         let generation = self.generation.load(Ordering::Acquire);
         if c.generation != generation {
             c.generation = generation;
@@ -660,11 +702,19 @@ impl Inner {
             c.retry_at = None;
             c.backoff = self.config.backoff_min;
         }
-        if let Some(con) = &c.con {
-            return Ok(con.clone());
-        }
         if c.retry_at.is_some_and(|at| Instant::now() < at) {
             return Err(HubError::Unavailable("reconnecting to Redis".into()));
+        }
+        Ok(())
+    }
+
+    /// The async connection, connecting first if needed (failing at once while the
+    /// backoff runs).
+    async fn aconn(&self) -> Result<redis::aio::MultiplexedConnection, HubError> {
+        let mut c = self.aconn.lock().await;
+        self.may_connect(&mut c)?;
+        if let Some(con) = &c.con {
+            return Ok(con.clone());
         }
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(self.config.timeout)
@@ -698,27 +748,189 @@ impl Inner {
         c.retry_at = Some(Instant::now() + c.backoff);
         c.backoff = (c.backoff * 2).min(self.config.backoff_max);
     }
+}
 
-    /// Runs one request on the async connection, bounded by the timeout; a failure
-    /// that may have broken the connection drops it (the next call reconnects after
-    /// the backoff): nothing queues up while Redis is away.
-    async fn with_aconn<T, F, R>(&self, request: F) -> Result<T, HubError>
+/// The connection layer both Redis backends' async calls share (feature `tokio`): the
+/// single server's multiplexed connection and the cluster's connection each give a
+/// connection on demand and know what to do once a request may have broken it;
+/// [`Model`]'s async calls run their commands through it, bounded by the time-out.
+#[cfg(feature = "tokio")]
+pub(crate) trait Link: Send + Sync {
+    type Con: redis::aio::ConnectionLike + Send + 'static;
+    /// A connection, connecting first if needed (or failing at once, as the backend's
+    /// reconnection rules say).
+    fn con(&self) -> impl std::future::Future<Output = Result<Self::Con, HubError>> + Send;
+    /// A request failed in a way that may have broken its connection (I/O, time-out):
+    /// the next one starts from a new connection.
+    fn broken(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+#[cfg(feature = "tokio")]
+impl Link for Inner {
+    type Con = redis::aio::MultiplexedConnection;
+
+    fn con(&self) -> impl std::future::Future<Output = Result<Self::Con, HubError>> + Send {
+        self.aconn()
+    }
+
+    async fn broken(&self) {
+        self.async_failed(&mut *self.aconn.lock().await);
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Model {
+    /// Runs one request on a connection of `link`, bounded by the time-out; a failure
+    /// that may have broken the connection is reported to `link` (which drops it, so
+    /// nothing queues up while Redis is away).
+    pub(crate) async fn run<L: Link, T, F, R>(&self, link: &L, request: F) -> Result<T, HubError>
     where
-        F: FnOnce(redis::aio::MultiplexedConnection) -> R,
+        F: FnOnce(L::Con) -> R,
         R: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let con = self.aconn().await?;
+        let con = link.con().await?;
         match tokio::time::timeout(self.config.timeout, request(con)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if connection_survives(&e) => Err(unavailable(e)),
             Ok(Err(e)) => {
-                self.async_failed(&mut *self.aconn.lock().await);
+                link.broken().await;
                 Err(unavailable(e))
             }
             Err(_) => {
-                self.async_failed(&mut *self.aconn.lock().await);
+                link.broken().await;
                 Err(unavailable("Redis did not answer in time"))
             }
+        }
+    }
+
+    /// One script call on `link`.
+    pub(crate) async fn script<L: Link, T: redis::FromRedisValue>(
+        &self,
+        link: &L,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, HubError> {
+        self.run(link, |mut c| async move {
+            invocation.invoke_async(&mut c).await
+        })
+        .await
+    }
+
+    /// One publish (the single-message script).
+    pub(crate) async fn publish_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+        message: &Message,
+    ) -> Result<Position, HubError> {
+        let reply: Value = self
+            .script(link, &self.publish_invocation(topic, message))
+            .await?;
+        position_of(&reply)
+    }
+
+    pub(crate) async fn replay_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+        after: Position,
+        limit: usize,
+    ) -> Result<Stretch, HubError> {
+        let reply: Value = self
+            .script(link, &self.replay_invocation(topic, after, limit))
+            .await?;
+        Ok(stretch_of(reply, after, limit))
+    }
+
+    pub(crate) async fn latest_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+    ) -> Result<Option<Position>, HubError> {
+        let key = self.key(topic, "m");
+        let row: (Option<u64>, Option<u64>) = self
+            .run(link, |mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("epoch")
+                    .arg("offset")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match row {
+            (Some(epoch), Some(offset)) => Some(Position { epoch, offset }),
+            _ => None,
+        })
+    }
+
+    pub(crate) async fn present_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+        client: &str,
+        info: &str,
+        ttl: Duration,
+    ) -> Result<(), HubError> {
+        let invocation = self.present_invocation(topic, client, info, ttl);
+        let _: i64 = self.script(link, &invocation).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn absent_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+        client: &str,
+    ) -> Result<(), HubError> {
+        let mut invocation = self.presence_invocation(&self.absent, topic);
+        invocation.arg(&self.node).arg(client);
+        let _: i64 = self.script(link, &invocation).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn sweep_on<L: Link>(&self, link: &L, topic: &str) -> Result<(), HubError> {
+        let invocation = self.presence_invocation(&self.sweep, topic);
+        let _: i64 = self.script(link, &invocation).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn members_on<L: Link>(
+        &self,
+        link: &L,
+        topic: &str,
+    ) -> Result<Vec<Member>, HubError> {
+        let key = self.key(topic, "pi");
+        let rows: Vec<(String, String)> = self
+            .run(link, |mut c| async move {
+                redis::cmd("HGETALL").arg(key).query_async(&mut c).await
+            })
+            .await?;
+        Ok(Model::members_of(rows))
+    }
+
+    /// Delivers this node's own publish to its subscribers (its echo from Redis is
+    /// ignored); other nodes' messages not received yet come before it: read here,
+    /// asynchronously, rather than in the delivery (which would block).
+    pub(crate) async fn deliver_own<L: Link>(
+        &self,
+        link: &L,
+        sink: Option<&Sink>,
+        topic: &str,
+        position: Position,
+        message: &Message,
+    ) {
+        let Some(sink) = sink else { return };
+        let stored = Stored {
+            position,
+            message: message.clone(),
+        };
+        match sink.gap(topic, position) {
+            Some(from) => {
+                let missed = (position.offset - 1 - from.offset) as usize;
+                let read = self.replay_on(link, topic, from, missed).await;
+                sink.deliver_filled(topic, stored, from, read);
+            }
+            None => sink.deliver(topic, stored),
         }
     }
 }
@@ -956,16 +1168,9 @@ pub(crate) fn stretch_of(reply: Value, after: Position, limit: usize) -> Stretch
 impl Backend for RedisBackend {
     fn start(&self, sink: Sink) {
         let _ = self.inner.sink.set(sink);
-        let Some(rx) = lock(&self.rx).take() else {
-            return;
-        };
         let inner = self.inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("duplex-hub-redis".into())
-            .spawn(move || listen(&inner, &rx));
-        if let Ok(t) = thread {
-            *lock(&self.thread) = Some(t);
-        }
+        self.thread
+            .start("duplex-hub-redis", move |rx| listen(&inner, &rx));
     }
 
     fn publish(&self, topic: &str, message: &Message) -> Result<Position, HubError> {
@@ -1003,12 +1208,10 @@ impl Backend for RedisBackend {
             let inner = &self.inner;
             // Off tokio, no task can flush a batch: one script call of its own.
             if tokio::runtime::Handle::try_current().is_err() {
-                let invocation = inner.publish_invocation(topic, message);
-                let reply: Value = inner
-                    .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                    .await?;
-                let position = position_of(&reply)?;
-                inner.deliver_own(topic, position, message).await;
+                let position = inner.publish_on(&**inner, topic, message).await?;
+                inner
+                    .deliver_own(&**inner, inner.sink.get(), topic, position, message)
+                    .await;
                 return Ok(position);
             }
             let (done, answer) = tokio::sync::oneshot::channel();
@@ -1038,14 +1241,8 @@ impl Backend for RedisBackend {
         after: Position,
         limit: usize,
     ) -> crate::BoxFuture<'a, Result<Stretch, HubError>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let invocation = inner.replay_invocation(topic, after, limit);
-            let reply: Value = inner
-                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                .await?;
-            Ok(stretch_of(reply, after, limit))
-        })
+        let inner = &*self.inner;
+        Box::pin(inner.replay_on(inner, topic, after, limit))
     }
 
     #[cfg(feature = "tokio")]
@@ -1053,24 +1250,8 @@ impl Backend for RedisBackend {
         &'a self,
         topic: &'a str,
     ) -> crate::BoxFuture<'a, Result<Option<Position>, HubError>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let key = inner.key(topic, "m");
-            let row: (Option<u64>, Option<u64>) = inner
-                .with_aconn(|mut c| async move {
-                    redis::cmd("HMGET")
-                        .arg(key)
-                        .arg("epoch")
-                        .arg("offset")
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
-            Ok(match row {
-                (Some(epoch), Some(offset)) => Some(Position { epoch, offset }),
-                _ => None,
-            })
-        })
+        let inner = &*self.inner;
+        Box::pin(inner.latest_on(inner, topic))
     }
 
     fn present(
@@ -1095,14 +1276,8 @@ impl Backend for RedisBackend {
         info: &'a str,
         ttl: Duration,
     ) -> crate::BoxFuture<'a, Result<(), HubError>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let invocation = inner.present_invocation(topic, client, info, ttl);
-            let _: i64 = inner
-                .with_aconn(|mut c| async move { invocation.invoke_async(&mut c).await })
-                .await?;
-            Ok(())
-        })
+        let inner = &*self.inner;
+        Box::pin(inner.present_on(inner, topic, client, info, ttl))
     }
 
     fn absent(&self, topic: &str, client: &str) -> Result<(), HubError> {
@@ -1126,33 +1301,19 @@ impl Backend for RedisBackend {
         &'a self,
         topic: &'a str,
     ) -> crate::BoxFuture<'a, Result<Vec<Member>, HubError>> {
-        Box::pin(async move {
-            let key = self.inner.key(topic, "pi");
-            let rows: Vec<(String, String)> = self
-                .inner
-                .with_aconn(|mut c| async move {
-                    redis::cmd("HGETALL").arg(key).query_async(&mut c).await
-                })
-                .await?;
-            Ok(Model::members_of(rows))
-        })
+        let inner = &*self.inner;
+        Box::pin(inner.members_on(inner, topic))
     }
 
     fn wait_live(&self, topic: &str) {
-        let deadline = Instant::now() + LIVE_WAIT;
-        while self.inner.waiting_for(topic) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_while(Instant::now() + LIVE_WAIT, || self.inner.waiting_for(topic));
     }
 
     #[cfg(feature = "tokio")]
     fn wait_live_async<'a>(&'a self, topic: &'a str) -> crate::BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let deadline = Instant::now() + LIVE_WAIT;
-            while self.inner.waiting_for(topic) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
+        Box::pin(wait_while_async(Instant::now() + LIVE_WAIT, || {
+            self.inner.waiting_for(topic)
+        }))
     }
 
     fn sweep_presence(&self, topics: &[Arc<str>]) {
@@ -1173,11 +1334,11 @@ impl Backend for RedisBackend {
     }
 
     fn watch(&self, topic: &str) {
-        let _ = lock(&self.inner.commands).send(Command::Watch(topic.to_owned()));
+        self.inner.command(Command::Watch(topic.to_owned()));
     }
 
     fn unwatch(&self, topic: &str) {
-        let _ = lock(&self.inner.commands).send(Command::Unwatch(topic.to_owned()));
+        self.inner.command(Command::Unwatch(topic.to_owned()));
     }
 }
 
@@ -1195,39 +1356,54 @@ const LIVE_WAIT: Duration = Duration::from_millis(500);
 fn listen(inner: &Inner, rx: &Receiver<Command>) {
     let mut watched: HashSet<String> = HashSet::new();
     let mut backoff = inner.config.backoff_min;
-    let drain = |watched: &mut HashSet<String>| {
-        while let Ok(cmd) = rx.try_recv() {
-            match cmd {
-                Command::Watch(t) => watched.insert(t),
-                Command::Unwatch(t) => watched.remove(&t),
-            };
-        }
-    };
-    let wait = |pause: Duration| {
-        let until = Instant::now() + pause;
-        while Instant::now() < until && !inner.stop.load(Ordering::Relaxed) {
-            std::thread::sleep(POLL.min(pause));
-            if let Some(sink) = inner.sink.get() {
-                sink.expire_gaps();
-            }
-        }
-    };
     while !inner.stop.load(Ordering::Relaxed) {
-        drain(&mut watched);
+        drain(rx, &mut watched);
         if let Ok(mut con) = inner.connect() {
-            // Redis answers again: commands stop waiting out their backoff, and take a
-            // new connection if theirs predates this one.
-            inner.generation.fetch_add(1, Ordering::AcqRel);
-            backoff = inner.config.backoff_min;
+            inner.reconnected(&mut backoff);
             let ended = session(inner, rx, &mut con, &mut watched);
-            inner.listening.store(false, Ordering::Release);
-            lock(&inner.live).clear();
+            inner.disconnected();
             if ended.is_ok() {
                 continue; // stopped
             }
         }
-        wait(backoff);
+        let until = Instant::now() + backoff;
+        while inner.waiting(until) {
+            std::thread::sleep(POLL.min(backoff));
+        }
         backoff = (backoff * 2).min(inner.config.backoff_max);
+    }
+}
+
+/// Applies the commands that came while no pub/sub connection was up.
+fn drain(rx: &Receiver<Command>, watched: &mut HashSet<String>) {
+    while let Ok(cmd) = rx.try_recv() {
+        match cmd {
+            Command::Watch(t) => watched.insert(t),
+            Command::Unwatch(t) => watched.remove(&t),
+        };
+    }
+}
+
+impl Inner {
+    /// The pub/sub connection is up: Redis answers again, so commands stop waiting
+    /// out their backoff, and take a new connection if theirs predates this one.
+    fn reconnected(&self, backoff: &mut Duration) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *backoff = self.config.backoff_min;
+    }
+
+    fn disconnected(&self) {
+        self.listening.store(false, Ordering::Release);
+        lock(&self.live).clear();
+    }
+
+    /// Between two attempts to reconnect: whether to wait on (before `until`, not
+    /// stopped); reports the gaps unread for too long meanwhile.
+    fn waiting(&self, until: Instant) -> bool {
+        if let Some(sink) = self.sink.get() {
+            sink.expire_gaps();
+        }
+        Instant::now() < until && !self.stop.load(Ordering::Relaxed)
     }
 }
 

@@ -44,6 +44,8 @@ Options:
   --size BYTES       payload size (default 100)
   --duration SECS    measured time (default 5)
   --warmup SECS      unmeasured time before it (default 1)
+  --node-threads N   tokio worker threads of each node (1: a current-thread
+                     runtime; default: one worker per core)
   --no-build         use the hub-node binary already built
   -h, --help         this help
 
@@ -66,6 +68,8 @@ struct Options {
     duration: Duration,
     warmup: Duration,
     build: bool,
+    /// The nodes' runtime threads (0: tokio's default).
+    node_threads: usize,
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>, String> {
@@ -81,6 +85,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         duration: Duration::from_secs(5),
         warmup: Duration::from_secs(1),
         build: true,
+        node_threads: 0,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -110,6 +115,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--duration" => o.duration = parse_secs(&value()?)?,
             "--warmup" => o.warmup = parse_secs(&value()?)?,
             "--no-build" => o.build = false,
+            "--node-threads" => o.node_threads = number(value()?)?,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -290,10 +296,14 @@ fn start_node(
     binary: &Path,
     redis: Option<&str>,
     cluster: bool,
+    threads: usize,
 ) -> Result<(Proc, SocketAddr), String> {
     use std::io::BufRead;
     let mut command = Command::new(binary);
     command.arg("127.0.0.1:0");
+    if threads > 0 {
+        command.args(["--threads", &threads.to_string()]);
+    }
     if let Some(url) = redis {
         command.args(["--redis", url]);
         if cluster {
@@ -527,6 +537,7 @@ fn run(o: &Options) -> Result<bool, String> {
             &binary,
             redis.as_ref().map(|r| r.url.as_str()),
             o.cluster,
+            o.node_threads,
         )?);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
