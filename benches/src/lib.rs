@@ -228,7 +228,8 @@ pub fn tls_acceptor() -> Option<tokio_rustls::TlsAcceptor> {
     use tokio_rustls::rustls::{self, pki_types};
     let dir = std::path::PathBuf::from(std::env::var_os(TLS_ENV)?);
     let read = |name: &str| {
-        std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+        std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
     };
     let cert = pki_types::CertificateDer::from(read("cert.der"));
     let key = pki_types::PrivatePkcs8KeyDer::from(read("key.der"));

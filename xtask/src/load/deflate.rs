@@ -42,7 +42,7 @@ impl Json {
     pub fn label(self) -> String {
         match self {
             Json::Chat => "chat".into(),
-            Json::Ticker(n) if n % 1024 == 0 => format!("ticker {} KiB", n / 1024),
+            Json::Ticker(n) if n.is_multiple_of(1024) => format!("ticker {} KiB", n / 1024),
             Json::Ticker(n) => format!("ticker {n} B"),
         }
     }
@@ -59,11 +59,10 @@ impl Json {
 /// A chat line as JSON, 80 to 300 bytes; `seed` picks the words.
 pub fn chat_line(seed: usize) -> Vec<u8> {
     const WORDS: [&str; 40] = [
-        "ok", "the", "build", "is", "green", "again", "can", "someone", "review", "my",
-        "change", "to", "login", "page", "before", "lunch", "meeting", "moved", "three",
-        "o'clock", "thanks", "shipping", "tonight", "if", "nobody", "objects", "coffee",
-        "machine", "broken", "on", "second", "floor", "who", "has", "the", "keys", "deploy",
-        "rolled", "back", "sorry",
+        "ok", "the", "build", "is", "green", "again", "can", "someone", "review", "my", "change",
+        "to", "login", "page", "before", "lunch", "meeting", "moved", "three", "o'clock", "thanks",
+        "shipping", "tonight", "if", "nobody", "objects", "coffee", "machine", "broken", "on",
+        "second", "floor", "who", "has", "the", "keys", "deploy", "rolled", "back", "sorry",
     ];
     const USERS: [&str; 6] = ["ana", "bruno", "chen", "dilan", "eve", "farid"];
     let mut x = (seed as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -76,10 +75,15 @@ pub fn chat_line(seed: usize) -> Vec<u8> {
     let mut text = String::new();
     let words = 8 + next() % 34;
     for i in 0..words {
+        let word = WORDS[next() % WORDS.len()];
+        // The rest of the line takes about 100 bytes.
+        if text.len() + word.len() >= 195 {
+            break;
+        }
         if i > 0 {
             text.push(' ');
         }
-        text.push_str(WORDS[next() % WORDS.len()]);
+        text.push_str(word);
     }
     format!(
         r#"{{"type":"message","room":"general","user":"{}","id":{},"ts":17650{:05},"text":"{}"}}"#,
@@ -326,7 +330,7 @@ mod tests {
 
     #[test]
     fn payloads_are_json_of_the_announced_sizes() {
-        for seed in 0..50 {
+        for seed in 0..500 {
             let line = chat_line(seed);
             assert!((80..=300).contains(&line.len()), "{}", line.len());
             assert!(line.starts_with(b"{\"type\":\"message\""));

@@ -122,6 +122,8 @@ pub struct Regime {
     pub deflate: bool,
     /// JSON payloads instead of binary ones.
     pub json: Option<deflate::Json>,
+    /// The certificate directory (default: `DUPLEX_LOAD_TLS`, or `target/load/tls`).
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 impl Regime {
@@ -149,7 +151,14 @@ impl Regime {
             return Ok(Some(stream::Transport::H2(Arc::new(senders))));
         }
         if self.tls {
-            let dir = stream::tls_dir(&compare::target_dir(&compare::workspace_root()).join("load").join("tls"));
+            let dir = match &self.tls_dir {
+                Some(dir) => dir.clone(),
+                None => stream::tls_dir(
+                    &compare::target_dir(&compare::workspace_root())
+                        .join("load")
+                        .join("tls"),
+                ),
+            };
             let cert = stream::ensure_certificate(&dir)?;
             let config = stream::client_config(&cert, self.tls_resume)?;
             return Ok(Some(stream::Transport::Tls(config)));
@@ -345,7 +354,11 @@ pub async fn run_echo_in(
     let (server_s, server_pct, generator_pct) = after.since(&before);
     let secs = settings.duration.as_secs_f64();
     let n = stats.messages;
-    let sent = messages.variants.iter().map(|v| v.frame.len()).sum::<usize>() as f64
+    let sent = messages
+        .variants
+        .iter()
+        .map(|v| v.frame.len())
+        .sum::<usize>() as f64
         / messages.variants.len() as f64;
     Ok(EchoReport {
         messages: n,
@@ -479,8 +492,7 @@ pub async fn run_idle_in(
         }
         Some(t) => {
             let opened =
-                stream::open_many(t, addr, url, request, regime.offer(), n, Some(messages))
-                    .await?;
+                stream::open_many(t, addr, url, request, regime.offer(), n, Some(messages)).await?;
             tokio::time::sleep(settle).await;
             let rss_after = pid.and_then(sys::process_rss);
             tokio::time::sleep(hold).await;

@@ -25,8 +25,8 @@ use super::report::Machine;
 use super::stream::TLS_ENV;
 use super::wire::WsUrl;
 use super::{
-    EchoReport, EchoSettings, HandshakeReport, IdleReport, Regime, run_echo_in,
-    run_handshakes_in, run_idle_in, sys,
+    EchoReport, EchoSettings, HandshakeReport, IdleReport, Regime, run_echo_in, run_handshakes_in,
+    run_idle_in, sys,
 };
 
 /// What an entry is in the tables.
@@ -72,7 +72,7 @@ impl Cell {
 }
 
 fn size_label(size: usize) -> String {
-    if size >= 1024 && size % 1024 == 0 {
+    if size >= 1024 && size.is_multiple_of(1024) {
         format!("{} KiB", size / 1024)
     } else {
         format!("{size} B")
@@ -131,7 +131,12 @@ fn tls_plan(dir: &Path, resume: bool) -> Plan {
         entry(
             "duplex-tokio",
             "`benches/src/bin/duplex-tokio-echo.rs`: the `echo-server` example's loop (`accept_with`, `feed`) on a `tokio_rustls::server::TlsStream`",
-            custom("duplex-tokio-tls", "duplex-tokio", Build::Bench("duplex-tokio-echo"), true),
+            custom(
+                "duplex-tokio-tls",
+                "duplex-tokio",
+                Build::Bench("duplex-tokio-echo"),
+                true,
+            ),
             Role::Ours,
         ),
         entry(
@@ -400,7 +405,9 @@ pub fn run(o: &compare::Options, regime: &Regime) -> Result<(), String> {
         entries.retain(|e| o.servers.iter().any(|n| n == e.server.name));
     }
     let rounds = if o.quick { 1 } else { o.rounds };
-    let duration = o.duration.unwrap_or(Duration::from_secs(if o.quick { 1 } else { 3 }));
+    let duration = o
+        .duration
+        .unwrap_or(Duration::from_secs(if o.quick { 1 } else { 3 }));
     let warmup = Duration::from_millis(if o.quick { 300 } else { 500 });
     let idle_n = o.idle.unwrap_or(if o.quick { 1000 } else { 5000 });
     // hyper allows 200 concurrent streams per HTTP/2 connection: the idle WebSockets of
@@ -564,7 +571,9 @@ pub fn run(o: &compare::Options, regime: &Regime) -> Result<(), String> {
                         }
                         c.echo[i][k].push(r);
                     }
-                    Err(err) => c.errors.push(format!("{} {}: {err}", e.label, cell.label())),
+                    Err(err) => c
+                        .errors
+                        .push(format!("{} {}: {err}", e.label, cell.label())),
                 }
                 std::thread::sleep(pause);
             }
@@ -715,9 +724,8 @@ fn report(
     };
     let cpu = |i: usize, k: usize| med(i, k, &|r| r.server_us_per_msg);
     let mps = |i: usize, k: usize| med(i, k, &|r| Some(r.msgs_per_s));
-    let gen_busy = |i: usize, k: usize| {
-        med(i, k, &|r| Some(r.generator_cpu_pct)).is_some_and(|g| g > 90.0)
-    };
+    let gen_busy =
+        |i: usize, k: usize| med(i, k, &|r| Some(r.generator_cpu_pct)).is_some_and(|g| g > 90.0);
     let zlib = |k: usize| median(c.zlib[k].clone());
     let header = |w: &mut String, extra: &[String]| {
         let mut cols: Vec<String> = entries.iter().map(|e| e.label.clone()).collect();
@@ -726,11 +734,7 @@ fn report(
         }
         cols.extend(extra.iter().cloned());
         let _ = writeln!(w, "| cell | {} |", cols.join(" | "));
-        let _ = writeln!(
-            w,
-            "| --- |{}",
-            " ---: |".repeat(cols.len())
-        );
+        let _ = writeln!(w, "| --- |{}", " ---: |".repeat(cols.len()));
     };
     let mut ratio_cols = Vec::new();
     for &i in &ours {
@@ -762,7 +766,11 @@ fn report(
         if plan.zlib {
             row.push(zlib(k).map(|v| format!("{v:.2}")).unwrap_or("–".into()));
         }
-        let limit_v = if plan.zlib { zlib(k) } else { limit.and_then(|l| cpu(l, k)) };
+        let limit_v = if plan.zlib {
+            zlib(k)
+        } else {
+            limit.and_then(|l| cpu(l, k))
+        };
         let best = peers
             .iter()
             .filter_map(|&p| cpu(p, k).map(|v| (v, p)))
@@ -781,7 +789,10 @@ fn report(
             });
         }
         if !peers.is_empty() && plan.name != "h2" {
-            row.push(best.map(|(_, p)| entries[p].label.clone()).unwrap_or("–".into()));
+            row.push(
+                best.map(|(_, p)| entries[p].label.clone())
+                    .unwrap_or("–".into()),
+            );
         }
         let _ = writeln!(w, "| {} | {} |", cell.label(), row.join(" | "));
     }
@@ -830,7 +841,11 @@ fn report(
             .iter()
             .filter_map(|&p| mps(p, k))
             .max_by(|a, b| a.total_cmp(b));
-        let limit_v = if plan.zlib { None } else { limit.and_then(|l| mps(l, k)) };
+        let limit_v = if plan.zlib {
+            None
+        } else {
+            limit.and_then(|l| mps(l, k))
+        };
         for &i in &ours {
             let v = mps(i, k);
             if !peers.is_empty() && plan.name != "h2" {
@@ -931,7 +946,8 @@ fn report(
             let get = |f: &dyn Fn(&HandshakeReport) -> Option<f64>| {
                 median(h.iter().filter_map(f).collect())
             };
-            let (Some(rate_v), Some(g)) = (get(&|r| Some(r.per_s)), get(&|r| Some(r.generator_cpu_pct)))
+            let (Some(rate_v), Some(g)) =
+                (get(&|r| Some(r.per_s)), get(&|r| Some(r.generator_cpu_pct)))
             else {
                 let _ = writeln!(w, "| {} | – | – | – | – |", e.label);
                 continue;

@@ -586,3 +586,173 @@ impl std::fmt::Debug for StreamOpened {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{
+        EchoSettings, Regime, deflate::Json, run_echo_in, run_handshakes_in, run_idle_in,
+    };
+    use super::*;
+
+    fn settings(connections: usize, size: usize) -> EchoSettings {
+        EchoSettings {
+            connections,
+            size,
+            in_flight: 4,
+            duration: Duration::from_millis(300),
+            warmup: Duration::from_millis(50),
+        }
+    }
+
+    /// An HTTP/2 server that allows extended CONNECT and echoes the frames of every
+    /// WebSocket stream, in the process.
+    async fn test_h2_server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut connection = h2::server::Builder::new()
+                        .enable_connect_protocol()
+                        .handshake::<_, Bytes>(tcp)
+                        .await
+                        .unwrap();
+                    while let Some(Ok((request, mut respond))) = connection.accept().await {
+                        assert_eq!(request.method(), http::Method::CONNECT);
+                        let response = http::Response::builder().status(200).body(()).unwrap();
+                        let send = respond.send_response(response, false).unwrap();
+                        let io = H2Io {
+                            send,
+                            recv: request.into_body(),
+                            buffered: Bytes::new(),
+                            pending: BytesMut::new(),
+                            eof: false,
+                        };
+                        tokio::spawn(async move {
+                            let (rd, wr) = tokio::io::split(io);
+                            let _ =
+                                super::super::client::tests::echo_frames(rd, wr, Vec::new(), false)
+                                    .await;
+                        });
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn tls_echo_handshakes_and_idle() {
+        let dir = std::env::temp_dir().join(format!("duplex-load-tls-{}", std::process::id()));
+        let addr = test_tls_server(&dir).await;
+        let url = WsUrl::parse(&format!("ws://{addr}/")).unwrap();
+        let regime = Regime {
+            tls: true,
+            tls_dir: Some(dir.clone()),
+            ..Regime::default()
+        };
+        let me = Some(std::process::id());
+        for size in [16, 70_000] {
+            let r = run_echo_in(&url, &settings(3, size), &regime, me)
+                .await
+                .unwrap();
+            assert!(r.messages > 0, "size {size}");
+            assert_eq!((r.mismatches, r.errors), (0, 0), "{:?}", r.first_error);
+        }
+        let h = run_handshakes_in(
+            &url,
+            2,
+            Duration::from_millis(200),
+            Duration::ZERO,
+            &regime,
+            me,
+        )
+        .await
+        .unwrap();
+        assert!(h.per_s > 0.0);
+        assert_eq!(h.errors, 0, "{:?}", h.first_error);
+        let i = run_idle_in(&url, 10, &regime, me, Duration::ZERO, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(i.connections, 10);
+        // Both sides of a deflate echo over TLS.
+        let deflate = Regime {
+            deflate: true,
+            json: Some(Json::Chat),
+            ..regime
+        };
+        let r = run_echo_in(&url, &settings(2, 0), &deflate, me)
+            .await
+            .unwrap();
+        assert!(r.messages > 0);
+        assert_eq!((r.mismatches, r.errors), (0, 0), "{:?}", r.first_error);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn deflate_echo_on_plain_tcp() {
+        let addr = super::super::client::tests::test_server(false).await;
+        let url = WsUrl::parse(&format!("ws://{addr}/")).unwrap();
+        for json in [Json::Chat, Json::Ticker(4096)] {
+            let regime = Regime {
+                deflate: true,
+                json: Some(json),
+                ..Regime::default()
+            };
+            let r = run_echo_in(&url, &settings(3, 0), &regime, None)
+                .await
+                .unwrap();
+            assert!(r.messages > 0);
+            assert_eq!((r.mismatches, r.errors), (0, 0), "{:?}", r.first_error);
+            assert_eq!(r.extensions.as_deref(), Some("permessage-deflate"));
+            // Compressed both ways: fewer bytes than the JSON.
+            let plain = super::super::deflate::messages(json, false).size as f64;
+            assert!(r.sent_bytes_per_msg < plain && r.wire_bytes_per_msg < plain);
+            let i = run_idle_in(&url, 5, &regime, None, Duration::ZERO, Duration::ZERO)
+                .await
+                .unwrap();
+            assert_eq!(i.connections, 5);
+        }
+    }
+
+    #[tokio::test]
+    async fn websockets_over_http2() {
+        let addr = test_h2_server().await;
+        let url = WsUrl::parse(&format!("ws://{addr}/ws")).unwrap();
+        for connections in [1, 3] {
+            let regime = Regime {
+                h2: Some(connections),
+                ..Regime::default()
+            };
+            let r = run_echo_in(&url, &settings(5, 1024), &regime, None)
+                .await
+                .unwrap();
+            assert!(r.messages > 0);
+            assert_eq!((r.mismatches, r.errors), (0, 0), "{:?}", r.first_error);
+        }
+        let regime = Regime {
+            h2: Some(2),
+            ..Regime::default()
+        };
+        let r = run_echo_in(&url, &settings(2, 70_000), &regime, None)
+            .await
+            .unwrap();
+        assert_eq!((r.mismatches, r.errors), (0, 0), "{:?}", r.first_error);
+        let i = run_idle_in(&url, 8, &regime, None, Duration::ZERO, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(i.connections, 8);
+        let h = run_handshakes_in(
+            &url,
+            2,
+            Duration::from_millis(100),
+            Duration::ZERO,
+            &regime,
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(h.per_s > 0.0);
+        assert_eq!(h.errors, 0, "{:?}", h.first_error);
+    }
+}
