@@ -483,12 +483,14 @@ fn run_cell(transport: Transport, case: Case) -> Outcome {
 
 // ----- the hostile peer's side -----
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A hostile peer's byte stream (TCP, TLS, or an HTTP/2 stream).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// The hostile end of one WebSocket, after its handshake.
-struct PeerEnd {
-    io: Box<dyn Io>,
+pub struct PeerEnd {
+    /// The stream: frames written to it go to the server as they are.
+    pub io: Box<dyn Io>,
     /// A client masks its frames.
     client: bool,
     /// What must live as long as the stream (an HTTP/2 client's request handle).
@@ -609,8 +611,8 @@ async fn tcp_to(addr: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// The hostile client's side of an HTTP/1.1 upgrade to `path`.
-async fn upgrade<S: Io + 'static>(mut io: S, path: &str) -> io::Result<PeerEnd> {
-    io.write_all(&wire::request(path, "")).await?;
+async fn upgrade<S: Io + 'static>(mut io: S, path: &str, extra: &str) -> io::Result<PeerEnd> {
+    io.write_all(&wire::request(path, extra)).await?;
     io.flush().await?;
     let head = read_head(&mut io).await?;
     if wire::status_of(&head) != Some(101) {
@@ -628,7 +630,12 @@ async fn upgrade<S: Io + 'static>(mut io: S, path: &str) -> io::Result<PeerEnd> 
 
 /// The hostile client's extended CONNECT (RFC 8441) to `path` over cleartext HTTP/2,
 /// with the `h2` crate; its streams' window is 0 if `window_closed`.
-async fn extended_connect(tcp: TcpStream, path: &str, window_closed: bool) -> io::Result<PeerEnd> {
+async fn extended_connect(
+    tcp: TcpStream,
+    path: &str,
+    window_closed: bool,
+    extra: Option<(&'static str, &'static str)>,
+) -> io::Result<PeerEnd> {
     let addr = tcp.peer_addr()?;
     let mut builder = h2::client::Builder::new();
     if window_closed {
@@ -653,9 +660,11 @@ async fn extended_connect(tcp: TcpStream, path: &str, window_closed: bool) -> io
         .method(Method::CONNECT)
         .version(Version::HTTP_2)
         .uri(format!("http://{addr}{path}"))
-        .header("sec-websocket-version", "13")
-        .body(())
-        .map_err(io::Error::other)?;
+        .header("sec-websocket-version", "13");
+    if let Some((name, value)) = extra {
+        request = request.header(name, value);
+    }
+    let mut request = request.body(()).map_err(io::Error::other)?;
     request
         .extensions_mut()
         .insert(h2::ext::Protocol::from_static("websocket"));
@@ -689,10 +698,34 @@ async fn dial(transport: Transport, server: &TestServer, case: Case) -> io::Resu
             let tls = TlsConnector::from(pki.client.clone())
                 .connect(name, tcp)
                 .await?;
-            upgrade(tls, &path).await
+            upgrade(tls, &path, "").await
         }
-        Transport::TokioH2Server => extended_connect(tcp, &path, case.window_closed()).await,
-        _ => upgrade(tcp, &path).await,
+        Transport::TokioH2Server => extended_connect(tcp, &path, case.window_closed(), None).await,
+        _ => upgrade(tcp, &path, "").await,
+    }
+}
+
+/// A raw WebSocket client of `server` at `path`, over cleartext HTTP/2 (extended
+/// CONNECT) when `http2`, else an HTTP/1.1 upgrade over TCP; it offers
+/// permessage-deflate when `deflate`. What the caller writes goes to the server as it
+/// is (masked frames, made with [`wire::client_frame`]).
+pub async fn raw_client(
+    server: &TestServer,
+    http2: bool,
+    path: &str,
+    deflate: bool,
+) -> io::Result<PeerEnd> {
+    let tcp = tcp_to(server.addr()).await?;
+    if http2 {
+        let extra = deflate.then_some(("sec-websocket-extensions", "permessage-deflate"));
+        extended_connect(tcp, path, false, extra).await
+    } else {
+        let extra = if deflate {
+            "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+        } else {
+            ""
+        };
+        upgrade(tcp, path, extra).await
     }
 }
 

@@ -60,6 +60,8 @@ pub struct ServerLimits {
     /// duplex-mio's shutdown timeout (duplex-tokio's grace is the caller's, given to
     /// [`TestServer::shutdown_gracefully`]).
     pub shutdown_timeout: Duration,
+    /// The memory budget the server's connections share (`None`: the process default).
+    pub memory_budget: Option<duplex_core::MemoryBudget>,
 }
 
 impl Default for ServerLimits {
@@ -81,6 +83,7 @@ impl Default for ServerLimits {
             },
             deflate: Some(DeflateConfig::default()),
             shutdown_timeout: Duration::from_secs(1),
+            memory_budget: None,
         }
     }
 }
@@ -93,6 +96,10 @@ impl ServerLimits {
                 duplex_core::EngineConfig::default().keepalive(interval, timeout)
             }
             None => duplex_core::EngineConfig::default().no_keepalive(),
+        };
+        let config = match &self.memory_budget {
+            Some(budget) => config.memory_budget(budget.clone()),
+            None => config,
         };
         config
             .write_timeout(self.write_timeout)

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use crate::budget::MemoryBudget;
+use crate::role::Role;
+
 /// Limits and behaviour of a [`Connection`](crate::Connection).
 ///
 /// Every limit has a default sized for ordinary applications and can be changed:
@@ -30,9 +33,20 @@ pub struct EngineConfig {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) linger: Linger,
-    pub(crate) max_decompressed_size: usize,
+    /// `None`: the same as `max_message_size`.
+    pub(crate) max_decompressed_size: Option<usize>,
     pub(crate) compression_threshold: usize,
     pub(crate) compression_level: u32,
+    pub(crate) memory_budget: BudgetChoice,
+}
+
+/// Which memory budget a connection joins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum BudgetChoice {
+    /// Servers join [`MemoryBudget::process_default`], clients none.
+    ServerDefault,
+    Off,
+    Shared(MemoryBudget),
 }
 
 /// 16 MiB: the largest frame accepted by default.
@@ -128,9 +142,10 @@ impl Default for EngineConfig {
             idle_timeout: None,
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             linger: Linger::default(),
-            max_decompressed_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_decompressed_size: None,
             compression_threshold: DEFAULT_COMPRESSION_THRESHOLD,
             compression_level: 6,
+            memory_budget: BudgetChoice::ServerDefault,
         }
     }
 }
@@ -235,11 +250,43 @@ impl EngineConfig {
         self
     }
 
-    /// The largest message after decompression (default 64 MiB); inflating stops at this
-    /// size and the connection is closed with 1009, without allocating more.
+    /// The largest message after decompression (default: `max_message_size`, so that a
+    /// server that lowers its message limit does not accept larger messages through
+    /// compression); inflating stops at this size and the connection is closed with
+    /// 1009, without allocating more.
     pub fn max_decompressed_size(mut self, bytes: usize) -> Self {
-        self.max_decompressed_size = bytes;
+        self.max_decompressed_size = Some(bytes);
         self
+    }
+
+    /// The largest message after decompression, as configured or derived.
+    pub(crate) fn decompressed_limit(&self) -> usize {
+        self.max_decompressed_size.unwrap_or(self.max_message_size)
+    }
+
+    /// Joins connections built with this configuration to `budget` (see
+    /// [`MemoryBudget`]): share one budget among the connections of a server. By
+    /// default server connections join [`MemoryBudget::process_default`] and clients
+    /// none.
+    pub fn memory_budget(mut self, budget: MemoryBudget) -> Self {
+        self.memory_budget = BudgetChoice::Shared(budget);
+        self
+    }
+
+    /// Connections built with this configuration join no memory budget: only the
+    /// per-connection limits bound what their peers make them hold.
+    pub fn no_memory_budget(mut self) -> Self {
+        self.memory_budget = BudgetChoice::Off;
+        self
+    }
+
+    /// The budget a connection in `role` joins, if any.
+    pub fn budget(&self, role: Role) -> Option<&MemoryBudget> {
+        match (&self.memory_budget, role) {
+            (BudgetChoice::Shared(budget), _) => Some(budget),
+            (BudgetChoice::ServerDefault, Role::Server) => Some(MemoryBudget::process_default()),
+            _ => None,
+        }
     }
 
     /// With permessage-deflate, messages shorter than this are sent uncompressed
@@ -261,7 +308,7 @@ impl EngineConfig {
             max_frame_size: self.max_frame_size,
             max_message_size: self.max_message_size,
             max_fragments: self.max_fragments,
-            max_decompressed_size: self.max_decompressed_size,
+            max_decompressed_size: self.decompressed_limit(),
             max_write_buffer: self.max_write_buffer,
             write_buffer_hard_limit: self.write_buffer_hard_limit,
         }

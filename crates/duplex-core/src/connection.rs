@@ -5,11 +5,12 @@ use std::io::IoSlice;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use duplex_codec::{
     Decoded, Decoder, FrameHeader, MAX_CONTROL_PAYLOAD, Masking, OpCode, encode_header,
 };
 
+use crate::budget::{BUDGET_CHECK, BUDGET_FREE_PER_CONNECTION, Seat};
 use crate::close::{CloseCode, CloseFrame};
 use crate::config::EngineConfig;
 use crate::config::MIN_WRITE_PROGRESS;
@@ -43,6 +44,9 @@ fn whole_frame_limit(config: &EngineConfig, assembled: usize) -> u64 {
 /// a whole frame is awaited: room grows at most geometrically with the bytes that
 /// actually arrived, so a header announcing a large frame reserves nothing by itself.
 const AWAIT_STEP: usize = 64 << 10;
+
+/// The most one call inflates before the memory it took is counted in the budget.
+pub(crate) const INFLATE_STEP: usize = 1 << 20;
 
 /// Pongs that may wait unsent in the output before later pings collapse into one.
 const MAX_QUEUED_PONGS: usize = 16;
@@ -166,6 +170,9 @@ pub struct Connection {
     consumed_at_pong_wait: u64,
     /// Boxed: most connections never negotiate permessage-deflate.
     deflate: Option<Box<Deflate>>,
+    /// This connection's place in its server's memory budget, taken the first time it
+    /// holds more than `BUDGET_FREE_PER_CONNECTION`.
+    seat: Option<Box<Seat>>,
 }
 
 /// What a connection keeps once it starts to end.
@@ -266,6 +273,7 @@ impl Connection {
             keepalive_ping_end: 0,
             consumed_at_pong_wait: 0,
             deflate: None,
+            seat: None,
         }
     }
 
@@ -362,7 +370,15 @@ impl Connection {
         }
         match self.decoder.awaiting() {
             0 => self.frame_hint.saturating_sub(self.read_buf.len()),
-            awaiting => awaiting.min(self.read_buf.len().max(AWAIT_STEP)),
+            awaiting => {
+                let step = self.read_buf.len().max(AWAIT_STEP);
+                // Within the budget's room: one read may not double what we hold past it.
+                let room = self.seat.as_ref().map_or(usize::MAX, |seat| {
+                    let budget = seat.budget();
+                    budget.allowance(seat.charged(), AWAIT_STEP, usize::MAX)
+                });
+                awaiting.min(step.min(room))
+            }
         }
     }
 
@@ -397,6 +413,15 @@ impl Connection {
             self.read_buf = BytesMut::new();
         }
         while !self.read_closed() {
+            if let Some((rest, last)) = self.seat.as_mut().and_then(|s| s.stash.take()) {
+                // Inflating waited for the budget: go on with it before decoding more.
+                match self.compressed_piece(rest, last) {
+                    Ok(Some(message)) => return Some(Ok(message)),
+                    Ok(None) if self.is_inflate_paused() => return None,
+                    Ok(None) => continue,
+                    Err(error) => return self.fail(error, Fail::Graceful, now),
+                }
+            }
             let item = match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(item)) => item,
                 Ok(None) => {
@@ -479,6 +504,20 @@ impl Connection {
     /// it counts from when output became pending, or from the last time the transport
     /// took at least `MIN_WRITE_PROGRESS` of it.
     fn tick(&mut self, now: Instant) {
+        // What was received, decoded or queued since the last timed call is counted here
+        // (sends take no time: what they queue is counted at the adapter's next timed
+        // call, which it makes after every write attempt).
+        self.account();
+        // Only a connection with a seat can have the budget deadline armed.
+        if let Some(seat) = &self.seat {
+            if seat.charged() > 0 || seat.stash.is_some() {
+                if !self.timers.is_armed(TimerKind::Budget) {
+                    self.timers.set(TimerKind::Budget, now + BUDGET_CHECK);
+                }
+            } else {
+                self.timers.clear(TimerKind::Budget);
+            }
+        }
         if self.output.is_empty() || matches!(self.wire, Wire::Gone) {
             self.timers.clear(TimerKind::WriteStall);
         } else if let Some(timeout) = self.config.write_timeout {
@@ -603,7 +642,10 @@ impl Connection {
 
     fn data_piece(&mut self, payload: Bytes, complete: bool) -> Result<Option<Message>, Error> {
         if self.incoming.compressed {
-            return self.compressed_piece(&payload, complete);
+            let last = complete && self.incoming.frame_fin;
+            // The compressed length counts toward `max_message_size`.
+            self.incoming.len += payload.len();
+            return self.compressed_piece(payload, last);
         }
         let incoming = &mut self.incoming;
         let last = complete && incoming.frame_fin;
@@ -646,45 +688,76 @@ impl Connection {
         Ok(Some(incoming.finish(data)))
     }
 
-    /// A piece of a compressed message: inflated within `max_decompressed_size`, and the
-    /// inflated text validated as it comes out.
+    /// A piece of a compressed message (`last`: the message's last): inflated within
+    /// `max_decompressed_size`, and the inflated text validated as it comes out. With a
+    /// memory budget, what inflating takes is counted every `INFLATE_STEP`; when the
+    /// budget is exceeded the rest of the piece waits (`Seat::stash`) until it is not.
     fn compressed_piece(
         &mut self,
-        payload: &[u8],
-        complete: bool,
+        mut payload: Bytes,
+        last: bool,
     ) -> Result<Option<Message>, Error> {
-        let incoming = &mut self.incoming;
-        let last = complete && incoming.frame_fin;
-        incoming.len += payload.len();
-        let before = incoming.inflated.len();
-        let limit = self.config.max_decompressed_size;
-        let deflate = self
-            .deflate
-            .as_mut()
-            .expect("RSV1 is only accepted with deflate");
-        deflate
-            .inflate(payload, last, &mut incoming.inflated, limit)
-            .map_err(|error| match error {
-                InflateError::Corrupt(_) => Error::Protocol(ProtocolError::InvalidCompressedData),
-                InflateError::TooLarge(_) => Error::LimitExceeded(LimitError {
-                    limit: Limit::DecompressedSize,
-                    actual: limit as u64 + 1,
-                    max: limit as u64,
-                }),
-            })?;
-        if incoming.kind == Some(OpCode::Text) {
-            incoming
-                .utf8
-                .feed(&incoming.inflated[before..], last)
-                .map_err(|_| ProtocolError::InvalidUtf8 {
-                    in_close_reason: false,
+        let limit = self.config.decompressed_limit();
+        loop {
+            let before = self.incoming.inflated.len();
+            let pause_at = match &self.seat {
+                Some(seat) => before.saturating_add(seat.budget().allowance(
+                    seat.charged(),
+                    BUDGET_FREE_PER_CONNECTION,
+                    INFLATE_STEP,
+                )),
+                // Counted once the connection holds past its free allowance.
+                None if self.config.budget(self.role).is_some() => {
+                    before + BUDGET_FREE_PER_CONNECTION
+                }
+                None => usize::MAX,
+            };
+            let incoming = &mut self.incoming;
+            let deflate = self
+                .deflate
+                .as_mut()
+                .expect("RSV1 is only accepted with deflate");
+            let paused = deflate
+                .inflate(&payload, last, &mut incoming.inflated, limit, pause_at)
+                .map_err(|error| match error {
+                    InflateError::Corrupt(_) => {
+                        Error::Protocol(ProtocolError::InvalidCompressedData)
+                    }
+                    InflateError::TooLarge(_) => Error::LimitExceeded(LimitError {
+                        limit: Limit::DecompressedSize,
+                        actual: limit as u64 + 1,
+                        max: limit as u64,
+                    }),
                 })?;
+            if incoming.kind == Some(OpCode::Text) {
+                incoming
+                    .utf8
+                    .feed(&incoming.inflated[before..], last && paused.is_none())
+                    .map_err(|_| ProtocolError::InvalidUtf8 {
+                        in_close_reason: false,
+                    })?;
+            }
+            let Some(consumed) = paused else {
+                break;
+            };
+            payload.advance(consumed);
+            self.account();
+            if self
+                .seat
+                .as_ref()
+                .is_some_and(|s| s.budget().must_pause(s.charged()))
+            {
+                if let Some(seat) = &mut self.seat {
+                    seat.stash = Some((payload, last));
+                }
+                return Ok(None);
+            }
         }
         if !last {
             return Ok(None);
         }
-        let data = Bytes::from(std::mem::take(&mut incoming.inflated));
-        Ok(Some(incoming.finish(data)))
+        let data = Bytes::from(std::mem::take(&mut self.incoming.inflated));
+        Ok(Some(self.incoming.finish(data)))
     }
 
     fn handle_control(
@@ -757,6 +830,7 @@ impl Connection {
         }
         self.ending().failure = Some(error.duplicate());
         self.become_(State::Failed, now);
+        self.account();
         (how != Fail::Silent).then_some(Err(error))
     }
 
@@ -878,10 +952,121 @@ impl Connection {
             Wire::Up => {
                 matches!(self.state, State::Open | State::CloseSent)
                     && self.output.len() <= self.config.max_write_buffer
+                    && !self.is_input_paused()
             }
             Wire::Draining { .. } => true,
             Wire::ShuttingDown { .. } | Wire::Gone => false,
         }
+    }
+
+    /// True while the server's [`MemoryBudget`](crate::MemoryBudget) is exceeded and
+    /// this connection holds at least its fair share of it for a message in progress:
+    /// the adapter stops reading it (backpressure; [`wants_read`](Self::wants_read) says
+    /// the same), and the engine looks at the budget again by [`TimerKind::Budget`],
+    /// which [`poll_timeout`](Self::poll_timeout) includes.
+    pub fn is_input_paused(&self) -> bool {
+        self.seat.as_ref().is_some_and(|seat| {
+            seat.charged() > 0
+                && (seat.stash.is_some()
+                    || self.incoming.kind.is_some()
+                    || !self.read_buf.is_empty()
+                    || !self.decoder.is_at_frame_boundary())
+                && seat.budget().must_pause(seat.charged())
+        })
+    }
+
+    /// True when the connection has a place in a memory budget.
+    #[cfg(test)]
+    pub(crate) fn has_seat(&self) -> bool {
+        self.seat.is_some()
+    }
+
+    /// Inflating a message waits for the budget.
+    fn is_inflate_paused(&self) -> bool {
+        self.seat.as_ref().is_some_and(|seat| seat.stash.is_some())
+    }
+
+    /// What this connection holds that its peer can make grow: unparsed input, the
+    /// message being assembled or inflated, and queued output: the buffers' capacities,
+    /// what the allocator gave (growing one by doubling holds old and new at once).
+    pub(crate) fn held(&self) -> usize {
+        let stash = self
+            .seat
+            .as_ref()
+            .and_then(|seat| seat.stash.as_ref())
+            .map_or(0, |(rest, _)| rest.len());
+        self.buffers_held() + stash
+    }
+
+    /// [`held`](Self::held) but for input kept while inflating waits.
+    #[inline]
+    fn buffers_held(&self) -> usize {
+        self.read_buf.capacity()
+            + self.incoming.first.as_ref().map_or(0, Bytes::len)
+            + self.incoming.joined.capacity()
+            + self.incoming.inflated.capacity()
+            + self.output.len()
+    }
+
+    /// Counts what the connection holds past its free allowance in its memory budget
+    /// (a few loads and a comparison while it holds little).
+    #[inline]
+    fn account(&mut self) {
+        if self.seat.is_some() {
+            return self.account_held(self.held());
+        }
+        // Without a seat there is no stash: the buffers alone.
+        let held = self.buffers_held();
+        if held > BUDGET_FREE_PER_CONNECTION {
+            self.account_held(held);
+        }
+    }
+
+    /// [`account`](Self::account) for a connection past its allowance, or one that was.
+    #[inline(never)]
+    fn account_held(&mut self, held: usize) {
+        let charge = held.saturating_sub(BUDGET_FREE_PER_CONNECTION);
+        match &mut self.seat {
+            Some(seat) => {
+                if seat.charged() != charge {
+                    seat.set_charge(charge);
+                }
+            }
+            None if charge > 0 => {
+                if let Some(budget) = self.config.budget(self.role) {
+                    let mut seat = Box::new(Seat::new(budget));
+                    seat.set_charge(charge);
+                    self.seat = Some(seat);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Sheds this connection, elected as the largest holder of an exceeded budget: what
+    /// its peer made it hold is dropped (the message in progress, unparsed input, queued
+    /// messages not yet started) and it fails with 1013.
+    fn shed(&mut self, now: Instant) {
+        if self.state.is_terminal() {
+            return;
+        }
+        let held = self.held();
+        let Some(seat) = &mut self.seat else {
+            return;
+        };
+        seat.stash = None;
+        let budget = seat.budget().clone();
+        budget.count_shed();
+        if self.state == State::Open {
+            let end = self.output.cut_after_front_frame();
+            self.pongs_in_flight.retain(|pong_end| *pong_end <= end);
+        }
+        let error = Error::LimitExceeded(LimitError {
+            limit: Limit::MemoryBudget,
+            actual: held as u64,
+            max: budget.limit() as u64,
+        });
+        self.fail_later(error, Fail::Graceful, now);
     }
 
     /// True when the adapter should write before handling more input: half the unsent
@@ -925,6 +1110,7 @@ impl Connection {
             let end = self.output.cut_after_front_frame();
             self.pongs_in_flight.retain(|pong_end| *pong_end <= end);
             self.pending_pong = None;
+            self.account();
         }
         self.close(frame, now)
     }
@@ -1147,6 +1333,10 @@ impl Connection {
             // close deadline armed when the peer's close arrived keeps running.
             self.become_(State::Closed, None);
         }
+        if self.seat.is_some() {
+            // Written output is given back at once; growth waits for a timed call.
+            self.account();
+        }
     }
 
     /// Releases buffers that hold nothing, so an idle connection costs almost no memory.
@@ -1165,6 +1355,7 @@ impl Connection {
             // A message in progress still needs its inflate stream.
             deflate.shrink(self.incoming.kind.is_none());
         }
+        self.account();
     }
 
     /// Received bytes the engine holds: unparsed input plus the message being assembled.
@@ -1421,6 +1612,17 @@ impl Connection {
                 self.fail_later(Error::Timeout(TimeoutKind::WriteStall), Fail::Abort, now);
             }
             TimerKind::Linger => self.close_wire(),
+            TimerKind::Budget => {
+                let Some(seat) = &self.seat else {
+                    return;
+                };
+                if !seat.is_doomed() {
+                    seat.budget().review(now);
+                }
+                if seat.is_doomed() {
+                    self.shed(now);
+                }
+            }
             TimerKind::Close => {
                 self.close_wire();
                 match self.state {

@@ -205,24 +205,31 @@ impl Deflate {
     }
 
     /// Inflates `input` (a piece of a compressed message; `last` appends the trailer)
-    /// into `out`, never letting `out` grow past `limit` bytes.
+    /// into `out`, never letting `out` grow past `limit` bytes. Stops early once `out`
+    /// reached `pause_at` bytes with input left: `Ok(Some(consumed))` says how much of
+    /// `input` was used; the caller passes the rest (with the same `last`) later.
     pub(crate) fn inflate(
         &mut self,
         input: &[u8],
         last: bool,
         out: &mut Vec<u8>,
         limit: usize,
-    ) -> Result<(), InflateError> {
+        pause_at: usize,
+    ) -> Result<Option<usize>, InflateError> {
         let decompressor = self
             .decompressor
             .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
         if !self.receive_ended {
             // What follows a BFINAL block in a message is not deflate data.
-            self.receive_ended = inflate_into(decompressor, input, out, limit)?;
+            match inflate_into(decompressor, input, out, limit, pause_at)? {
+                Step::Ended => self.receive_ended = true,
+                Step::NeedInput => {}
+                Step::Paused(consumed) => return Ok(Some(consumed)),
+            }
         }
         if last {
             if !self.receive_ended {
-                inflate_into(decompressor, &TRAILER, out, limit)?;
+                inflate_into(decompressor, &TRAILER, out, limit, usize::MAX)?;
             }
             let context = !self.receive_no_context_takeover;
             if self.receive_ended || !context {
@@ -241,7 +248,7 @@ impl Deflate {
             }
             self.receive_ended = false;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Drops compression state that carries no context (for idle connections). The
@@ -292,25 +299,41 @@ fn remember_window(history: &mut Vec<u8>, more: &[u8]) {
     history.extend_from_slice(more);
 }
 
-/// Inflates `input` onto `out`; true when a BFINAL block ended the deflate stream
-/// (what follows it is ignored).
+/// How far [`inflate_into`] got.
+enum Step {
+    /// A BFINAL block ended the deflate stream (what follows it is ignored).
+    Ended,
+    /// All the input is inflated.
+    NeedInput,
+    /// `out` reached the pause mark with this much of the input used.
+    Paused(usize),
+}
+
+/// Inflates `input` onto `out`, pausing once `out` holds `pause_at` bytes.
 fn inflate_into(
     decompressor: &mut Decompress,
     mut input: &[u8],
     out: &mut Vec<u8>,
     limit: usize,
-) -> Result<bool, InflateError> {
+    pause_at: usize,
+) -> Result<Step, InflateError> {
     const STEP: usize = 32 << 10;
+    let whole = input.len();
     loop {
         if out.len() > limit {
             return Err(InflateError::TooLarge(TooLarge));
         }
+        if out.len() >= pause_at {
+            return Ok(Step::Paused(whole - input.len()));
+        }
         // Grow geometrically, but never past one byte over the limit, so exceeding it is
-        // seen without allocating more than the limit.
+        // seen without allocating more than the limit, nor past the pause mark, so that
+        // one call writes at most that far (the spare room is what one call may fill).
         let want = out
             .len()
             .max(STEP)
             .min(limit.saturating_add(1).saturating_sub(out.len()))
+            .min(pause_at - out.len())
             .max(1);
         if out.capacity() - out.len() < want / 2 + 1 {
             out.reserve_exact(want);
@@ -330,14 +353,14 @@ fn inflate_into(
         let output_full = produced == spare_before;
         if matches!(status, Status::StreamEnd) {
             // A block with BFINAL ends the deflate stream (RFC 7692 section 7.2.3.4).
-            return Ok(true);
+            return Ok(Step::Ended);
         }
         if input.is_empty() && !output_full {
-            return Ok(false);
+            return Ok(Step::NeedInput);
         }
         if consumed == 0 && produced == 0 {
             if matches!(status, Status::BufError) && input.is_empty() {
-                return Ok(false);
+                return Ok(Step::NeedInput);
             }
             if !output_full {
                 return Err(InflateError::Corrupt(CorruptData));
@@ -362,7 +385,11 @@ mod tests {
         for message in messages {
             let compressed = server.compress(message);
             let mut out = Vec::new();
-            assert!(client.inflate(&compressed, true, &mut out, 1 << 20).is_ok());
+            assert!(
+                client
+                    .inflate(&compressed, true, &mut out, 1 << 20, usize::MAX)
+                    .is_ok()
+            );
             assert_eq!(&out[..], *message);
         }
     }
@@ -386,7 +413,11 @@ mod tests {
                 assert!(compressed.len() < message.len());
                 assert!(server.compressor.is_none(), "no compressor of its own");
                 let mut out = Vec::new();
-                assert!(client.inflate(&compressed, true, &mut out, 1 << 20).is_ok());
+                assert!(
+                    client
+                        .inflate(&compressed, true, &mut out, 1 << 20, usize::MAX)
+                        .is_ok()
+                );
                 assert_eq!(out, message.as_bytes());
             }
         }
@@ -413,7 +444,8 @@ mod tests {
                     &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
                     true,
                     &mut out,
-                    100
+                    100,
+                    usize::MAX
                 )
                 .is_ok()
         );
@@ -435,7 +467,11 @@ mod tests {
             &[0xf2, 0x00, 0x11, 0x00, 0x00],
         ] {
             let mut out = Vec::new();
-            assert!(client.inflate(payload, true, &mut out, 100).is_ok());
+            assert!(
+                client
+                    .inflate(payload, true, &mut out, 100, usize::MAX)
+                    .is_ok()
+            );
             assert_eq!(out, b"Hello");
         }
         // Without context takeover both messages compress the same way.
@@ -476,7 +512,11 @@ mod tests {
         for message in [&first[..], &second[..], &third[..]] {
             let wire = bfinal_message(&sent, message);
             let mut out = Vec::new();
-            assert!(client.inflate(&wire, true, &mut out, 1 << 20).is_ok());
+            assert!(
+                client
+                    .inflate(&wire, true, &mut out, 1 << 20, usize::MAX)
+                    .is_ok()
+            );
             assert_eq!(out, message);
             sent.extend_from_slice(message);
         }
@@ -497,7 +537,8 @@ mod tests {
                     ],
                     true,
                     &mut out,
-                    100
+                    100,
+                    usize::MAX
                 )
                 .is_ok()
         );
@@ -510,7 +551,8 @@ mod tests {
                     &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00],
                     true,
                     &mut out,
-                    100
+                    100,
+                    usize::MAX
                 )
                 .is_ok()
         );
@@ -573,7 +615,7 @@ mod tests {
         assert!(bomb.len() < 2048, "{}", bomb.len());
         let mut client = Deflate::new(Role::Client, DeflateParams::default(), 6);
         let mut out = Vec::new();
-        let result = client.inflate(&bomb, true, &mut out, 64 << 10);
+        let result = client.inflate(&bomb, true, &mut out, 64 << 10, usize::MAX);
         assert!(matches!(result, Err(InflateError::TooLarge(_))));
         assert!(out.capacity() <= (64 << 10) + 1, "{}", out.capacity());
     }
@@ -586,7 +628,7 @@ mod tests {
         let mut out = Vec::new();
         assert!(
             client
-                .inflate(&compressed, true, &mut out, usize::MAX)
+                .inflate(&compressed, true, &mut out, usize::MAX, usize::MAX)
                 .is_ok()
         );
         assert_eq!(out, data);
@@ -597,7 +639,7 @@ mod tests {
         let mut client = Deflate::new(Role::Client, DeflateParams::default(), 6);
         let mut out = Vec::new();
         assert!(matches!(
-            client.inflate(&[0xff; 16], true, &mut out, 1000),
+            client.inflate(&[0xff; 16], true, &mut out, 1000, usize::MAX),
             Err(InflateError::Corrupt(_))
         ));
     }

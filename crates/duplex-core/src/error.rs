@@ -116,13 +116,18 @@ pub enum Limit {
     DecompressedSize,
     /// `write_buffer_hard_limit`: the peer does not read what we send.
     WriteBuffer,
+    /// The server's [`MemoryBudget`](crate::MemoryBudget) stayed exceeded and this
+    /// connection held the most of it (`actual` is what it held, `max` the budget).
+    MemoryBudget,
 }
 
 impl LimitError {
-    /// 1009 for sizes, 1008 (policy) for the fragment count.
+    /// 1009 for sizes, 1008 (policy) for the fragment count and a peer that does not
+    /// read, 1013 (try again later) for the server's memory budget.
     pub fn close_code(&self) -> CloseCode {
         match self.limit {
             Limit::Fragments | Limit::WriteBuffer => CloseCode::PolicyViolation,
+            Limit::MemoryBudget => CloseCode::TryAgainLater,
             Limit::FrameSize | Limit::MessageSize | Limit::DecompressedSize => {
                 CloseCode::MessageTooBig
             }
@@ -207,6 +212,10 @@ impl Error {
                 limit: Limit::FrameSize,
                 ..
             }) => "frame too big",
+            Self::LimitExceeded(LimitError {
+                limit: Limit::MemoryBudget,
+                ..
+            }) => "server memory budget exceeded",
             Self::LimitExceeded(_) => "message too big",
             _ => "idle timeout",
         };
@@ -343,6 +352,12 @@ impl fmt::Display for LimitError {
                 f,
                 "peer does not read: {} bytes of output would pass write_buffer_hard_limit {} \
                  bytes",
+                self.actual, self.max
+            ),
+            Limit::MemoryBudget => write!(
+                f,
+                "shed: held {} bytes, the most of any connection, while the server's memory \
+                 budget of {} bytes stayed exceeded",
                 self.actual, self.max
             ),
         }

@@ -77,6 +77,7 @@
 // The one `unsafe` block of this crate is allowed where it is, with its reason.
 #![deny(unsafe_code)]
 
+mod budget;
 mod close;
 mod config;
 mod connection;
@@ -89,6 +90,9 @@ mod output;
 mod role;
 mod utf8;
 
+pub use budget::{
+    BUDGET_FREE_PER_CONNECTION, BUDGET_SHED_AFTER, BudgetStats, DEFAULT_MEMORY_BUDGET, MemoryBudget,
+};
 pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 pub use config::{
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_KEEPALIVE, DEFAULT_MAX_FRAGMENTS,

@@ -77,16 +77,21 @@ pub enum TimerKind {
     /// Shutting down and draining the transport after the connection ended
     /// ([`Linger`](crate::Linger)) must be done.
     Linger,
+    /// The connection holds memory counted in its server's
+    /// [`MemoryBudget`](crate::MemoryBudget): time to look at the budget again (to
+    /// resume reading, elect whom to shed, or be shed).
+    Budget,
 }
 
 impl TimerKind {
-    const ALL: [TimerKind; 6] = [
+    const ALL: [TimerKind; 7] = [
         TimerKind::Keepalive,
         TimerKind::PongWait,
         TimerKind::Idle,
         TimerKind::Close,
         TimerKind::WriteStall,
         TimerKind::Linger,
+        TimerKind::Budget,
     ];
 
     fn index(self) -> usize {
@@ -94,10 +99,13 @@ impl TimerKind {
     }
 }
 
-/// One optional deadline per [`TimerKind`].
+/// One optional deadline per [`TimerKind`], and the earliest of them kept up to date
+/// (adapters ask for it after nearly every call; most changes move one deadline later
+/// or clear one that is not the earliest, which costs no scan).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TimerTable {
-    at: [Option<Instant>; 6],
+    at: [Option<Instant>; 7],
+    earliest: Option<Instant>,
 }
 
 impl TimerTable {
@@ -106,11 +114,24 @@ impl TimerTable {
     }
 
     pub(crate) fn set(&mut self, kind: TimerKind, deadline: Instant) {
-        self.at[kind.index()] = Some(deadline);
+        let old = self.at[kind.index()].replace(deadline);
+        if self.earliest.is_none_or(|earliest| deadline <= earliest) {
+            self.earliest = Some(deadline);
+        } else if old == self.earliest {
+            // The earliest moved later: another may be first now.
+            self.rescan();
+        }
     }
 
     pub(crate) fn clear(&mut self, kind: TimerKind) {
-        self.at[kind.index()] = None;
+        let old = self.at[kind.index()].take();
+        if old.is_some() && old == self.earliest {
+            self.rescan();
+        }
+    }
+
+    fn rescan(&mut self) {
+        self.earliest = self.at.iter().flatten().min().copied();
     }
 
     pub(crate) fn is_armed(&self, kind: TimerKind) -> bool {
@@ -119,11 +140,14 @@ impl TimerTable {
 
     /// The earliest deadline of all, if any is armed.
     pub(crate) fn earliest(&self) -> Option<Instant> {
-        self.at.iter().flatten().min().copied()
+        self.earliest
     }
 
     /// The first kind (in table order) whose deadline is at or before `now`.
     pub(crate) fn expired(&self, now: Instant) -> Option<TimerKind> {
+        if !self.earliest.is_some_and(|earliest| earliest <= now) {
+            return None;
+        }
         TimerKind::ALL
             .into_iter()
             .find(|kind| self.get(*kind).is_some_and(|at| at <= now))
@@ -179,5 +203,15 @@ mod tests {
             Some(TimerKind::Idle)
         );
         assert!(!table.is_armed(TimerKind::Close));
+        // The earliest moving later, or cleared, leaves the next one first.
+        table.set(TimerKind::Keepalive, t0 + Duration::from_secs(1));
+        assert_eq!(table.earliest(), Some(t0 + Duration::from_secs(1)));
+        table.set(TimerKind::Keepalive, t0 + Duration::from_secs(20));
+        assert_eq!(table.earliest(), Some(t0 + Duration::from_secs(9)));
+        table.clear(TimerKind::Idle);
+        assert_eq!(table.earliest(), Some(t0 + Duration::from_secs(20)));
+        table.clear(TimerKind::Keepalive);
+        assert_eq!(table.earliest(), None);
+        assert_eq!(table.expired(t0 + Duration::from_secs(99)), None);
     }
 }

@@ -318,6 +318,11 @@ impl Acceptance {
 ///
 /// let rejection = Rejection::new(StatusCode::FORBIDDEN, "not on the list");
 /// assert_eq!(rejection.response().status(), StatusCode::FORBIDDEN);
+///
+/// // With headers: a 401 that says how to authenticate, a 503 that says when to retry.
+/// let rejection = Rejection::new(StatusCode::UNAUTHORIZED, "log in first")
+///     .with_header("www-authenticate", "Bearer realm=\"chat\"");
+/// assert_eq!(rejection.response().headers()["www-authenticate"], "Bearer realm=\"chat\"");
 /// ```
 #[derive(Debug)]
 pub struct Rejection(Box<Response<String>>);
@@ -326,6 +331,20 @@ impl Rejection {
     /// A plain-text rejection with `status` and `body`.
     pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
         Self(Box::new(crate::error::text_response(status, body)))
+    }
+
+    /// Adds a header to the response (a `WWW-Authenticate` for a 401, a `Retry-After`
+    /// for a 503, ...). A name or value that is not valid HTTP is left out, so that a
+    /// refusal never fails to be sent; build the response with `http` and convert it
+    /// (`Rejection::from`) to handle those errors yourself.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            self.0.headers_mut().append(name, value);
+        }
+        self
     }
 
     /// The response to send.

@@ -5,16 +5,13 @@
 
 use std::process::ExitCode;
 
+use duplex_mio::Message;
 use duplex_mio::client::{ClientConfig, ClientRequest, WebSocket, connect_with};
-use duplex_mio::{EngineConfig, Message};
 
+/// The defaults take the suite's largest frame (16 MiB, the default `max_frame_size`
+/// exactly) and its 65,536-fragment messages (default `max_fragments` 100,000).
 fn config() -> ClientConfig {
-    ClientConfig::default().engine(
-        EngineConfig::default()
-            .max_message_size(64 << 20)
-            .max_frame_size(32 << 20)
-            .max_fragments(1 << 20),
-    )
+    ClientConfig::default()
 }
 
 fn open(url: &str) -> Result<WebSocket, Box<dyn std::error::Error>> {

@@ -106,8 +106,8 @@ pub use duplex_core as core;
 /// `Bytes`, the payload type of every message.
 pub use duplex_core::Bytes;
 pub use duplex_core::{
-    CloseCode, CloseFrame, EngineConfig, Error, Linger, Message, PreparedMessage, State,
-    TimeoutKind, Utf8Bytes,
+    BudgetStats, CloseCode, CloseFrame, EngineConfig, Error, Linger, MemoryBudget, Message,
+    PreparedMessage, State, TimeoutKind, Utf8Bytes,
 };
 /// Re-export of the `http` crate, whose request and response types the handshake uses.
 pub use duplex_handshake::http;

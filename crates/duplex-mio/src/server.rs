@@ -158,6 +158,8 @@ pub(crate) struct Shared {
     /// Sockets held by the whole server (open, handshaking, rejecting, closing).
     pub(crate) active: AtomicUsize,
     pub(crate) acceptor_waker: Waker,
+    /// The memory budget the server's connections join, if any.
+    pub(crate) budget: Option<duplex_core::MemoryBudget>,
 }
 
 impl Shared {
@@ -294,6 +296,17 @@ impl Sender {
     pub fn connection_count(&self) -> usize {
         self.shared.active.load(Ordering::Relaxed)
     }
+
+    /// The memory budget the server's connections share (see
+    /// [`MemoryBudget`](duplex_core::MemoryBudget)): its limit, the bytes its peers make
+    /// it hold now, and the connections shed to stay within it. `None` when the
+    /// configuration turned the budget off.
+    pub fn memory(&self) -> Option<duplex_core::BudgetStats> {
+        self.shared
+            .budget
+            .as_ref()
+            .map(duplex_core::MemoryBudget::stats)
+    }
 }
 
 /// Stops a running server gracefully. Cheap to clone; usable from any thread.
@@ -425,6 +438,7 @@ impl Server {
             stopped: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             acceptor_waker,
+            budget: config.engine.budget(duplex_core::Role::Server).cloned(),
         });
         Ok(Self {
             listener,

@@ -13,11 +13,10 @@ async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let base = args.next().unwrap_or_else(|| "ws://127.0.0.1:9001".into());
     let agent = args.next().unwrap_or_else(|| "duplex-tokio".into());
-    let protocol = duplex_tokio::core::EngineConfig::default()
-        .max_message_size(64 << 20)
-        .max_frame_size(64 << 20)
-        .max_fragments(1 << 20)
-        .max_write_buffer(16 << 20);
+    // The default limits take the suite's largest frame (16 MiB, the default
+    // `max_frame_size` exactly) and its 65,536-fragment messages; the write buffer is
+    // raised so that the echoes of cases 9.7 and 9.8 queue instead of waiting.
+    let protocol = duplex_tokio::core::EngineConfig::default().max_write_buffer(16 << 20);
     let config = Config::default().engine(protocol);
 
     let (mut ws, _) = connect_with(

@@ -17,11 +17,11 @@ async fn main() -> std::io::Result<()> {
     let listener = TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    let protocol = duplex_tokio::core::EngineConfig::default()
-        .max_message_size(64 << 20)
-        .max_frame_size(64 << 20)
-        .max_fragments(1 << 20)
-        .max_write_buffer(16 << 20);
+    // The default limits take the conformance suite's largest frame (16 MiB, the
+    // default `max_frame_size` exactly) and its 65,536-fragment messages (default
+    // `max_fragments` 100,000). The write buffer is raised so that the echoes of cases
+    // 9.7 and 9.8 (a thousand messages sent without reading) queue instead of waiting.
+    let protocol = duplex_tokio::core::EngineConfig::default().max_write_buffer(16 << 20);
     let config = Config::default().engine(protocol);
     loop {
         let (tcp, _) = listener.accept().await?;

@@ -368,11 +368,7 @@ impl Future for PendingWebSocket {
         if this.handler.is_some() && tokio::task::try_id() == this.handler {
             // The handler's own task: its response, which the upgrade waits for, has
             // not been returned yet, and cannot be while the task waits here.
-            #[cfg(feature = "tracing")]
-            tracing::error!(
-                "a WebSocket was awaited in the handler that has yet to return the \
-                 upgrade response; await it in a spawned task, or use on_upgrade"
-            );
+            crate::trace::awaited_in_handler();
             this.websocket = Err(None);
             return Poll::Ready(Err(UpgradeFailed::AwaitedInHandler));
         }

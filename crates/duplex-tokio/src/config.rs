@@ -143,6 +143,15 @@ impl Config {
         self
     }
 
+    /// True while the memory budget that server connections made with this
+    /// configuration join is exceeded: new handshakes are answered 503 (see
+    /// [`duplex_core::MemoryBudget`]).
+    pub(crate) fn is_over_budget(&self) -> bool {
+        self.engine
+            .budget(duplex_core::Role::Server)
+            .is_some_and(duplex_core::MemoryBudget::is_exceeded)
+    }
+
     /// The protocol engine's configuration.
     pub fn engine_config(&self) -> &duplex_core::EngineConfig {
         &self.engine

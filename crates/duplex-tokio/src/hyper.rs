@@ -295,7 +295,9 @@ where
 {
     let http2 = request.version() == Version::HTTP_2 && request.method() == Method::CONNECT;
     let deflate = config.deflate.as_ref();
-    let decision = if http2 {
+    let decision = if config.is_over_budget() {
+        Decision::unavailable()
+    } else if http2 {
         let protocol = request
             .extensions()
             .get::<::hyper::ext::Protocol>()
@@ -343,6 +345,7 @@ where
             .get(header::SEC_WEBSOCKET_EXTENSIONS)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        handler: tokio::task::try_id(),
     };
     Ok((response.map(|()| Full::new(Bytes::new())), websocket))
 }
@@ -365,6 +368,9 @@ pub struct HyperWebSocket {
     /// For the connection's span (the `tracing` feature).
     path: String,
     extensions: Option<String>,
+    /// The task that made the response, which must return it before the upgrade can
+    /// happen; `None` once a wait in that task was reported.
+    handler: Option<tokio::task::Id>,
 }
 
 /// True for an HTTP/2 extended CONNECT asking for a WebSocket (RFC 8441 section 4).
@@ -377,6 +383,16 @@ fn is_extended_connect<B>(request: &Request<B>) -> bool {
 }
 
 impl HyperWebSocket {
+    /// Reports (once, as an error event with the `tracing` feature) a wait in the task
+    /// that has yet to return the upgrade response: it would wait until the client's
+    /// handshake timeout, since hyper upgrades only after the response is returned.
+    fn check_not_in_handler(&mut self) {
+        if self.handler.is_some() && tokio::task::try_id() == self.handler {
+            self.handler = None;
+            crate::trace::awaited_in_handler();
+        }
+    }
+
     fn span(&self) -> crate::trace::Span {
         let http = if self.http2 { "HTTP/2" } else { "HTTP/1.1" };
         crate::trace::connection(Role::Server, &self.path, self.extensions.as_deref(), http)
@@ -401,11 +417,12 @@ impl HyperWebSocket {
     /// Waits for the upgrade like awaiting `self`, but runs the WebSocket over
     /// `wrap(io)`: a stream wrapping the upgraded connection (to count or log bytes,
     /// or to add a rate limit).
-    pub async fn wrap_stream<S, F>(self, wrap: F) -> Result<WebSocketStream<S>, ::hyper::Error>
+    pub async fn wrap_stream<S, F>(mut self, wrap: F) -> Result<WebSocketStream<S>, ::hyper::Error>
     where
         S: AsyncRead + AsyncWrite,
         F: FnOnce(UpgradedIo) -> S,
     {
+        self.check_not_in_handler();
         let span = self.span();
         let Self {
             on_upgrade,
@@ -428,6 +445,7 @@ impl Future for HyperWebSocket {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        this.check_not_in_handler();
         let upgraded = ready!(Pin::new(&mut this.on_upgrade).poll(cx))?;
         let ws = WebSocketStream::from_raw(
             UpgradedIo::new(upgraded, this.http2),

@@ -175,7 +175,8 @@ pub use stats::{ServerStats, StatsSnapshot};
 pub use stream::{CloseHandle, ReuniteError, TrySendError, WebSocketStream, WsReader, WsWriter};
 
 pub use duplex_core::{
-    CloseCode, CloseFrame, DeflateParams, Error, Message, PreparedMessage, Role, Utf8Bytes,
+    BudgetStats, CloseCode, CloseFrame, DeflateParams, Error, MemoryBudget, Message,
+    PreparedMessage, Role, Utf8Bytes,
 };
 pub use duplex_handshake::{
     Acceptance, ClientOffer, ClientRequest, DeflateConfig, Limits, RefusedResponse, Rejection,

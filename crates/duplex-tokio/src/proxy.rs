@@ -90,6 +90,14 @@ pub enum ProxyError {
     /// The proxy's answer broke its protocol (or, for HTTP, exceeded the configured
     /// handshake head limits).
     Malformed(&'static str),
+    /// The proxy at `proxy` (`host:port`) could not be reached, or the connection to it
+    /// failed before the tunnel was open.
+    Io {
+        /// The proxy's `host:port`.
+        proxy: String,
+        /// What failed.
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for ProxyError {
@@ -107,11 +115,19 @@ impl fmt::Display for ProxyError {
                 socks_reply_text(*code)
             ),
             Self::Malformed(what) => write!(f, "malformed proxy answer: {what}"),
+            Self::Io { proxy, error } => write!(f, "proxy {proxy}: {error}"),
         }
     }
 }
 
-impl std::error::Error for ProxyError {}
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 fn socks_reply_text(code: u8) -> &'static str {
     match code {
@@ -333,12 +349,24 @@ pub(crate) async fn dial_for(
     let tcp = match &proxy {
         None => TcpStream::connect((bare, port)).await?,
         Some(proxy) => {
-            let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port)).await?;
-            match proxy.kind {
+            // An I/O failure on the way to the tunnel names the proxy, not the target.
+            let named = |error: std::io::Error| ProxyError::Io {
+                proxy: format!("{}:{}", proxy.host, proxy.port),
+                error,
+            };
+            let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port))
+                .await
+                .map_err(named)?;
+            let tunnel = match proxy.kind {
                 ProxyKind::HttpConnect => {
-                    http_connect(&mut tcp, proxy, bare, port, config.limits).await?
+                    http_connect(&mut tcp, proxy, bare, port, config.limits).await
                 }
-                ProxyKind::Socks5 => socks5_connect(&mut tcp, proxy, bare, port).await?,
+                ProxyKind::Socks5 => socks5_connect(&mut tcp, proxy, bare, port).await,
+            };
+            match tunnel {
+                Ok(()) => {}
+                Err(HandshakeError::Io(error)) => return Err(named(error).into()),
+                Err(other) => return Err(other),
             }
             tcp
         }

@@ -122,7 +122,11 @@ where
 {
     let handshake = async {
         let (request, leftover) = read_request(&mut stream, &config).await?;
-        let decision = decide(&request, config.deflate.as_ref(), callback);
+        let decision = if config.is_over_budget() {
+            Decision::unavailable()
+        } else {
+            decide(&request, config.deflate.as_ref(), callback)
+        };
         let bytes = decision.response_bytes();
         let accepted = match decision {
             Decision::Accept(accepted) => accepted,

@@ -31,14 +31,16 @@
 //! assert_eq!((now.opened, now.open), (1, 0));
 //! assert_eq!((now.messages_received, now.messages_sent), (1, 1));
 //! assert_eq!(now.closes_received.get(&1000), Some(&1));
+//! // Server connections share the process's memory budget by default.
+//! assert_eq!(now.memory.map(|m| m.shed), Some(0));
 //! # Ok(()) }
 //! ```
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use duplex_core::{Connection, Message};
+use duplex_core::{BudgetStats, Connection, MemoryBudget, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::stream::WebSocketStream;
@@ -60,6 +62,8 @@ pub(crate) struct Counters {
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
     codes: Mutex<Codes>,
+    /// The memory budget of the first connection attached that has one.
+    budget: OnceLock<MemoryBudget>,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +96,10 @@ pub struct StatsSnapshot {
     /// Connections that ended without a close frame with a code either way (as 1006
     /// or 1005 would be reported).
     pub closed_without_close_frame: u64,
+    /// The memory budget the attached connections join (see
+    /// [`MemoryBudget`](duplex_core::MemoryBudget)): its limit, the bytes counted now
+    /// and the connections shed; `None` before a connection with a budget is attached.
+    pub memory: Option<BudgetStats>,
 }
 
 impl ServerStats {
@@ -121,11 +129,16 @@ impl ServerStats {
             closes_received: codes.received.clone(),
             closes_sent: codes.sent.clone(),
             closed_without_close_frame: codes.without_close,
+            memory: c.budget.get().map(MemoryBudget::stats),
         }
     }
 }
 
 impl Counters {
+    pub(crate) fn note_budget(&self, budget: &MemoryBudget) {
+        let _ = self.budget.set(budget.clone());
+    }
+
     pub(crate) fn read(&self, n: usize) {
         self.bytes_received.fetch_add(n as u64, Relaxed);
     }

@@ -722,6 +722,14 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                 }
                 return Poll::Pending;
             }
+            if self.conn.is_input_paused() {
+                // The server's memory budget is exceeded and this message grows: no
+                // reading until the engine's budget check (a deadline) says otherwise.
+                if self.poll_deadline(cx, READER).is_ready() {
+                    continue;
+                }
+                return Poll::Pending;
+            }
             match self.poll_read(cx, READER) {
                 Poll::Pending => {
                     if self.poll_deadline(cx, READER).is_ready() {
@@ -791,7 +799,7 @@ impl<S: AsyncRead + AsyncWrite> Shared<S> {
                     // of life once read, so a send-only task keeps a live peer.
                     read = false;
                 }
-                if read {
+                if read && !self.conn.is_input_paused() {
                     match self.poll_read(cx, WRITER) {
                         Poll::Pending => {}
                         Poll::Ready(Err(error)) => {
@@ -1401,7 +1409,12 @@ impl<S> Drop for Shared<S> {
 impl<S> WebSocketStream<S> {
     /// Adds this connection to `counters` (see `ServerStats::attach`).
     pub(crate) fn set_counters(&self, counters: Arc<crate::stats::Counters>) {
-        lock(&self.writer.shared).counters = Some(counters);
+        let mut shared = lock(&self.writer.shared);
+        let role = shared.conn.role();
+        if let Some(budget) = shared.conn.config().budget(role) {
+            counters.note_budget(budget);
+        }
+        shared.counters = Some(counters);
     }
 
     /// Gives the connection the span its handshake made.

@@ -53,6 +53,16 @@ pub(crate) fn rejected(status: StatusCode, why: &dyn std::fmt::Display) {
     tracing::info!(status = status.as_u16(), reason = %why, "WebSocket handshake rejected");
 }
 
+/// A `HyperWebSocket` awaited in the task that has yet to return its upgrade response.
+#[cfg(feature = "hyper")]
+pub(crate) fn awaited_in_handler() {
+    #[cfg(feature = "tracing")]
+    tracing::error!(
+        "a WebSocket upgrade was awaited in the service that has yet to return the 101 \
+         response: it waits until the client gives up; await it in a spawned task"
+    );
+}
+
 /// A handshake that did not finish in time.
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn handshake_timeout(role: Role) {
@@ -66,6 +76,15 @@ pub(crate) fn error(span: &Span, error: &Error) {
     #[cfg(feature = "tracing")]
     {
         let kind = match error {
+            Error::LimitExceeded(duplex_core::LimitError {
+                limit: duplex_core::Limit::MemoryBudget,
+                ..
+            }) => {
+                // The server's memory budget shed this connection: the operator's concern.
+                let code = error.close_code().map(u16::from);
+                tracing::warn!(parent: span, kind = "memory budget", close_code = code, %error, "WebSocket shed");
+                return;
+            }
             Error::Protocol(_) => "protocol violation",
             Error::LimitExceeded(_) => "limit exceeded",
             Error::Timeout(_) => "timeout",

@@ -477,7 +477,43 @@ async fn broken_proxy_answers_are_typed_errors() {
         matches!(error, HandshakeError::Proxy(ProxyError::Malformed(_))),
         "{error:?}"
     );
-    let port = broken_proxy(b"\x05").await; // cut short
+    let port = broken_proxy(b"\x05").await; // cut short: an I/O error that names the proxy
     let error = attempt(Proxy::socks5("127.0.0.1", port)).await;
-    assert!(matches!(error, HandshakeError::Io(_)), "{error:?}");
+    assert!(
+        matches!(
+            &error,
+            HandshakeError::Proxy(ProxyError::Io { proxy, .. }) if *proxy == format!("127.0.0.1:{port}")
+        ),
+        "{error:?}"
+    );
+}
+
+/// A proxy that is not there: the error names the proxy (not the target), for both kinds,
+/// and keeps the I/O error as its source.
+#[tokio::test]
+async fn a_dead_proxy_is_named_in_the_error() {
+    let (url, _) = echo_server(false).await;
+    // A port that was free a moment ago: nothing listens on it.
+    let dead = free_port();
+    for scheme in ["http", "socks5"] {
+        let proxy = Proxy::parse(&format!("{scheme}://127.0.0.1:{dead}")).unwrap();
+        let config = Config::default().proxy(proxy);
+        let result = timeout(
+            LIMIT,
+            connect_with(ClientRequest::new(&url).unwrap(), config),
+        )
+        .await
+        .expect("refused at once");
+        let error = result.err().expect("no proxy, no WebSocket");
+        match &error {
+            HandshakeError::Proxy(ProxyError::Io { proxy, error: io }) => {
+                assert_eq!(proxy, &format!("127.0.0.1:{dead}"));
+                assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+            }
+            other => panic!("{scheme}: {other:?}"),
+        }
+        let text = error.to_string();
+        assert!(text.contains(&format!("proxy 127.0.0.1:{dead}")), "{text}");
+        assert!(std::error::Error::source(&error).is_some());
+    }
 }

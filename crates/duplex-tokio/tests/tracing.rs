@@ -147,3 +147,51 @@ async fn spans_and_events_of_a_connection() {
         "{all}"
     );
 }
+
+/// A hyper service that awaits its WebSocket before returning the 101 (it can never come:
+/// hyper upgrades after the response) is reported by an error event, not left to a
+/// silent wait until the client gives up.
+#[cfg(feature = "hyper")]
+#[tokio::test]
+async fn a_websocket_awaited_in_its_own_service_is_reported() {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let recorder = Recorder::default();
+    let _default = tracing::subscriber::set_default(recorder.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let service = service_fn(
+            |mut request: hyper::Request<hyper::body::Incoming>| async move {
+                let (response, websocket) =
+                    duplex_tokio::hyper::upgrade(&mut request, &Config::default()).unwrap();
+                // The mistake: waiting here, before the response is returned.
+                let waited = timeout(Duration::from_millis(300), websocket).await;
+                assert!(
+                    waited.is_err(),
+                    "the upgrade cannot come before the response"
+                );
+                Ok::<_, std::convert::Infallible>(response)
+            },
+        );
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades()
+            .await;
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let request = ClientRequest::new(&format!("ws://{addr}/")).unwrap();
+    // The response comes once the service gave up waiting.
+    let connected = timeout(LIMIT, client_with(request, tcp, Config::default())).await;
+    assert!(connected.is_ok());
+    server.abort();
+    let events = recorder.events.lock().unwrap().clone();
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e.contains("awaited in the service that has yet to return")),
+        "{events:#?}"
+    );
+}

@@ -238,8 +238,12 @@ fn keepalive_ends_a_peer_that_stopped_in_the_middle_of_a_frame() {
 
 #[test]
 fn idle_counts_any_bytes_so_a_slow_upload_is_not_idle() {
+    // Without a memory budget: the harness reads once per deadline, and the budget's
+    // check every 100 ms (armed while the connection holds more than 16 KiB) would
+    // speed up the trickle.
     let server = config()
         .no_keepalive()
+        .no_memory_budget()
         .idle_timeout(Some(Duration::from_secs(3)));
     let mut pair = Pair::new(config().no_keepalive(), server);
     // A 200 KiB message trickles in at 8 KiB a second: 25 s, far longer than the idle

@@ -22,7 +22,11 @@ where
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
         };
-        if entry.reject || self.shutdown_deadline.is_some() {
+        let over_budget = self
+            .engine
+            .budget(Role::Server)
+            .is_some_and(duplex_core::MemoryBudget::is_exceeded);
+        if entry.reject || self.shutdown_deadline.is_some() || over_budget {
             return self.reject(slot, Decision::unavailable());
         }
         entry.state = State::Open {
