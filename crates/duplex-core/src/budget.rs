@@ -432,7 +432,7 @@ mod tests {
     fn the_default_limit_is_at_most_256_mib() {
         let limit = MemoryBudget::default_limit();
         assert!(
-            limit <= DEFAULT_MEMORY_BUDGET && limit >= 1 << 20,
+            (1 << 20..=DEFAULT_MEMORY_BUDGET).contains(&limit),
             "{limit}"
         );
     }

@@ -399,6 +399,9 @@ impl Connection {
     /// `now` is the current time; keepalive and idle deadlines count from it.
     pub fn poll_event(&mut self, now: Instant) -> Option<Result<Message, Error>> {
         let event = self.next_event(now);
+        // What was received and decoded is counted here; what sends queue, at the send
+        // once past the free allowance.
+        self.account();
         self.tick(now);
         event
     }
@@ -487,6 +490,7 @@ impl Connection {
     }
 
     /// Bytes arrived at `now`: the peer is alive and not idle.
+    #[inline]
     fn input_arrived(&mut self, now: Instant) {
         if self.state != State::Open {
             return;
@@ -503,11 +507,8 @@ impl Connection {
     /// Arms, moves or clears the write-stall deadline after a call that knows the time:
     /// it counts from when output became pending, or from the last time the transport
     /// took at least `MIN_WRITE_PROGRESS` of it.
+    #[inline]
     fn tick(&mut self, now: Instant) {
-        // What was received, decoded or queued since the last timed call is counted here
-        // (sends take no time: what they queue is counted at the adapter's next timed
-        // call, which it makes after every write attempt).
-        self.account();
         // Only a connection with a seat can have the budget deadline armed.
         if let Some(seat) = &self.seat {
             if seat.charged() > 0 || seat.stash.is_some() {
@@ -883,6 +884,7 @@ impl Connection {
         self.check_write_buffer()?;
         self.output.begin_frame();
         self.output.push_shared(frame);
+        self.account_output();
         Ok(())
     }
 
@@ -941,12 +943,14 @@ impl Connection {
         self.check_hard_limit(frame.len())?;
         self.output.begin_frame();
         self.output.push_shared(frame);
+        self.account_output();
         Ok(())
     }
 
     /// True while the adapter should read from the transport: the output is within
     /// `max_write_buffer`. Above it the peer is not reading our replies; reading more
     /// of its requests would only queue more.
+    #[inline]
     pub fn wants_read(&self) -> bool {
         match self.wire {
             Wire::Up => {
@@ -964,6 +968,7 @@ impl Connection {
     /// the adapter stops reading it (backpressure; [`wants_read`](Self::wants_read) says
     /// the same), and the engine looks at the budget again by [`TimerKind::Budget`],
     /// which [`poll_timeout`](Self::poll_timeout) includes.
+    #[inline]
     pub fn is_input_paused(&self) -> bool {
         self.seat.as_ref().is_some_and(|seat| {
             seat.charged() > 0
@@ -1027,11 +1032,8 @@ impl Connection {
     fn account_held(&mut self, held: usize) {
         let charge = held.saturating_sub(BUDGET_FREE_PER_CONNECTION);
         match &mut self.seat {
-            Some(seat) => {
-                if seat.charged() != charge {
-                    seat.set_charge(charge);
-                }
-            }
+            Some(seat) if seat.charged() != charge => seat.set_charge(charge),
+            Some(_) => {}
             None if charge > 0 => {
                 if let Some(budget) = self.config.budget(self.role) {
                     let mut seat = Box::new(Seat::new(budget));
@@ -1219,6 +1221,15 @@ impl Connection {
         self.write_frame_rsv1(opcode, fin, false, payload);
     }
 
+    /// Counts what a send queued, once the output passes the free allowance (a send
+    /// into a small output costs one comparison).
+    #[inline]
+    fn account_output(&mut self) {
+        if self.output.len() > BUDGET_FREE_PER_CONNECTION || self.seat.is_some() {
+            self.account();
+        }
+    }
+
     fn write_frame_rsv1(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: Bytes) {
         self.output.begin_frame();
         let mut header = FrameHeader::new(opcode, payload.len() as u64);
@@ -1246,6 +1257,7 @@ impl Connection {
             self.output.staged(before);
             self.output.push_payload(payload);
         }
+        self.account_output();
     }
 
     /// Queues our close frame and remembers it (an empty one as code 1005).
@@ -1376,6 +1388,14 @@ impl Connection {
         self.ending.as_ref()?.sent_close.as_ref()
     }
 
+    /// Our close frame once the transport took all of it (what the peer can have
+    /// read); `None` while it is queued, or when none was sent. For logs and counters
+    /// that must not claim a close the peer never got.
+    pub fn written_close_frame(&self) -> Option<&CloseFrame> {
+        let ending = self.ending.as_ref()?;
+        let frame = ending.sent_close.as_ref()?;
+        (self.output.consumed_position() >= ending.close_frame_end).then_some(frame)
+    }
     /// The close frame the peer sent, if it arrived; an empty one has code 1005.
     pub fn received_close_frame(&self) -> Option<&CloseFrame> {
         self.ending.as_ref()?.received_close.as_ref()
@@ -1563,6 +1583,9 @@ impl Connection {
             };
             self.timers.clear(kind);
             self.timer_fired(kind, now);
+        }
+        if self.seat.is_some() {
+            self.account();
         }
         self.tick(now);
     }

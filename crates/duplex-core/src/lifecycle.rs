@@ -99,55 +99,42 @@ impl TimerKind {
     }
 }
 
-/// One optional deadline per [`TimerKind`], and the earliest of them kept up to date
-/// (adapters ask for it after nearly every call; most changes move one deadline later
-/// or clear one that is not the earliest, which costs no scan).
+/// One optional deadline per [`TimerKind`].
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TimerTable {
     at: [Option<Instant>; 7],
-    earliest: Option<Instant>,
 }
 
 impl TimerTable {
+    #[inline]
     pub(crate) fn get(&self, kind: TimerKind) -> Option<Instant> {
         self.at[kind.index()]
     }
 
+    #[inline]
     pub(crate) fn set(&mut self, kind: TimerKind, deadline: Instant) {
-        let old = self.at[kind.index()].replace(deadline);
-        if self.earliest.is_none_or(|earliest| deadline <= earliest) {
-            self.earliest = Some(deadline);
-        } else if old == self.earliest {
-            // The earliest moved later: another may be first now.
-            self.rescan();
-        }
+        self.at[kind.index()] = Some(deadline);
     }
 
+    #[inline]
     pub(crate) fn clear(&mut self, kind: TimerKind) {
-        let old = self.at[kind.index()].take();
-        if old.is_some() && old == self.earliest {
-            self.rescan();
-        }
+        self.at[kind.index()] = None;
     }
 
-    fn rescan(&mut self) {
-        self.earliest = self.at.iter().flatten().min().copied();
-    }
-
+    #[inline]
     pub(crate) fn is_armed(&self, kind: TimerKind) -> bool {
         self.at[kind.index()].is_some()
     }
 
     /// The earliest deadline of all, if any is armed.
+    #[inline]
     pub(crate) fn earliest(&self) -> Option<Instant> {
-        self.earliest
+        self.at.iter().flatten().min().copied()
     }
 
     /// The first kind (in table order) whose deadline is at or before `now`.
+    #[inline]
     pub(crate) fn expired(&self, now: Instant) -> Option<TimerKind> {
-        if !self.earliest.is_some_and(|earliest| earliest <= now) {
-            return None;
-        }
         TimerKind::ALL
             .into_iter()
             .find(|kind| self.get(*kind).is_some_and(|at| at <= now))
@@ -203,15 +190,5 @@ mod tests {
             Some(TimerKind::Idle)
         );
         assert!(!table.is_armed(TimerKind::Close));
-        // The earliest moving later, or cleared, leaves the next one first.
-        table.set(TimerKind::Keepalive, t0 + Duration::from_secs(1));
-        assert_eq!(table.earliest(), Some(t0 + Duration::from_secs(1)));
-        table.set(TimerKind::Keepalive, t0 + Duration::from_secs(20));
-        assert_eq!(table.earliest(), Some(t0 + Duration::from_secs(9)));
-        table.clear(TimerKind::Idle);
-        assert_eq!(table.earliest(), Some(t0 + Duration::from_secs(20)));
-        table.clear(TimerKind::Keepalive);
-        assert_eq!(table.earliest(), None);
-        assert_eq!(table.expired(t0 + Duration::from_secs(99)), None);
     }
 }

@@ -91,7 +91,7 @@ pub struct StatsSnapshot {
     pub bytes_sent: u64,
     /// Close frames received, by code.
     pub closes_received: BTreeMap<u16, u64>,
-    /// Close frames sent, by code.
+    /// Close frames sent (written to the transport), by code.
     pub closes_sent: BTreeMap<u16, u64>,
     /// Connections that ended without a close frame with a code either way (as 1006
     /// or 1005 would be reported).
@@ -161,7 +161,8 @@ impl Counters {
     pub(crate) fn ended(&self, conn: &Connection) {
         let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
         let received = conn.received_close_frame().map(|f| u16::from(f.code));
-        let sent = conn.sent_close_frame().map(|f| u16::from(f.code));
+        // Only a close frame that was written counts as sent.
+        let sent = conn.written_close_frame().map(|f| u16::from(f.code));
         if let Some(code) = received {
             *codes.received.entry(code).or_default() += 1;
         }

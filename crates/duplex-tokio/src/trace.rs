@@ -97,17 +97,27 @@ pub(crate) fn error(span: &Span, error: &Error) {
     }
 }
 
-/// The connection is gone: its close frames' codes, if any.
+/// The connection is gone: the close frames each way, as far as they went. A close frame
+/// we queued but never wrote (the stream was dropped, the peer stopped reading) is
+/// reported as such, not as sent; an empty close frame (no code) as `empty`.
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn closed(span: &Span, conn: &Connection) {
     #[cfg(feature = "tracing")]
     {
-        let sent = conn.sent_close_frame().map(|f| u16::from(f.code));
-        let received = conn.received_close_frame().map(|f| u16::from(f.code));
+        let describe = |frame: Option<&duplex_core::CloseFrame>| match frame {
+            None => "none".to_owned(),
+            Some(frame) if frame.code == duplex_core::CloseCode::NoStatus => "empty".to_owned(),
+            Some(frame) => u16::from(frame.code).to_string(),
+        };
+        let sent = match (conn.written_close_frame(), conn.sent_close_frame()) {
+            (None, Some(queued)) => format!("not written ({})", describe(Some(queued))),
+            (written, _) => describe(written),
+        };
+        let received = describe(conn.received_close_frame());
         tracing::debug!(
             parent: span,
-            sent_code = sent,
-            received_code = received,
+            sent_close = %sent,
+            received_close = %received,
             state = ?conn.state(),
             "WebSocket closed"
         );

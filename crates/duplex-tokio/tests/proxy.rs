@@ -504,7 +504,9 @@ async fn a_dead_proxy_is_named_in_the_error() {
         )
         .await
         .expect("refused at once");
-        let error = result.err().expect("no proxy, no WebSocket");
+        let Err(error) = result else {
+            panic!("{scheme}: no proxy, no WebSocket");
+        };
         match &error {
             HandshakeError::Proxy(ProxyError::Io { proxy, error: io }) => {
                 assert_eq!(proxy, &format!("127.0.0.1:{dead}"));

@@ -143,7 +143,7 @@ async fn spans_and_events_of_a_connection() {
         "{all}"
     );
     assert!(
-        has(Some(server_span), &["WebSocket closed", "sent_code=1009"]),
+        has(Some(server_span), &["WebSocket closed", "sent_close=1009"]),
         "{all}"
     );
 }
@@ -193,5 +193,52 @@ async fn a_websocket_awaited_in_its_own_service_is_reported() {
             .iter()
             .any(|(_, e)| e.contains("awaited in the service that has yet to return")),
         "{events:#?}"
+    );
+}
+
+/// The close event says what happened: a stream dropped without a close handshake did
+/// not send the 1001 it queued; a `close(None)` that went out sent an empty close frame
+/// (not a code 1005, which never travels).
+#[tokio::test]
+async fn the_close_event_tells_what_was_written() {
+    let recorder = Recorder::default();
+    let _default = tracing::subscriber::set_default(recorder.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        // Dropped at once: its 1001 is queued, never written.
+        let (tcp, _) = listener.accept().await.unwrap();
+        let ws = accept_with(tcp, Config::default(), |_, _| Ok(Default::default()))
+            .await
+            .unwrap();
+        drop(ws);
+        // Closed without a code, answered by the client.
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = accept_with(tcp, Config::default(), |_, _| Ok(Default::default()))
+            .await
+            .unwrap();
+        ws.close(None).await.unwrap();
+    });
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let request = ClientRequest::new(&format!("ws://{addr}/")).unwrap();
+        let (mut ws, _) = client_with(request, tcp, Config::default()).await.unwrap();
+        while let Some(Ok(_)) = timeout(LIMIT, ws.recv()).await.unwrap() {}
+    }
+    timeout(LIMIT, server).await.unwrap().unwrap();
+    let events = recorder.events.lock().unwrap().clone();
+    let all = format!("{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e.contains("WebSocket closed")
+                && e.contains("sent_close=not written (1001)")),
+        "{all}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e.contains("WebSocket closed") && e.contains("sent_close=empty")),
+        "{all}"
     );
 }
