@@ -599,6 +599,12 @@ pub fn run(o: &compare::Options, regime: &Regime) -> Result<(), String> {
         loads.push(sys::load_average());
     }
     let machine = machine.finish(began.elapsed());
+    let json_path = load_dir.join(format!("results-{}.json", plan.name));
+    std::fs::write(
+        &json_path,
+        raw_json(&plan, &entries, &c, &loads).to_string(),
+    )
+    .map_err(|e| format!("{}: {e}", json_path.display()))?;
     let markdown = report(&plan, &entries, &c, &machine, &loads, o, rounds, duration);
     let out = o
         .out
@@ -617,6 +623,65 @@ pub fn run(o: &compare::Options, regime: &Regime) -> Result<(), String> {
         eprintln!("error: {e}");
     }
     Ok(())
+}
+
+/// Every round's figures, for `target/load/results-NAME.json`.
+fn raw_json(plan: &Plan, entries: &[Entry], c: &Collected, loads: &[String]) -> serde_json::Value {
+    let servers: Vec<serde_json::Value> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let cells: Vec<serde_json::Value> = plan
+                .cells
+                .iter()
+                .enumerate()
+                .map(|(k, cell)| {
+                    let rounds: Vec<serde_json::Value> = c.echo[i][k]
+                        .iter()
+                        .map(|r| {
+                            serde_json::json!({
+                                "msgs_per_s": r.msgs_per_s,
+                                "server_us_per_msg": r.server_us_per_msg,
+                                "server_cpu_pct": r.server_cpu_pct,
+                                "generator_cpu_pct": r.generator_cpu_pct,
+                                "p50_us": r.p50_us,
+                                "p99_us": r.p99_us,
+                                "wire_bytes_per_msg": r.wire_bytes_per_msg,
+                                "sent_bytes_per_msg": r.sent_bytes_per_msg,
+                                "mismatches": r.mismatches,
+                                "errors": r.errors,
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({ "cell": cell.label(), "rounds": rounds })
+                })
+                .collect();
+            let handshakes: Vec<serde_json::Value> = c.handshakes[i]
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "per_s": r.per_s,
+                        "server_us_per_handshake": r.server_us_per_handshake,
+                        "generator_cpu_pct": r.generator_cpu_pct,
+                    })
+                })
+                .collect();
+            let idle: Vec<Option<f64>> = c.idle[i].iter().map(|r| r.bytes_per_connection).collect();
+            serde_json::json!({
+                "label": e.label,
+                "cells": cells,
+                "handshakes": handshakes,
+                "idle_bytes_per_connection": idle,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "regime": plan.name,
+        "load_average": loads,
+        "servers": servers,
+        "zlib_alone_us": c.zlib,
+        "errors": c.errors,
+    })
 }
 
 fn markers(name: &str) -> (String, String) {
