@@ -258,8 +258,13 @@ impl Decoder {
     }
 }
 
+/// The most spare room a buffer may have for a small payload that is all of it to be
+/// handed over instead of copied.
+const WHOLE_SLACK: usize = 64;
+
 /// Takes up to `remaining` bytes off the front of `buf`, unmasked: split off it, or
-/// with `copy` copied into a buffer of their own.
+/// with `copy` copied into a buffer of their own (unless they are all that is left of
+/// a buffer about their size, which is then taken whole).
 fn take_payload(
     buf: &mut BytesMut,
     remaining: u64,
@@ -272,6 +277,17 @@ fn take_payload(
         return Bytes::new();
     }
     let phase = (position & 3) as usize;
+    if copy && n == buf.len() && buf.capacity() - n <= WHOLE_SLACK {
+        // The payload is all that is left of a buffer sized for it (one read, one
+        // frame: the usual case of a request and its reply): the buffer itself is handed
+        // over, without a copy or an allocation, and keeps at most the frame's header and
+        // `WHOLE_SLACK` bytes alive besides the payload.
+        let mut piece = std::mem::take(buf);
+        if let Some(key) = mask {
+            apply_mask(&mut piece, key, phase);
+        }
+        return piece.freeze();
+    }
     if copy {
         let mut piece = buf[..n].to_vec();
         buf.advance(n);
@@ -520,14 +536,32 @@ mod tests {
     }
 
     #[test]
+    fn a_small_payload_that_is_all_of_a_buffer_its_size_is_handed_over() {
+        let (wire, plain) = masked_frame(0x82, 200);
+        let mut decoder = Decoder::new(Masking::Required, 1 << 20);
+        decoder.copy_payloads_below(500);
+        let mut buf = BytesMut::with_capacity(wire.len());
+        buf.extend_from_slice(&wire);
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + wire.len();
+        let Some(Decoded::Frame { payload, .. }) = decoder.decode(&mut buf).unwrap() else {
+            panic!("one whole frame");
+        };
+        assert_eq!(&payload[..], &plain[..]);
+        assert!(range.contains(&(payload.as_ptr() as usize)), "not copied");
+        assert_eq!(buf.capacity(), 0, "the buffer went with the payload");
+    }
+
+    #[test]
     fn payloads_of_small_frames_are_copies_and_large_ones_are_slices() {
         let (small, small_plain) = masked_frame(0x81, 200);
         let (large, large_plain) = masked_frame(0x81, 1000);
         for (wire, plain, copied) in [(small, small_plain, true), (large, large_plain, false)] {
             let mut decoder = Decoder::new(Masking::Required, 1 << 20);
             decoder.copy_payloads_below(500);
-            // In two reads, so that the second piece comes from the payload state.
-            let mut buf = BytesMut::with_capacity(wire.len());
+            // In two reads, so that the second piece comes from the payload state; in a
+            // buffer much larger than the frame, whose whole a small payload must not
+            // keep alive.
+            let mut buf = BytesMut::with_capacity(64 << 10);
             buf.extend_from_slice(&wire[..100]);
             let range = buf.as_ptr() as usize..buf.as_ptr() as usize + wire.len();
             let mut got = Vec::new();

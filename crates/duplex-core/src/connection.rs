@@ -27,8 +27,9 @@ use crate::utf8::Utf8Validator;
 const JOIN_RESERVE: usize = 64 << 10;
 
 /// The payloads of frames shorter than this are copied out of the read buffer (by the
-/// decoder); longer ones are handed over without a copy (and keep at most about four
-/// times their size alive with a 64 KiB read buffer).
+/// decoder), unless a payload is all of a buffer about its size, which is handed over
+/// whole; longer ones are handed over without a copy (and keep at most about four times
+/// their size alive with a 64 KiB read buffer).
 const COPY_BELOW: usize = 16 << 10;
 
 /// The largest frame payload the decoder may hold until whole while `assembled` bytes
@@ -682,7 +683,8 @@ impl Connection {
         self.decoder.whole_continuations(false);
         let data = match incoming.first.take() {
             // The payload of one frame: copied out of the read buffer by the decoder
-            // when small, a slice of it when large.
+            // when small (or the buffer itself, when it held just this frame), a slice
+            // of it when large.
             Some(data) => data,
             None => incoming.joined.split().freeze(),
         };

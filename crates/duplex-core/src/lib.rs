@@ -47,8 +47,10 @@
 //! it has one event. An adapter that reads again only after `poll_event` returns `None`
 //! never makes the engine hold more than a partial frame plus the message being
 //! assembled. A message shorter than 16 KiB that arrived in one piece is copied out of
-//! the read buffer, so a stored small message does not keep a whole read buffer alive;
-//! longer ones are handed over without a copy.
+//! the read buffer, so a stored small message does not keep a whole read buffer alive,
+//! unless it is all of a buffer about its size (one read, one frame, the usual case of
+//! a request and its reply), which is then handed over whole; longer ones are handed
+//! over without a copy.
 //!
 //! **Backpressure has two levels.** Above `max_write_buffer` (1 MiB) [`Connection::send`]
 //! refuses data with [`UsageError::WriteBufferFull`] and [`Connection::wants_read`]
