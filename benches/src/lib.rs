@@ -213,6 +213,36 @@ where
     }
 }
 
+/// The environment variable through which `cargo xtask load --compare --tls` hands the
+/// servers its certificate directory (`cert.der`, `key.der` PKCS#8, and PEM copies).
+pub const TLS_ENV: &str = "DUPLEX_LOAD_TLS";
+
+/// A TLS acceptor (rustls, ring, TLS 1.2 and 1.3) with the certificate of the directory
+/// in [`TLS_ENV`], if that variable is set: the peer servers then serve every
+/// connection behind it.
+///
+/// # Panics
+///
+/// If the variable is set and the certificate cannot be read or used.
+pub fn tls_acceptor() -> Option<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls::{self, pki_types};
+    let dir = std::path::PathBuf::from(std::env::var_os(TLS_ENV)?);
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
+    };
+    let cert = pki_types::CertificateDer::from(read("cert.der"));
+    let key = pki_types::PrivatePkcs8KeyDer::from(read("key.der"));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("default protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key.into())
+        .expect("the load tool's certificate");
+    Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
 /// A ticker message: a batch of `count` stock quotes as JSON. Different `seed`s give
 /// different prices, so repeated messages are alike but not equal.
 pub fn ticker_quotes(count: usize, seed: usize) -> String {

@@ -13,6 +13,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 async fn echo(fut: upgrade::UpgradeFut) -> Result<(), WebSocketError> {
     let mut ws = FragmentCollector::new(fut.await?);
@@ -37,14 +38,29 @@ async fn upgrade_request(
     Ok(response)
 }
 
+async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S) {
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let _ = http1::Builder::new()
+        .serve_connection(io, service_fn(upgrade_request))
+        .with_upgrades()
+        .await;
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    duplex_benches::serve_each(|tcp| async move {
-        let io = hyper_util::rt::TokioIo::new(tcp);
-        let _ = http1::Builder::new()
-            .serve_connection(io, service_fn(upgrade_request))
-            .with_upgrades()
-            .await;
-    })
-    .await
+    // With DUPLEX_LOAD_TLS set, every connection behind tokio-rustls.
+    match duplex_benches::tls_acceptor() {
+        Some(tls) => {
+            duplex_benches::serve_each(move |tcp| {
+                let tls = tls.clone();
+                async move {
+                    if let Ok(stream) = tls.accept(tcp).await {
+                        serve(stream).await;
+                    }
+                }
+            })
+            .await
+        }
+        None => duplex_benches::serve_each(serve).await,
+    }
 }

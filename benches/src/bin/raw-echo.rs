@@ -6,7 +6,7 @@
 //! The client therefore gets its own masked frames back (the load generator accepts
 //! that when the key is its own).
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wire_kit::{accept_key, header_value, response_101};
 
@@ -54,12 +54,63 @@ async fn serve(mut tcp: TcpStream) -> std::io::Result<()> {
     }
 }
 
+/// [`serve`] behind TLS: the limit of `cargo xtask load --compare --tls`. The echo
+/// buffer is allocated once the handshakes are done.
+async fn serve_tls<S: AsyncRead + AsyncWrite + Unpin>(mut tls: S) -> std::io::Result<()> {
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut filled = 0;
+    let end = loop {
+        let n = tls.read(&mut buf[filled..MAX_HEAD]).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        filled += n;
+        if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if filled == MAX_HEAD {
+            return Ok(());
+        }
+    };
+    let Some(key) = websocket_key(&buf[..end]) else {
+        return Ok(());
+    };
+    tls.write_all(&response_101(&accept_key(&key), "")).await?;
+    tls.write_all(&buf[end..filled]).await?;
+    tls.flush().await?;
+    buf.resize(64 * 1024, 0);
+    loop {
+        let n = tls.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        tls.write_all(&buf[..n]).await?;
+        tls.flush().await?;
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    duplex_benches::serve_each(|tcp| async move {
-        let _ = serve(tcp).await;
-    })
-    .await
+    // With DUPLEX_LOAD_TLS set, every connection behind tokio-rustls.
+    match duplex_benches::tls_acceptor() {
+        Some(acceptor) => {
+            duplex_benches::serve_each(move |tcp| {
+                let acceptor = acceptor.clone();
+                async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = serve_tls(tls).await;
+                    }
+                }
+            })
+            .await
+        }
+        None => {
+            duplex_benches::serve_each(|tcp| async move {
+                let _ = serve(tcp).await;
+            })
+            .await
+        }
+    }
 }
 
 #[cfg(test)]

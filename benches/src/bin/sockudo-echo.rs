@@ -13,11 +13,11 @@ use futures::{SinkExt, StreamExt};
 use sockudo_ws::handshake::{build_response, generate_accept_key, parse_request};
 use sockudo_ws::protocol::{Message, Role};
 use sockudo_ws::{Config, WebSocketStream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Reads the upgrade request, writes the 101, and returns what followed the request.
-async fn upgrade(tcp: &mut TcpStream) -> Option<Bytes> {
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(tcp: &mut S) -> Option<Bytes> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if tcp.read_buf(&mut buf).await.ok()? == 0 {
@@ -36,25 +36,40 @@ async fn upgrade(tcp: &mut TcpStream) -> Option<Bytes> {
     }
 }
 
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut tcp: S) {
+    let Some(leftover) = upgrade(&mut tcp).await else {
+        return;
+    };
+    let leftover = (!leftover.is_empty()).then_some(leftover);
+    let mut ws =
+        WebSocketStream::from_raw_with_leftover(tcp, Role::Server, Config::default(), leftover);
+    while let Some(Ok(message)) = ws.next().await {
+        let echo = match message {
+            Message::Text(_) | Message::Binary(_) => message,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        if ws.send(echo).await.is_err() {
+            break;
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    duplex_benches::serve_each(|mut tcp| async move {
-        let Some(leftover) = upgrade(&mut tcp).await else {
-            return;
-        };
-        let leftover = (!leftover.is_empty()).then_some(leftover);
-        let mut ws =
-            WebSocketStream::from_raw_with_leftover(tcp, Role::Server, Config::default(), leftover);
-        while let Some(Ok(message)) = ws.next().await {
-            let echo = match message {
-                Message::Text(_) | Message::Binary(_) => message,
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            if ws.send(echo).await.is_err() {
-                break;
-            }
+    // With DUPLEX_LOAD_TLS set, every connection behind tokio-rustls.
+    match duplex_benches::tls_acceptor() {
+        Some(tls) => {
+            duplex_benches::serve_each(move |tcp| {
+                let tls = tls.clone();
+                async move {
+                    if let Ok(stream) = tls.accept(tcp).await {
+                        echo(stream).await;
+                    }
+                }
+            })
+            .await
         }
-    })
-    .await
+        None => duplex_benches::serve_each(echo::<TcpStream>).await,
+    }
 }

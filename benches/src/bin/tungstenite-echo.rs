@@ -3,21 +3,37 @@
 //! first line, then sends every text and binary message back.
 //!
 //! Same shape as duplex-tokio's `echo-server` example: tokio's default (multi-thread)
-//! runtime, one task per connection, `TCP_NODELAY`, one `send` per message.
+//! runtime, one task per connection, `TCP_NODELAY`, one `send` per message. With
+//! `DUPLEX_LOAD_TLS` set, every connection is served behind tokio-rustls.
 
 use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    while let Some(Ok(message)) = ws.next().await {
+        if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+            break;
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    duplex_benches::serve_each(|tcp| async move {
-        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
-            return;
-        };
-        while let Some(Ok(message)) = ws.next().await {
-            if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
-                break;
-            }
+    match duplex_benches::tls_acceptor() {
+        Some(tls) => {
+            duplex_benches::serve_each(move |tcp| {
+                let tls = tls.clone();
+                async move {
+                    if let Ok(stream) = tls.accept(tcp).await {
+                        echo(stream).await;
+                    }
+                }
+            })
+            .await
         }
-    })
-    .await
+        None => duplex_benches::serve_each(echo).await,
+    }
 }

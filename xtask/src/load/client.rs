@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::hist::Histogram;
-use super::wire::{Accepted, EchoError, EchoReader, Messages, VARIANTS, parse_response};
+use super::wire::{Accepted, Checker, EchoError, Messages, parse_response};
 
 /// Read buffer size; one per thread, shared by its connections.
 const READ_BUF: usize = 256 * 1024;
@@ -143,6 +143,9 @@ pub struct EchoStats {
     pub errors: u64,
     /// The first such error.
     pub first_error: Option<String>,
+    /// Bytes received inside the window (frame headers included; over TLS or HTTP/2,
+    /// what the WebSocket layer got, not the TLS records or HTTP/2 frames).
+    pub wire_bytes: u64,
 }
 
 impl EchoStats {
@@ -152,6 +155,7 @@ impl EchoStats {
         self.mismatches += other.mismatches;
         self.latency.merge(&other.latency);
         self.errors += other.errors;
+        self.wire_bytes += other.wire_bytes;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -169,17 +173,7 @@ pub async fn echo(
 ) -> EchoStats {
     let mut stats = EchoStats::default();
     let Opened { tcp, leftover, .. } = opened;
-    let mut conn = EchoConn {
-        reader: EchoReader::new(),
-        expected: VecDeque::with_capacity(in_flight),
-        sent_at: VecDeque::with_capacity(in_flight),
-        out: VecDeque::with_capacity(in_flight),
-        next_variant: 0,
-    };
-    let now = Instant::now();
-    for _ in 0..in_flight.max(1) {
-        conn.queue(now);
-    }
+    let mut conn = EchoConn::new(&messages, in_flight);
     let result = async {
         if !leftover.is_empty() {
             conn.received(&leftover, &messages, &mut stats, start, end)?;
@@ -213,7 +207,7 @@ pub async fn echo(
         }
     }
     .await;
-    stats.mismatches = conn.reader.mismatches;
+    stats.mismatches = conn.reader.mismatches();
     if let Err(e) = result {
         stats.errors = 1;
         stats.first_error = Some(e);
@@ -223,8 +217,8 @@ pub async fn echo(
 }
 
 /// The state of one echo connection.
-struct EchoConn {
-    reader: EchoReader,
+pub struct EchoConn {
+    reader: Checker,
     /// Variant of every message in flight, oldest first.
     expected: VecDeque<u8>,
     /// When each message in flight was queued.
@@ -232,19 +226,74 @@ struct EchoConn {
     /// Frames still to write: (variant, bytes of it already written).
     out: VecDeque<(u8, usize)>,
     next_variant: u8,
+    /// How many variants are sent in turn (at most 256).
+    variants: usize,
 }
 
 impl EchoConn {
+    /// A connection with `in_flight` messages queued.
+    pub fn new(messages: &Messages, in_flight: usize) -> EchoConn {
+        let mut conn = EchoConn {
+            reader: Checker::for_messages(messages),
+            expected: VecDeque::with_capacity(in_flight),
+            sent_at: VecDeque::with_capacity(in_flight),
+            out: VecDeque::with_capacity(in_flight),
+            next_variant: 0,
+            variants: messages.variants.len().clamp(1, 256),
+        };
+        let now = Instant::now();
+        for _ in 0..in_flight.max(1) {
+            conn.queue(now);
+        }
+        conn
+    }
+
+    /// Messages that came back different.
+    pub fn mismatches(&self) -> u64 {
+        self.reader.mismatches()
+    }
+
+    /// Whether frames wait to be written.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The frames waiting, as slices (at most 64).
+    pub fn output<'a>(&self, messages: &'a Messages) -> Vec<IoSlice<'a>> {
+        self.out
+            .iter()
+            .take(64)
+            .map(|&(v, off)| IoSlice::new(&messages.variants[v as usize].frame[off..]))
+            .collect()
+    }
+
+    /// `n` bytes of the waiting frames were written.
+    pub fn written(&mut self, mut n: usize, messages: &Messages) {
+        while n > 0 {
+            let Some((v, off)) = self.out.front_mut() else {
+                return;
+            };
+            let left = messages.variants[*v as usize].frame.len() - *off;
+            if n >= left {
+                n -= left;
+                self.out.pop_front();
+            } else {
+                *off += n;
+                n = 0;
+            }
+        }
+    }
+
     fn queue(&mut self, now: Instant) {
         let v = self.next_variant;
-        self.next_variant = ((v as usize + 1) % VARIANTS) as u8;
+        self.next_variant = ((v as usize + 1) % self.variants) as u8;
         self.expected.push_back(v);
         self.sent_at.push_back(now);
         self.out.push_back((v, 0));
     }
 
     /// Checks received bytes; every completed echo is counted and replaced.
-    fn received(
+    pub fn received(
         &mut self,
         data: &[u8],
         messages: &Messages,
@@ -253,6 +302,9 @@ impl EchoConn {
         end: Instant,
     ) -> Result<(), String> {
         let now = Instant::now();
+        if now >= start && now < end {
+            stats.wire_bytes += data.len() as u64;
+        }
         let mut completed = 0;
         let sent_at = &mut self.sent_at;
         let result = self.reader.feed(data, messages, &mut self.expected, |_| {
@@ -366,7 +418,7 @@ pub async fn handshakes(
 /// One round trip of a small message on an open connection, so the server has read,
 /// decoded and written on it before it goes idle.
 pub async fn round_trip(opened: &mut Opened, messages: &Messages) -> Result<(), String> {
-    let mut reader = EchoReader::new();
+    let mut reader = Checker::for_messages(messages);
     let mut expected = VecDeque::from([0u8]);
     let mut done = false;
     opened
@@ -380,7 +432,7 @@ pub async fn round_trip(opened: &mut Opened, messages: &Messages) -> Result<(), 
             .feed(&data, messages, &mut expected, |_| done = true)
             .map_err(|e| format!("{e:?}"))?;
         if done {
-            return if reader.mismatches == 0 {
+            return if reader.mismatches() == 0 {
                 Ok(())
             } else {
                 Err("echo differs".into())
@@ -401,6 +453,7 @@ pub async fn round_trip(opened: &mut Opened, messages: &Messages) -> Result<(), 
 pub mod tests {
     use super::super::wire::{ACCEPT, WsUrl, upgrade_request};
     use super::*;
+    use tokio::io::{AsyncRead, AsyncWrite};
     use tokio::net::TcpListener;
     use wire_kit::KEY;
 
@@ -418,21 +471,50 @@ pub mod tests {
         addr
     }
 
-    async fn serve(mut tcp: TcpStream, raw: bool) -> std::io::Result<()> {
+    async fn serve(tcp: TcpStream, raw: bool) -> std::io::Result<()> {
+        serve_any(tcp, raw).await
+    }
+
+    /// The test server's side of one connection over any stream (TLS in `stream.rs`).
+    pub async fn serve_io<S: AsyncRead + AsyncWrite>(io: S) -> std::io::Result<()> {
+        serve_any(io, false).await
+    }
+
+    /// Reads the upgrade request, answers it (accepting permessage-deflate when
+    /// offered: the generator compresses every message on its own, so sending its
+    /// compressed frames back as they came is a valid compressed echo) and echoes.
+    async fn serve_any<S: AsyncRead + AsyncWrite>(io: S, raw: bool) -> std::io::Result<()> {
+        let (mut rd, mut wr) = tokio::io::split(io);
         let mut buf = Vec::new();
         let end = loop {
-            if tcp.read_buf(&mut buf).await? == 0 {
+            if rd.read_buf(&mut buf).await? == 0 {
                 return Ok(());
             }
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
         };
-        assert!(String::from_utf8_lossy(&buf[..end]).contains(KEY));
-        tcp.write_all(&wire_kit::response_101(ACCEPT, "")).await?;
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        assert!(head.contains(KEY));
+        let extra = if head.contains("permessage-deflate") {
+            "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+        } else {
+            ""
+        };
+        wr.write_all(&wire_kit::response_101(ACCEPT, extra)).await?;
         buf.drain(..end);
+        echo_frames(rd, wr, buf, raw).await
+    }
+
+    /// Echoes frames unmasked, each as it came (fragments stay fragments, RSV bits
+    /// kept); with `raw`, every byte as it came.
+    pub async fn echo_frames<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        mut rd: R,
+        mut wr: W,
+        mut buf: Vec<u8>,
+        raw: bool,
+    ) -> std::io::Result<()> {
         let mut frames = wire_kit::FrameReader::new(u64::MAX);
-        let (mut rd, mut wr) = tcp.split();
         loop {
             if raw {
                 wr.write_all(&buf).await?;
@@ -440,13 +522,13 @@ pub mod tests {
             } else {
                 frames.push(&buf);
                 buf.clear();
-                // Unmasked, each frame as it came (fragments stay fragments).
                 while let Some(frame) = frames.next_frame().unwrap() {
                     let first = u8::from(frame.fin) << 7 | frame.rsv << 4 | frame.opcode;
                     wr.write_all(&wire_kit::frame(first, &frame.payload, None))
                         .await?;
                 }
             }
+            wr.flush().await?;
             if rd.read_buf(&mut buf).await? == 0 {
                 return Ok(());
             }

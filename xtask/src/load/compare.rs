@@ -57,9 +57,18 @@ impl Default for Options {
 
 /// How a server is built.
 #[derive(Debug, Clone, Copy)]
-enum Build {
+pub enum Build {
     /// `cargo build --release -p PACKAGE --example echo-server`.
     Example(&'static str),
+    /// `cargo build --release -p PACKAGE --features FEATURES --example EXAMPLE`.
+    ExampleWith {
+        /// The package.
+        package: &'static str,
+        /// The example.
+        example: &'static str,
+        /// Its features.
+        features: &'static str,
+    },
     /// `cargo build --release -p duplex-benches --bin NAME`.
     Bench(&'static str),
     /// `node benches/js/FILE`, after `benches/js/install.sh`.
@@ -79,7 +88,8 @@ pub struct Server {
     pub about: &'static str,
     /// Ours (as opposed to a peer or the limit).
     pub ours: bool,
-    build: Build,
+    /// How it is built.
+    pub build: Build,
 }
 
 /// Every server, in report order. The peers come before raw TCP.
@@ -199,14 +209,14 @@ pub fn in_flight_for(size: usize) -> usize {
     if size > 16 * 1024 { 4 } else { 16 }
 }
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn target_dir(root: &Path) -> PathBuf {
+pub fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|p| if p.is_absolute() { p } else { root.join(p) })
@@ -249,7 +259,7 @@ fn cargo_build(root: &Path, args: &[&str]) -> Result<BTreeMap<String, PathBuf>, 
 
 /// How to start a built server: a program and the arguments before the address.
 #[derive(Debug, Clone)]
-struct Launch {
+pub struct Launch {
     program: PathBuf,
     args: Vec<PathBuf>,
 }
@@ -273,7 +283,7 @@ fn install_js(root: &Path) -> Result<(), String> {
 /// Builds every selected server and copies each binary to `<target>/load/bin/NAME`
 /// (both examples are called `echo-server` and land on the same path); installs the
 /// JavaScript peers' packages if any is selected.
-fn build_servers(
+pub fn build_servers(
     root: &Path,
     servers: &[Server],
     build: bool,
@@ -297,13 +307,22 @@ fn build_servers(
                 cargo_build(root, &["-p", package, "--example", "echo-server"])?
                     .remove("echo-server")
             }
+            Build::ExampleWith {
+                package,
+                example,
+                features,
+            } if build => cargo_build(
+                root,
+                &["-p", package, "--features", features, "--example", example],
+            )?
+            .remove(example),
             Build::Bench(bin) if build => {
                 if bench_bins.is_none() {
                     bench_bins = Some(cargo_build(root, &["-p", "duplex-benches", "--bins"])?);
                 }
                 bench_bins.as_ref().and_then(|b| b.get(bin).cloned())
             }
-            Build::Example(_) | Build::Bench(_) => None,
+            Build::Example(_) | Build::ExampleWith { .. } | Build::Bench(_) => None,
             Build::Node(file) | Build::Bun(file) => {
                 if !js_installed
                     && (build || !bun.exists() || !js.join("node_modules").join("ws").exists())
@@ -341,13 +360,15 @@ fn build_servers(
 }
 
 /// A running server process.
-struct Running {
+pub struct Running {
     child: Child,
-    url: WsUrl,
+    /// Where it listens.
+    pub url: WsUrl,
 }
 
 impl Running {
-    fn pid(&self) -> u32 {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -366,9 +387,21 @@ fn start(
     cpu: Option<usize>,
     log: &Path,
 ) -> Result<Running, String> {
+    start_with(server, launch, cpu, log, &[])
+}
+
+/// [`start`] with environment variables.
+pub fn start_with(
+    server: &Server,
+    launch: &Launch,
+    cpu: Option<usize>,
+    log: &Path,
+    env: &[(&str, String)],
+) -> Result<Running, String> {
     let log = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let mut command = Command::new(&launch.program);
     command
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .args(&launch.args)
         .arg("127.0.0.1:0")
         .stdin(Stdio::null())

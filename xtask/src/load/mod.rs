@@ -11,10 +11,13 @@
 
 mod client;
 mod compare;
+mod deflate;
 mod fanout;
 mod hist;
 mod hub;
+mod regimes;
 mod report;
+mod stream;
 mod sys;
 mod wire;
 
@@ -53,12 +56,25 @@ Options:
   --fanout N                 fan-out instead: N subscriber connections and one
                              publisher against a fan-out server (benches/src/bin/
                              fanout-*.rs), --size bytes per message
-  --deflate                  with --fanout: subscribers offer permessage-deflate
+  --deflate                  offer permessage-deflate (what browsers offer): echo
+                             messages are then JSON (--payload), compressed by the
+                             generator; with --fanout the subscribers offer it
+  --payload KIND             JSON echo payloads: chat (80-300 B chat lines), ticker
+                             (about 1 KiB of quotes) or ticker:SIZE (default with
+                             --deflate: ticker:--size)
+  --tls                      TLS (rustls, no session resumption) to a server using the
+                             certificate in $DUPLEX_LOAD_TLS (default target/load/tls,
+                             made there if missing); ws:// URL, or wss://
+  --tls-resume               with --tls: allow session resumption
+  --h2 N                     WebSockets over HTTP/2 (RFC 8441, h2c with prior
+                             knowledge), spread over N HTTP/2 connections
   --window W                 with --fanout: messages published and not yet delivered
                              to every subscriber, at most (default 1)
   --json                     print the result as JSON
 
-  --compare                  build and run every server in turn (see below)
+  --compare                  build and run every server in turn (see below); with
+                             --tls, --deflate or --h2: that regime's comparison
+                             (cargo xtask load --compare --tls, see docs/BENCHMARKS.md)
   --hub                      fan-out through duplex-hub nodes, in memory or over
                              Redis (cargo xtask load --hub --help)
 
@@ -93,6 +109,64 @@ pub struct EchoSettings {
     pub warmup: Duration,
 }
 
+/// The regime of a run: transport and compression.
+#[derive(Debug, Clone, Default)]
+pub struct Regime {
+    /// TLS to the server.
+    pub tls: bool,
+    /// With `tls`: allow session resumption.
+    pub tls_resume: bool,
+    /// WebSockets over HTTP/2, on this many connections.
+    pub h2: Option<usize>,
+    /// Offer permessage-deflate.
+    pub deflate: bool,
+    /// JSON payloads instead of binary ones.
+    pub json: Option<deflate::Json>,
+    /// The certificate directory (default: `DUPLEX_LOAD_TLS`, or `target/load/tls`).
+    pub tls_dir: Option<std::path::PathBuf>,
+}
+
+impl Regime {
+    /// The extension offer of the upgrade request.
+    fn offer(&self) -> Option<&'static str> {
+        self.deflate.then_some(deflate::OFFER)
+    }
+
+    /// The messages of an echo run of `size` bytes.
+    fn messages(&self, size: usize) -> Messages {
+        match (self.json, self.deflate) {
+            (Some(json), compressed) => deflate::messages(json, compressed),
+            (None, true) => deflate::messages(deflate::Json::Ticker(size), true),
+            (None, false) => Messages::new(size),
+        }
+    }
+
+    /// The transport, if not plain TCP: TLS configuration, or HTTP/2 connections.
+    async fn transport(&self, addr: SocketAddr) -> Result<Option<stream::Transport>, String> {
+        if let Some(n) = self.h2 {
+            if self.tls {
+                return Err("--h2 runs on cleartext HTTP/2 (h2c); leave out --tls".into());
+            }
+            let senders = stream::h2_connect(addr, n).await?;
+            return Ok(Some(stream::Transport::H2(Arc::new(senders))));
+        }
+        if self.tls {
+            let dir = match &self.tls_dir {
+                Some(dir) => dir.clone(),
+                None => stream::tls_dir(
+                    &compare::target_dir(&compare::workspace_root())
+                        .join("load")
+                        .join("tls"),
+                ),
+            };
+            let cert = stream::ensure_certificate(&dir)?;
+            let config = stream::client_config(&cert, self.tls_resume)?;
+            return Ok(Some(stream::Transport::Tls(config)));
+        }
+        Ok(None)
+    }
+}
+
 /// What an echo run measured.
 #[derive(Debug, Clone, Default)]
 pub struct EchoReport {
@@ -122,6 +196,10 @@ pub struct EchoReport {
     pub generator_cpu_pct: f64,
     /// Extensions the server answered with.
     pub extensions: Option<String>,
+    /// Bytes received per echoed message (frame headers included).
+    pub wire_bytes_per_msg: f64,
+    /// Bytes sent per message (the client frame, compressed if deflate).
+    pub sent_bytes_per_msg: f64,
 }
 
 /// What a handshake run measured.
@@ -207,22 +285,63 @@ pub async fn run_echo(
     settings: &EchoSettings,
     pid: Option<u32>,
 ) -> Result<EchoReport, String> {
+    run_echo_in(url, settings, &Regime::default(), pid).await
+}
+
+/// [`run_echo`] in a regime: TLS, HTTP/2, permessage-deflate.
+pub async fn run_echo_in(
+    url: &WsUrl,
+    settings: &EchoSettings,
+    regime: &Regime,
+    pid: Option<u32>,
+) -> Result<EchoReport, String> {
     let addr = resolve(url)?;
-    let request = Arc::new(wire::upgrade_request(url));
-    let opened = client::open_many(addr, request, settings.connections, None).await?;
-    let extensions = opened.iter().find_map(|o| o.extensions.clone());
-    let messages = Arc::new(Messages::new(settings.size));
-    let start = Instant::now() + settings.warmup;
-    let end = start + settings.duration;
+    let request = Arc::new(wire::upgrade_request_offering(url, regime.offer()));
+    let messages = Arc::new(regime.messages(settings.size));
     let mut set = JoinSet::new();
-    for o in opened {
-        set.spawn(client::echo(
-            o,
-            messages.clone(),
-            settings.in_flight,
-            start,
-            end,
-        ));
+    let start;
+    let end;
+    let extensions;
+    match regime.transport(addr).await? {
+        None => {
+            let opened = client::open_many(addr, request, settings.connections, None).await?;
+            extensions = opened.iter().find_map(|o| o.extensions.clone());
+            start = Instant::now() + settings.warmup;
+            end = start + settings.duration;
+            for o in opened {
+                set.spawn(client::echo(
+                    o,
+                    messages.clone(),
+                    settings.in_flight,
+                    start,
+                    end,
+                ));
+            }
+        }
+        Some(transport) => {
+            let opened = stream::open_many(
+                &transport,
+                addr,
+                url,
+                request,
+                regime.offer(),
+                settings.connections,
+                None,
+            )
+            .await?;
+            extensions = opened.iter().find_map(|o| o.extensions.clone());
+            start = Instant::now() + settings.warmup;
+            end = start + settings.duration;
+            for o in opened {
+                set.spawn(stream::echo(
+                    o,
+                    messages.clone(),
+                    settings.in_flight,
+                    start,
+                    end,
+                ));
+            }
+        }
     }
     tokio::time::sleep_until(start.into()).await;
     let before = CpuSample::now(pid);
@@ -235,10 +354,16 @@ pub async fn run_echo(
     let (server_s, server_pct, generator_pct) = after.since(&before);
     let secs = settings.duration.as_secs_f64();
     let n = stats.messages;
+    let sent = messages
+        .variants
+        .iter()
+        .map(|v| v.frame.len())
+        .sum::<usize>() as f64
+        / messages.variants.len() as f64;
     Ok(EchoReport {
         messages: n,
         msgs_per_s: n as f64 / secs,
-        mb_per_s: (n as f64 * settings.size as f64) / secs / 1e6,
+        mb_per_s: (n as f64 * messages.size as f64) / secs / 1e6,
         p50_us: micros(stats.latency.quantile(0.5)),
         p99_us: micros(stats.latency.quantile(0.99)),
         max_us: micros(stats.latency.max()),
@@ -249,6 +374,12 @@ pub async fn run_echo(
         server_cpu_pct: server_pct,
         generator_cpu_pct: generator_pct,
         extensions,
+        wire_bytes_per_msg: if n > 0 {
+            stats.wire_bytes as f64 / n as f64
+        } else {
+            0.0
+        },
+        sent_bytes_per_msg: sent,
     })
 }
 
@@ -260,13 +391,36 @@ pub async fn run_handshakes(
     warmup: Duration,
     pid: Option<u32>,
 ) -> Result<HandshakeReport, String> {
+    run_handshakes_in(url, concurrency, duration, warmup, &Regime::default(), pid).await
+}
+
+/// [`run_handshakes`] in a regime (with TLS: the TLS handshake included).
+pub async fn run_handshakes_in(
+    url: &WsUrl,
+    concurrency: usize,
+    duration: Duration,
+    warmup: Duration,
+    regime: &Regime,
+    pid: Option<u32>,
+) -> Result<HandshakeReport, String> {
     let addr = resolve(url)?;
-    let request = Arc::new(wire::upgrade_request(url));
+    let request = Arc::new(wire::upgrade_request_offering(url, regime.offer()));
+    let transport = regime.transport(addr).await?;
     let start = Instant::now() + warmup;
     let end = start + duration;
     let mut set = JoinSet::new();
     for _ in 0..concurrency.max(1) {
-        set.spawn(client::handshakes(addr, request.clone(), start, end));
+        match &transport {
+            None => set.spawn(client::handshakes(addr, request.clone(), start, end)),
+            Some(t) => set.spawn(stream::handshakes(
+                t.clone(),
+                addr,
+                url.clone(),
+                request.clone(),
+                start,
+                end,
+            )),
+        };
     }
     tokio::time::sleep_until(start.into()).await;
     let before = CpuSample::now(pid);
@@ -306,20 +460,47 @@ pub async fn run_idle(
     settle: Duration,
     hold: Duration,
 ) -> Result<IdleReport, String> {
+    run_idle_in(url, n, &Regime::default(), pid, settle, hold).await
+}
+
+/// [`run_idle`] in a regime; with deflate, the round trip is a compressed message.
+pub async fn run_idle_in(
+    url: &WsUrl,
+    n: usize,
+    regime: &Regime,
+    pid: Option<u32>,
+    settle: Duration,
+    hold: Duration,
+) -> Result<IdleReport, String> {
     let addr = resolve(url)?;
+    let messages = Arc::new(if regime.deflate || regime.json.is_some() {
+        regime.messages(1024)
+    } else {
+        Messages::new(16)
+    });
+    let request = Arc::new(wire::upgrade_request_offering(url, regime.offer()));
+    let transport = regime.transport(addr).await?;
     let rss_before = pid.and_then(sys::process_rss);
-    let messages = Arc::new(Messages::new(16));
-    let opened = client::open_many(
-        addr,
-        Arc::new(wire::upgrade_request(url)),
-        n,
-        Some(messages),
-    )
-    .await?;
-    tokio::time::sleep(settle).await;
-    let rss_after = pid.and_then(sys::process_rss);
-    tokio::time::sleep(hold).await;
-    opened.into_iter().for_each(|o| client::abort(o.tcp));
+    let held = match &transport {
+        None => {
+            let opened = client::open_many(addr, request, n, Some(messages)).await?;
+            tokio::time::sleep(settle).await;
+            let rss_after = pid.and_then(sys::process_rss);
+            tokio::time::sleep(hold).await;
+            opened.into_iter().for_each(|o| client::abort(o.tcp));
+            rss_after
+        }
+        Some(t) => {
+            let opened =
+                stream::open_many(t, addr, url, request, regime.offer(), n, Some(messages)).await?;
+            tokio::time::sleep(settle).await;
+            let rss_after = pid.and_then(sys::process_rss);
+            tokio::time::sleep(hold).await;
+            drop(opened);
+            rss_after
+        }
+    };
+    let rss_after = held;
     let bytes_per_connection = match (rss_before, rss_after) {
         (Some(a), Some(b)) if n > 0 => Some((b as f64 - a as f64) / n as f64),
         _ => None,
@@ -346,6 +527,7 @@ struct Options {
     fanout: Option<usize>,
     deflate: bool,
     window: usize,
+    regime: Regime,
     compare: bool,
     compare_opts: compare::Options,
 }
@@ -392,6 +574,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         fanout: None,
         deflate: false,
         window: 1,
+        regime: Regime::default(),
         compare: false,
         compare_opts: compare::Options::default(),
     };
@@ -425,7 +608,17 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             "--hold" => o.hold = parse_secs(&value()?)?,
             "--json" => o.json = true,
             "--fanout" => o.fanout = Some(number(value()?)?.max(1)),
-            "--deflate" => o.deflate = true,
+            "--deflate" => {
+                o.deflate = true;
+                o.regime.deflate = true;
+            }
+            "--payload" => o.regime.json = Some(deflate::Json::parse(&value()?)?),
+            "--tls" => o.regime.tls = true,
+            "--tls-resume" => {
+                o.regime.tls = true;
+                o.regime.tls_resume = true;
+            }
+            "--h2" => o.regime.h2 = Some(number(value()?)?.max(1)),
             "--window" => o.window = number(value()?)?.max(1),
             "--no-fanout" => o.compare_opts.fanout = Some(0),
             "--compare" => o.compare = true,
@@ -438,6 +631,10 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
             "--no-build" => o.compare_opts.build = false,
             other => return Err(format!("unknown option {other:?}")),
         }
+    }
+    if let Some(rest) = o.url.strip_prefix("wss://") {
+        o.url = format!("ws://{rest}");
+        o.regime.tls = true;
     }
     if duration_given {
         o.compare_opts.duration = Some(o.settings.duration);
@@ -474,7 +671,13 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     if options.compare {
-        return match compare::run(&options.compare_opts) {
+        let r = &options.regime;
+        let result = if r.tls || r.deflate || r.h2.is_some() {
+            regimes::run(&options.compare_opts, r)
+        } else {
+            compare::run(&options.compare_opts)
+        };
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("load --compare: {e}");
@@ -571,7 +774,14 @@ fn single(o: &Options) -> Result<bool, String> {
         return Ok(r.errors == 0 && r.mismatches == 0);
     }
     if let Some(n) = o.idle {
-        let r = rt.block_on(run_idle(&url, n, o.pid, Duration::from_millis(500), o.hold))?;
+        let r = rt.block_on(run_idle_in(
+            &url,
+            n,
+            &o.regime,
+            o.pid,
+            Duration::from_millis(500),
+            o.hold,
+        ))?;
         if o.json {
             println!(
                 "{}",
@@ -595,11 +805,12 @@ fn single(o: &Options) -> Result<bool, String> {
         return Ok(true);
     }
     if o.handshakes {
-        let r = rt.block_on(run_handshakes(
+        let r = rt.block_on(run_handshakes_in(
             &url,
             s.connections,
             s.duration,
             s.warmup,
+            &o.regime,
             o.pid,
         ))?;
         if o.json {
@@ -635,7 +846,7 @@ fn single(o: &Options) -> Result<bool, String> {
         }
         return Ok(r.errors == 0);
     }
-    let r = rt.block_on(run_echo(&url, s, o.pid))?;
+    let r = rt.block_on(run_echo_in(&url, s, &o.regime, o.pid))?;
     if o.json {
         println!(
             "{}",
@@ -647,6 +858,8 @@ fn single(o: &Options) -> Result<bool, String> {
                 "mismatches": r.mismatches, "errors": r.errors, "first_error": r.first_error,
                 "server_us_per_msg": r.server_us_per_msg, "server_cpu_pct": r.server_cpu_pct,
                 "generator_cpu_pct": r.generator_cpu_pct, "extensions": r.extensions,
+                "wire_bytes_per_msg": r.wire_bytes_per_msg,
+                "sent_bytes_per_msg": r.sent_bytes_per_msg,
             })
         );
     } else {
@@ -674,6 +887,10 @@ fn single(o: &Options) -> Result<bool, String> {
                 .as_ref()
                 .map(|e| format!("; extensions negotiated: {e}"))
                 .unwrap_or_default()
+        );
+        println!(
+            "bytes per message: {:.0} sent, {:.0} received",
+            r.sent_bytes_per_msg, r.wire_bytes_per_msg
         );
         print_cpu(
             r.server_us_per_msg,

@@ -25,6 +25,66 @@ pub fn upgrade_request(url: &WsUrl) -> Vec<u8> {
     wire_kit::upgrade_request(&url.path, &url.addr(), "")
 }
 
+/// The upgrade request for `url` offering `extensions` (a
+/// `Sec-WebSocket-Extensions` value) when given.
+pub fn upgrade_request_offering(url: &WsUrl, extensions: Option<&str>) -> Vec<u8> {
+    match extensions {
+        None => upgrade_request(url),
+        Some(offer) => wire_kit::upgrade_request(
+            &url.path,
+            &url.addr(),
+            &format!("Sec-WebSocket-Extensions: {offer}\r\n"),
+        ),
+    }
+}
+
+/// How echoes are checked: binary payloads compared byte by byte as they stream in,
+/// or whole JSON messages, inflated first when compressed (`--deflate`).
+#[derive(Debug)]
+pub enum Checker {
+    /// [`EchoReader`].
+    Binary(EchoReader),
+    /// [`super::deflate::DeflateReader`].
+    Json(Box<super::deflate::DeflateReader>),
+}
+
+impl Checker {
+    /// A checker of the kind `messages` needs: JSON ones are text.
+    pub fn for_messages(messages: &Messages) -> Checker {
+        let text = messages
+            .variants
+            .first()
+            .is_some_and(|v| v.frame[0] & 0x0f == wire_kit::OP_TEXT);
+        if text {
+            Checker::Json(Box::default())
+        } else {
+            Checker::Binary(EchoReader::new())
+        }
+    }
+
+    /// See [`EchoReader::feed`].
+    pub fn feed(
+        &mut self,
+        data: &[u8],
+        messages: &Messages,
+        expected: &mut VecDeque<u8>,
+        done: impl FnMut(u8),
+    ) -> Result<(), EchoError> {
+        match self {
+            Checker::Binary(r) => r.feed(data, messages, expected, done),
+            Checker::Json(r) => r.feed(data, messages, expected, done),
+        }
+    }
+
+    /// Messages that came back different.
+    pub fn mismatches(&self) -> u64 {
+        match self {
+            Checker::Binary(r) => r.mismatches,
+            Checker::Json(r) => r.mismatches,
+        }
+    }
+}
+
 /// A complete, valid `101` response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
