@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds every fuzz target and runs each for a short, fixed time on nightly.
 #
-#   fuzz/smoke.sh                      # 30 s per target
+#   fuzz/smoke.sh                      # 15 s per target (the test command's smoke run)
 #   FUZZ_SECS=300 fuzz/smoke.sh        # longer
 #   FUZZ_TARGETS="core decoder" fuzz/smoke.sh
 #
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-SECS="${FUZZ_SECS:-30}"
+SECS="${FUZZ_SECS:-15}"
 TOOLCHAIN="${FUZZ_TOOLCHAIN:-nightly}"
 RSS_LIMIT_MB="${FUZZ_RSS_LIMIT_MB:-2048}"
 TARGETS="${FUZZ_TARGETS:-decoder core server_handshake client_handshake extensions}"
