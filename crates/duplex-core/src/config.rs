@@ -280,6 +280,13 @@ impl EngineConfig {
         self
     }
 
+    /// True while the budget that server connections made with this configuration join
+    /// is exceeded: adapters answer new handshakes 503 (see [`MemoryBudget`]).
+    pub fn refuses_new_server_connections(&self) -> bool {
+        self.budget(Role::Server)
+            .is_some_and(MemoryBudget::is_exceeded)
+    }
+
     /// The budget a connection in `role` joins, if any.
     pub fn budget(&self, role: Role) -> Option<&MemoryBudget> {
         match (&self.memory_budget, role) {

@@ -147,9 +147,7 @@ impl Config {
     /// configuration join is exceeded: new handshakes are answered 503 (see
     /// [`duplex_core::MemoryBudget`]).
     pub(crate) fn is_over_budget(&self) -> bool {
-        self.engine
-            .budget(duplex_core::Role::Server)
-            .is_some_and(duplex_core::MemoryBudget::is_exceeded)
+        self.engine.refuses_new_server_connections()
     }
 
     /// The protocol engine's configuration.

@@ -22,11 +22,10 @@ where
         let Some(entry) = self.local.entry_mut(slot) else {
             return;
         };
-        let over_budget = self
-            .engine
-            .budget(Role::Server)
-            .is_some_and(duplex_core::MemoryBudget::is_exceeded);
-        if entry.reject || self.shutdown_deadline.is_some() || over_budget {
+        if entry.reject
+            || self.shutdown_deadline.is_some()
+            || self.engine.refuses_new_server_connections()
+        {
             return self.reject(slot, Decision::unavailable());
         }
         entry.state = State::Open {
