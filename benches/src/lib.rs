@@ -213,6 +213,30 @@ where
     }
 }
 
+/// The `main` of a peer echo server: [`serve_each`] runs `$serve(stream)` on every
+/// connection, behind tokio-rustls when [`TLS_ENV`] names a certificate ([`tls_acceptor`]),
+/// on the TCP stream otherwise. `$serve` is a function generic over the stream, so each
+/// arm keeps its concrete type (no boxed stream in the measured path).
+#[macro_export]
+macro_rules! serve_plain_or_tls {
+    ($serve:path) => {
+        match $crate::tls_acceptor() {
+            Some(tls) => {
+                $crate::serve_each(move |tcp| {
+                    let tls = tls.clone();
+                    async move {
+                        if let Ok(stream) = tls.accept(tcp).await {
+                            $serve(stream).await;
+                        }
+                    }
+                })
+                .await
+            }
+            None => $crate::serve_each(|tcp| $serve(tcp)).await,
+        }
+    };
+}
+
 /// The environment variable through which `cargo xtask load --compare --tls` hands the
 /// servers its certificate directory (`cert.der`, `key.der` PKCS#8, and PEM copies).
 pub const TLS_ENV: &str = "DUPLEX_LOAD_TLS";

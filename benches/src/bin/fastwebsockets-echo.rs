@@ -49,18 +49,5 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S) {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     // With DUPLEX_LOAD_TLS set, every connection behind tokio-rustls.
-    match duplex_benches::tls_acceptor() {
-        Some(tls) => {
-            duplex_benches::serve_each(move |tcp| {
-                let tls = tls.clone();
-                async move {
-                    if let Ok(stream) = tls.accept(tcp).await {
-                        serve(stream).await;
-                    }
-                }
-            })
-            .await
-        }
-        None => duplex_benches::serve_each(serve).await,
-    }
+    duplex_benches::serve_plain_or_tls!(serve)
 }

@@ -14,7 +14,6 @@ use sockudo_ws::handshake::{build_response, generate_accept_key, parse_request};
 use sockudo_ws::protocol::{Message, Role};
 use sockudo_ws::{Config, WebSocketStream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Reads the upgrade request, writes the 101, and returns what followed the request.
 async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(tcp: &mut S) -> Option<Bytes> {
@@ -58,18 +57,5 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut tcp: S) {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     // With DUPLEX_LOAD_TLS set, every connection behind tokio-rustls.
-    match duplex_benches::tls_acceptor() {
-        Some(tls) => {
-            duplex_benches::serve_each(move |tcp| {
-                let tls = tls.clone();
-                async move {
-                    if let Ok(stream) = tls.accept(tcp).await {
-                        echo(stream).await;
-                    }
-                }
-            })
-            .await
-        }
-        None => duplex_benches::serve_each(echo::<TcpStream>).await,
-    }
+    duplex_benches::serve_plain_or_tls!(echo)
 }

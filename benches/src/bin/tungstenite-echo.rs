@@ -22,18 +22,6 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    match duplex_benches::tls_acceptor() {
-        Some(tls) => {
-            duplex_benches::serve_each(move |tcp| {
-                let tls = tls.clone();
-                async move {
-                    if let Ok(stream) = tls.accept(tcp).await {
-                        echo(stream).await;
-                    }
-                }
-            })
-            .await
-        }
-        None => duplex_benches::serve_each(echo).await,
-    }
+    // With DUPLEX_LOAD_TLS set, every connection behind tokio-rustls.
+    duplex_benches::serve_plain_or_tls!(echo)
 }
