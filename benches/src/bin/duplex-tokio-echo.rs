@@ -28,11 +28,8 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S, config: Config) {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let protocol = duplex_tokio::core::EngineConfig::default()
-        .max_message_size(64 << 20)
-        .max_frame_size(64 << 20)
-        .max_fragments(1 << 20)
-        .max_write_buffer(16 << 20);
+    // As the echo-server example: default limits, a larger write buffer.
+    let protocol = duplex_tokio::core::EngineConfig::default().max_write_buffer(16 << 20);
     let config = Config::default().engine(protocol);
     match duplex_benches::tls_acceptor() {
         Some(tls) => {
